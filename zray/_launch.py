@@ -1,0 +1,141 @@
+"""Starting head and node-manager processes on this machine.
+
+Used by ``zray.init()`` for the embedded local cluster (and by the CLI and
+``cluster_utils`` for longer-lived ones).  Each process gets the resolved
+Config as JSON on its command line; logs go to the session directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from zray.config import Config
+from zray.exceptions import RaySystemError
+from zray.serialization import remove_segments
+
+
+def make_session_dir(config: Config) -> tuple[str, str]:
+    name = f"session_{time.strftime('%Y-%m-%d_%H-%M-%S')}_{os.getpid()}_{os.urandom(3).hex()}"
+    os.makedirs(config.temp_dir, mode=0o700, exist_ok=True)
+    path = os.path.join(config.temp_dir, name)
+    os.makedirs(os.path.join(path, "logs"), mode=0o700)
+    return name, path
+
+
+def default_resources(num_cpus=None, num_gpus=None, resources=None, memory=None,
+                      object_store_memory=None, host="127.0.0.1", head=False) -> dict:
+    import psutil
+    available = psutil.virtual_memory().available
+    store = int(object_store_memory or available * 0.3)
+    result = {"CPU": float(os.cpu_count() if num_cpus is None else num_cpus)}
+    if num_gpus:
+        result["GPU"] = float(num_gpus)
+    result.update({k: float(v) for k, v in (resources or {}).items()})
+    result["memory"] = float(memory or max(available - store, 0) * 0.7)
+    result["object_store_memory"] = float(store)
+    result[f"node:{host}"] = 1.0
+    if head:
+        result["node:__internal_head__"] = 1.0
+    return result
+
+
+class ManagedProcess:
+    """A child process with a name and a log file, stopped by pid only."""
+
+    def __init__(self, name: str, argv: list, log_path: str, new_session: bool = True):
+        self.name = name
+        self.log_path = log_path
+        with open(log_path, "ab") as log_file:
+            self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file,
+                                          stderr=log_file, start_new_session=new_session)
+        self.pid = self.popen.pid
+
+    def check(self) -> None:
+        code = self.popen.poll()
+        if code is not None:
+            raise RaySystemError(f"the {self.name} process exited with code {code}; "
+                                 f"its log {self.log_path} ends with:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return "".join(f.readlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, grace_s: float) -> None:
+        if self.popen.poll() is None:
+            try:
+                self.popen.send_signal(signal.SIGTERM)
+                self.popen.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self.popen.wait()
+
+
+def start_head(config: Config, session_name: str, session_dir: str, binds: list,
+               parent_pid: int | None) -> ManagedProcess:
+    argv = [sys.executable, "-m", "zray.head", "--config", config.to_json(),
+            "--session-name", session_name, "--log-file",
+            os.path.join(session_dir, "logs", "head.log")]
+    for bind in binds:
+        argv += ["--bind", bind]
+    if parent_pid:
+        argv += ["--parent-pid", str(parent_pid)]
+    return ManagedProcess("head", argv, os.path.join(session_dir, "logs", "head.out"))
+
+
+def start_node(config: Config, head_address: str, node_id: bytes, resources: dict,
+               session_dir: str, host: str, parent_pid: int | None) -> ManagedProcess:
+    tag = node_id.hex()[:12]
+    argv = [sys.executable, "-m", "zray.node", "--config", config.to_json(),
+            "--head", head_address, "--node-id", node_id.hex(),
+            "--resources", json.dumps(resources), "--session-dir", session_dir,
+            "--host", host, "--log-file",
+            os.path.join(session_dir, "logs", f"node-{tag}.log")]
+    if parent_pid:
+        argv += ["--parent-pid", str(parent_pid)]
+    return ManagedProcess(f"node {tag}", argv,
+                          os.path.join(session_dir, "logs", f"node-{tag}.out"))
+
+
+class LocalCluster:
+    """The embedded default of ``zray.init()``: a head and one node, on loopback."""
+
+    def __init__(self, config: Config, resources: dict):
+        self.config = config
+        self.session_name, self.session_dir = make_session_dir(config)
+        self.head_address = f"ipc://{self.session_dir}/head.sock"
+        self.node_id = os.urandom(16)
+        me = os.getpid()
+        self.head = start_head(config, self.session_name, self.session_dir,
+                               [self.head_address], me)
+        self.node = start_node(config, self.head_address, self.node_id, resources,
+                               self.session_dir, "127.0.0.1", me)
+
+    def check(self) -> None:
+        self.head.check()
+        self.node.check()
+
+    def stop(self) -> None:
+        grace = self.config.shutdown_grace_s
+        self.node.stop(grace)
+        self.head.stop(grace)
+        remove_segments(self.config.shm_dir, self.node_id)
+        for name in os.listdir(self.session_dir):
+            if name.endswith(".sock"):
+                try:
+                    os.unlink(os.path.join(self.session_dir, name))
+                except FileNotFoundError:
+                    pass
+
+
+def hostname() -> str:
+    return socket.gethostname()

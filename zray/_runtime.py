@@ -1,0 +1,36 @@
+"""The process's connection to a cluster: set by ``init`` in a driver, by the
+worker loop in a worker.  Everything in the public API reaches the client
+through ``client()``, so there is exactly one place that knows whether zray is
+initialized."""
+
+from __future__ import annotations
+
+_active = None
+
+
+class Runtime:
+    def __init__(self, client, mode: str, namespace: str | None = None):
+        self.client = client
+        self.mode = mode          # "driver" or "worker"
+        self.namespace = namespace
+        self.cluster = None       # the local cluster a driver started, if any
+        self.address = None
+
+
+def set_runtime(runtime) -> None:
+    global _active
+    _active = runtime
+
+
+def get_runtime():
+    return _active
+
+
+def runtime() -> Runtime:
+    if _active is None:
+        raise RuntimeError("zray is not initialized: call zray.init() first.")
+    return _active
+
+
+def client():
+    return runtime().client

@@ -1,0 +1,209 @@
+"""The public API with Ray's names and semantics: init, get, put, wait, ..."""
+
+from __future__ import annotations
+
+import atexit
+import inspect
+import os
+import threading
+
+from zray import _runtime
+from zray._launch import LocalCluster, default_resources
+from zray.config import Config
+from zray.core_client import CoreClient
+from zray.exceptions import RaySystemError
+from zray.object_ref import ObjectRef
+from zray.protocol import Msg
+from zray.remote_function import RemoteFunction, put_value
+
+_init_lock = threading.RLock()
+_atexit_registered = False
+
+
+class ClientContext(dict):
+    """What ``init`` returns: address information, readable as a dict or attributes."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        shutdown()
+
+
+def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=None,
+         object_store_memory=None, namespace=None, ignore_reinit_error=False,
+         runtime_env=None, log_to_driver=True, include_dashboard=None,
+         logging_level=None, configure_logging=True, _system_config=None, **kwargs):
+    """Connect this process to a cluster, starting a local one when no address is given."""
+    global _atexit_registered
+    ignored = set(kwargs) - {"dashboard_host", "dashboard_port", "_temp_dir",
+                             "local_mode", "_node_ip_address", "job_config"}
+    if ignored:
+        raise TypeError(f"init() got unexpected keyword argument(s) {sorted(ignored)}")
+    with _init_lock:
+        if _runtime.get_runtime() is not None:
+            if ignore_reinit_error:
+                return _context(_runtime.get_runtime())
+            raise RuntimeError("Maybe you called zray.init twice by accident? This error "
+                               "can be suppressed by passing in 'ignore_reinit_error=True' "
+                               "or by calling 'zray.shutdown()' prior to 'zray.init()'.")
+        config = Config.from_env(**dict(_system_config or {}))
+        if kwargs.get("_temp_dir"):
+            config = Config.from_env(**{**dict(_system_config or {}),
+                                        "temp_dir": kwargs["_temp_dir"]})
+        address = address or os.environ.get("ZRAY_ADDRESS") or os.environ.get("RAY_ADDRESS")
+        if address:
+            raise RaySystemError(
+                f"connecting to an existing cluster at {address!r} is not available in this "
+                "build yet; call zray.init() with no address for a local cluster")
+        resources_dict = default_resources(num_cpus, num_gpus, resources,
+                                           object_store_memory=object_store_memory, head=True)
+        cluster = LocalCluster(config, resources_dict)
+        client = CoreClient(cluster.head_address, b"D" + os.urandom(8), config, "driver",
+                            local_node_id=cluster.node_id)
+        client.liveness_check = cluster.check
+        try:
+            client.hello({"wait_for_nodes": 1, "namespace": namespace},
+                         config.startup_timeout_s)
+        except BaseException:
+            client.close()
+            cluster.stop()
+            raise
+        runtime = _runtime.Runtime(client, "driver", namespace)
+        runtime.cluster = cluster
+        runtime.address = cluster.head_address
+        _runtime.set_runtime(runtime)
+        if not _atexit_registered:
+            atexit.register(shutdown)
+            _atexit_registered = True
+        return _context(runtime)
+
+
+def _context(runtime) -> ClientContext:
+    cluster = runtime.cluster
+    return ClientContext(
+        address_info={"address": runtime.address,
+                      "session_dir": getattr(cluster, "session_dir", None),
+                      "node_id": runtime.client.local_node_id.hex()
+                      if runtime.client.local_node_id else None},
+        address=runtime.address, dashboard_url=None,
+        session_dir=getattr(cluster, "session_dir", None))
+
+
+def shutdown(_exiting_interpreter: bool = False) -> None:
+    """Disconnect; stop every process that ``init`` started."""
+    with _init_lock:
+        runtime = _runtime.get_runtime()
+        if runtime is None or runtime.mode != "driver":
+            return
+        _runtime.set_runtime(None)
+        client = runtime.client
+        if runtime.cluster is not None:
+            client.send(Msg.SHUTDOWN, ("cluster",))
+        else:
+            client.send(Msg.SHUTDOWN, ("disconnect",))
+        client.close()
+        if runtime.cluster is not None:
+            runtime.cluster.stop()
+
+
+def is_initialized() -> bool:
+    return _runtime.get_runtime() is not None
+
+
+def remote(*args, **kwargs):
+    """``@remote`` or ``@remote(num_cpus=..., ...)`` on a function (or, later, a class)."""
+    if len(args) == 1 and not kwargs and callable(args[0]):
+        return _make_remote(args[0], {})
+    if args:
+        raise TypeError("The @zray.remote decorator must be applied either with no "
+                        "arguments and no parentheses, or with keyword arguments only, "
+                        "e.g. @zray.remote(num_cpus=1).")
+    return lambda target: _make_remote(target, kwargs)
+
+
+def _make_remote(target, options):
+    if inspect.isclass(target):
+        raise TypeError("zray.remote on classes (actors) is not available in this build "
+                        "yet; see the actors issue")
+    if not callable(target):
+        raise TypeError(f"zray.remote expects a function or class, got {target!r}")
+    return RemoteFunction(target, options)
+
+
+def _object_ids(refs, what: str):
+    if not isinstance(refs, (list, tuple)):
+        raise TypeError(f"{what} expects an ObjectRef or a list of ObjectRefs, got "
+                        f"{type(refs).__name__}")
+    for ref in refs:
+        if not isinstance(ref, ObjectRef):
+            raise TypeError(f"{what} expects ObjectRefs, but the list holds a "
+                            f"{type(ref).__name__}: {ref!r}")
+    return [ref._id for ref in refs]
+
+
+def get(object_refs, *, timeout: float | None = None):
+    """The values of one ObjectRef or a list of them, in order."""
+    client = _runtime.client()
+    if timeout is not None and timeout < 0:
+        raise ValueError("'timeout' must be a non-negative number or None")
+    if isinstance(object_refs, ObjectRef):
+        entry = client.get_entries([object_refs._id], timeout)[0]
+        return client.value_of(object_refs._id, entry)
+    ids = _object_ids(object_refs, "zray.get")
+    entries = client.get_entries(ids, timeout)
+    return [client.value_of(object_id, entry) for object_id, entry in zip(ids, entries)]
+
+
+def put(value, *, _owner=None) -> ObjectRef:
+    """Store ``value`` in the object store; return its ObjectRef."""
+    return put_value(value, _runtime.client())
+
+
+def wait(object_refs, *, num_returns: int = 1, timeout: float | None = None,
+         fetch_local: bool = True):
+    """Split refs into (ready, not ready), both in the order given."""
+    client = _runtime.client()
+    if isinstance(object_refs, ObjectRef):
+        raise TypeError("wait() expected a list of ObjectRef, got a single ObjectRef")
+    ids = _object_ids(object_refs, "zray.wait")
+    if len(set(ids)) != len(ids):
+        raise ValueError("Wait requires a list of unique object refs.")
+    if num_returns <= 0 or num_returns > len(ids):
+        raise ValueError(f"Invalid number of objects to return {num_returns}: it must be "
+                         f"between 1 and the number of refs ({len(ids)}).")
+    if timeout is not None and timeout < 0:
+        raise ValueError("'timeout' must be a non-negative number or None")
+    ready_ids = client.wait_entries(ids, num_returns, timeout)
+    ready, not_ready = [], []
+    for ref in object_refs:
+        if ref._id in ready_ids and len(ready) < num_returns:
+            ready.append(ref)
+        else:
+            not_ready.append(ref)
+    return ready, not_ready
+
+
+def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
+    """Cancel the task that makes ``object_ref``; its ``get`` raises TaskCancelledError."""
+    if not isinstance(object_ref, ObjectRef):
+        raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}")
+    _runtime.client().send(Msg.CANCEL_TASKS, (object_ref.task_id(), bool(force)))
+
+
+def nodes() -> list:
+    return _runtime.client().query("nodes")
+
+
+def cluster_resources() -> dict:
+    return _runtime.client().query("cluster_resources")
+
+
+def available_resources() -> dict:
+    return _runtime.client().query("available_resources")

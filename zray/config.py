@@ -1,0 +1,82 @@
+"""One frozen configuration for every zray process.
+
+Every field can be overridden by an environment variable named ``ZRAY_<FIELD>``
+(upper case).  The driver resolves the configuration once and hands it to the
+processes it starts explicitly (as JSON in their argv), so a child never reads a
+different value than its parent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field, fields
+
+
+@dataclass(frozen=True)
+class Config:
+    #: Objects whose serialized size is at most this travel inside messages;
+    #: larger ones go to the node's shared-memory store.
+    max_inline_object_bytes: int = 100 * 1024
+    #: Seconds between heartbeats sent by nodes and drivers to the head.
+    heartbeat_interval_s: float = 1.0
+    #: A peer that misses this many heartbeats in a row is declared dead.
+    heartbeat_missed_limit: int = 10
+    #: How far the head may commit a node beyond its resources, as a multiple of
+    #: its totals.  Tasks beyond capacity wait in the node's queue, which keeps
+    #: the pipeline to the workers full; the node never runs more than fits.
+    node_overcommit_factor: float = 1.0
+    #: Largest inbound frame any socket accepts, in bytes (-1: no limit).
+    max_message_bytes: int = 512 * 1024 * 1024
+    #: Seconds an idle surplus worker (beyond num_cpus) lives before it exits.
+    idle_worker_timeout_s: float = 10.0
+    #: Seconds a process waits for its children to exit on shutdown before
+    #: killing them.
+    shutdown_grace_s: float = 2.0
+    #: Root folder for session directories (sockets, logs, keys).
+    temp_dir: str = "/tmp/zray"
+    #: Folder holding shared-memory segments, one per object.
+    shm_dir: str = "/dev/shm"
+    #: Seconds the driver waits for the head and first node to come up.
+    startup_timeout_s: float = 30.0
+    #: Logging level of the head, node and worker processes.
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ=None, **overrides) -> "Config":
+        """Defaults, then ``ZRAY_*`` variables, then explicit overrides."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in fields(cls):
+            var = "ZRAY_" + f.name.upper()
+            if var in environ:
+                values[f.name] = _parse(f, environ[var], var)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown config fields {sorted(unknown)}; valid: "
+                             f"{sorted(f.name for f in fields(cls))}")
+        return cls(**values)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "Config":
+        return cls(**json.loads(text))
+
+
+def _parse(f: dataclasses.Field, raw: str, var: str):
+    kind = type(f.default)
+    try:
+        if kind is bool:
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        return kind(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {var}={raw!r} is not a valid "
+                         f"{kind.__name__}; unset it or give a {kind.__name__}") from None

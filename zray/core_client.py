@@ -1,0 +1,449 @@
+"""The client side of zray, shared by drivers and workers.
+
+    user threads ──► outbox (deque) ──eventfd──► I/O thread ──DEALER──► head
+         ▲                                          │        (a worker's DEALER goes
+         └──── Condition ◄── objects / replies ◄────┘         to its node, which relays)
+
+One I/O thread owns the socket (pyzmq sockets are not thread-safe).  User
+threads append messages to the outbox and wake the thread at most once per
+batch; consecutive messages of one type leave as one message.  Arrivals
+(OBJECTS_READY, QUERY_REPLY, LOG_LINES, ...) are handled in the I/O thread and
+wake waiters through one Condition.
+
+Reference counting: each process counts its live ObjectRefs per object; the
+first reference announces itself to the head (ADD_REFS), the last one's death
+sends REMOVE_REFS.  Drops are deferred to the I/O thread, which is always safe
+(a late decrement only delays a free).  Returns of tasks we submit and objects
+we put are registered with the head by SUBMIT_TASKS / PUT_OBJECTS themselves.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import logging
+import os
+import sys
+import threading
+import time
+from collections import deque
+
+import zmq
+
+from zray import protocol
+from zray.exceptions import GetTimeoutError, ProtocolError, RaySystemError
+from zray.protocol import Msg
+from zray.serialization import (KIND_ERROR, KIND_INLINE, KIND_SHM, deserialize,
+                                read_segment, segment_path)
+
+log = logging.getLogger("zray")
+
+_BLOCKING_KINDS = (Msg.WORKER_BLOCKED, Msg.WORKER_UNBLOCKED)
+
+
+class CoreClient:
+    def __init__(self, endpoint: str, identity: bytes, config, role: str,
+                 local_node_id: bytes | None = None):
+        self.endpoint = endpoint
+        self.identity = identity
+        self.config = config
+        self.role = role
+        self.local_node_id = local_node_id
+        self.job_id = None
+        self.welcome = None
+        self.closed = False
+        self.fatal = None
+        self.liveness_check = None
+        self.message_handlers = {}
+        self.current_task = threading.local()
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._outbox = deque()
+        self._released = deque()
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._wake_pending = False
+        self._refs: dict[bytes, int] = {}
+        self._objects: dict[bytes, tuple] = {}
+        self._pushed: set = set()
+        self._subscribed: set = set()
+        self._callbacks: dict[bytes, list] = {}
+        self._replies: dict[int, concurrent.futures.Future] = {}
+        self._request_ids = itertools.count(1)
+        self._functions_sent: set = set()
+        self._welcomed = threading.Event()
+        self._stop = False
+        self._handlers = {
+            Msg.OBJECTS_READY: self._on_objects_ready,
+            Msg.QUERY_REPLY: self._on_query_reply,
+            Msg.WELCOME: self._on_welcome,
+            Msg.LOG_LINES: self._on_log_lines,
+            Msg.WARNING: self._on_warning,
+            Msg.PROTOCOL_ERROR: self._on_protocol_error,
+        }
+        self._thread = threading.Thread(target=self._io_main, name="zray-io", daemon=True)
+        self._thread.start()
+
+    # --- sending ---------------------------------------------------------------------
+
+    def send(self, msg_type: Msg, item: tuple) -> None:
+        self._outbox.append((msg_type, item))
+        if not self._wake_pending:
+            self._wake_pending = True
+            try:
+                os.eventfd_write(self._wake_fd, 1)
+            except OSError:
+                pass
+
+    def hello(self, info: dict, timeout_s: float) -> dict:
+        self.send(Msg.HELLO, (self.role, protocol.PROTOCOL_MAJOR, protocol.PROTOCOL_MINOR,
+                              os.getpid(), info))
+        deadline = time.monotonic() + timeout_s
+        while not self._welcomed.wait(0.05):
+            self._raise_if_fatal()
+            if self.liveness_check is not None:
+                self.liveness_check()
+            if time.monotonic() > deadline:
+                raise RaySystemError(f"the head at {self.endpoint} did not answer within "
+                                     f"{timeout_s:.0f} s; is it running and reachable?")
+        self._raise_if_fatal()
+        return self.welcome
+
+    def register_function(self, function_id: bytes, blob: bytes) -> None:
+        if function_id not in self._functions_sent:
+            self._functions_sent.add(function_id)
+            self.send(Msg.REGISTER_FUNCTIONS, (function_id, blob))
+
+    def submit(self, spec) -> list:
+        """Send a task; return the ids of its returns (already referenced once)."""
+        return_ids = spec.return_ids()
+        with self._lock:
+            for object_id in return_ids:
+                self._refs[object_id] = self._refs.get(object_id, 0) + 1
+                self._pushed.add(object_id)
+        self.send(Msg.SUBMIT_TASKS, (spec,))
+        return return_ids
+
+    def put_serialized(self, object_id: bytes, obj) -> None:
+        """Register an object made by put: inline, or written to the local store."""
+        if obj.size <= self.config.max_inline_object_bytes:
+            from zray.serialization import inline_bytes
+            entry = (KIND_INLINE, inline_bytes(obj), obj.size, ())
+            item = (object_id, KIND_INLINE, entry[1], obj.size, None, obj.contained_ids)
+        else:
+            if self.local_node_id is None:
+                raise RaySystemError("this process has no local node to store a large "
+                                     "object in")
+            from zray.serialization import write_segment
+            size = write_segment(
+                segment_path(self.config.shm_dir, self.local_node_id, object_id), obj)
+            entry = (KIND_SHM, None, size, (self.local_node_id,))
+            item = (object_id, KIND_SHM, None, size, self.local_node_id, obj.contained_ids)
+        with self._lock:
+            self._refs[object_id] = self._refs.get(object_id, 0) + 1
+            self._objects[object_id] = entry
+        self.send(Msg.PUT_OBJECTS, item)
+
+    # --- references ------------------------------------------------------------------
+
+    def add_ref(self, object_id: bytes, announce: bool = True) -> None:
+        with self._lock:
+            count = self._refs.get(object_id, 0)
+            self._refs[object_id] = count + 1
+            if count == 0 and announce:
+                self.send(Msg.ADD_REFS, (object_id,))
+
+    def release_ref(self, object_id: bytes) -> None:
+        """Called from ObjectRef.__del__ in any thread: defer to the I/O thread."""
+        if self.closed:
+            return
+        self._released.append(object_id)
+        if not self._wake_pending:
+            self._wake_pending = True
+            try:
+                os.eventfd_write(self._wake_fd, 1)
+            except OSError:
+                pass
+
+    def _apply_releases(self) -> None:
+        if not self._released:
+            return
+        with self._lock:
+            while self._released:
+                object_id = self._released.popleft()
+                count = self._refs.get(object_id, 0) - 1
+                if count > 0:
+                    self._refs[object_id] = count
+                    continue
+                self._refs.pop(object_id, None)
+                self._objects.pop(object_id, None)
+                self._pushed.discard(object_id)
+                self._subscribed.discard(object_id)
+                self._outbox.append((Msg.REMOVE_REFS, (object_id,)))
+
+    # --- getting ---------------------------------------------------------------------
+
+    def wait_entries(self, object_ids, num_returns: int, timeout_s):
+        """Block until ``num_returns`` of the objects are ready; return the ready set."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        blocked = False
+        try:
+            with self._cond:
+                self._subscribe_missing(object_ids)
+                while True:
+                    self._raise_if_fatal()
+                    ready = [o for o in object_ids if o in self._objects]
+                    if len(ready) >= num_returns:
+                        return set(ready)
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return set(ready)
+                    if not blocked:
+                        blocked = self._notify_blocked(True)
+                    self._cond.wait(1.0 if remaining is None else min(remaining, 1.0))
+                    if self.liveness_check is not None:
+                        self.liveness_check()
+        finally:
+            if blocked:
+                self._notify_blocked(False)
+
+    def get_entries(self, object_ids, timeout_s):
+        wanted = len(set(object_ids))
+        ready = self.wait_entries(object_ids, len(object_ids), timeout_s)
+        if len(ready) < wanted:
+            raise GetTimeoutError(
+                f"Get timed out: {wanted - len(ready)} of {wanted} objects were not "
+                f"ready after {timeout_s} s.")
+        with self._lock:
+            return [self._objects[o] for o in object_ids]
+
+    def _subscribe_missing(self, object_ids) -> None:
+        for object_id in object_ids:
+            if object_id in self._objects or object_id in self._pushed \
+                    or object_id in self._subscribed:
+                continue
+            self._subscribed.add(object_id)
+            self.send(Msg.SUBSCRIBE_OBJECTS, (object_id,))
+
+    def _notify_blocked(self, blocked: bool) -> bool:
+        task_id = getattr(self.current_task, "task_id", None)
+        if self.role != "worker" or task_id is None:
+            return False
+        self.send(Msg.WORKER_BLOCKED if blocked else Msg.WORKER_UNBLOCKED, (task_id,))
+        return True
+
+    def value_of(self, object_id: bytes, entry: tuple):
+        """Turn a ready entry into its value; raise the stored error for an error."""
+        kind, data, size, node_ids = entry
+        if kind == KIND_INLINE:
+            return deserialize(data)
+        if kind == KIND_ERROR:
+            raise _as_raisable(deserialize(data))
+        if kind == KIND_SHM:
+            if self.local_node_id in node_ids:
+                return read_segment(segment_path(self.config.shm_dir, self.local_node_id,
+                                                 object_id))
+            raise RaySystemError(
+                f"object {object_id.hex()} lives on node(s) "
+                f"{[n.hex()[:12] for n in node_ids]}, not on this process's node; "
+                "cross-node object transfer is not available in this build")
+        raise RaySystemError(f"unknown object kind {kind}")
+
+    def add_callback(self, object_id: bytes, callback) -> None:
+        """Call ``callback(entry)`` (in the I/O thread) once the object is ready."""
+        with self._lock:
+            entry = self._objects.get(object_id)
+            if entry is None:
+                self._callbacks.setdefault(object_id, []).append(callback)
+                self._subscribe_missing([object_id])
+                return
+        callback(entry)
+
+    # --- queries ---------------------------------------------------------------------
+
+    def query(self, name: str, args=None, timeout_s: float = 30.0):
+        request_id = next(self._request_ids)
+        future = concurrent.futures.Future()
+        with self._lock:
+            self._replies[request_id] = future
+        self.send(Msg.QUERY, (request_id, name, args))
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self._raise_if_fatal()
+            try:
+                ok, value = future.result(timeout=0.1)
+                break
+            except concurrent.futures.TimeoutError:
+                if self.liveness_check is not None:
+                    self.liveness_check()
+                if time.monotonic() > deadline:
+                    raise GetTimeoutError(f"the head did not answer query {name!r} in "
+                                          f"{timeout_s} s") from None
+        if not ok:
+            raise RaySystemError(value)
+        return value
+
+    # --- the I/O thread --------------------------------------------------------------
+
+    def _io_main(self) -> None:
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 2000)
+        sock.setsockopt(zmq.SNDHWM, 0)
+        sock.setsockopt(zmq.RCVHWM, 0)
+        if self.config.max_message_bytes > 0:
+            sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
+        sock.setsockopt(zmq.IDENTITY, self.identity)
+        sock.connect(self.endpoint)
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self._wake_fd, zmq.POLLIN)
+        beat_every = self.config.heartbeat_interval_s
+        next_beat = time.monotonic()
+        try:
+            while True:
+                events = dict(poller.poll(beat_every * 1000))
+                if self._wake_fd in events:
+                    try:
+                        os.eventfd_read(self._wake_fd)
+                    except BlockingIOError:
+                        pass
+                self._wake_pending = False
+                self._apply_releases()
+                self._flush(sock)
+                if sock in events:
+                    self._drain(sock)
+                if self._stop:
+                    self._apply_releases()
+                    self._flush(sock)
+                    break
+                now = time.monotonic()
+                if self.role == "driver" and now >= next_beat:
+                    sock.send_multipart(protocol.encode(Msg.HEARTBEAT, [(time.time(),)]))
+                    next_beat = now + beat_every
+        except Exception as exc:  # a bug here must not hang every waiter silently
+            log.exception("zray I/O thread failed")
+            self._set_fatal(RaySystemError(f"zray's I/O thread failed: {exc!r}"))
+        finally:
+            sock.close()
+            ctx.term()
+
+    def _flush(self, sock) -> None:
+        outbox = self._outbox
+        current_type, items = None, []
+        while outbox:
+            msg_type, item = outbox.popleft()
+            if msg_type is not current_type and items:
+                sock.send_multipart(protocol.encode(current_type, items))
+                items = []
+            current_type = msg_type
+            items.append(item)
+        if items:
+            sock.send_multipart(protocol.encode(current_type, items))
+
+    def _drain(self, sock) -> None:
+        while True:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                message = protocol.decode(frames)
+            except ProtocolError as exc:
+                if "version mismatch" in str(exc):
+                    self._set_fatal(exc)
+                log.warning("dropped a malformed message from %s: %s", self.endpoint, exc)
+                continue
+            handler = self._handlers.get(message.type) or \
+                self.message_handlers.get(message.type)
+            if handler is None:
+                log.warning("ignoring unexpected %s", message.type.name)
+                continue
+            try:
+                handler(message.items)
+            except Exception:
+                log.exception("handling %s failed", message.type.name)
+
+    def _on_objects_ready(self, items) -> None:
+        fire = []
+        with self._cond:
+            for item in items:
+                object_id = item[0]
+                if object_id not in self._refs:
+                    continue
+                entry = item[1:]
+                self._objects[object_id] = entry
+                self._pushed.discard(object_id)
+                self._subscribed.discard(object_id)
+                callbacks = self._callbacks.pop(object_id, None)
+                if callbacks:
+                    fire.extend((cb, entry) for cb in callbacks)
+            self._cond.notify_all()
+        for callback, entry in fire:
+            try:
+                callback(entry)
+            except Exception:
+                log.exception("object callback failed")
+
+    def _on_query_reply(self, items) -> None:
+        for request_id, ok, value in items:
+            with self._lock:
+                future = self._replies.pop(request_id, None)
+            if future is not None:
+                future.set_result((ok, value))
+
+    def _on_welcome(self, items) -> None:
+        self.welcome = items[0][0]
+        self.job_id = self.welcome.get("job_id")
+        self._welcomed.set()
+
+    def _on_log_lines(self, items) -> None:
+        for job_id, prefix, stream, text in items:
+            out = sys.stderr if stream == "stderr" else sys.stdout
+            try:
+                out.write("".join(f"{prefix} {line}\n" for line in text.splitlines()))
+                out.flush()
+            except (OSError, ValueError):
+                pass
+
+    def _on_warning(self, items) -> None:
+        for (text,) in items:
+            log.warning("%s", text)
+
+    def _on_protocol_error(self, items) -> None:
+        self._set_fatal(ProtocolError(items[0][0]))
+
+    def _set_fatal(self, error: Exception) -> None:
+        with self._cond:
+            self.fatal = error
+            self._cond.notify_all()
+        self._welcomed.set()
+        for future in list(self._replies.values()):
+            if not future.done():
+                future.set_exception(error)
+
+    def _raise_if_fatal(self) -> None:
+        if self.fatal is not None:
+            raise self.fatal
+
+    # --- closing ---------------------------------------------------------------------
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        if self.closed:
+            return
+        self._stop = True
+        try:
+            os.eventfd_write(self._wake_fd, 1)
+        except OSError:
+            pass
+        self._thread.join(timeout_s)
+        self.closed = True
+        os.close(self._wake_fd)
+
+
+def _as_raisable(error):
+    from zray.exceptions import RayTaskError
+    if isinstance(error, RayTaskError):
+        return error.as_instanceof_cause()
+    if isinstance(error, BaseException):
+        return error
+    return RaySystemError(f"stored error is not an exception: {error!r}")

@@ -1,0 +1,1 @@
+"""The head: the cluster's broker (membership, scheduling, objects, lineage)."""

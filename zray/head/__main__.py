@@ -1,0 +1,3 @@
+from zray.head.main import main
+
+main()

@@ -1,0 +1,131 @@
+"""The head process: one ROUTER socket, one loop, and ``HeadState``.
+
+Sockets: ROUTER bound on an owner-only ipc path (local clusters) and/or TCP.
+Peers: drivers (DEALER), node managers (DEALER; they relay their workers'
+messages with the worker id as route).  Every message is decoded, handed to
+``HeadState.handle``, and what the state machine queued in its outbox is sent
+once per loop turn, one message per (peer, route, type).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+
+import zmq
+
+from zray import protocol
+from zray._process import (bind_private, configure_socket, install_stop_handler,
+                           parent_alive, setup_logging)
+from zray.config import Config
+from zray.exceptions import ProtocolError
+from zray.head.state import HeadState
+
+log = logging.getLogger("zray.head")
+
+TICK_S = 0.1
+DRAIN_BUDGET = 2000
+
+
+class HeadLoop:
+    def __init__(self, config: Config, binds: list, session_name: str,
+                 parent_pid: int | None = None):
+        self.config = config
+        self.parent_pid = parent_pid
+        self.ctx = zmq.Context()
+        self.router = self.ctx.socket(zmq.ROUTER)
+        configure_socket(self.router, config)
+        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self.endpoints = [bind_private(self.router, b) for b in binds]
+        self.state = HeadState(config, session_name, time.monotonic())
+        self.flag = {"stop": False}
+
+    def run(self) -> None:
+        install_stop_handler(self.flag)
+        log.info("head listening on %s", self.endpoints)
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        next_tick = time.monotonic() + TICK_S
+        while not self.flag["stop"] and not self.state.exit_requested:
+            timeout_ms = max(0.0, next_tick - time.monotonic()) * 1000
+            if poller.poll(timeout_ms):
+                self._drain(time.monotonic())
+            now = time.monotonic()
+            if now >= next_tick:
+                self.state.tick(now)
+                next_tick = now + TICK_S
+                if not parent_alive(self.parent_pid):
+                    log.warning("parent process %s is gone; shutting down", self.parent_pid)
+                    break
+            self._flush()
+        self._shutdown()
+
+    def _drain(self, now: float) -> None:
+        router, state = self.router, self.state
+        for _ in range(DRAIN_BUDGET):
+            try:
+                frames = router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            identity = frames[0]
+            try:
+                message = protocol.decode(frames[1:])
+            except ProtocolError as exc:
+                log.warning("dropped a message from peer %r: %s", identity[:16], exc)
+                self._refuse(identity, frames, exc)
+                continue
+            try:
+                state.handle(identity, message, now)
+            except Exception:
+                log.exception("handler for %s from %r failed; message dropped",
+                              message.type.name, identity[:16])
+        state.after_batch(now)
+
+    def _refuse(self, identity: bytes, frames: list, exc: ProtocolError) -> None:
+        if "version mismatch" in str(exc):
+            self.router.send_multipart(
+                [identity] + protocol.encode(protocol.Msg.PROTOCOL_ERROR, [(str(exc),)]))
+
+    def _flush(self) -> None:
+        send = self.router.send_multipart
+        for (identity, route, msg_type), items in self.state.out.drain().items():
+            try:
+                send([identity] + protocol.encode(msg_type, items, route), zmq.NOBLOCK)
+            except zmq.ZMQError as exc:
+                log.warning("could not send %s to %r: %s", msg_type.name, identity[:16], exc)
+
+    def _shutdown(self) -> None:
+        for node in self.state.nodes.values():
+            if node.state.value == "ALIVE":
+                self.state.out.send(node.identity, b"", protocol.Msg.SHUTDOWN,
+                                    ("head exiting",))
+        self._flush()
+        self.router.setsockopt(zmq.LINGER, 500)
+        self.router.close()
+        self.ctx.term()
+        for endpoint in self.endpoints:
+            if endpoint.startswith("ipc://"):
+                try:
+                    os.unlink(endpoint[len("ipc://"):])
+                except FileNotFoundError:
+                    pass
+        log.info("head stopped")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="zray.head")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--bind", action="append", required=True)
+    parser.add_argument("--session-name", required=True)
+    parser.add_argument("--parent-pid", type=int)
+    parser.add_argument("--log-file")
+    args = parser.parse_args(argv)
+    config = Config.from_json(args.config)
+    setup_logging("head", config.log_level, args.log_file)
+    HeadLoop(config, args.bind, args.session_name, args.parent_pid).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Read-only answers to QUERY messages: cluster state for the API and the CLI."""
+
+from __future__ import annotations
+
+
+def nodes(state, args):
+    out = []
+    for node in state.nodes.values():
+        info = node.info
+        out.append({
+            "NodeID": node.node_id.hex(),
+            "Alive": node.state.value == "ALIVE",
+            "State": node.state.value,
+            "NodeManagerAddress": info.get("host", ""),
+            "NodeManagerHostname": info.get("hostname", ""),
+            "NodeManagerPort": info.get("port", 0),
+            "ObjectStoreSocketName": info.get("store", ""),
+            "Resources": dict(node.total) if node.state.value == "ALIVE" else {},
+            "Labels": info.get("labels", {}),
+            "pid": info.get("pid"),
+            "DeathReason": node.death_reason,
+            "DeathTime": node.death_time,
+            "alive": node.state.value == "ALIVE",
+        })
+    return out
+
+
+def cluster_resources(state, args):
+    total = {}
+    for node in state.nodes.values():
+        if node.state.value == "ALIVE":
+            for name, amount in node.total.items():
+                total[name] = total.get(name, 0.0) + amount
+    return total
+
+
+def available_resources(state, args):
+    free = {}
+    for node in state.nodes.values():
+        if node.state.value == "ALIVE":
+            for name, amount in node.available.items():
+                free[name] = free.get(name, 0.0) + max(0.0, min(amount, node.total.get(name, 0)))
+    return {k: v for k, v in free.items() if v > 0}
+
+
+def list_tasks(state, args):
+    limit = (args or {}).get("limit", 1000)
+    out = []
+    for task in list(state.tasks.values())[:limit]:
+        out.append({"task_id": task.spec.task_id.hex(), "name": task.spec.name,
+                    "state": task.state.value, "attempt": task.spec.attempt,
+                    "node_id": task.node_id.hex() if task.node_id else None,
+                    "job_id": task.spec.job_id.hex() if task.spec.job_id else None})
+    return out
+
+
+def list_objects(state, args):
+    limit = (args or {}).get("limit", 1000)
+    out = []
+    for obj in list(state.objects.values())[:limit]:
+        out.append({"object_id": obj.object_id.hex(), "state": obj.state.value,
+                    "size_bytes": obj.size, "inline": obj.kind != 2,
+                    "locations": [n.hex() for n in obj.locations],
+                    "references": sum(obj.holders.values()), "pins": obj.pins})
+    return out
+
+
+def summary(state, args):
+    return {"tasks": len(state.tasks), "objects": len(state.objects),
+            "clients": len(state.clients), "functions": len(state.functions),
+            "queued": sum(len(q) for q in state.queues.values())}
+
+
+QUERIES = {
+    "nodes": nodes,
+    "cluster_resources": cluster_resources,
+    "available_resources": available_resources,
+    "list_tasks": list_tasks,
+    "list_objects": list_objects,
+    "summary": summary,
+}

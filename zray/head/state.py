@@ -1,0 +1,806 @@
+"""The head's decisions, with no sockets, clocks or processes in them.
+
+``HeadState`` is fed decoded messages (``handle``) and the passage of time
+(``tick``) and answers by putting messages in an ``Outbox``; the process loop in
+``zray.head.main`` does the I/O.  It keeps:
+
+- nodes: membership, resources (total and uncommitted), liveness;
+- clients: drivers and workers, the object references each holds;
+- tasks: every task still running or still needed as lineage of a live object;
+- objects: where each object is (inline bytes or nodes holding its segment),
+  who refers to it, and the task that made it.
+
+Task flow: SUBMIT_TASKS → WAITING (dependencies not ready) → PENDING (in the
+queue of its scheduling class) → ASSIGNED (sent to a node) → FINISHED, or back
+to PENDING for a retry.  Objects are freed once no client holds them and no
+task or containing object pins them; a task record goes when it is done and
+none of its returns is alive.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections import deque
+
+from zray import exceptions as zerr
+from zray.protocol import (
+    Msg, PROTOCOL_MAJOR, STATUS_OK, STATUS_RETRIABLE_ERROR, STATUS_CANCELLED,
+    REASON_CANCELLED, REASON_WORKER_DIED,
+)
+from zray.outbox import Outbox
+from zray.serialization import KIND_INLINE, KIND_ERROR, KIND_SHM, dumps_error
+
+log = logging.getLogger("zray.head")
+
+
+class IllegalTransition(RuntimeError):
+    pass
+
+
+class TaskState(str, enum.Enum):
+    WAITING = "WAITING_FOR_DEPENDENCIES"
+    PENDING = "PENDING_NODE_ASSIGNMENT"
+    ASSIGNED = "ASSIGNED"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+TASK_TRANSITIONS = {
+    TaskState.WAITING: {TaskState.PENDING, TaskState.FAILED, TaskState.CANCELLED},
+    TaskState.PENDING: {TaskState.ASSIGNED, TaskState.FAILED, TaskState.CANCELLED},
+    TaskState.ASSIGNED: {TaskState.FINISHED, TaskState.FAILED, TaskState.PENDING,
+                         TaskState.CANCELLED},
+    TaskState.FINISHED: {TaskState.PENDING},
+    TaskState.FAILED: set(),
+    TaskState.CANCELLED: set(),
+}
+TERMINAL = (TaskState.FINISHED, TaskState.FAILED, TaskState.CANCELLED)
+
+
+class ObjectState(str, enum.Enum):
+    PENDING = "PENDING"
+    READY = "READY"
+    LOST = "LOST"
+
+
+class NodeState(str, enum.Enum):
+    ALIVE = "ALIVE"
+    DEAD = "DEAD"
+
+
+class Task:
+    __slots__ = ("spec", "state", "owner", "node_id", "waiting_on", "live_returns",
+                 "pinned", "cancel_requested", "blocked")
+
+    def __init__(self, spec, owner):
+        self.spec = spec
+        self.state = TaskState.WAITING
+        self.owner = owner
+        self.node_id = None
+        self.waiting_on = 0
+        self.live_returns = spec.num_returns
+        self.pinned = False
+        self.cancel_requested = False
+        self.blocked = False
+
+
+class ObjectRecord:
+    __slots__ = ("object_id", "state", "kind", "data", "size", "locations",
+                 "holders", "pins", "subscribers", "contained_ids", "dependents")
+
+    def __init__(self, object_id, state=ObjectState.PENDING):
+        self.object_id = object_id
+        self.state = state
+        self.kind = KIND_INLINE
+        self.data = None
+        self.size = 0
+        self.locations = set()
+        self.holders = {}
+        self.pins = 0
+        self.subscribers = set()
+        self.contained_ids = ()
+        self.dependents = []
+
+    def ready_item(self) -> tuple:
+        return (self.object_id, self.kind, self.data, self.size, tuple(self.locations))
+
+
+class Node:
+    __slots__ = ("node_id", "identity", "info", "total", "available", "state",
+                 "last_seen", "known_functions", "workers", "death_reason",
+                 "death_time", "registered_at")
+
+    def __init__(self, node_id, identity, info, now):
+        self.node_id = node_id
+        self.identity = identity
+        self.info = info
+        self.total = dict(info.get("resources", {}))
+        self.available = dict(self.total)
+        self.state = NodeState.ALIVE
+        self.last_seen = now
+        self.known_functions = set()
+        self.workers = set()
+        self.death_reason = None
+        self.death_time = None
+        self.registered_at = now
+
+
+class Client:
+    __slots__ = ("key", "kind", "job_id", "holding", "last_seen", "info")
+
+    def __init__(self, key, kind, job_id, now, info=None):
+        self.key = key
+        self.kind = kind
+        self.job_id = job_id
+        self.holding = {}
+        self.last_seen = now
+        self.info = info or {}
+
+
+def fits(request: dict, available: dict) -> bool:
+    for name, amount in request.items():
+        if amount > available.get(name, 0.0) + 1e-9:
+            return False
+    return True
+
+
+class HeadState:
+    def __init__(self, config, session_name: str, now: float = 0.0):
+        self.config = config
+        self.session_name = session_name
+        self.out = Outbox()
+        self.nodes: dict[bytes, Node] = {}
+        self.node_by_identity: dict[bytes, Node] = {}
+        self.clients: dict[tuple, Client] = {}
+        self.tasks: dict[bytes, Task] = {}
+        self.objects: dict[bytes, ObjectRecord] = {}
+        self.functions: dict[bytes, bytes] = {}
+        self.queues: dict[tuple, deque] = {}
+        self.infeasible_warned: set = set()
+        self.pending_welcomes: list = []
+        self.next_job = 1
+        self.spread_cursor = 0
+        self.dirty = False
+        self.exit_requested = False
+        self.started_at = now
+        self.handlers = {
+            Msg.HELLO: self._on_hello,
+            Msg.REGISTER_NODE: self._on_register_node,
+            Msg.HEARTBEAT: self._on_heartbeat,
+            Msg.REGISTER_FUNCTIONS: self._on_register_functions,
+            Msg.SUBMIT_TASKS: self._on_submit_tasks,
+            Msg.TASKS_FINISHED: self._on_tasks_finished,
+            Msg.TASKS_FAILED: self._on_tasks_failed,
+            Msg.WORKER_BLOCKED: self._on_worker_blocked,
+            Msg.WORKER_UNBLOCKED: self._on_worker_unblocked,
+            Msg.WORKER_DIED: self._on_worker_died,
+            Msg.PUT_OBJECTS: self._on_put_objects,
+            Msg.ADD_REFS: self._on_add_refs,
+            Msg.REMOVE_REFS: self._on_remove_refs,
+            Msg.SUBSCRIBE_OBJECTS: self._on_subscribe_objects,
+            Msg.CANCEL_TASKS: self._on_cancel_tasks,
+            Msg.LOG_LINES: self._on_log_lines,
+            Msg.QUERY: self._on_query,
+            Msg.SHUTDOWN: self._on_shutdown,
+        }
+        from zray.head.queries import QUERIES
+        self.queries = QUERIES
+
+    # --- entry points ----------------------------------------------------------------
+
+    def handle(self, identity: bytes, message, now: float) -> None:
+        """Apply one decoded message from peer ``identity``."""
+        handler = self.handlers.get(message.type)
+        if handler is None:
+            log.warning("dropping %s from %r: not a message the head handles",
+                        message.type.name, identity)
+            return
+        node = self.node_by_identity.get(identity)
+        if node is not None:
+            node.last_seen = now
+        handler((identity, message.route), message.items, now)
+
+    def after_batch(self, now: float) -> None:
+        """Run once after a batch of messages: place what can be placed."""
+        if self.dirty:
+            self.dirty = False
+            self._schedule()
+
+    def tick(self, now: float) -> None:
+        """Periodic work: liveness of nodes and drivers."""
+        limit = self.config.heartbeat_interval_s * self.config.heartbeat_missed_limit
+        for node in list(self.nodes.values()):
+            if node.state is NodeState.ALIVE and now - node.last_seen > limit:
+                self._node_died(node, now, f"missed {self.config.heartbeat_missed_limit} "
+                                           "heartbeats")
+        for client in list(self.clients.values()):
+            if client.kind == "driver" and now - client.last_seen > limit:
+                log.warning("driver %s missed its heartbeats; releasing its job",
+                            client.job_id.hex())
+                self._client_gone(client)
+        self.after_batch(now)
+
+    # --- membership ------------------------------------------------------------------
+
+    def _on_hello(self, key, items, now):
+        for role, major, minor, pid, info in items:
+            if major != PROTOCOL_MAJOR:
+                self.out.send(key[0], key[1], Msg.PROTOCOL_ERROR, (
+                    f"protocol version mismatch: peer {major}.{minor}, head "
+                    f"{PROTOCOL_MAJOR}; run the same zray major version everywhere",))
+                continue
+            if role == "driver":
+                job_id = self.next_job.to_bytes(4, "big")
+                self.next_job += 1
+                info = dict(info, pid=pid, start_time=now)
+                self.clients[key] = Client(key, "driver", job_id, now, info)
+                self.pending_welcomes.append((key, info.get("wait_for_nodes", 0)))
+                log.info("driver pid %s connected as job %s", pid, job_id.hex())
+        self._send_welcomes()
+
+    def _send_welcomes(self):
+        alive = sum(1 for n in self.nodes.values() if n.state is NodeState.ALIVE)
+        waiting = []
+        for key, wanted in self.pending_welcomes:
+            client = self.clients.get(key)
+            if client is None:
+                continue
+            if alive < wanted:
+                waiting.append((key, wanted))
+                continue
+            self.out.send(key[0], key[1], Msg.WELCOME, ({
+                "job_id": client.job_id, "session_name": self.session_name,
+                "nodes": self.queries["nodes"](self, None)},))
+        self.pending_welcomes = waiting
+
+    def _on_register_node(self, key, items, now):
+        for node_id, major, minor, info in items:
+            if major != PROTOCOL_MAJOR:
+                self.out.send(key[0], b"", Msg.PROTOCOL_ERROR, (
+                    f"protocol version mismatch: node {major}.{minor}, head "
+                    f"{PROTOCOL_MAJOR}; run the same zray major version everywhere",))
+                continue
+            old = self.node_by_identity.get(key[0])
+            if old is not None and old.state is NodeState.ALIVE and old.node_id != node_id:
+                self._node_died(old, now, "replaced by a new registration")
+            node = Node(node_id, key[0], info, now)
+            self.nodes[node_id] = node
+            self.node_by_identity[key[0]] = node
+            log.info("node %s joined from %s with %s", node_id.hex()[:12],
+                     info.get("host"), node.total)
+            self.out.send(key[0], b"", Msg.WELCOME, ({"session_name": self.session_name},))
+            self.infeasible_warned.clear()
+            self.dirty = True
+        self._send_welcomes()
+
+    def _on_heartbeat(self, key, items, now):
+        client = self.clients.get(key)
+        if client is not None:
+            client.last_seen = now
+
+    def _node_died(self, node, now, reason):
+        node.state = NodeState.DEAD
+        node.death_reason = reason
+        node.death_time = now
+        log.warning("node %s declared dead: %s", node.node_id.hex()[:12], reason)
+        for key in [k for k in self.clients if k[0] == node.identity and k[1]]:
+            self._client_gone(self.clients[key])
+        for task in list(self.tasks.values()):
+            if task.state is TaskState.ASSIGNED and task.node_id == node.node_id:
+                self._task_failed(task, zerr.NodeDiedError(
+                    f"The node {node.node_id.hex()} running task {task.spec.name} "
+                    f"died ({reason})."), retriable=True, now=now)
+        for obj in list(self.objects.values()):
+            if node.node_id in obj.locations:
+                obj.locations.discard(node.node_id)
+                if not obj.locations and obj.kind == KIND_SHM:
+                    self._object_lost(obj, node)
+        self.dirty = True
+
+    def _object_lost(self, obj, node):
+        obj.state = ObjectState.LOST
+        err = zerr.ObjectLostError(obj.object_id.hex(), (
+            f"Object {obj.object_id.hex()} is lost: its only copy was on node "
+            f"{node.node_id.hex()}, which died."))
+        self._make_error(obj, err)
+
+    def _client_gone(self, client):
+        self.clients.pop(client.key, None)
+        for object_id, count in list(client.holding.items()):
+            obj = self.objects.get(object_id)
+            if obj is not None:
+                obj.holders.pop(client.key, None)
+                self._maybe_free(obj)
+        if client.kind == "driver":
+            for task in list(self.tasks.values()):
+                if task.owner == client.key and task.state not in TERMINAL:
+                    self._cancel(task, force=True)
+
+    # --- tasks -----------------------------------------------------------------------
+
+    def _on_register_functions(self, key, items, now):
+        for function_id, blob in items:
+            self.functions[function_id] = blob
+
+    def _on_submit_tasks(self, key, items, now):
+        client = self._client(key, now)
+        for (spec,) in items:
+            task = Task(spec, key)
+            self.tasks[spec.task_id] = task
+            for object_id in spec.return_ids():
+                obj = ObjectRecord(object_id)
+                obj.holders[key] = 1
+                client.holding[object_id] = 1
+                self.objects[object_id] = obj
+            self._pin_task_args(task)
+            waiting = 0
+            for dep_id in spec.dep_ids:
+                dep = self.objects.get(dep_id)
+                if dep is None:
+                    dep = self._unknown_object(dep_id)
+                if dep.state is ObjectState.PENDING:
+                    dep.dependents.append(spec.task_id)
+                    waiting += 1
+            task.waiting_on = waiting
+            if waiting == 0:
+                self._deps_ready(task)
+
+    def _unknown_object(self, object_id):
+        obj = ObjectRecord(object_id, ObjectState.LOST)
+        self._make_error(obj, zerr.ObjectLostError(object_id.hex(), (
+            f"Object {object_id.hex()} is unknown to the head: it was freed, or made "
+            "by a driver that has gone.")))
+        return obj
+
+    def _pin_task_args(self, task):
+        for object_id in task.spec.dep_ids + tuple(task.spec.nested_ids):
+            obj = self.objects.get(object_id)
+            if obj is not None:
+                obj.pins += 1
+        task.pinned = True
+
+    def _unpin_task_args(self, task):
+        if not task.pinned:
+            return
+        task.pinned = False
+        for object_id in task.spec.dep_ids + tuple(task.spec.nested_ids):
+            obj = self.objects.get(object_id)
+            if obj is not None:
+                obj.pins -= 1
+                self._maybe_free(obj)
+
+    def _deps_ready(self, task):
+        for dep_id in task.spec.dep_ids:
+            dep = self.objects.get(dep_id) or self._unknown_object(dep_id)
+            if dep.kind == KIND_ERROR:
+                self._finish_with_error_blob(task, dep.data, TaskState.FAILED)
+                return
+        self._transition(task, TaskState.PENDING)
+        self._enqueue(task)
+
+    def _enqueue(self, task):
+        spec = task.spec
+        key = (tuple(sorted(spec.resources.items())), _strategy_key(spec.strategy))
+        queue = self.queues.get(key)
+        if queue is None:
+            queue = self.queues[key] = deque()
+        queue.append(spec.task_id)
+        self.dirty = True
+
+    def _transition(self, task, new_state):
+        if new_state not in TASK_TRANSITIONS[task.state]:
+            raise IllegalTransition(f"task {task.spec.name} {task.spec.task_id.hex()}: "
+                                    f"{task.state.value} -> {new_state.value}")
+        task.state = new_state
+
+    # --- scheduling ------------------------------------------------------------------
+
+    def _schedule(self):
+        for key, queue in list(self.queues.items()):
+            while queue:
+                task = self.tasks.get(queue[0])
+                if task is None or task.state is not TaskState.PENDING:
+                    queue.popleft()
+                    continue
+                node = self._pick_node(task)
+                if node is None:
+                    break
+                queue.popleft()
+                self._assign(task, node)
+            if not queue:
+                del self.queues[key]
+
+    def _pick_node(self, task):
+        from zray.head.scheduling import pick_node
+        node = pick_node(self, task)
+        if node is None:
+            self._check_feasible(task)
+        return node
+
+    def _check_feasible(self, task):
+        request = task.spec.resources
+        alive = [n for n in self.nodes.values() if n.state is NodeState.ALIVE]
+        if any(fits(request, n.total) for n in alive):
+            return
+        strategy = task.spec.strategy
+        if isinstance(strategy, tuple) and strategy[0] == "node_affinity" and not strategy[2]:
+            self._finish_with_error(task, zerr.TaskUnschedulableError(
+                f"Task {task.spec.name} has a hard node affinity to node {strategy[1].hex()}, "
+                "which is not alive or lacks the resources."), TaskState.FAILED)
+            return
+        shape = tuple(sorted(request.items()))
+        if shape in self.infeasible_warned:
+            return
+        self.infeasible_warned.add(shape)
+        have = {}
+        for n in alive:
+            for name, amount in n.total.items():
+                have[name] = max(have.get(name, 0.0), amount)
+        missing = {k: v for k, v in request.items() if have.get(k, 0.0) + 1e-9 < v}
+        text = (f"The task {task.spec.name} cannot be scheduled right now: it requires "
+                f"{request}, but no node has {missing} (largest node offers "
+                f"{ {k: have.get(k, 0.0) for k in missing} }). It stays pending until a node "
+                "with these resources joins the cluster.")
+        log.warning(text)
+        self.out.send(task.owner[0], task.owner[1], Msg.WARNING, (text,))
+
+    def _assign(self, task, node):
+        spec = task.spec
+        self._transition(task, TaskState.ASSIGNED)
+        task.node_id = node.node_id
+        for name, amount in spec.resources.items():
+            node.available[name] = node.available.get(name, 0.0) - amount
+        send = spec.copy()
+        if spec.dep_ids:
+            send.dep_values = [self._dep_value(d) for d in spec.dep_ids]
+        if spec.function_id not in node.known_functions:
+            send.function_blob = self.functions.get(spec.function_id)
+            node.known_functions.add(spec.function_id)
+        self.out.send(node.identity, b"", Msg.EXECUTE_TASKS, (send,))
+
+    def _dep_value(self, object_id):
+        obj = self.objects[object_id]
+        return (obj.kind, obj.data, obj.size, tuple(obj.locations))
+
+    def _release(self, task):
+        node = self.nodes.get(task.node_id)
+        if node is None:
+            return
+        for name, amount in task.spec.resources.items():
+            if task.blocked and name == "CPU":
+                continue
+            node.available[name] = node.available.get(name, 0.0) + amount
+        task.blocked = False
+        self.dirty = True
+
+    # --- results ---------------------------------------------------------------------
+
+    def _on_tasks_finished(self, key, items, now):
+        node = self.node_by_identity.get(key[0])
+        for task_id, attempt, status, results in items:
+            task = self.tasks.get(task_id)
+            if task is None or task.state is not TaskState.ASSIGNED \
+                    or task.spec.attempt != attempt or node is None \
+                    or task.node_id != node.node_id:
+                self._discard_results(results, node)
+                continue
+            self._release(task)
+            if status == STATUS_RETRIABLE_ERROR and self._retries_left(task) \
+                    and not task.cancel_requested:
+                self._discard_results(results, node)
+                self._retry(task)
+                continue
+            if status == STATUS_CANCELLED or task.cancel_requested and status != STATUS_OK:
+                self._discard_results(results, node)
+                self._finish_with_error(task, zerr.TaskCancelledError(task_id.hex()),
+                                        TaskState.CANCELLED)
+                continue
+            self._transition(task, TaskState.FINISHED if status == STATUS_OK
+                             else TaskState.FAILED)
+            for object_id, kind, data, size, contained in results:
+                self._store_result(object_id, kind, data, size, contained, node)
+            self._task_done(task)
+
+    def _discard_results(self, results, node):
+        for object_id, kind, data, size, contained in results:
+            if kind == KIND_SHM and node is not None:
+                self.out.send(node.identity, b"", Msg.FREE_OBJECTS, (object_id,))
+
+    def _store_result(self, object_id, kind, data, size, contained, node):
+        obj = self.objects.get(object_id)
+        if obj is None:
+            if kind == KIND_SHM and node is not None:
+                self.out.send(node.identity, b"", Msg.FREE_OBJECTS, (object_id,))
+            return
+        obj.kind, obj.data, obj.size = kind, data, size
+        if kind == KIND_SHM:
+            obj.locations.add(node.node_id)
+        self._set_contained(obj, contained)
+        self._object_ready(obj)
+
+    def _set_contained(self, obj, contained):
+        obj.contained_ids = tuple(contained)
+        for cid in obj.contained_ids:
+            inner = self.objects.get(cid)
+            if inner is not None:
+                inner.pins += 1
+
+    def _object_ready(self, obj):
+        obj.state = ObjectState.READY
+        item = obj.ready_item()
+        for client_key in obj.subscribers:
+            self.out.send(client_key[0], client_key[1], Msg.OBJECTS_READY, item)
+        obj.subscribers = set()
+        task = self.tasks.get(obj.object_id[:16])
+        if task is not None and task.owner in obj.holders:
+            self.out.send(task.owner[0], task.owner[1], Msg.OBJECTS_READY, item)
+        dependents, obj.dependents = obj.dependents, []
+        for task_id in dependents:
+            waiter = self.tasks.get(task_id)
+            if waiter is not None and waiter.state is TaskState.WAITING:
+                waiter.waiting_on -= 1
+                if waiter.waiting_on == 0:
+                    self._deps_ready(waiter)
+
+    def _task_done(self, task):
+        self._unpin_task_args(task)
+        if task.live_returns <= 0:
+            self.tasks.pop(task.spec.task_id, None)
+
+    def _retries_left(self, task) -> bool:
+        limit = task.spec.max_retries
+        return limit < 0 or task.spec.attempt < limit
+
+    def _retry(self, task):
+        task.spec.attempt += 1
+        task.node_id = None
+        self._transition(task, TaskState.PENDING)
+        self._enqueue(task)
+
+    def _task_failed(self, task, error, retriable, now):
+        """The task's run ended abnormally (worker or node death)."""
+        self._release(task)
+        if task.cancel_requested:
+            self._finish_with_error(task, zerr.TaskCancelledError(task.spec.task_id.hex()),
+                                    TaskState.CANCELLED)
+        elif retriable and self._retries_left(task):
+            log.info("retrying %s (attempt %d): %s", task.spec.name,
+                     task.spec.attempt + 1, error)
+            self._retry(task)
+        else:
+            self._finish_with_error(task, error, TaskState.FAILED)
+
+    def _finish_with_error(self, task, error, state):
+        self._finish_with_error_blob(task, dumps_error(error), state)
+
+    def _finish_with_error_blob(self, task, blob, state):
+        self._transition(task, state)
+        for object_id in task.spec.return_ids():
+            obj = self.objects.get(object_id)
+            if obj is not None:
+                obj.kind, obj.data, obj.size = KIND_ERROR, blob, len(blob)
+                self._object_ready(obj)
+        self._task_done(task)
+
+    def _make_error(self, obj, error):
+        obj.kind, obj.data = KIND_ERROR, dumps_error(error)
+        obj.size = len(obj.data)
+        obj.locations = set()
+        self._object_ready(obj)
+
+    def _on_tasks_failed(self, key, items, now):
+        node = self.node_by_identity.get(key[0])
+        for task_id, attempt, reason, text in items:
+            task = self.tasks.get(task_id)
+            if task is None or task.state is not TaskState.ASSIGNED \
+                    or task.spec.attempt != attempt or node is None \
+                    or task.node_id != node.node_id:
+                continue
+            if reason == REASON_CANCELLED:
+                self._release(task)
+                self._finish_with_error(task, zerr.TaskCancelledError(task_id.hex()),
+                                        TaskState.CANCELLED)
+            else:
+                self._task_failed(task, zerr.RaySystemError(text), retriable=False, now=now)
+
+    def _on_worker_died(self, key, items, now):
+        node = self.node_by_identity.get(key[0])
+        for worker_id, pid, exit_code, task_id, attempt in items:
+            client = self.clients.get((key[0], worker_id))
+            if client is not None:
+                self._client_gone(client)
+            task = self.tasks.get(task_id) if task_id else None
+            if task is None or task.state is not TaskState.ASSIGNED \
+                    or task.spec.attempt != attempt or node is None \
+                    or task.node_id != node.node_id:
+                continue
+            error = zerr.WorkerCrashedError(
+                f"The worker (pid {pid}) running task {task.spec.name} died with exit "
+                f"code {exit_code}; the task was tried {task.spec.attempt + 1} time(s).")
+            self._task_failed(task, error, retriable=True, now=now)
+
+    def _on_worker_blocked(self, key, items, now):
+        for (task_id,) in items:
+            task = self.tasks.get(task_id)
+            if task is None or task.state is not TaskState.ASSIGNED or task.blocked:
+                continue
+            node = self.nodes.get(task.node_id)
+            cpus = task.spec.resources.get("CPU", 0.0)
+            if node is not None and cpus:
+                node.available["CPU"] = node.available.get("CPU", 0.0) + cpus
+                task.blocked = True
+                self.dirty = True
+
+    def _on_worker_unblocked(self, key, items, now):
+        for (task_id,) in items:
+            task = self.tasks.get(task_id)
+            if task is None or task.state is not TaskState.ASSIGNED or not task.blocked:
+                continue
+            node = self.nodes.get(task.node_id)
+            if node is not None:
+                node.available["CPU"] -= task.spec.resources.get("CPU", 0.0)
+            task.blocked = False
+
+    # --- cancellation ----------------------------------------------------------------
+
+    def _on_cancel_tasks(self, key, items, now):
+        for task_id, force in items:
+            task = self.tasks.get(task_id)
+            if task is not None:
+                self._cancel(task, force)
+
+    def _cancel(self, task, force):
+        if task.state in (TaskState.WAITING, TaskState.PENDING):
+            self._finish_with_error(task, zerr.TaskCancelledError(task.spec.task_id.hex()),
+                                    TaskState.CANCELLED)
+        elif task.state is TaskState.ASSIGNED:
+            task.cancel_requested = True
+            node = self.nodes.get(task.node_id)
+            if node is not None:
+                self.out.send(node.identity, b"", Msg.CANCEL_TASKS,
+                              (task.spec.task_id, force))
+
+    # --- objects and references ------------------------------------------------------
+
+    def _client(self, key, now) -> Client:
+        client = self.clients.get(key)
+        if client is None:
+            node = self.node_by_identity.get(key[0])
+            client = Client(key, "worker", None, now)
+            self.clients[key] = client
+            if node is not None:
+                node.workers.add(key)
+        return client
+
+    def _on_put_objects(self, key, items, now):
+        client = self._client(key, now)
+        for object_id, kind, data, size, node_id, contained in items:
+            obj = ObjectRecord(object_id, ObjectState.READY)
+            obj.kind, obj.data, obj.size = kind, data, size
+            if node_id is not None:
+                obj.locations.add(node_id)
+            obj.holders[key] = 1
+            client.holding[object_id] = 1
+            self.objects[object_id] = obj
+            self._set_contained(obj, contained)
+
+    def _on_add_refs(self, key, items, now):
+        client = self._client(key, now)
+        for (object_id,) in items:
+            obj = self.objects.get(object_id)
+            if obj is None:
+                continue
+            obj.holders[key] = obj.holders.get(key, 0) + 1
+            client.holding[object_id] = client.holding.get(object_id, 0) + 1
+
+    def _on_remove_refs(self, key, items, now):
+        client = self.clients.get(key)
+        for (object_id,) in items:
+            obj = self.objects.get(object_id)
+            if client is not None:
+                count = client.holding.get(object_id, 0) - 1
+                if count > 0:
+                    client.holding[object_id] = count
+                else:
+                    client.holding.pop(object_id, None)
+            if obj is None:
+                continue
+            count = obj.holders.get(key, 0) - 1
+            if count > 0:
+                obj.holders[key] = count
+            else:
+                obj.holders.pop(key, None)
+                self._maybe_free(obj)
+
+    def _maybe_free(self, obj):
+        if obj.holders or obj.pins > 0:
+            return
+        self.objects.pop(obj.object_id, None)
+        for node_id in obj.locations:
+            node = self.nodes.get(node_id)
+            if node is not None and node.state is NodeState.ALIVE:
+                self.out.send(node.identity, b"", Msg.FREE_OBJECTS, (obj.object_id,))
+        for cid in obj.contained_ids:
+            inner = self.objects.get(cid)
+            if inner is not None:
+                inner.pins -= 1
+                self._maybe_free(inner)
+        task = self.tasks.get(obj.object_id[:16])
+        if task is not None and obj.object_id[16:] != b"\x00\x00":
+            task.live_returns -= 1
+            if task.live_returns <= 0 and task.state in TERMINAL:
+                self.tasks.pop(task.spec.task_id, None)
+
+    def _on_subscribe_objects(self, key, items, now):
+        for (object_id,) in items:
+            obj = self.objects.get(object_id)
+            if obj is None:
+                obj = self._unknown_object(object_id)
+            if obj.state is ObjectState.PENDING:
+                obj.subscribers.add(key)
+            else:
+                self.out.send(key[0], key[1], Msg.OBJECTS_READY, obj.ready_item())
+
+    # --- everything else -------------------------------------------------------------
+
+    def _on_log_lines(self, key, items, now):
+        drivers = {c.job_id: c.key for c in self.clients.values() if c.kind == "driver"}
+        for item in items:
+            target = drivers.get(item[0])
+            if target is not None:
+                self.out.send(target[0], target[1], Msg.LOG_LINES, item)
+
+    def _on_query(self, key, items, now):
+        for request_id, name, args in items:
+            query = self.queries.get(name)
+            if query is None:
+                reply = (request_id, False, f"unknown query {name!r}; known: "
+                                            f"{sorted(self.queries)}")
+            else:
+                try:
+                    reply = (request_id, True, query(self, args))
+                except Exception as exc:
+                    log.exception("query %s failed", name)
+                    reply = (request_id, False, f"query {name} failed: {exc!r}")
+            self.out.send(key[0], key[1], Msg.QUERY_REPLY, reply)
+
+    def _on_shutdown(self, key, items, now):
+        client = self.clients.get(key)
+        if client is not None and client.kind == "driver" and items and items[0][0] == "cluster":
+            for node in self.nodes.values():
+                if node.state is NodeState.ALIVE:
+                    self.out.send(node.identity, b"", Msg.SHUTDOWN, ("head shutting down",))
+            self.exit_requested = True
+        elif client is not None:
+            self._client_gone(client)
+
+    # --- checks ----------------------------------------------------------------------
+
+    def validate(self) -> None:
+        """Cross-table invariants; run after every event in tests."""
+        for task_id, task in self.tasks.items():
+            assert task.spec.task_id == task_id
+            if task.state is TaskState.ASSIGNED:
+                assert task.node_id in self.nodes, "assigned to an unknown node"
+        for object_id, obj in self.objects.items():
+            assert obj.pins >= 0, f"negative pins on {object_id.hex()}"
+            assert obj.holders or obj.pins > 0, f"unreferenced object {object_id.hex()} kept"
+            for key, count in obj.holders.items():
+                assert count > 0
+                assert key in self.clients, "object held by an unknown client"
+        for node in self.nodes.values():
+            for name, amount in node.available.items():
+                assert amount <= node.total.get(name, 0.0) + 1e-6, \
+                    f"node {node.node_id.hex()} has more {name} free than it owns"
+
+
+def _strategy_key(strategy):
+    if strategy is None or isinstance(strategy, str):
+        return strategy
+    return tuple(strategy)
+
+
+__all__ = ["HeadState", "Outbox", "TaskState", "ObjectState", "NodeState", "fits",
+           "IllegalTransition"]

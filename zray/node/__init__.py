@@ -1,0 +1,1 @@
+"""The node manager: one per host; worker pool, object store, task dispatch."""

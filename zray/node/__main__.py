@@ -1,0 +1,3 @@
+from zray.node.main import main
+
+main()

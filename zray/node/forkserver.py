@@ -1,0 +1,138 @@
+"""The fork server: a template process that forks workers in milliseconds.
+
+The node manager starts it once.  It imports what every worker needs (zmq,
+cloudpickle, numpy, zray's worker) and then waits for commands on a pipe;
+``spawn <worker_id>`` forks a worker, which starts with those modules already
+loaded instead of paying an interpreter's import time.  It reports
+``started <worker_id> <pid>`` and, when it reaps a child, ``exited <pid> <code>``
+on a second pipe.  It holds no ZeroMQ context, so forking is safe.  When the
+command pipe closes (the node manager is gone) it kills its workers and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import select
+import signal
+import sys
+
+_PR_SET_PDEATHSIG = 1
+
+
+def set_parent_death_signal(sig=signal.SIGKILL) -> None:
+    """Linux: have the kernel send ``sig`` to this process when its parent dies."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="zray.node.forkserver")
+    parser.add_argument("--cmd-fd", type=int, required=True)
+    parser.add_argument("--event-fd", type=int, required=True)
+    parser.add_argument("--worker-args", required=True)
+    args = parser.parse_args(argv)
+    parent = os.getppid()
+    set_parent_death_signal()
+    if os.getppid() != parent:
+        sys.exit(0)
+    from zray.worker import main as worker_main   # the imports workers inherit
+    try:
+        import numpy  # noqa: F401  (preloaded for tasks; optional)
+    except ImportError:
+        pass
+    Server(args.cmd_fd, args.event_fd, args.worker_args, worker_main).run()
+
+
+class Server:
+    def __init__(self, cmd_fd, event_fd, worker_args, worker_main):
+        self.cmd_fd = cmd_fd
+        self.event_fd = event_fd
+        self.worker_args = worker_args
+        self.worker_main = worker_main
+        self.children: set[int] = set()
+        self.buffer = b""
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_w, False)
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, lambda *a: None)
+        signal.signal(signal.SIGTERM, lambda *a: self._exit())
+
+    def run(self) -> None:
+        while True:
+            readable, _, _ = select.select([self.cmd_fd, self.wake_r], [], [], 1.0)
+            if self.wake_r in readable:
+                os.read(self.wake_r, 4096)
+            self._reap()
+            if self.cmd_fd in readable:
+                data = os.read(self.cmd_fd, 65536)
+                if not data:
+                    self._exit()
+                self.buffer += data
+                while b"\n" in self.buffer:
+                    line, self.buffer = self.buffer.split(b"\n", 1)
+                    self._command(line.decode().split())
+
+    def _command(self, words) -> None:
+        if words and words[0] == "spawn":
+            pid = os.fork()
+            if pid == 0:
+                self._child(bytes.fromhex(words[1]))
+            self.children.add(pid)
+            self._report(f"started {words[1]} {pid}")
+
+    def _child(self, worker_id: bytes) -> None:
+        code = 1
+        try:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            for fd in (self.cmd_fd, self.event_fd, self.wake_r, self.wake_w):
+                os.close(fd)
+            set_parent_death_signal()
+            code = self.worker_main.run_forked(worker_id, self.worker_args)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 0
+        except BaseException:
+            import traceback
+            traceback.print_exc()
+        finally:
+            os._exit(code or 0)
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.children.discard(pid)
+            self._report(f"exited {pid} {os.waitstatus_to_exitcode(status)}")
+
+    def _report(self, line: str) -> None:
+        try:
+            os.write(self.event_fd, (line + "\n").encode())
+        except OSError:
+            self._exit()
+
+    def _exit(self) -> None:
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for pid in list(self.children):
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

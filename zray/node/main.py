@@ -1,0 +1,295 @@
+"""The node manager process: one loop over three channels.
+
+Sockets and pipes:
+- DEALER to the head (identity ``N`` + node id): REGISTER_NODE, HEARTBEAT,
+  EXECUTE_TASKS, CANCEL_TASKS, FREE_OBJECTS, SHUTDOWN, plus messages the head
+  addresses to one of our workers (their route names the worker).
+- ROUTER on an owner-only ipc path for this node's workers: HELLO,
+  TASKS_FINISHED, WORKER_BLOCKED/UNBLOCKED are ours; every other message a worker
+  sends is relayed to the head undecoded, with the worker id as route, so a
+  worker's messages reach the head in the order it sent them.
+- pipes to the fork server, which forks workers and reports their exits.
+
+Decisions are made by ``NodeManagerState``; this module only moves bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import zmq
+
+from zray import protocol
+from zray._process import (bind_private, configure_socket, install_stop_handler,
+                           parent_alive, setup_logging)
+from zray.config import Config
+from zray.exceptions import ProtocolError
+from zray.node.state import HEAD, NodeManagerState
+from zray.protocol import Msg
+from zray.serialization import remove_segments, segment_path
+
+log = logging.getLogger("zray.node")
+
+TICK_S = 0.1
+DRAIN_BUDGET = 2000
+_NODE_OWN = {Msg.HELLO, Msg.TASKS_FINISHED, Msg.WORKER_BLOCKED, Msg.WORKER_UNBLOCKED}
+
+
+class NodeLoop:
+    def __init__(self, config: Config, head_address: str, node_id: bytes, resources: dict,
+                 session_dir: str, host: str, parent_pid: int | None):
+        self.config = config
+        self.node_id = node_id
+        self.host = host
+        self.parent_pid = parent_pid
+        self.session_dir = session_dir
+        self.flag = {"stop": False}
+        self.ctx = zmq.Context()
+        self.head = self.ctx.socket(zmq.DEALER)
+        configure_socket(self.head, config)
+        self.head.setsockopt(zmq.IDENTITY, b"N" + node_id)
+        self.head.connect(head_address)
+        self.workers = self.ctx.socket(zmq.ROUTER)
+        configure_socket(self.workers, config)
+        self.worker_endpoint = bind_private(
+            self.workers, f"ipc://{session_dir}/node-{node_id.hex()[:12]}.sock")
+        self.state = NodeManagerState(node_id, resources, config, time.monotonic())
+        self.resources = resources
+        self.forkserver = None
+        self.events_buffer = b""
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def run(self) -> None:
+        install_stop_handler(self.flag)
+        self._start_forkserver()
+        self._register()
+        self.state.start(time.monotonic())
+        poller = zmq.Poller()
+        poller.register(self.head, zmq.POLLIN)
+        poller.register(self.workers, zmq.POLLIN)
+        poller.register(self.events_fd, zmq.POLLIN)
+        next_tick = time.monotonic()
+        next_beat = next_tick
+        while not self.flag["stop"]:
+            timeout_ms = max(0.0, next_tick - time.monotonic()) * 1000
+            ready = dict(poller.poll(timeout_ms))
+            now = time.monotonic()
+            if ready.get(self.events_fd):
+                self._read_forkserver(now)
+            if ready.get(self.workers):
+                self._drain_workers(now)
+            if ready.get(self.head):
+                self._drain_head(now)
+            if now >= next_tick:
+                self.state.tick(now)
+                next_tick = now + TICK_S
+                if not parent_alive(self.parent_pid):
+                    log.warning("parent process %s is gone; shutting down", self.parent_pid)
+                    break
+            if now >= next_beat:
+                self.state.out.send(HEAD, b"", Msg.HEARTBEAT, (time.time(),))
+                next_beat = now + self.config.heartbeat_interval_s
+            self._flush()
+        self._shutdown()
+
+    def _register(self) -> None:
+        info = {"host": self.host, "hostname": socket.gethostname(), "pid": os.getpid(),
+                "resources": self.resources, "store": self.config.shm_dir,
+                "worker_endpoint": self.worker_endpoint}
+        self.state.out.send(HEAD, b"", Msg.REGISTER_NODE, (
+            self.node_id, protocol.PROTOCOL_MAJOR, protocol.PROTOCOL_MINOR, info))
+
+    def _start_forkserver(self) -> None:
+        cmd_r, self.cmd_w = os.pipe()
+        self.events_fd, events_w = os.pipe()
+        worker_args = json.dumps({
+            "node_endpoint": self.worker_endpoint, "node_id": self.node_id.hex(),
+            "config": self.config.to_json(), "host": self.host})
+        self.forkserver = subprocess.Popen(
+            [sys.executable, "-m", "zray.node.forkserver", "--cmd-fd", str(cmd_r),
+             "--event-fd", str(events_w), "--worker-args", worker_args],
+            pass_fds=(cmd_r, events_w), stdin=subprocess.DEVNULL)
+        os.close(cmd_r)
+        os.close(events_w)
+
+    def _shutdown(self) -> None:
+        self._flush()
+        os.close(self.cmd_w)          # the fork server kills its workers and exits
+        try:
+            self.forkserver.wait(self.config.shutdown_grace_s)
+        except subprocess.TimeoutExpired:
+            self.forkserver.kill()
+            self.forkserver.wait()
+        for worker in self.state.workers.values():
+            if worker.pid:
+                try:
+                    os.kill(worker.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        removed = remove_segments(self.config.shm_dir, self.node_id)
+        self.head.close()
+        self.workers.close()
+        self.ctx.term()
+        try:
+            os.unlink(self.worker_endpoint[len("ipc://"):])
+        except FileNotFoundError:
+            pass
+        log.info("node stopped; removed %d object segments", removed)
+
+    # --- channels --------------------------------------------------------------------
+
+    def _read_forkserver(self, now: float) -> None:
+        data = os.read(self.events_fd, 65536)
+        if not data:
+            log.error("the fork server exited; node manager stopping")
+            self.flag["stop"] = True
+            return
+        self.events_buffer += data
+        while b"\n" in self.events_buffer:
+            line, self.events_buffer = self.events_buffer.split(b"\n", 1)
+            words = line.decode().split()
+            if words[0] == "started":
+                self.state.on_worker_started(bytes.fromhex(words[1]), int(words[2]))
+            elif words[0] == "exited":
+                self.state.on_worker_exited(int(words[1]), int(words[2]), now)
+
+    def _drain_head(self, now: float) -> None:
+        for _ in range(DRAIN_BUDGET):
+            try:
+                frames = self.head.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) >= 2 and len(frames[1]) > 1:
+                self._to_worker(frames)
+                continue
+            try:
+                message = protocol.decode(frames)
+            except ProtocolError as exc:
+                log.warning("dropped a message from the head: %s", exc)
+                continue
+            try:
+                self._on_head_message(message, now)
+            except Exception:
+                log.exception("handling %s from the head failed", message.type.name)
+
+    def _to_worker(self, frames) -> None:
+        worker_id = frames[1][1:]
+        frames[1] = frames[1][:1]
+        try:
+            self.workers.send_multipart([worker_id] + frames, zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            log.warning("could not relay to worker %s: %s", worker_id.hex(), exc)
+
+    def _on_head_message(self, message, now: float) -> None:
+        kind = message.type
+        if kind is Msg.EXECUTE_TASKS:
+            self.state.on_execute_tasks([item[0] for item in message.items], now)
+        elif kind is Msg.FREE_OBJECTS:
+            for (object_id,) in message.items:
+                try:
+                    os.unlink(segment_path(self.config.shm_dir, self.node_id, object_id))
+                except FileNotFoundError:
+                    pass
+        elif kind is Msg.CANCEL_TASKS:
+            for task_id, force in message.items:
+                self.state.on_cancel(task_id, force, now)
+        elif kind is Msg.SHUTDOWN:
+            log.info("shutdown requested by the head: %s", message.items)
+            self.flag["stop"] = True
+        elif kind is Msg.WELCOME:
+            log.info("registered with the head")
+        elif kind is Msg.PROTOCOL_ERROR:
+            log.error("the head refused this node: %s", message.items[0][0])
+            self.flag["stop"] = True
+        else:
+            log.warning("ignoring %s from the head", kind.name)
+
+    def _drain_workers(self, now: float) -> None:
+        for _ in range(DRAIN_BUDGET):
+            try:
+                frames = self.workers.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            worker_id, body = frames[0], frames[1:]
+            kind = protocol.peek_type(body)
+            if kind is None or len(body) < 3:
+                log.warning("dropped a malformed message from worker %s", worker_id.hex())
+                continue
+            if kind in _NODE_OWN:
+                try:
+                    self._on_worker_message(worker_id, protocol.decode(body), now)
+                except Exception:
+                    log.exception("handling %s from worker %s failed", kind.name,
+                                  worker_id.hex())
+                if kind is not Msg.TASKS_FINISHED:
+                    continue
+            body[1] = bytes((kind,)) + worker_id
+            self.head.send_multipart(body)
+
+    def _on_worker_message(self, worker_id: bytes, message, now: float) -> None:
+        kind = message.type
+        if kind is Msg.TASKS_FINISHED:
+            for item in message.items:
+                self.state.on_task_finished(worker_id, item[0], now)
+        elif kind is Msg.HELLO:
+            for role, major, minor, pid, info in message.items:
+                self.state.on_worker_hello(worker_id, pid, now)
+        elif kind is Msg.WORKER_BLOCKED:
+            for (task_id,) in message.items:
+                self.state.on_worker_blocked(worker_id, task_id, now)
+        elif kind is Msg.WORKER_UNBLOCKED:
+            for (task_id,) in message.items:
+                self.state.on_worker_unblocked(worker_id, task_id, now)
+
+    def _flush(self) -> None:
+        for command in self.state.commands:
+            self._run_command(command)
+        self.state.commands = []
+        for (identity, route, msg_type), items in self.state.out.drain().items():
+            frames = protocol.encode(msg_type, items, route)
+            try:
+                if identity == HEAD:
+                    self.head.send_multipart(frames, zmq.NOBLOCK)
+                else:
+                    self.workers.send_multipart([identity] + frames, zmq.NOBLOCK)
+            except zmq.ZMQError as exc:
+                log.warning("could not send %s: %s", msg_type.name, exc)
+
+    def _run_command(self, command) -> None:
+        if command[0] == "spawn":
+            os.write(self.cmd_w, f"spawn {command[1].hex()}\n".encode())
+        elif command[0] == "kill":
+            try:
+                os.kill(command[1], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="zray.node")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--head", required=True)
+    parser.add_argument("--node-id", required=True)
+    parser.add_argument("--resources", required=True)
+    parser.add_argument("--session-dir", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--parent-pid", type=int)
+    parser.add_argument("--log-file")
+    args = parser.parse_args(argv)
+    config = Config.from_json(args.config)
+    setup_logging("node", config.log_level, args.log_file)
+    NodeLoop(config, args.head, bytes.fromhex(args.node_id), json.loads(args.resources),
+             args.session_dir, args.host, args.parent_pid).run()
+
+
+if __name__ == "__main__":
+    main()

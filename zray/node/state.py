@@ -1,0 +1,262 @@
+"""The node manager's decisions: which worker runs which task, and when.
+
+Fed events (tasks from the head, worker hello/finish/block/exit, cancels) and
+the time; answers with messages in ``out`` (identity ``HEAD`` for the head,
+else a worker id) and process commands in ``commands`` (``("spawn",
+worker_id)``, ``("kill", pid)``) for the loop to carry out.
+
+The node enforces resources locally: the head may queue more tasks here than
+fit (so workers never wait on a round trip), but a task starts only when its
+resources are free.  A worker blocked in ``get`` lends its CPUs back.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections import deque
+
+from zray.outbox import Outbox
+from zray.protocol import Msg, REASON_CANCELLED
+
+HEAD = b""
+
+
+class WorkerState(str, enum.Enum):
+    STARTING = "STARTING"
+    IDLE = "IDLE"
+    BUSY = "BUSY"
+    DEAD = "DEAD"
+
+
+WORKER_TRANSITIONS = {
+    WorkerState.STARTING: {WorkerState.IDLE, WorkerState.DEAD},
+    WorkerState.IDLE: {WorkerState.BUSY, WorkerState.DEAD},
+    WorkerState.BUSY: {WorkerState.IDLE, WorkerState.DEAD},
+    WorkerState.DEAD: set(),
+}
+
+
+class Worker:
+    __slots__ = ("worker_id", "pid", "state", "task", "known_functions", "blocked",
+                 "calls", "idle_since", "started_at", "retiring", "task_started_at")
+
+    def __init__(self, worker_id, now):
+        self.worker_id = worker_id
+        self.pid = None
+        self.state = WorkerState.STARTING
+        self.task = None
+        self.known_functions = set()
+        self.blocked = False
+        self.calls = {}
+        self.idle_since = now
+        self.started_at = now
+        self.retiring = False
+        self.task_started_at = None
+
+    def move(self, new_state):
+        if new_state not in WORKER_TRANSITIONS[self.state]:
+            raise RuntimeError(f"worker {self.worker_id.hex()}: {self.state.value} -> "
+                               f"{new_state.value}")
+        self.state = new_state
+
+
+def _fits(request, available):
+    for name, amount in request.items():
+        if amount > available.get(name, 0.0) + 1e-9:
+            return False
+    return True
+
+
+class NodeManagerState:
+    def __init__(self, node_id: bytes, resources: dict, config, now: float = 0.0):
+        self.node_id = node_id
+        self.config = config
+        self.total = dict(resources)
+        self.available = dict(resources)
+        self.free_gpus = list(range(int(resources.get("GPU", 0))))
+        self.queue: deque = deque()
+        self.workers: dict[bytes, Worker] = {}
+        self.by_pid: dict[int, Worker] = {}
+        self.functions: dict[bytes, bytes] = {}
+        self.out = Outbox()
+        self.commands: list = []
+        self.pool_size = max(0, int(resources.get("CPU", 0)))
+
+    # --- events ----------------------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        for _ in range(self.pool_size):
+            self._spawn(now)
+
+    def on_execute_tasks(self, specs, now: float) -> None:
+        for spec in specs:
+            if spec.function_blob is not None:
+                self.functions[spec.function_id] = spec.function_blob
+                spec.function_blob = None
+            self.queue.append(spec)
+        self.dispatch(now)
+
+    def on_worker_started(self, worker_id: bytes, pid: int) -> None:
+        worker = self.workers.get(worker_id)
+        if worker is not None:
+            worker.pid = pid
+            self.by_pid[pid] = worker
+
+    def on_worker_hello(self, worker_id: bytes, pid: int, now: float) -> None:
+        worker = self.workers.get(worker_id)
+        if worker is None or worker.state is not WorkerState.STARTING:
+            return
+        if worker.pid is None:
+            self.on_worker_started(worker_id, pid)
+        worker.move(WorkerState.IDLE)
+        worker.idle_since = now
+        self.dispatch(now)
+
+    def on_task_finished(self, worker_id: bytes, task_id: bytes, now: float) -> None:
+        worker = self.workers.get(worker_id)
+        if worker is None or worker.task is None or worker.task.task_id != task_id:
+            return
+        spec = worker.task
+        self._release(worker)
+        calls = worker.calls.get(spec.function_id, 0) + 1
+        worker.calls[spec.function_id] = calls
+        worker.move(WorkerState.IDLE)
+        worker.idle_since = now
+        if spec.max_calls and calls >= spec.max_calls:
+            self._retire(worker)
+        self.dispatch(now)
+
+    def on_worker_blocked(self, worker_id: bytes, task_id: bytes, now: float) -> None:
+        worker = self.workers.get(worker_id)
+        if worker is None or worker.task is None or worker.task.task_id != task_id \
+                or worker.blocked:
+            return
+        worker.blocked = True
+        self.available["CPU"] = self.available.get("CPU", 0.0) + \
+            worker.task.resources.get("CPU", 0.0)
+        self.out.send(HEAD, b"", Msg.WORKER_BLOCKED, (task_id,))
+        self.dispatch(now)
+
+    def on_worker_unblocked(self, worker_id: bytes, task_id: bytes, now: float) -> None:
+        worker = self.workers.get(worker_id)
+        if worker is None or worker.task is None or worker.task.task_id != task_id \
+                or not worker.blocked:
+            return
+        worker.blocked = False
+        self.available["CPU"] = self.available.get("CPU", 0.0) - \
+            worker.task.resources.get("CPU", 0.0)
+        self.out.send(HEAD, b"", Msg.WORKER_UNBLOCKED, (task_id,))
+
+    def on_worker_exited(self, pid: int, exit_code: int, now: float) -> None:
+        worker = self.by_pid.pop(pid, None)
+        if worker is None or worker.state is WorkerState.DEAD:
+            return
+        spec = worker.task
+        if spec is not None:
+            self._release(worker)
+        worker.move(WorkerState.DEAD)
+        del self.workers[worker.worker_id]
+        self.out.send(HEAD, b"", Msg.WORKER_DIED, (
+            worker.worker_id, pid, exit_code,
+            spec.task_id if spec is not None else None,
+            spec.attempt if spec is not None else 0))
+        self.dispatch(now)
+
+    def on_cancel(self, task_id: bytes, force: bool, now: float) -> None:
+        for spec in self.queue:
+            if spec.task_id == task_id:
+                self.queue.remove(spec)
+                self.out.send(HEAD, b"", Msg.TASKS_FAILED,
+                              (task_id, spec.attempt, REASON_CANCELLED, "cancelled"))
+                return
+        for worker in self.workers.values():
+            if worker.task is not None and worker.task.task_id == task_id:
+                if force and worker.pid is not None:
+                    self.commands.append(("kill", worker.pid))
+                else:
+                    self.out.send(worker.worker_id, b"", Msg.CANCEL_TASKS, (task_id, force))
+                return
+
+    def tick(self, now: float) -> None:
+        idle = [w for w in self.workers.values() if w.state is WorkerState.IDLE]
+        surplus = len(self.workers) - self.pool_size
+        for worker in sorted(idle, key=lambda w: w.idle_since):
+            if surplus <= 0:
+                break
+            if now - worker.idle_since > self.config.idle_worker_timeout_s:
+                self._retire(worker)
+                surplus -= 1
+
+    # --- dispatch --------------------------------------------------------------------
+
+    def dispatch(self, now: float) -> None:
+        """Start every queued task whose resources are free on an idle worker."""
+        if not self.queue:
+            return
+        idle = [w for w in self.workers.values()
+                if w.state is WorkerState.IDLE and not w.retiring]
+        shortfall = 0
+        kept = deque()
+        available = self.available
+        while self.queue:
+            spec = self.queue.popleft()
+            if not _fits(spec.resources, available):
+                kept.append(spec)
+                continue
+            if not idle:
+                shortfall += 1
+                kept.append(spec)
+                continue
+            worker = self._pick_worker(idle, spec)
+            self._start(worker, spec, now)
+        self.queue = kept
+        starting = sum(1 for w in self.workers.values() if w.state is WorkerState.STARTING)
+        for _ in range(shortfall - starting):
+            self._spawn(now)
+
+    def _pick_worker(self, idle, spec):
+        for i, worker in enumerate(idle):
+            if spec.function_id in worker.known_functions:
+                return idle.pop(i)
+        return idle.pop()
+
+    def _start(self, worker, spec, now):
+        for name, amount in spec.resources.items():
+            self.available[name] = self.available.get(name, 0.0) - amount
+        gpus = int(spec.resources.get("GPU", 0) + 0.999)
+        if gpus:
+            spec.gpu_ids = tuple(self.free_gpus[:gpus])
+            del self.free_gpus[:gpus]
+        if spec.function_id not in worker.known_functions:
+            spec.function_blob = self.functions.get(spec.function_id)
+            worker.known_functions.add(spec.function_id)
+        worker.move(WorkerState.BUSY)
+        worker.task = spec
+        worker.task_started_at = now
+        self.out.send(worker.worker_id, b"", Msg.EXECUTE_TASKS, (spec,))
+
+    def _release(self, worker):
+        spec = worker.task
+        for name, amount in spec.resources.items():
+            if worker.blocked and name == "CPU":
+                continue
+            self.available[name] = self.available.get(name, 0.0) + amount
+        self.free_gpus.extend(spec.gpu_ids or ())
+        self.free_gpus.sort()
+        worker.task = None
+        worker.blocked = False
+
+    def _spawn(self, now):
+        worker_id = os.urandom(8)
+        self.workers[worker_id] = Worker(worker_id, now)
+        self.commands.append(("spawn", worker_id))
+
+    def _retire(self, worker):
+        worker.retiring = True
+        if worker.pid is not None:
+            self.commands.append(("kill", worker.pid))
+
+    def snapshot(self) -> dict:
+        return {"queued": len(self.queue), "workers": len(self.workers),
+                "available": dict(self.available)}

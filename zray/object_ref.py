@@ -1,0 +1,83 @@
+"""ObjectRef: a reference to an object that exists, or will, somewhere in the cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+
+from zray import _runtime
+from zray.serialization import record_contained_ref
+
+
+class ObjectRef:
+    __slots__ = ("_id", "_client", "__weakref__")
+
+    def __init__(self, object_id: bytes, *, _client=None, _registered: bool = False):
+        self._id = object_id
+        if _client is None:
+            active = _runtime.get_runtime()
+            _client = active.client if active is not None else None
+        self._client = _client
+        if _client is not None and not _registered:
+            _client.add_ref(object_id)
+
+    def __del__(self):
+        client = self._client
+        if client is not None:
+            try:
+                client.release_ref(self._id)
+            except Exception:
+                pass
+
+    def __reduce__(self):
+        record_contained_ref(self._id)
+        return (_rebuild, (self._id,))
+
+    def binary(self) -> bytes:
+        return self._id
+
+    def hex(self) -> str:
+        return self._id.hex()
+
+    def task_id(self) -> bytes:
+        return self._id[:16]
+
+    def is_nil(self) -> bool:
+        return not any(self._id)
+
+    def __eq__(self, other):
+        return isinstance(other, ObjectRef) and other._id == self._id
+
+    def __hash__(self):
+        return hash(self._id)
+
+    def __repr__(self):
+        return f"ObjectRef({self._id.hex()})"
+
+    def future(self) -> concurrent.futures.Future:
+        """A concurrent.futures.Future that resolves to the object's value."""
+        future = concurrent.futures.Future()
+        client = self._client or _runtime.client()
+        object_id = self._id
+        keep_alive = self
+
+        def resolve(entry):
+            try:
+                future.set_result(client.value_of(object_id, entry))
+            except BaseException as exc:
+                future.set_exception(exc)
+            finally:
+                del_ref = keep_alive  # noqa: F841  (holds the ref until resolved)
+
+        client.add_callback(object_id, resolve)
+        return future
+
+    def __await__(self):
+        return asyncio.wrap_future(self.future()).__await__()
+
+    def as_future(self):
+        return asyncio.wrap_future(self.future())
+
+
+def _rebuild(object_id: bytes) -> ObjectRef:
+    return ObjectRef(object_id)

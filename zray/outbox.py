@@ -1,0 +1,20 @@
+"""Messages a state machine wants sent, batched per (peer, route, type)."""
+
+from __future__ import annotations
+
+
+class Outbox:
+    def __init__(self):
+        self.batches: dict = {}
+
+    def send(self, identity: bytes, route: bytes, msg_type, item: tuple) -> None:
+        key = (identity, route, msg_type)
+        batch = self.batches.get(key)
+        if batch is None:
+            self.batches[key] = [item]
+        else:
+            batch.append(item)
+
+    def drain(self) -> dict:
+        batches, self.batches = self.batches, {}
+        return batches

@@ -1,0 +1,218 @@
+"""The wire contract: every message zray sends, in one place.
+
+A message is a ZeroMQ multipart::
+
+    [identity]      added/removed by ROUTER sockets, never by this module
+    [tag]           b"ZR" + major + minor protocol version (4 bytes)
+    [type + route]  one byte of message type, then an optional route: the
+                    worker id when a node relays between the head and a worker
+    [header]        pickle (protocol 5) of a list of items, one tuple each
+    [buffers...]    optional raw frames (bulk data), sent with copy=False
+
+Every message carries a *list* of items, so one message can batch many task
+specs, completions or reference changes; a loop drains what is waiting and
+sends one message per (destination, type).  ``encode`` and ``decode`` are the
+only ways onto and off the wire; ``docs/protocol.md`` documents every type and a
+test checks the two agree.
+
+Headers are pickled: only peers that passed the CURVE handshake (or local,
+owner-only ipc sockets) ever reach ``decode``.
+"""
+
+from __future__ import annotations
+
+import enum
+import pickle
+from dataclasses import dataclass
+
+from zray.exceptions import ProtocolError
+
+PROTOCOL_MAJOR = 1
+PROTOCOL_MINOR = 0
+TAG = b"ZR" + bytes([PROTOCOL_MAJOR, PROTOCOL_MINOR])
+
+
+class Msg(enum.IntEnum):
+    HELLO = 1
+    WELCOME = 2
+    PROTOCOL_ERROR = 3
+    REGISTER_NODE = 4
+    HEARTBEAT = 5
+    REGISTER_FUNCTIONS = 6
+    SUBMIT_TASKS = 7
+    EXECUTE_TASKS = 8
+    TASKS_FINISHED = 9
+    TASKS_FAILED = 10
+    WORKER_BLOCKED = 11
+    WORKER_UNBLOCKED = 12
+    PUT_OBJECTS = 13
+    ADD_REFS = 14
+    REMOVE_REFS = 15
+    SUBSCRIBE_OBJECTS = 16
+    OBJECTS_READY = 17
+    CANCEL_TASKS = 18
+    FREE_OBJECTS = 19
+    LOG_LINES = 20
+    WARNING = 21
+    QUERY = 22
+    QUERY_REPLY = 23
+    WORKER_DIED = 24
+    SHUTDOWN = 25
+
+
+@dataclass(frozen=True)
+class MessageSpec:
+    direction: str
+    fields: tuple
+    doc: str
+
+
+SPECS: dict[Msg, MessageSpec] = {
+    Msg.HELLO: MessageSpec(
+        "driver→head, worker→node", ("role", "major", "minor", "pid", "info"),
+        "First message of a driver or worker: who it is and its protocol version."),
+    Msg.WELCOME: MessageSpec(
+        "head→driver, head→node", ("info",),
+        "Accepts a HELLO or REGISTER_NODE: job id, session, node list."),
+    Msg.PROTOCOL_ERROR: MessageSpec(
+        "any→peer", ("text",),
+        "The peer's message was refused (e.g. incompatible protocol version)."),
+    Msg.REGISTER_NODE: MessageSpec(
+        "node→head", ("node_id", "major", "minor", "info"),
+        "A node manager joins: host, resources, pid, store."),
+    Msg.HEARTBEAT: MessageSpec(
+        "driver→head, node→head", ("sent_at",),
+        "Liveness; a peer that misses enough of them is declared dead."),
+    Msg.REGISTER_FUNCTIONS: MessageSpec(
+        "driver/worker→head, head→node", ("function_id", "blob"),
+        "A pickled function, sent once per peer and then named by id."),
+    Msg.SUBMIT_TASKS: MessageSpec(
+        "driver/worker→head", ("spec",),
+        "New tasks (zray.task_spec.TaskSpec); their return ids were made by the caller."),
+    Msg.EXECUTE_TASKS: MessageSpec(
+        "head→node, node→worker", ("spec",),
+        "Run these tasks; dependency values are resolved into the spec."),
+    Msg.TASKS_FINISHED: MessageSpec(
+        "worker→node→head", ("task_id", "attempt", "status", "results"),
+        "A task ran; results are (object_id, kind, data, size, contained_ids)."),
+    Msg.TASKS_FAILED: MessageSpec(
+        "node→head", ("task_id", "attempt", "reason", "text"),
+        "A task could not finish on this node (worker died, cancelled before start)."),
+    Msg.WORKER_BLOCKED: MessageSpec(
+        "worker→node→head", ("task_id",),
+        "The task waits in get/wait: its CPUs are lent back until it resumes."),
+    Msg.WORKER_UNBLOCKED: MessageSpec(
+        "worker→node→head", ("task_id",),
+        "The task resumed after get/wait and holds its CPUs again."),
+    Msg.PUT_OBJECTS: MessageSpec(
+        "driver/worker→head", ("object_id", "kind", "data", "size", "node_id",
+                               "contained_ids"),
+        "Objects made by put: inline data, or a shared-memory segment on node_id."),
+    Msg.ADD_REFS: MessageSpec(
+        "driver/worker→head", ("object_id",),
+        "This process now holds a reference to the object."),
+    Msg.REMOVE_REFS: MessageSpec(
+        "driver/worker→head", ("object_id",),
+        "This process dropped its last reference to the object."),
+    Msg.SUBSCRIBE_OBJECTS: MessageSpec(
+        "driver/worker→head", ("object_id",),
+        "Send OBJECTS_READY for these objects once they exist."),
+    Msg.OBJECTS_READY: MessageSpec(
+        "head→driver/worker", ("object_id", "kind", "data", "size", "node_ids"),
+        "An object exists: inline value or error, or where its segment lives."),
+    Msg.CANCEL_TASKS: MessageSpec(
+        "driver/worker→head, head→node, node→worker", ("task_id", "force"),
+        "Cancel tasks; force kills a running worker."),
+    Msg.FREE_OBJECTS: MessageSpec(
+        "head→node", ("object_id",),
+        "No reference remains: delete the object's segment from the store."),
+    Msg.LOG_LINES: MessageSpec(
+        "worker→node→head→driver", ("job_id", "prefix", "stream", "text"),
+        "Output a worker printed, routed to its job's driver."),
+    Msg.WARNING: MessageSpec(
+        "head→driver/worker", ("text",),
+        "Something the user should know (e.g. an infeasible resource request)."),
+    Msg.QUERY: MessageSpec(
+        "driver/worker→head", ("request_id", "name", "args"),
+        "A read of cluster state (nodes, resources, tasks), answered by QUERY_REPLY."),
+    Msg.QUERY_REPLY: MessageSpec(
+        "head→driver/worker", ("request_id", "ok", "value"),
+        "The answer to a QUERY, or the error text when ok is False."),
+    Msg.WORKER_DIED: MessageSpec(
+        "node→head", ("worker_id", "pid", "exit_code", "task_id", "attempt"),
+        "A worker process exited; its running task (if any) failed."),
+    Msg.SHUTDOWN: MessageSpec(
+        "driver→head, head→node", ("reason",),
+        "Stop: the receiver exits cleanly, stopping what it started."),
+}
+
+
+@dataclass
+class Message:
+    type: Msg
+    route: bytes
+    items: list
+    buffers: list
+
+
+def encode(msg_type: Msg, items: list, route: bytes = b"", buffers=()) -> list:
+    """Frames for one message (without the ROUTER identity)."""
+    frames = [TAG, bytes((msg_type,)) + route, pickle.dumps(items, 5)]
+    if buffers:
+        frames.extend(buffers)
+    return frames
+
+
+def decode(frames: list) -> Message:
+    """Parse frames (without identity); raise ProtocolError on anything wrong."""
+    if len(frames) < 3:
+        raise ProtocolError(f"truncated message: {len(frames)} frames, need at least 3")
+    tag, kind, header = _bytes(frames[0]), _bytes(frames[1]), frames[2]
+    check_tag(tag)
+    if not kind:
+        raise ProtocolError("empty message type frame")
+    try:
+        msg_type = Msg(kind[0])
+    except ValueError:
+        raise ProtocolError(f"unknown message type {kind[0]}") from None
+    try:
+        items = pickle.loads(header)
+    except Exception as exc:  # garbage from a peer must never escape
+        raise ProtocolError(f"undecodable {msg_type.name} header: {exc!r}") from None
+    if type(items) is not list:
+        raise ProtocolError(f"{msg_type.name} header is not a list")
+    return Message(msg_type, kind[1:], items, list(frames[3:]))
+
+
+def check_tag(tag: bytes) -> None:
+    if len(tag) != 4 or tag[:2] != b"ZR":
+        raise ProtocolError("not a zray message (bad protocol tag)")
+    if tag[2] != PROTOCOL_MAJOR:
+        raise ProtocolError(
+            f"protocol version mismatch: peer speaks {tag[2]}.{tag[3]}, "
+            f"this process speaks {PROTOCOL_MAJOR}.{PROTOCOL_MINOR}; "
+            "run the same zray major version on every host")
+
+
+def peek_type(frames: list) -> Msg | None:
+    """The type of a relayed message without decoding its header."""
+    try:
+        return Msg(_bytes(frames[1])[0])
+    except (IndexError, ValueError):
+        return None
+
+
+def _bytes(frame) -> bytes:
+    return frame if isinstance(frame, bytes) else bytes(frame)
+
+
+# Values of TASKS_FINISHED's ``status``.
+STATUS_OK = 0
+STATUS_ERROR = 1             # the task raised; results hold the error
+STATUS_RETRIABLE_ERROR = 2   # the task raised and retry_exceptions allows a retry
+STATUS_CANCELLED = 3         # the task was interrupted by zray.cancel
+
+# Values of TASKS_FAILED's ``reason``.
+REASON_CANCELLED = "cancelled"
+REASON_WORKER_DIED = "worker_died"
+REASON_RUNTIME_ENV = "runtime_env"

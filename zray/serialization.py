@@ -1,0 +1,193 @@
+"""Turning values into bytes and back: cloudpickle, pickle protocol 5, shared memory.
+
+Small values are pickled in-band and travel inside messages (``KIND_INLINE``).
+Large values are pickled with out-of-band buffers (numpy arrays, bytes) and
+written to one shared-memory segment per object (``KIND_SHM``): a header, the
+pickle stream, then each buffer 64-byte aligned.  Reading a segment maps it and
+hands pickle memoryviews into the map, so numpy arrays come back as read-only
+views of shared memory, with no copy whatever their size.
+
+ObjectRefs found while pickling are collected in a per-thread context so the
+head can keep them alive as long as the object that contains them.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import pickle
+import struct
+import threading
+
+import cloudpickle
+
+KIND_INLINE = 0
+KIND_ERROR = 1
+KIND_SHM = 2
+
+_MAGIC = b"ZRO1"
+_HEAD = struct.Struct("<4sIQ")          # magic, buffer count, meta length
+_SPAN = struct.Struct("<QQ")            # offset, length
+_ALIGN = 64
+_FAST_TYPES = frozenset((int, float, str, bool, type(None), bytes))
+
+_context = threading.local()
+
+
+class SerializationError(TypeError):
+    """A value could not be pickled; the message names what and why."""
+
+
+class SerializedObject:
+    __slots__ = ("meta", "buffers", "contained_ids", "size")
+
+    def __init__(self, meta, buffers, contained_ids):
+        self.meta = meta
+        self.buffers = buffers
+        self.contained_ids = contained_ids
+        self.size = len(meta) + sum(b.nbytes for b in buffers)
+
+
+def record_contained_ref(object_id: bytes) -> None:
+    """Called by ObjectRef.__reduce__: note a ref nested in what is being pickled."""
+    found = getattr(_context, "refs", None)
+    if found is not None:
+        found.append(object_id)
+
+
+def serialize(value, what: str = "value") -> SerializedObject:
+    """Pickle ``value`` with out-of-band buffers; collect nested ObjectRefs."""
+    if type(value) in _FAST_TYPES:
+        return SerializedObject(pickle.dumps(value, 5), [], ())
+    buffers = []
+    outer = getattr(_context, "refs", None)
+    _context.refs = []
+    try:
+        meta = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+        refs = tuple(_context.refs)
+    except Exception as exc:
+        raise SerializationError(
+            f"Could not serialize the {what} {_describe(value)}: {exc!r}. "
+            "Make it picklable (cloudpickle), or create it inside the task instead."
+        ) from exc
+    finally:
+        _context.refs = outer
+    if outer is not None:
+        outer.extend(refs)
+    return SerializedObject(meta, [b.raw() for b in buffers], refs)
+
+
+def inline_bytes(obj: SerializedObject) -> bytes:
+    """The object as one in-band pickle (for small objects with buffers)."""
+    if not obj.buffers:
+        return obj.meta
+    return pickle.dumps(pickle.loads(obj.meta, buffers=obj.buffers), 5)
+
+
+def deserialize(data: bytes, buffers=()):
+    return pickle.loads(data, buffers=buffers)
+
+
+def dumps_error(exc: BaseException) -> bytes:
+    try:
+        return cloudpickle.dumps(exc, protocol=5)
+    except Exception:
+        from zray.exceptions import RaySystemError
+        return pickle.dumps(RaySystemError(f"unpicklable error {exc!r}"), 5)
+
+
+def _describe(value) -> str:
+    text = repr(value)
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return f"{text} of type {type(value).__name__}"
+
+
+# --- shared-memory segments ------------------------------------------------------------
+
+def segment_path(shm_dir: str, node_id: bytes, object_id: bytes) -> str:
+    return f"{shm_dir}/zray_{node_id.hex()[:16]}_{object_id.hex()}"
+
+
+def segment_prefix(shm_dir: str, node_id: bytes) -> str:
+    return f"{shm_dir}/zray_{node_id.hex()[:16]}_"
+
+
+def _layout(meta_len: int, buffer_lengths) -> tuple[list, int]:
+    offset = _HEAD.size + _SPAN.size * len(buffer_lengths) + meta_len
+    spans = []
+    for length in buffer_lengths:
+        offset = (offset + _ALIGN - 1) // _ALIGN * _ALIGN
+        spans.append((offset, length))
+        offset += length
+    return spans, offset
+
+
+def write_segment(path: str, obj: SerializedObject) -> int:
+    """Write ``obj`` to a new segment at ``path``; return its size in bytes."""
+    spans, total = _layout(len(obj.meta), [b.nbytes for b in obj.buffers])
+    header = _HEAD.pack(_MAGIC, len(spans), len(obj.meta)) + b"".join(
+        _SPAN.pack(*span) for span in spans) + obj.meta
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    try:
+        os.ftruncate(fd, max(total, 1))
+        _pwrite_all(fd, header, 0)
+        for (offset, _), buf in zip(spans, obj.buffers):
+            _pwrite_all(fd, buf, offset)
+    except BaseException:
+        os.close(fd)
+        _unlink_quietly(path)
+        raise
+    os.close(fd)
+    return total
+
+
+def _pwrite_all(fd: int, data, offset: int) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+def read_segment(path: str):
+    """Map a segment and return the value it holds (buffers are views into it)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        mapped = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+    finally:
+        os.close(fd)
+    view = memoryview(mapped)
+    magic, count, meta_len = _HEAD.unpack_from(view, 0)
+    if magic != _MAGIC:
+        raise ValueError(f"{path} is not a zray object segment")
+    pos = _HEAD.size
+    buffers = []
+    for _ in range(count):
+        offset, length = _SPAN.unpack_from(view, pos)
+        buffers.append(view[offset:offset + length])
+        pos += _SPAN.size
+    meta = view[pos:pos + meta_len]
+    return pickle.loads(meta, buffers=buffers)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def remove_segments(shm_dir: str, node_id: bytes) -> int:
+    """Delete every segment of one node's store; return how many."""
+    prefix = os.path.basename(segment_prefix(shm_dir, node_id))
+    removed = 0
+    try:
+        names = os.listdir(shm_dir)
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        if name.startswith(prefix):
+            _unlink_quietly(os.path.join(shm_dir, name))
+            removed += 1
+    return removed

@@ -1,0 +1,69 @@
+"""The description of one task, as it travels driver → head → node → worker.
+
+The submitter fills in what to run; the head adds ``attempt`` and the resolved
+``dep_values`` when it dispatches; the node adds ``function_blob`` for a worker
+that has not seen the function yet, and ``gpu_ids``.
+"""
+
+from __future__ import annotations
+
+_FIELDS = (
+    "task_id", "job_id", "name", "function_id", "args_blob", "dep_ids",
+    "nested_ids", "num_returns", "resources", "max_retries", "retry_exceptions",
+    "runtime_env", "max_calls", "strategy", "timeout_s", "attempt", "dep_values",
+    "function_blob", "gpu_ids",
+)
+
+
+class TaskSpec:
+    __slots__ = _FIELDS
+
+    def __init__(self, task_id, job_id, name, function_id, args_blob, dep_ids=(),
+                 nested_ids=(), num_returns=1, resources=None, max_retries=3,
+                 retry_exceptions=False, runtime_env=None, max_calls=0, strategy=None,
+                 timeout_s=None, attempt=0, dep_values=None, function_blob=None,
+                 gpu_ids=()):
+        self.task_id = task_id
+        self.job_id = job_id
+        self.name = name
+        self.function_id = function_id
+        self.args_blob = args_blob
+        self.dep_ids = dep_ids
+        self.nested_ids = nested_ids
+        self.num_returns = num_returns
+        self.resources = resources if resources is not None else {"CPU": 1.0}
+        self.max_retries = max_retries
+        self.retry_exceptions = retry_exceptions
+        self.runtime_env = runtime_env
+        self.max_calls = max_calls
+        self.strategy = strategy
+        self.timeout_s = timeout_s
+        self.attempt = attempt
+        self.dep_values = dep_values
+        self.function_blob = function_blob
+        self.gpu_ids = gpu_ids
+
+    def __reduce__(self):
+        return (TaskSpec, tuple(getattr(self, name) for name in _FIELDS))
+
+    def copy(self) -> "TaskSpec":
+        return TaskSpec(*(getattr(self, name) for name in _FIELDS))
+
+    def return_ids(self) -> list:
+        return [self.task_id + i.to_bytes(2, "big") for i in range(1, self.num_returns + 1)]
+
+    def __repr__(self):
+        return f"TaskSpec({self.name}, {self.task_id.hex()}, attempt={self.attempt})"
+
+
+class ArgRef:
+    """Stands for the i-th top-level ObjectRef argument inside ``args_blob``; the
+    worker swaps in the object's value before calling the function."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int):
+        self.index = index
+
+    def __reduce__(self):
+        return (ArgRef, (self.index,))

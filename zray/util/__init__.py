@@ -1,0 +1,1 @@
+"""Utilities built on zray's core API."""

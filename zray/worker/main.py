@@ -1,0 +1,264 @@
+"""The worker process: receives a task, runs it, stores its results.
+
+A worker is forked by its node's fork server.  Its CoreClient owns one DEALER
+socket to the node (identity = worker id); the node handles HELLO,
+TASKS_FINISHED and WORKER_BLOCKED/UNBLOCKED and relays everything else (nested
+submissions, puts, references, gets) to the head.  The I/O thread hands
+EXECUTE_TASKS to the main thread, which runs the function: results up to the
+inline limit travel in TASKS_FINISHED, larger ones are written to a
+shared-memory segment of this node first.  ``print`` inside a task is sent to
+the driver as LOG_LINES, prefixed with the task name and pid.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import pickle
+import queue
+import signal
+import sys
+import threading
+import traceback
+
+import cloudpickle
+
+from zray import _runtime, protocol
+from zray._process import setup_logging
+from zray.config import Config
+from zray.core_client import CoreClient
+from zray.exceptions import RayTaskError
+from zray.protocol import (Msg, STATUS_CANCELLED, STATUS_ERROR, STATUS_OK,
+                           STATUS_RETRIABLE_ERROR)
+from zray.serialization import (KIND_ERROR, KIND_INLINE, KIND_SHM, dumps_error,
+                                inline_bytes, segment_path, serialize, write_segment)
+from zray.task_spec import ArgRef
+
+log = logging.getLogger("zray.worker")
+
+
+def run_forked(worker_id: bytes, worker_args: str) -> int:
+    args = json.loads(worker_args)
+    config = Config.from_json(args["config"])
+    setup_logging("worker", config.log_level)
+    return WorkerProcess(worker_id, args, config).run()
+
+
+class WorkerProcess:
+    def __init__(self, worker_id: bytes, args: dict, config: Config):
+        self.worker_id = worker_id
+        self.config = config
+        self.node_id = bytes.fromhex(args["node_id"])
+        self.host = args.get("host", "127.0.0.1")
+        self.pid = os.getpid()
+        self.client = CoreClient(args["node_endpoint"], worker_id, config, "worker",
+                                 local_node_id=self.node_id)
+        self.client.message_handlers[Msg.EXECUTE_TASKS] = self._on_execute
+        self.client.message_handlers[Msg.CANCEL_TASKS] = self._on_cancel
+        self.inbox = queue.SimpleQueue()
+        self.functions: dict[bytes, object] = {}
+        self.current = None
+        self.interruptible = False
+        self.cancelled = set()
+        self.lock = threading.Lock()
+        self.main_thread = threading.main_thread().ident
+        runtime = _runtime.Runtime(self.client, "worker")
+        runtime.worker = self
+        _runtime.set_runtime(runtime)
+
+    def run(self) -> int:
+        signal.signal(signal.SIGINT, self._on_sigint)
+        sys.stdout = TaskOutput(self, "stdout")
+        sys.stderr = TaskOutput(self, "stderr")
+        self.client.send(Msg.HELLO, ("worker", protocol.PROTOCOL_MAJOR,
+                                     protocol.PROTOCOL_MINOR, self.pid, {}))
+        parent = os.getppid()
+        while True:
+            try:
+                spec = self.inbox.get(timeout=1.0)
+            except queue.Empty:
+                if os.getppid() != parent:
+                    return 0
+                continue
+            try:
+                self.execute(spec)
+            except KeyboardInterrupt:
+                pass
+
+    # --- I/O thread callbacks --------------------------------------------------------
+
+    def _on_execute(self, items) -> None:
+        for (spec,) in items:
+            self.inbox.put(spec)
+
+    def _on_cancel(self, items) -> None:
+        for task_id, force in items:
+            with self.lock:
+                if self.current == task_id:
+                    self.cancelled.add(task_id)
+                    signal.pthread_kill(self.main_thread, signal.SIGINT)
+
+    def _on_sigint(self, signum, frame):
+        if self.interruptible:
+            raise KeyboardInterrupt
+
+    # --- running a task --------------------------------------------------------------
+
+    def execute(self, spec) -> None:
+        client = self.client
+        client.job_id = spec.job_id
+        client.current_task.task_id = spec.task_id
+        self.current_spec = spec
+        with self.lock:
+            self.current = spec.task_id
+        saved_env = self._apply_env(spec)
+        try:
+            status, results = self._run(spec)
+        finally:
+            with self.lock:
+                self.current = None
+                cancelled = spec.task_id in self.cancelled
+                self.cancelled.discard(spec.task_id)
+            self._restore_env(saved_env)
+            client.current_task.task_id = None
+            sys.stdout.flush()
+            sys.stderr.flush()
+        if cancelled and status != STATUS_OK:
+            status, results = STATUS_CANCELLED, []
+        client.send(Msg.TASKS_FINISHED, (spec.task_id, spec.attempt, status, results))
+
+    def _run(self, spec):
+        try:
+            function = self._function(spec)
+            args, kwargs = self._resolve_args(spec)
+            self.interruptible = True
+            try:
+                value = function(*args, **kwargs)
+            finally:
+                self.interruptible = False
+            return STATUS_OK, self._pack_returns(spec, value)
+        except KeyboardInterrupt as exc:
+            return self._error_results(spec, exc)
+        except Exception as exc:
+            return self._error_results(spec, exc)
+
+    def _function(self, spec):
+        function = self.functions.get(spec.function_id)
+        if function is None:
+            if spec.function_blob is None:
+                raise RuntimeError(f"worker has no code for function {spec.name}")
+            function = cloudpickle.loads(spec.function_blob)
+            self.functions[spec.function_id] = function
+        return function
+
+    def _resolve_args(self, spec):
+        if not spec.args_blob:
+            return (), {}
+        args, kwargs = pickle.loads(spec.args_blob)
+        if spec.dep_ids:
+            values = [self.client.value_of(object_id, entry)
+                      for object_id, entry in zip(spec.dep_ids, spec.dep_values)]
+            args = [values[a.index] if type(a) is ArgRef else a for a in args]
+            kwargs = {k: values[v.index] if type(v) is ArgRef else v
+                      for k, v in kwargs.items()}
+        return args, kwargs
+
+    def _pack_returns(self, spec, value) -> list:
+        count = spec.num_returns
+        if count == 0:
+            return []
+        if count == 1:
+            values = (value,)
+        else:
+            try:
+                values = tuple(value)
+            except TypeError:
+                values = (value,)
+            if len(values) != count:
+                raise ValueError(f"Task {spec.name} returned {len(values)} objects, but "
+                                 f"num_returns={count}.")
+        limit = self.config.max_inline_object_bytes
+        results = []
+        for object_id, item in zip(spec.return_ids(), values):
+            obj = serialize(item, f"return value of task {spec.name}")
+            if obj.size <= limit:
+                results.append((object_id, KIND_INLINE, inline_bytes(obj), obj.size,
+                                obj.contained_ids))
+            else:
+                path = segment_path(self.config.shm_dir, self.node_id, object_id)
+                size = write_segment(path, obj)
+                results.append((object_id, KIND_SHM, None, size, obj.contained_ids))
+        return results
+
+    def _error_results(self, spec, exc):
+        if isinstance(exc, RayTaskError):
+            error = RayTaskError(exc.function_name, exc.traceback_str, exc.cause,
+                                 exc.pid, exc.ip)
+        else:
+            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            error = RayTaskError(spec.name, text, exc, self.pid, self.host)
+        blob = dumps_error(error)
+        status = STATUS_RETRIABLE_ERROR if self._retriable(spec, exc) else STATUS_ERROR
+        return status, [(oid, KIND_ERROR, blob, len(blob), ()) for oid in spec.return_ids()]
+
+    @staticmethod
+    def _retriable(spec, exc) -> bool:
+        policy = spec.retry_exceptions
+        if policy is True:
+            return isinstance(exc, Exception)
+        if isinstance(policy, bytes):
+            return isinstance(exc, cloudpickle.loads(policy))
+        return False
+
+    def _apply_env(self, spec):
+        changes = dict((spec.runtime_env or {}).get("env_vars") or {})
+        if spec.gpu_ids:
+            changes["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in spec.gpu_ids)
+        saved = {k: os.environ.get(k) for k in changes}
+        os.environ.update(changes)
+        return saved
+
+    @staticmethod
+    def _restore_env(saved):
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+class TaskOutput(io.TextIOBase):
+    """sys.stdout/sys.stderr of a worker: whole lines go to the driver."""
+
+    def __init__(self, worker: WorkerProcess, stream: str):
+        self.worker = worker
+        self.stream = stream
+        self.pending = ""
+
+    def writable(self):
+        return True
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        if "\n" in self.pending:
+            complete, _, self.pending = self.pending.rpartition("\n")
+            self._send(complete)
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending:
+            text, self.pending = self.pending, ""
+            self._send(text)
+
+    def _send(self, text: str) -> None:
+        worker = self.worker
+        spec = getattr(worker, "current_spec", None)
+        name = spec.name if spec is not None else "worker"
+        job_id = spec.job_id if spec is not None else None
+        worker.client.send(Msg.LOG_LINES, (job_id, f"({name} pid={worker.pid})",
+                                           self.stream, text))
+
+
+__all__ = ["run_forked", "WorkerProcess"]
