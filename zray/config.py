@@ -35,7 +35,7 @@ class Config:
     #: killing them.
     shutdown_grace_s: float = 2.0
     #: Root folder for session directories (sockets, logs, keys).
-    temp_dir: str = "/tmp/zray"
+    temp_dir: str = "/tmp/zray-sessions"
     #: Folder holding shared-memory segments, one per object.
     shm_dir: str = "/dev/shm"
     #: Seconds the driver waits for the head and first node to come up.

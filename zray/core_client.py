@@ -1,14 +1,14 @@
 """The client side of zray, shared by drivers and workers.
 
     user threads ──► outbox (deque) ──eventfd──► I/O thread ──DEALER──► head
-         ▲                                          │        (a worker's DEALER goes
-         └──── Condition ◄── objects / replies ◄────┘         to its node, which relays)
+         ▲                                          │   └─DEALER──► node (workers only:
+         └──── waiters   ◄── objects / replies ◄────┘               tasks in, done out)
 
-One I/O thread owns the socket (pyzmq sockets are not thread-safe).  User
+One I/O thread owns the sockets (pyzmq sockets are not thread-safe).  User
 threads append messages to the outbox and wake the thread at most once per
 batch; consecutive messages of one type leave as one message.  Arrivals
 (OBJECTS_READY, QUERY_REPLY, LOG_LINES, ...) are handled in the I/O thread and
-wake waiters through one Condition.
+wake the waiters registered for exactly those objects.
 
 Reference counting: each process counts its live ObjectRefs per object; the
 first reference announces itself to the head (ADD_REFS), the last one's death
@@ -43,9 +43,12 @@ _BLOCKING_KINDS = (Msg.WORKER_BLOCKED, Msg.WORKER_UNBLOCKED)
 
 class CoreClient:
     def __init__(self, endpoint: str, identity: bytes, config, role: str,
-                 local_node_id: bytes | None = None):
+                 local_node_id: bytes | None = None, node_endpoint: str | None = None,
+                 node_identity: bytes | None = None):
         self.endpoint = endpoint
         self.identity = identity
+        self.node_endpoint = node_endpoint
+        self.node_identity = node_identity
         self.config = config
         self.role = role
         self.local_node_id = local_node_id
@@ -57,7 +60,6 @@ class CoreClient:
         self.message_handlers = {}
         self.current_task = threading.local()
         self._lock = threading.RLock()
-        self._cond = threading.Condition(self._lock)
         self._outbox = deque()
         self._released = deque()
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -67,6 +69,7 @@ class CoreClient:
         self._pushed: set = set()
         self._subscribed: set = set()
         self._callbacks: dict[bytes, list] = {}
+        self._waiters: dict[bytes, list] = {}
         self._replies: dict[int, concurrent.futures.Future] = {}
         self._request_ids = itertools.count(1)
         self._functions_sent: set = set()
@@ -85,8 +88,8 @@ class CoreClient:
 
     # --- sending ---------------------------------------------------------------------
 
-    def send(self, msg_type: Msg, item: tuple) -> None:
-        self._outbox.append((msg_type, item))
+    def send(self, msg_type: Msg, item: tuple, to_node: bool = False) -> None:
+        self._outbox.append((to_node, msg_type, item))
         if not self._wake_pending:
             self._wake_pending = True
             try:
@@ -178,33 +181,46 @@ class CoreClient:
                 self._objects.pop(object_id, None)
                 self._pushed.discard(object_id)
                 self._subscribed.discard(object_id)
-                self._outbox.append((Msg.REMOVE_REFS, (object_id,)))
+                self._outbox.append((False, Msg.REMOVE_REFS, (object_id,)))
 
     # --- getting ---------------------------------------------------------------------
 
-    def wait_entries(self, object_ids, num_returns: int, timeout_s):
-        """Block until ``num_returns`` of the objects are ready; return the ready set."""
+    def wait_entries(self, object_ids, num_returns: int, timeout_s) -> set:
+        """Block until ``num_returns`` of the (unique) objects are ready, or the
+        timeout passes; return the ids that are ready."""
+        unique = set(object_ids)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        blocked = False
+        with self._lock:
+            self._raise_if_fatal()
+            missing = [o for o in unique if o not in self._objects]
+            needed = min(num_returns, len(unique)) - (len(unique) - len(missing))
+            if needed <= 0 or timeout_s == 0:
+                return unique.difference(missing)
+            waiter = _Waiter(needed)
+            for object_id in missing:
+                self._waiters.setdefault(object_id, []).append(waiter)
+            self._subscribe_missing(missing)
+        blocked = self._notify_blocked(True)
         try:
-            with self._cond:
-                self._subscribe_missing(object_ids)
-                while True:
-                    self._raise_if_fatal()
-                    ready = [o for o in object_ids if o in self._objects]
-                    if len(ready) >= num_returns:
-                        return set(ready)
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        return set(ready)
-                    if not blocked:
-                        blocked = self._notify_blocked(True)
-                    self._cond.wait(1.0 if remaining is None else min(remaining, 1.0))
-                    if self.liveness_check is not None:
-                        self.liveness_check()
+            while not waiter.event.wait(0.5 if deadline is None
+                                        else max(0.0, min(0.5, deadline - time.monotonic()))):
+                self._raise_if_fatal()
+                if self.liveness_check is not None:
+                    self.liveness_check()
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+            self._raise_if_fatal()
         finally:
             if blocked:
                 self._notify_blocked(False)
+            with self._lock:
+                for object_id in missing:
+                    waiters = self._waiters.get(object_id)
+                    if waiters and waiter in waiters:
+                        waiters.remove(waiter)
+                        if not waiters:
+                            del self._waiters[object_id]
+                return {o for o in unique if o in self._objects}
 
     def get_entries(self, object_ids, timeout_s):
         wanted = len(set(object_ids))
@@ -228,7 +244,8 @@ class CoreClient:
         task_id = getattr(self.current_task, "task_id", None)
         if self.role != "worker" or task_id is None:
             return False
-        self.send(Msg.WORKER_BLOCKED if blocked else Msg.WORKER_UNBLOCKED, (task_id,))
+        self.send(Msg.WORKER_BLOCKED if blocked else Msg.WORKER_UNBLOCKED, (task_id,),
+                  to_node=True)
         return True
 
     def value_of(self, object_id: bytes, entry: tuple):
@@ -284,19 +301,28 @@ class CoreClient:
 
     # --- the I/O thread --------------------------------------------------------------
 
-    def _io_main(self) -> None:
-        ctx = zmq.Context()
+    def _connect(self, ctx, endpoint: str, identity: bytes):
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 2000)
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.RCVHWM, 0)
         if self.config.max_message_bytes > 0:
             sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
-        sock.setsockopt(zmq.IDENTITY, self.identity)
-        sock.connect(self.endpoint)
+        sock.setsockopt(zmq.IDENTITY, identity)
+        sock.connect(endpoint)
+        return sock
+
+    def _io_main(self) -> None:
+        ctx = zmq.Context()
+        sock = self._connect(ctx, self.endpoint, self.identity)
+        node = None
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         poller.register(self._wake_fd, zmq.POLLIN)
+        if self.node_endpoint:
+            node = self._connect(ctx, self.node_endpoint, self.node_identity)
+            poller.register(node, zmq.POLLIN)
+        sockets = (sock, node)
         beat_every = self.config.heartbeat_interval_s
         next_beat = time.monotonic()
         try:
@@ -309,12 +335,14 @@ class CoreClient:
                         pass
                 self._wake_pending = False
                 self._apply_releases()
-                self._flush(sock)
+                self._flush(sockets)
                 if sock in events:
                     self._drain(sock)
+                if node is not None and node in events:
+                    self._drain(node)
                 if self._stop:
                     self._apply_releases()
-                    self._flush(sock)
+                    self._flush(sockets)
                     break
                 now = time.monotonic()
                 if self.role == "driver" and now >= next_beat:
@@ -324,21 +352,25 @@ class CoreClient:
             log.exception("zray I/O thread failed")
             self._set_fatal(RaySystemError(f"zray's I/O thread failed: {exc!r}"))
         finally:
-            sock.close()
+            for s in sockets:
+                if s is not None:
+                    s.close()
             ctx.term()
 
-    def _flush(self, sock) -> None:
+    def _flush(self, sockets) -> None:
+        """Send the outbox in order, consecutive items of one type as one message."""
         outbox = self._outbox
-        current_type, items = None, []
+        current, items = None, []
         while outbox:
-            msg_type, item = outbox.popleft()
-            if msg_type is not current_type and items:
-                sock.send_multipart(protocol.encode(current_type, items))
+            to_node, msg_type, item = outbox.popleft()
+            key = (to_node, msg_type)
+            if key != current and items:
+                sockets[current[0]].send_multipart(protocol.encode(current[1], items))
                 items = []
-            current_type = msg_type
+            current = key
             items.append(item)
         if items:
-            sock.send_multipart(protocol.encode(current_type, items))
+            sockets[current[0]].send_multipart(protocol.encode(current[1], items))
 
     def _drain(self, sock) -> None:
         while True:
@@ -365,7 +397,7 @@ class CoreClient:
 
     def _on_objects_ready(self, items) -> None:
         fire = []
-        with self._cond:
+        with self._lock:
             for item in items:
                 object_id = item[0]
                 if object_id not in self._refs:
@@ -377,7 +409,10 @@ class CoreClient:
                 callbacks = self._callbacks.pop(object_id, None)
                 if callbacks:
                     fire.extend((cb, entry) for cb in callbacks)
-            self._cond.notify_all()
+                for waiter in self._waiters.pop(object_id, ()):
+                    waiter.needed -= 1
+                    if waiter.needed == 0:
+                        waiter.event.set()
         for callback, entry in fire:
             try:
                 callback(entry)
@@ -413,9 +448,11 @@ class CoreClient:
         self._set_fatal(ProtocolError(items[0][0]))
 
     def _set_fatal(self, error: Exception) -> None:
-        with self._cond:
+        with self._lock:
             self.fatal = error
-            self._cond.notify_all()
+            for waiters in self._waiters.values():
+                for waiter in waiters:
+                    waiter.event.set()
         self._welcomed.set()
         for future in list(self._replies.values()):
             if not future.done():
@@ -438,6 +475,14 @@ class CoreClient:
         self._thread.join(timeout_s)
         self.closed = True
         os.close(self._wake_fd)
+
+
+class _Waiter:
+    __slots__ = ("needed", "event")
+
+    def __init__(self, needed: int):
+        self.needed = needed
+        self.event = threading.Event()
 
 
 def _as_raisable(error):

@@ -1,4 +1,4 @@
-"""Messages a state machine wants sent, batched per (peer, route, type)."""
+"""Messages a state machine wants sent, batched per (peer, type)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ class Outbox:
     def __init__(self):
         self.batches: dict = {}
 
-    def send(self, identity: bytes, route: bytes, msg_type, item: tuple) -> None:
-        key = (identity, route, msg_type)
+    def send(self, identity: bytes, msg_type, item: tuple) -> None:
+        key = (identity, msg_type)
         batch = self.batches.get(key)
         if batch is None:
             self.batches[key] = [item]

@@ -4,8 +4,7 @@ A message is a ZeroMQ multipart::
 
     [identity]      added/removed by ROUTER sockets, never by this module
     [tag]           b"ZR" + major + minor protocol version (4 bytes)
-    [type + route]  one byte of message type, then an optional route: the
-                    worker id when a node relays between the head and a worker
+    [type]          one byte of message type
     [header]        pickle (protocol 5) of a list of items, one tuple each
     [buffers...]    optional raw frames (bulk data), sent with copy=False
 
@@ -58,6 +57,7 @@ class Msg(enum.IntEnum):
     QUERY_REPLY = 23
     WORKER_DIED = 24
     SHUTDOWN = 25
+    TASKS_DONE = 26
 
 
 @dataclass(frozen=True)
@@ -69,8 +69,8 @@ class MessageSpec:
 
 SPECS: dict[Msg, MessageSpec] = {
     Msg.HELLO: MessageSpec(
-        "driver→head, worker→node", ("role", "major", "minor", "pid", "info"),
-        "First message of a driver or worker: who it is and its protocol version."),
+        "driver→head, worker→head, worker→node", ("role", "major", "minor", "pid", "info"),
+        "First message of a driver or worker: who it is, its protocol version, its node."),
     Msg.WELCOME: MessageSpec(
         "head→driver, head→node", ("info",),
         "Accepts a HELLO or REGISTER_NODE: job id, session, node list."),
@@ -93,7 +93,7 @@ SPECS: dict[Msg, MessageSpec] = {
         "head→node, node→worker", ("spec",),
         "Run these tasks; dependency values are resolved into the spec."),
     Msg.TASKS_FINISHED: MessageSpec(
-        "worker→node→head", ("task_id", "attempt", "status", "results"),
+        "worker→head", ("task_id", "attempt", "status", "results"),
         "A task ran; results are (object_id, kind, data, size, contained_ids)."),
     Msg.TASKS_FAILED: MessageSpec(
         "node→head", ("task_id", "attempt", "reason", "text"),
@@ -127,7 +127,7 @@ SPECS: dict[Msg, MessageSpec] = {
         "head→node", ("object_id",),
         "No reference remains: delete the object's segment from the store."),
     Msg.LOG_LINES: MessageSpec(
-        "worker→node→head→driver", ("job_id", "prefix", "stream", "text"),
+        "worker→head→driver", ("job_id", "prefix", "stream", "text"),
         "Output a worker printed, routed to its job's driver."),
     Msg.WARNING: MessageSpec(
         "head→driver/worker", ("text",),
@@ -141,6 +141,9 @@ SPECS: dict[Msg, MessageSpec] = {
     Msg.WORKER_DIED: MessageSpec(
         "node→head", ("worker_id", "pid", "exit_code", "task_id", "attempt"),
         "A worker process exited; its running task (if any) failed."),
+    Msg.TASKS_DONE: MessageSpec(
+        "worker→node", ("task_id",),
+        "The worker finished this task (its results went to the head): free its resources."),
     Msg.SHUTDOWN: MessageSpec(
         "driver→head, head→node", ("reason",),
         "Stop: the receiver exits cleanly, stopping what it started."),
@@ -150,14 +153,16 @@ SPECS: dict[Msg, MessageSpec] = {
 @dataclass
 class Message:
     type: Msg
-    route: bytes
     items: list
     buffers: list
 
 
-def encode(msg_type: Msg, items: list, route: bytes = b"", buffers=()) -> list:
+_TYPE_FRAMES = {t: bytes((t,)) for t in Msg}
+
+
+def encode(msg_type: Msg, items: list, buffers=()) -> list:
     """Frames for one message (without the ROUTER identity)."""
-    frames = [TAG, bytes((msg_type,)) + route, pickle.dumps(items, 5)]
+    frames = [TAG, _TYPE_FRAMES[msg_type], pickle.dumps(items, 5)]
     if buffers:
         frames.extend(buffers)
     return frames
@@ -169,8 +174,8 @@ def decode(frames: list) -> Message:
         raise ProtocolError(f"truncated message: {len(frames)} frames, need at least 3")
     tag, kind, header = _bytes(frames[0]), _bytes(frames[1]), frames[2]
     check_tag(tag)
-    if not kind:
-        raise ProtocolError("empty message type frame")
+    if len(kind) != 1:
+        raise ProtocolError(f"bad message type frame of {len(kind)} bytes")
     try:
         msg_type = Msg(kind[0])
     except ValueError:
@@ -181,7 +186,7 @@ def decode(frames: list) -> Message:
         raise ProtocolError(f"undecodable {msg_type.name} header: {exc!r}") from None
     if type(items) is not list:
         raise ProtocolError(f"{msg_type.name} header is not a list")
-    return Message(msg_type, kind[1:], items, list(frames[3:]))
+    return Message(msg_type, items, list(frames[3:]))
 
 
 def check_tag(tag: bytes) -> None:
@@ -192,14 +197,6 @@ def check_tag(tag: bytes) -> None:
             f"protocol version mismatch: peer speaks {tag[2]}.{tag[3]}, "
             f"this process speaks {PROTOCOL_MAJOR}.{PROTOCOL_MINOR}; "
             "run the same zray major version on every host")
-
-
-def peek_type(frames: list) -> Msg | None:
-    """The type of a relayed message without decoding its header."""
-    try:
-        return Msg(_bytes(frames[1])[0])
-    except (IndexError, ValueError):
-        return None
 
 
 def _bytes(frame) -> bytes:

@@ -1,10 +1,10 @@
 """The head process: one ROUTER socket, one loop, and ``HeadState``.
 
 Sockets: ROUTER bound on an owner-only ipc path (local clusters) and/or TCP.
-Peers: drivers (DEALER), node managers (DEALER; they relay their workers'
-messages with the worker id as route).  Every message is decoded, handed to
+Peers, each a DEALER: drivers, workers (for results, nested tasks, puts,
+references) and node managers.  Every message is decoded, handed to
 ``HeadState.handle``, and what the state machine queued in its outbox is sent
-once per loop turn, one message per (peer, route, type).
+once per loop turn, one message per (peer, type).
 """
 
 from __future__ import annotations
@@ -90,16 +90,16 @@ class HeadLoop:
 
     def _flush(self) -> None:
         send = self.router.send_multipart
-        for (identity, route, msg_type), items in self.state.out.drain().items():
+        for (identity, msg_type), items in self.state.out.drain().items():
             try:
-                send([identity] + protocol.encode(msg_type, items, route), zmq.NOBLOCK)
+                send([identity] + protocol.encode(msg_type, items), zmq.NOBLOCK)
             except zmq.ZMQError as exc:
                 log.warning("could not send %s to %r: %s", msg_type.name, identity[:16], exc)
 
     def _shutdown(self) -> None:
         for node in self.state.nodes.values():
             if node.state.value == "ALIVE":
-                self.state.out.send(node.identity, b"", protocol.Msg.SHUTDOWN,
+                self.state.out.send(node.identity, protocol.Msg.SHUTDOWN,
                                     ("head exiting",))
         self._flush()
         self.router.setsockopt(zmq.LINGER, 500)

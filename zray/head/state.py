@@ -109,7 +109,7 @@ class ObjectRecord:
 
 class Node:
     __slots__ = ("node_id", "identity", "info", "total", "available", "state",
-                 "last_seen", "known_functions", "workers", "death_reason",
+                 "last_seen", "known_functions", "death_reason",
                  "death_time", "registered_at")
 
     def __init__(self, node_id, identity, info, now):
@@ -121,22 +121,24 @@ class Node:
         self.state = NodeState.ALIVE
         self.last_seen = now
         self.known_functions = set()
-        self.workers = set()
         self.death_reason = None
         self.death_time = None
         self.registered_at = now
 
 
 class Client:
-    __slots__ = ("key", "kind", "job_id", "holding", "last_seen", "info")
+    """A driver or worker connected to the head (key: its socket identity)."""
 
-    def __init__(self, key, kind, job_id, now, info=None):
+    __slots__ = ("key", "kind", "job_id", "holding", "last_seen", "info", "node_id")
+
+    def __init__(self, key, kind, job_id, now, info=None, node_id=None):
         self.key = key
         self.kind = kind
         self.job_id = job_id
         self.holding = {}
         self.last_seen = now
         self.info = info or {}
+        self.node_id = node_id
 
 
 def fits(request: dict, available: dict) -> bool:
@@ -200,7 +202,7 @@ class HeadState:
         node = self.node_by_identity.get(identity)
         if node is not None:
             node.last_seen = now
-        handler((identity, message.route), message.items, now)
+        handler(identity, message.items, now)
 
     def after_batch(self, now: float) -> None:
         """Run once after a batch of messages: place what can be placed."""
@@ -227,7 +229,7 @@ class HeadState:
     def _on_hello(self, key, items, now):
         for role, major, minor, pid, info in items:
             if major != PROTOCOL_MAJOR:
-                self.out.send(key[0], key[1], Msg.PROTOCOL_ERROR, (
+                self.out.send(key, Msg.PROTOCOL_ERROR, (
                     f"protocol version mismatch: peer {major}.{minor}, head "
                     f"{PROTOCOL_MAJOR}; run the same zray major version everywhere",))
                 continue
@@ -238,6 +240,10 @@ class HeadState:
                 self.clients[key] = Client(key, "driver", job_id, now, info)
                 self.pending_welcomes.append((key, info.get("wait_for_nodes", 0)))
                 log.info("driver pid %s connected as job %s", pid, job_id.hex())
+            elif role == "worker":
+                client = self._client(key, now)
+                client.node_id = info.get("node_id")
+                client.info = dict(info, pid=pid)
         self._send_welcomes()
 
     def _send_welcomes(self):
@@ -250,7 +256,7 @@ class HeadState:
             if alive < wanted:
                 waiting.append((key, wanted))
                 continue
-            self.out.send(key[0], key[1], Msg.WELCOME, ({
+            self.out.send(key, Msg.WELCOME, ({
                 "job_id": client.job_id, "session_name": self.session_name,
                 "nodes": self.queries["nodes"](self, None)},))
         self.pending_welcomes = waiting
@@ -258,19 +264,19 @@ class HeadState:
     def _on_register_node(self, key, items, now):
         for node_id, major, minor, info in items:
             if major != PROTOCOL_MAJOR:
-                self.out.send(key[0], b"", Msg.PROTOCOL_ERROR, (
+                self.out.send(key, Msg.PROTOCOL_ERROR, (
                     f"protocol version mismatch: node {major}.{minor}, head "
                     f"{PROTOCOL_MAJOR}; run the same zray major version everywhere",))
                 continue
-            old = self.node_by_identity.get(key[0])
+            old = self.node_by_identity.get(key)
             if old is not None and old.state is NodeState.ALIVE and old.node_id != node_id:
                 self._node_died(old, now, "replaced by a new registration")
-            node = Node(node_id, key[0], info, now)
+            node = Node(node_id, key, info, now)
             self.nodes[node_id] = node
-            self.node_by_identity[key[0]] = node
+            self.node_by_identity[key] = node
             log.info("node %s joined from %s with %s", node_id.hex()[:12],
                      info.get("host"), node.total)
-            self.out.send(key[0], b"", Msg.WELCOME, ({"session_name": self.session_name},))
+            self.out.send(key, Msg.WELCOME, ({"session_name": self.session_name},))
             self.infeasible_warned.clear()
             self.dirty = True
         self._send_welcomes()
@@ -285,8 +291,8 @@ class HeadState:
         node.death_reason = reason
         node.death_time = now
         log.warning("node %s declared dead: %s", node.node_id.hex()[:12], reason)
-        for key in [k for k in self.clients if k[0] == node.identity and k[1]]:
-            self._client_gone(self.clients[key])
+        for client in [c for c in self.clients.values() if c.node_id == node.node_id]:
+            self._client_gone(client)
         for task in list(self.tasks.values()):
             if task.state is TaskState.ASSIGNED and task.node_id == node.node_id:
                 self._task_failed(task, zerr.NodeDiedError(
@@ -444,7 +450,7 @@ class HeadState:
                 f"{ {k: have.get(k, 0.0) for k in missing} }). It stays pending until a node "
                 "with these resources joins the cluster.")
         log.warning(text)
-        self.out.send(task.owner[0], task.owner[1], Msg.WARNING, (text,))
+        self.out.send(task.owner, Msg.WARNING, (text,))
 
     def _assign(self, task, node):
         spec = task.spec
@@ -458,7 +464,7 @@ class HeadState:
         if spec.function_id not in node.known_functions:
             send.function_blob = self.functions.get(spec.function_id)
             node.known_functions.add(spec.function_id)
-        self.out.send(node.identity, b"", Msg.EXECUTE_TASKS, (send,))
+        self.out.send(node.identity, Msg.EXECUTE_TASKS, (send,))
 
     def _dep_value(self, object_id):
         obj = self.objects[object_id]
@@ -478,7 +484,8 @@ class HeadState:
     # --- results ---------------------------------------------------------------------
 
     def _on_tasks_finished(self, key, items, now):
-        node = self.node_by_identity.get(key[0])
+        client = self.clients.get(key)
+        node = self.nodes.get(client.node_id) if client is not None else None
         for task_id, attempt, status, results in items:
             task = self.tasks.get(task_id)
             if task is None or task.state is not TaskState.ASSIGNED \
@@ -506,13 +513,13 @@ class HeadState:
     def _discard_results(self, results, node):
         for object_id, kind, data, size, contained in results:
             if kind == KIND_SHM and node is not None:
-                self.out.send(node.identity, b"", Msg.FREE_OBJECTS, (object_id,))
+                self.out.send(node.identity, Msg.FREE_OBJECTS, (object_id,))
 
     def _store_result(self, object_id, kind, data, size, contained, node):
         obj = self.objects.get(object_id)
         if obj is None:
             if kind == KIND_SHM and node is not None:
-                self.out.send(node.identity, b"", Msg.FREE_OBJECTS, (object_id,))
+                self.out.send(node.identity, Msg.FREE_OBJECTS, (object_id,))
             return
         obj.kind, obj.data, obj.size = kind, data, size
         if kind == KIND_SHM:
@@ -531,11 +538,11 @@ class HeadState:
         obj.state = ObjectState.READY
         item = obj.ready_item()
         for client_key in obj.subscribers:
-            self.out.send(client_key[0], client_key[1], Msg.OBJECTS_READY, item)
+            self.out.send(client_key, Msg.OBJECTS_READY, item)
         obj.subscribers = set()
         task = self.tasks.get(obj.object_id[:16])
         if task is not None and task.owner in obj.holders:
-            self.out.send(task.owner[0], task.owner[1], Msg.OBJECTS_READY, item)
+            self.out.send(task.owner, Msg.OBJECTS_READY, item)
         dependents, obj.dependents = obj.dependents, []
         for task_id in dependents:
             waiter = self.tasks.get(task_id)
@@ -591,7 +598,7 @@ class HeadState:
         self._object_ready(obj)
 
     def _on_tasks_failed(self, key, items, now):
-        node = self.node_by_identity.get(key[0])
+        node = self.node_by_identity.get(key)
         for task_id, attempt, reason, text in items:
             task = self.tasks.get(task_id)
             if task is None or task.state is not TaskState.ASSIGNED \
@@ -606,9 +613,9 @@ class HeadState:
                 self._task_failed(task, zerr.RaySystemError(text), retriable=False, now=now)
 
     def _on_worker_died(self, key, items, now):
-        node = self.node_by_identity.get(key[0])
+        node = self.node_by_identity.get(key)
         for worker_id, pid, exit_code, task_id, attempt in items:
-            client = self.clients.get((key[0], worker_id))
+            client = self.clients.get(b"W" + worker_id)
             if client is not None:
                 self._client_gone(client)
             task = self.tasks.get(task_id) if task_id else None
@@ -659,7 +666,7 @@ class HeadState:
             task.cancel_requested = True
             node = self.nodes.get(task.node_id)
             if node is not None:
-                self.out.send(node.identity, b"", Msg.CANCEL_TASKS,
+                self.out.send(node.identity, Msg.CANCEL_TASKS,
                               (task.spec.task_id, force))
 
     # --- objects and references ------------------------------------------------------
@@ -667,11 +674,8 @@ class HeadState:
     def _client(self, key, now) -> Client:
         client = self.clients.get(key)
         if client is None:
-            node = self.node_by_identity.get(key[0])
             client = Client(key, "worker", None, now)
             self.clients[key] = client
-            if node is not None:
-                node.workers.add(key)
         return client
 
     def _on_put_objects(self, key, items, now):
@@ -721,7 +725,7 @@ class HeadState:
         for node_id in obj.locations:
             node = self.nodes.get(node_id)
             if node is not None and node.state is NodeState.ALIVE:
-                self.out.send(node.identity, b"", Msg.FREE_OBJECTS, (obj.object_id,))
+                self.out.send(node.identity, Msg.FREE_OBJECTS, (obj.object_id,))
         for cid in obj.contained_ids:
             inner = self.objects.get(cid)
             if inner is not None:
@@ -741,7 +745,7 @@ class HeadState:
             if obj.state is ObjectState.PENDING:
                 obj.subscribers.add(key)
             else:
-                self.out.send(key[0], key[1], Msg.OBJECTS_READY, obj.ready_item())
+                self.out.send(key, Msg.OBJECTS_READY, obj.ready_item())
 
     # --- everything else -------------------------------------------------------------
 
@@ -750,7 +754,7 @@ class HeadState:
         for item in items:
             target = drivers.get(item[0])
             if target is not None:
-                self.out.send(target[0], target[1], Msg.LOG_LINES, item)
+                self.out.send(target, Msg.LOG_LINES, item)
 
     def _on_query(self, key, items, now):
         for request_id, name, args in items:
@@ -764,14 +768,14 @@ class HeadState:
                 except Exception as exc:
                     log.exception("query %s failed", name)
                     reply = (request_id, False, f"query {name} failed: {exc!r}")
-            self.out.send(key[0], key[1], Msg.QUERY_REPLY, reply)
+            self.out.send(key, Msg.QUERY_REPLY, reply)
 
     def _on_shutdown(self, key, items, now):
         client = self.clients.get(key)
         if client is not None and client.kind == "driver" and items and items[0][0] == "cluster":
             for node in self.nodes.values():
                 if node.state is NodeState.ALIVE:
-                    self.out.send(node.identity, b"", Msg.SHUTDOWN, ("head shutting down",))
+                    self.out.send(node.identity, Msg.SHUTDOWN, ("head shutting down",))
             self.exit_requested = True
         elif client is not None:
             self._client_gone(client)

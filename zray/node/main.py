@@ -2,12 +2,12 @@
 
 Sockets and pipes:
 - DEALER to the head (identity ``N`` + node id): REGISTER_NODE, HEARTBEAT,
-  EXECUTE_TASKS, CANCEL_TASKS, FREE_OBJECTS, SHUTDOWN, plus messages the head
-  addresses to one of our workers (their route names the worker).
-- ROUTER on an owner-only ipc path for this node's workers: HELLO,
-  TASKS_FINISHED, WORKER_BLOCKED/UNBLOCKED are ours; every other message a worker
-  sends is relayed to the head undecoded, with the worker id as route, so a
-  worker's messages reach the head in the order it sent them.
+  WORKER_BLOCKED/UNBLOCKED and WORKER_DIED out; EXECUTE_TASKS, CANCEL_TASKS,
+  FREE_OBJECTS, SHUTDOWN in.
+- ROUTER on an owner-only ipc path for this node's workers: HELLO, TASKS_DONE,
+  WORKER_BLOCKED/UNBLOCKED in; EXECUTE_TASKS, CANCEL_TASKS out.  (Workers send
+  results, nested tasks and references straight to the head on a socket of
+  their own, so one ordered channel carries all of a worker's object traffic.)
 - pipes to the fork server, which forks workers and reports their exits.
 
 Decisions are made by ``NodeManagerState``; this module only moves bytes.
@@ -40,13 +40,13 @@ log = logging.getLogger("zray.node")
 
 TICK_S = 0.1
 DRAIN_BUDGET = 2000
-_NODE_OWN = {Msg.HELLO, Msg.TASKS_FINISHED, Msg.WORKER_BLOCKED, Msg.WORKER_UNBLOCKED}
 
 
 class NodeLoop:
     def __init__(self, config: Config, head_address: str, node_id: bytes, resources: dict,
                  session_dir: str, host: str, parent_pid: int | None):
         self.config = config
+        self.head_address = head_address
         self.node_id = node_id
         self.host = host
         self.parent_pid = parent_pid
@@ -65,6 +65,14 @@ class NodeLoop:
         self.resources = resources
         self.forkserver = None
         self.events_buffer = b""
+        state = self.state
+        self.worker_handlers = {
+            Msg.HELLO: lambda w, item, now: state.on_worker_hello(w, item[3], now),
+            Msg.TASKS_DONE: lambda w, item, now: state.on_task_done(w, item[0], now),
+            Msg.WORKER_BLOCKED: lambda w, item, now: state.on_worker_blocked(w, item[0], now),
+            Msg.WORKER_UNBLOCKED:
+                lambda w, item, now: state.on_worker_unblocked(w, item[0], now),
+        }
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -83,12 +91,12 @@ class NodeLoop:
             timeout_ms = max(0.0, next_tick - time.monotonic()) * 1000
             ready = dict(poller.poll(timeout_ms))
             now = time.monotonic()
-            if ready.get(self.events_fd):
-                self._read_forkserver(now)
             if ready.get(self.workers):
                 self._drain_workers(now)
             if ready.get(self.head):
                 self._drain_head(now)
+            if ready.get(self.events_fd):
+                self._read_forkserver(now)
             if now >= next_tick:
                 self.state.tick(now)
                 next_tick = now + TICK_S
@@ -96,7 +104,7 @@ class NodeLoop:
                     log.warning("parent process %s is gone; shutting down", self.parent_pid)
                     break
             if now >= next_beat:
-                self.state.out.send(HEAD, b"", Msg.HEARTBEAT, (time.time(),))
+                self.state.out.send(HEAD, Msg.HEARTBEAT, (time.time(),))
                 next_beat = now + self.config.heartbeat_interval_s
             self._flush()
         self._shutdown()
@@ -105,7 +113,7 @@ class NodeLoop:
         info = {"host": self.host, "hostname": socket.gethostname(), "pid": os.getpid(),
                 "resources": self.resources, "store": self.config.shm_dir,
                 "worker_endpoint": self.worker_endpoint}
-        self.state.out.send(HEAD, b"", Msg.REGISTER_NODE, (
+        self.state.out.send(HEAD, Msg.REGISTER_NODE, (
             self.node_id, protocol.PROTOCOL_MAJOR, protocol.PROTOCOL_MINOR, info))
 
     def _start_forkserver(self) -> None:
@@ -113,6 +121,7 @@ class NodeLoop:
         self.events_fd, events_w = os.pipe()
         worker_args = json.dumps({
             "node_endpoint": self.worker_endpoint, "node_id": self.node_id.hex(),
+            "head_endpoint": self.head_address,
             "config": self.config.to_json(), "host": self.host})
         self.forkserver = subprocess.Popen(
             [sys.executable, "-m", "zray.node.forkserver", "--cmd-fd", str(cmd_r),
@@ -168,9 +177,6 @@ class NodeLoop:
                 frames = self.head.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if len(frames) >= 2 and len(frames[1]) > 1:
-                self._to_worker(frames)
-                continue
             try:
                 message = protocol.decode(frames)
             except ProtocolError as exc:
@@ -180,14 +186,6 @@ class NodeLoop:
                 self._on_head_message(message, now)
             except Exception:
                 log.exception("handling %s from the head failed", message.type.name)
-
-    def _to_worker(self, frames) -> None:
-        worker_id = frames[1][1:]
-        frames[1] = frames[1][:1]
-        try:
-            self.workers.send_multipart([worker_id] + frames, zmq.NOBLOCK)
-        except zmq.ZMQError as exc:
-            log.warning("could not relay to worker %s: %s", worker_id.hex(), exc)
 
     def _on_head_message(self, message, now: float) -> None:
         kind = message.type
@@ -219,43 +217,29 @@ class NodeLoop:
                 frames = self.workers.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            worker_id, body = frames[0], frames[1:]
-            kind = protocol.peek_type(body)
-            if kind is None or len(body) < 3:
-                log.warning("dropped a malformed message from worker %s", worker_id.hex())
+            worker_id = frames[0]
+            try:
+                message = protocol.decode(frames[1:])
+            except ProtocolError as exc:
+                log.warning("dropped a message from worker %s: %s", worker_id.hex(), exc)
                 continue
-            if kind in _NODE_OWN:
-                try:
-                    self._on_worker_message(worker_id, protocol.decode(body), now)
-                except Exception:
-                    log.exception("handling %s from worker %s failed", kind.name,
-                                  worker_id.hex())
-                if kind is not Msg.TASKS_FINISHED:
-                    continue
-            body[1] = bytes((kind,)) + worker_id
-            self.head.send_multipart(body)
-
-    def _on_worker_message(self, worker_id: bytes, message, now: float) -> None:
-        kind = message.type
-        if kind is Msg.TASKS_FINISHED:
+            handler = self.worker_handlers.get(message.type)
+            if handler is None:
+                log.warning("ignoring %s from worker %s", message.type.name, worker_id.hex())
+                continue
             for item in message.items:
-                self.state.on_task_finished(worker_id, item[0], now)
-        elif kind is Msg.HELLO:
-            for role, major, minor, pid, info in message.items:
-                self.state.on_worker_hello(worker_id, pid, now)
-        elif kind is Msg.WORKER_BLOCKED:
-            for (task_id,) in message.items:
-                self.state.on_worker_blocked(worker_id, task_id, now)
-        elif kind is Msg.WORKER_UNBLOCKED:
-            for (task_id,) in message.items:
-                self.state.on_worker_unblocked(worker_id, task_id, now)
+                try:
+                    handler(worker_id, item, now)
+                except Exception:
+                    log.exception("handling %s from worker %s failed", message.type.name,
+                                  worker_id.hex())
 
     def _flush(self) -> None:
         for command in self.state.commands:
             self._run_command(command)
         self.state.commands = []
-        for (identity, route, msg_type), items in self.state.out.drain().items():
-            frames = protocol.encode(msg_type, items, route)
+        for (identity, msg_type), items in self.state.out.drain().items():
+            frames = protocol.encode(msg_type, items)
             try:
                 if identity == HEAD:
                     self.head.send_multipart(frames, zmq.NOBLOCK)

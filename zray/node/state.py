@@ -113,7 +113,7 @@ class NodeManagerState:
         worker.idle_since = now
         self.dispatch(now)
 
-    def on_task_finished(self, worker_id: bytes, task_id: bytes, now: float) -> None:
+    def on_task_done(self, worker_id: bytes, task_id: bytes, now: float) -> None:
         worker = self.workers.get(worker_id)
         if worker is None or worker.task is None or worker.task.task_id != task_id:
             return
@@ -135,7 +135,7 @@ class NodeManagerState:
         worker.blocked = True
         self.available["CPU"] = self.available.get("CPU", 0.0) + \
             worker.task.resources.get("CPU", 0.0)
-        self.out.send(HEAD, b"", Msg.WORKER_BLOCKED, (task_id,))
+        self.out.send(HEAD, Msg.WORKER_BLOCKED, (task_id,))
         self.dispatch(now)
 
     def on_worker_unblocked(self, worker_id: bytes, task_id: bytes, now: float) -> None:
@@ -146,7 +146,7 @@ class NodeManagerState:
         worker.blocked = False
         self.available["CPU"] = self.available.get("CPU", 0.0) - \
             worker.task.resources.get("CPU", 0.0)
-        self.out.send(HEAD, b"", Msg.WORKER_UNBLOCKED, (task_id,))
+        self.out.send(HEAD, Msg.WORKER_UNBLOCKED, (task_id,))
 
     def on_worker_exited(self, pid: int, exit_code: int, now: float) -> None:
         worker = self.by_pid.pop(pid, None)
@@ -157,7 +157,7 @@ class NodeManagerState:
             self._release(worker)
         worker.move(WorkerState.DEAD)
         del self.workers[worker.worker_id]
-        self.out.send(HEAD, b"", Msg.WORKER_DIED, (
+        self.out.send(HEAD, Msg.WORKER_DIED, (
             worker.worker_id, pid, exit_code,
             spec.task_id if spec is not None else None,
             spec.attempt if spec is not None else 0))
@@ -167,7 +167,7 @@ class NodeManagerState:
         for spec in self.queue:
             if spec.task_id == task_id:
                 self.queue.remove(spec)
-                self.out.send(HEAD, b"", Msg.TASKS_FAILED,
+                self.out.send(HEAD, Msg.TASKS_FAILED,
                               (task_id, spec.attempt, REASON_CANCELLED, "cancelled"))
                 return
         for worker in self.workers.values():
@@ -175,7 +175,7 @@ class NodeManagerState:
                 if force and worker.pid is not None:
                     self.commands.append(("kill", worker.pid))
                 else:
-                    self.out.send(worker.worker_id, b"", Msg.CANCEL_TASKS, (task_id, force))
+                    self.out.send(worker.worker_id, Msg.CANCEL_TASKS, (task_id, force))
                 return
 
     def tick(self, now: float) -> None:
@@ -199,12 +199,17 @@ class NodeManagerState:
         shortfall = 0
         kept = deque()
         available = self.available
+        unstarted = None
         while self.queue:
             spec = self.queue.popleft()
-            if not _fits(spec.resources, available):
+            if not _fits(spec.resources, available if unstarted is None else unstarted):
                 kept.append(spec)
                 continue
             if not idle:
+                if unstarted is None:
+                    unstarted = dict(available)
+                for name, amount in spec.resources.items():
+                    unstarted[name] = unstarted.get(name, 0.0) - amount
                 shortfall += 1
                 kept.append(spec)
                 continue
@@ -234,7 +239,7 @@ class NodeManagerState:
         worker.move(WorkerState.BUSY)
         worker.task = spec
         worker.task_started_at = now
-        self.out.send(worker.worker_id, b"", Msg.EXECUTE_TASKS, (spec,))
+        self.out.send(worker.worker_id, Msg.EXECUTE_TASKS, (spec,))
 
     def _release(self, worker):
         spec = worker.task

@@ -1,9 +1,10 @@
 """The worker process: receives a task, runs it, stores its results.
 
-A worker is forked by its node's fork server.  Its CoreClient owns one DEALER
-socket to the node (identity = worker id); the node handles HELLO,
-TASKS_FINISHED and WORKER_BLOCKED/UNBLOCKED and relays everything else (nested
-submissions, puts, references, gets) to the head.  The I/O thread hands
+A worker is forked by its node's fork server.  Its CoreClient owns two DEALER
+sockets: to the node (identity = worker id: HELLO, EXECUTE_TASKS in,
+TASKS_DONE and WORKER_BLOCKED/UNBLOCKED out) and to the head (identity ``W`` +
+worker id: results, nested tasks, puts, references, gets), so everything
+about objects travels on one ordered channel.  The I/O thread hands
 EXECUTE_TASKS to the main thread, which runs the function: results up to the
 inline limit travel in TASKS_FINISHED, larger ones are written to a
 shared-memory segment of this node first.  ``print`` inside a task is sent to
@@ -53,8 +54,10 @@ class WorkerProcess:
         self.node_id = bytes.fromhex(args["node_id"])
         self.host = args.get("host", "127.0.0.1")
         self.pid = os.getpid()
-        self.client = CoreClient(args["node_endpoint"], worker_id, config, "worker",
-                                 local_node_id=self.node_id)
+        self.client = CoreClient(args["head_endpoint"], b"W" + worker_id, config, "worker",
+                                 local_node_id=self.node_id,
+                                 node_endpoint=args["node_endpoint"],
+                                 node_identity=worker_id)
         self.client.message_handlers[Msg.EXECUTE_TASKS] = self._on_execute
         self.client.message_handlers[Msg.CANCEL_TASKS] = self._on_cancel
         self.inbox = queue.SimpleQueue()
@@ -72,8 +75,10 @@ class WorkerProcess:
         signal.signal(signal.SIGINT, self._on_sigint)
         sys.stdout = TaskOutput(self, "stdout")
         sys.stderr = TaskOutput(self, "stderr")
-        self.client.send(Msg.HELLO, ("worker", protocol.PROTOCOL_MAJOR,
-                                     protocol.PROTOCOL_MINOR, self.pid, {}))
+        hello = ("worker", protocol.PROTOCOL_MAJOR, protocol.PROTOCOL_MINOR, self.pid,
+                 {"node_id": self.node_id})
+        self.client.send(Msg.HELLO, hello)
+        self.client.send(Msg.HELLO, hello, to_node=True)
         parent = os.getppid()
         while True:
             try:
@@ -128,6 +133,7 @@ class WorkerProcess:
         if cancelled and status != STATUS_OK:
             status, results = STATUS_CANCELLED, []
         client.send(Msg.TASKS_FINISHED, (spec.task_id, spec.attempt, status, results))
+        client.send(Msg.TASKS_DONE, (spec.task_id,), to_node=True)
 
     def _run(self, spec):
         try:
