@@ -26,7 +26,13 @@ class Config:
     #: How far the head may commit a node beyond its resources, as a multiple of
     #: its totals.  Tasks beyond capacity wait in the node's queue, which keeps
     #: the pipeline to the workers full; the node never runs more than fits.
-    node_overcommit_factor: float = 1.0
+    node_overcommit_factor: float = 4.0
+    #: Most tasks a busy worker may hold (running plus queued behind it); only
+    #: tasks of functions whose recent run time is under ``prefetch_max_task_s``
+    #: are queued at a worker.  1 turns prefetching off.
+    worker_prefetch: int = 8
+    #: Tasks of functions that recently ran longer than this are never prefetched.
+    prefetch_max_task_s: float = 0.002
     #: Largest inbound frame any socket accepts, in bytes (-1: no limit).
     max_message_bytes: int = 512 * 1024 * 1024
     #: Seconds an idle surplus worker (beyond num_cpus) lives before it exits.

@@ -57,6 +57,8 @@ class CoreClient:
         self.closed = False
         self.fatal = None
         self.liveness_check = None
+        self.blocked_hook = None
+        self.unblocked_hook = None
         self.message_handlers = {}
         self.current_task = threading.local()
         self._lock = threading.RLock()
@@ -244,8 +246,13 @@ class CoreClient:
         task_id = getattr(self.current_task, "task_id", None)
         if self.role != "worker" or task_id is None:
             return False
-        self.send(Msg.WORKER_BLOCKED if blocked else Msg.WORKER_UNBLOCKED, (task_id,),
-                  to_node=True)
+        if blocked:
+            returned = self.blocked_hook() if self.blocked_hook is not None else ()
+            self.send(Msg.WORKER_BLOCKED, (task_id, tuple(returned)), to_node=True)
+        else:
+            if self.unblocked_hook is not None:
+                self.unblocked_hook()
+            self.send(Msg.WORKER_UNBLOCKED, (task_id,), to_node=True)
         return True
 
     def value_of(self, object_id: bytes, entry: tuple):

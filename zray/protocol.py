@@ -99,8 +99,9 @@ SPECS: dict[Msg, MessageSpec] = {
         "node→head", ("task_id", "attempt", "reason", "text"),
         "A task could not finish on this node (worker died, cancelled before start)."),
     Msg.WORKER_BLOCKED: MessageSpec(
-        "worker→node→head", ("task_id",),
-        "The task waits in get/wait: its CPUs are lent back until it resumes."),
+        "worker→node→head", ("task_id", "returned_task_ids"),
+        "The task waits in get/wait: its CPUs are lent back until it resumes, and the "
+        "worker hands back the prefetched tasks it has not started."),
     Msg.WORKER_UNBLOCKED: MessageSpec(
         "worker→node→head", ("task_id",),
         "The task resumed after get/wait and holds its CPUs again."),

@@ -629,7 +629,7 @@ class HeadState:
             self._task_failed(task, error, retriable=True, now=now)
 
     def _on_worker_blocked(self, key, items, now):
-        for (task_id,) in items:
+        for task_id, _returned in items:
             task = self.tasks.get(task_id)
             if task is None or task.state is not TaskState.ASSIGNED or task.blocked:
                 continue

@@ -69,7 +69,8 @@ class NodeLoop:
         self.worker_handlers = {
             Msg.HELLO: lambda w, item, now: state.on_worker_hello(w, item[3], now),
             Msg.TASKS_DONE: lambda w, item, now: state.on_task_done(w, item[0], now),
-            Msg.WORKER_BLOCKED: lambda w, item, now: state.on_worker_blocked(w, item[0], now),
+            Msg.WORKER_BLOCKED:
+                lambda w, item, now: state.on_worker_blocked(w, item[0], item[1], now),
             Msg.WORKER_UNBLOCKED:
                 lambda w, item, now: state.on_worker_unblocked(w, item[0], now),
         }

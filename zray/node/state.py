@@ -8,6 +8,13 @@ worker_id)``, ``("kill", pid)``) for the loop to carry out.
 The node enforces resources locally: the head may queue more tasks here than
 fit (so workers never wait on a round trip), but a task starts only when its
 resources are free.  A worker blocked in ``get`` lends its CPUs back.
+
+Prefetch: a busy worker may be handed a few more tasks of the same resource
+shape that could not start anyway, when that function's tasks are known to be
+short.  It runs them back to back under the resources it already holds, which
+turns one round trip per task into one per batch.  A worker that blocks in
+``get`` hands back what it has not started, so nested tasks cannot deadlock
+behind their parent.
 """
 
 from __future__ import annotations
@@ -38,14 +45,14 @@ WORKER_TRANSITIONS = {
 
 
 class Worker:
-    __slots__ = ("worker_id", "pid", "state", "task", "known_functions", "blocked",
+    __slots__ = ("worker_id", "pid", "state", "tasks", "known_functions", "blocked",
                  "calls", "idle_since", "started_at", "retiring", "task_started_at")
 
     def __init__(self, worker_id, now):
         self.worker_id = worker_id
         self.pid = None
         self.state = WorkerState.STARTING
-        self.task = None
+        self.tasks = deque()
         self.known_functions = set()
         self.blocked = False
         self.calls = {}
@@ -53,6 +60,11 @@ class Worker:
         self.started_at = now
         self.retiring = False
         self.task_started_at = None
+
+    @property
+    def task(self):
+        """The task running now (the first of those handed to the worker)."""
+        return self.tasks[0] if self.tasks else None
 
     def move(self, new_state):
         if new_state not in WORKER_TRANSITIONS[self.state]:
@@ -82,6 +94,7 @@ class NodeManagerState:
         self.out = Outbox()
         self.commands: list = []
         self.pool_size = max(0, int(resources.get("CPU", 0)))
+        self.durations: dict[bytes, float] = {}   # function id -> recent run time (s)
 
     # --- events ----------------------------------------------------------------------
 
@@ -118,24 +131,42 @@ class NodeManagerState:
         if worker is None or worker.task is None or worker.task.task_id != task_id:
             return
         spec = worker.task
-        self._release(worker)
+        self._record_duration(spec.function_id, now - worker.task_started_at)
         calls = worker.calls.get(spec.function_id, 0) + 1
         worker.calls[spec.function_id] = calls
-        worker.move(WorkerState.IDLE)
-        worker.idle_since = now
+        if len(worker.tasks) > 1 and not worker.blocked:
+            worker.tasks.popleft()              # the next one runs on the same resources
+            worker.task_started_at = now
+        else:
+            self._release(worker)
+            worker.tasks.clear()
+            worker.move(WorkerState.IDLE)
+            worker.idle_since = now
         if spec.max_calls and calls >= spec.max_calls:
             self._retire(worker)
         self.dispatch(now)
 
-    def on_worker_blocked(self, worker_id: bytes, task_id: bytes, now: float) -> None:
+    def _record_duration(self, function_id: bytes, seconds: float) -> None:
+        previous = self.durations.get(function_id)
+        self.durations[function_id] = seconds if previous is None else \
+            0.8 * previous + 0.2 * seconds
+
+    def on_worker_blocked(self, worker_id: bytes, task_id: bytes, returned, now: float) -> None:
         worker = self.workers.get(worker_id)
-        if worker is None or worker.task is None or worker.task.task_id != task_id \
-                or worker.blocked:
+        if worker is None or worker.task is None or worker.task.task_id != task_id:
+            return
+        if returned:
+            handed_back = [t for t in list(worker.tasks)[1:] if t.task_id in set(returned)]
+            for spec in handed_back:
+                worker.tasks.remove(spec)
+            self.queue.extendleft(reversed(handed_back))
+            self.dispatch(now)
+        if worker.blocked:
             return
         worker.blocked = True
         self.available["CPU"] = self.available.get("CPU", 0.0) + \
             worker.task.resources.get("CPU", 0.0)
-        self.out.send(HEAD, Msg.WORKER_BLOCKED, (task_id,))
+        self.out.send(HEAD, Msg.WORKER_BLOCKED, (task_id, ()))
         self.dispatch(now)
 
     def on_worker_unblocked(self, worker_id: bytes, task_id: bytes, now: float) -> None:
@@ -154,7 +185,9 @@ class NodeManagerState:
             return
         spec = worker.task
         if spec is not None:
+            unstarted = list(worker.tasks)[1:]
             self._release(worker)
+            self.queue.extendleft(reversed(unstarted))
         worker.move(WorkerState.DEAD)
         del self.workers[worker.worker_id]
         self.out.send(HEAD, Msg.WORKER_DIED, (
@@ -171,6 +204,10 @@ class NodeManagerState:
                               (task_id, spec.attempt, REASON_CANCELLED, "cancelled"))
                 return
         for worker in self.workers.values():
+            queued = [t for t in list(worker.tasks)[1:] if t.task_id == task_id]
+            if queued:
+                self.out.send(worker.worker_id, Msg.CANCEL_TASKS, (task_id, False))
+                return
             if worker.task is not None and worker.task.task_id == task_id:
                 if force and worker.pid is not None:
                     self.commands.append(("kill", worker.pid))
@@ -216,9 +253,37 @@ class NodeManagerState:
             worker = self._pick_worker(idle, spec)
             self._start(worker, spec, now)
         self.queue = kept
+        if self.queue and self.config.worker_prefetch > 1:
+            self._prefetch(now)
         starting = sum(1 for w in self.workers.values() if w.state is WorkerState.STARTING)
         for _ in range(shortfall - starting):
             self._spawn(now)
+
+    def _prefetch(self, now):
+        """Hand queued short tasks to busy workers running the same resource shape."""
+        limit = self.config.worker_prefetch
+        short = self.config.prefetch_max_task_s
+        busy = [w for w in self.workers.values() if w.state is WorkerState.BUSY
+                and not w.blocked and not w.retiring and len(w.tasks) < limit]
+        if not busy:
+            return
+        kept = deque()
+        for spec in self.queue:
+            duration = self.durations.get(spec.function_id)
+            target = None
+            if duration is not None and duration <= short and not spec.max_calls \
+                    and "GPU" not in spec.resources:
+                for worker in busy:
+                    if len(worker.tasks) < limit and worker.task.resources == spec.resources:
+                        target = worker
+                        break
+            if target is None:
+                kept.append(spec)
+                continue
+            target.tasks.append(spec)
+            self._send_task(target, spec)
+            busy.sort(key=lambda w: len(w.tasks))
+        self.queue = kept
 
     def _pick_worker(self, idle, spec):
         for i, worker in enumerate(idle):
@@ -233,12 +298,15 @@ class NodeManagerState:
         if gpus:
             spec.gpu_ids = tuple(self.free_gpus[:gpus])
             del self.free_gpus[:gpus]
+        worker.move(WorkerState.BUSY)
+        worker.tasks.append(spec)
+        worker.task_started_at = now
+        self._send_task(worker, spec)
+
+    def _send_task(self, worker, spec):
         if spec.function_id not in worker.known_functions:
             spec.function_blob = self.functions.get(spec.function_id)
             worker.known_functions.add(spec.function_id)
-        worker.move(WorkerState.BUSY)
-        worker.task = spec
-        worker.task_started_at = now
         self.out.send(worker.worker_id, Msg.EXECUTE_TASKS, (spec,))
 
     def _release(self, worker):
@@ -249,7 +317,6 @@ class NodeManagerState:
             self.available[name] = self.available.get(name, 0.0) + amount
         self.free_gpus.extend(spec.gpu_ids or ())
         self.free_gpus.sort()
-        worker.task = None
         worker.blocked = False
 
     def _spawn(self, now):

@@ -60,8 +60,12 @@ class WorkerProcess:
                                  node_identity=worker_id)
         self.client.message_handlers[Msg.EXECUTE_TASKS] = self._on_execute
         self.client.message_handlers[Msg.CANCEL_TASKS] = self._on_cancel
+        self.client.blocked_hook = self._hand_back_unstarted
+        self.client.unblocked_hook = self._resume
+        self.blocked_task = None
         self.inbox = queue.SimpleQueue()
         self.functions: dict[bytes, object] = {}
+        self.function_blobs: dict[bytes, bytes] = {}
         self.current = None
         self.interruptible = False
         self.cancelled = set()
@@ -96,14 +100,36 @@ class WorkerProcess:
 
     def _on_execute(self, items) -> None:
         for (spec,) in items:
-            self.inbox.put(spec)
+            if spec.function_blob is not None:
+                self.function_blobs[spec.function_id] = spec.function_blob
+            with self.lock:
+                blocked = self.blocked_task
+            if blocked is None:
+                self.inbox.put(spec)
+            else:   # prefetched while we block: the node must run it elsewhere
+                self.client.send(Msg.WORKER_BLOCKED, (blocked, (spec.task_id,)), to_node=True)
 
     def _on_cancel(self, items) -> None:
         for task_id, force in items:
             with self.lock:
+                self.cancelled.add(task_id)
                 if self.current == task_id:
-                    self.cancelled.add(task_id)
                     signal.pthread_kill(self.main_thread, signal.SIGINT)
+
+    def _resume(self) -> None:
+        with self.lock:
+            self.blocked_task = None
+
+    def _hand_back_unstarted(self) -> list:
+        """The running task blocked: give prefetched tasks back to the node."""
+        with self.lock:
+            self.blocked_task = self.current
+        returned = []
+        while True:
+            try:
+                returned.append(self.inbox.get_nowait().task_id)
+            except queue.Empty:
+                return returned
 
     def _on_sigint(self, signum, frame):
         if self.interruptible:
@@ -113,6 +139,13 @@ class WorkerProcess:
 
     def execute(self, spec) -> None:
         client = self.client
+        with self.lock:
+            skip = spec.task_id in self.cancelled
+            self.cancelled.discard(spec.task_id)
+        if skip:
+            client.send(Msg.TASKS_FINISHED, (spec.task_id, spec.attempt, STATUS_CANCELLED, []))
+            client.send(Msg.TASKS_DONE, (spec.task_id,), to_node=True)
+            return
         client.job_id = spec.job_id
         client.current_task.task_id = spec.task_id
         self.current_spec = spec
@@ -153,9 +186,10 @@ class WorkerProcess:
     def _function(self, spec):
         function = self.functions.get(spec.function_id)
         if function is None:
-            if spec.function_blob is None:
+            blob = self.function_blobs.pop(spec.function_id, None)
+            if blob is None:
                 raise RuntimeError(f"worker has no code for function {spec.name}")
-            function = cloudpickle.loads(spec.function_blob)
+            function = cloudpickle.loads(blob)
             self.functions[spec.function_id] = function
         return function
 
