@@ -45,6 +45,18 @@ def default_resources(num_cpus=None, num_gpus=None, resources=None, memory=None,
     return result
 
 
+def child_environment() -> dict:
+    """The environment for processes we start: the driver's import path is
+    appended to PYTHONPATH, so workers can import the modules the driver's
+    functions live in (as Ray puts the driver's directory on workers' paths)."""
+    env = dict(os.environ)
+    paths = [p for p in sys.path if p and os.path.isdir(p)]
+    if env.get("PYTHONPATH"):
+        paths = env["PYTHONPATH"].split(os.pathsep) + paths
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
+
+
 class ManagedProcess:
     """A child process with a name and a log file, stopped by pid only."""
 
@@ -53,7 +65,8 @@ class ManagedProcess:
         self.log_path = log_path
         with open(log_path, "ab") as log_file:
             self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file,
-                                          stderr=log_file, start_new_session=new_session)
+                                          stderr=log_file, start_new_session=new_session,
+                                          env=child_environment())
         self.pid = self.popen.pid
 
     def check(self) -> None:

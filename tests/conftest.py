@@ -1,0 +1,81 @@
+"""Fixtures: real local clusters, and a check that nothing outlives a test module."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import psutil
+import pytest
+
+import zray
+
+SHM_DIR = "/dev/shm"
+
+
+def zray_segments() -> set:
+    try:
+        return {n for n in os.listdir(SHM_DIR) if n.startswith("zray_")}
+    except FileNotFoundError:
+        return set()
+
+
+def zray_processes(since: float) -> list:
+    """zray processes started after ``since``: our descendants and any orphans."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "create_time"]):
+        try:
+            cmdline = " ".join(proc.info["cmdline"] or ())
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if proc.info["pid"] == os.getpid() or proc.info["create_time"] < since - 1:
+            continue
+        if "zray.head" in cmdline or "zray.node" in cmdline:
+            found.append((proc.info["pid"], cmdline[:120]))
+    return found
+
+
+def wait_until_clean(since: float, timeout_s: float = 10.0):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        procs, segments = zray_processes(since), zray_segments()
+        if (not procs and not segments) or time.monotonic() > deadline:
+            return procs, segments
+        time.sleep(0.1)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def no_leaks():
+    """Fail the module if a zray process or /dev/shm segment outlives it."""
+    started = time.time()
+    before = zray_segments()
+    yield
+    if zray.is_initialized():
+        zray.shutdown()
+    procs, segments = wait_until_clean(started)
+    segments -= before
+    assert not procs, f"zray processes outlived the test module: {procs}"
+    assert not segments, f"shared-memory segments outlived the test module: {sorted(segments)[:5]}"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One local cluster with 2 CPUs shared by a module's tests."""
+    zray.init(num_cpus=2, num_gpus=1, resources={"custom": 2})
+    yield zray
+    zray.shutdown()
+
+
+@pytest.fixture
+def fresh_cluster():
+    """A cluster of one's own, for tests that break things."""
+    started = []
+
+    def start(**kwargs):
+        kwargs.setdefault("num_cpus", 2)
+        started.append(True)
+        return zray.init(**kwargs)
+
+    yield start
+    if zray.is_initialized():
+        zray.shutdown()

@@ -1,0 +1,121 @@
+"""Task functions shared by the tests (importable by workers)."""
+
+import os
+import time
+
+import numpy as np
+
+import zray
+
+
+@zray.remote
+def noop():
+    return None
+
+
+@zray.remote
+def echo(value):
+    return value
+
+
+@zray.remote
+def add(a, b):
+    return a + b
+
+
+@zray.remote
+def fail(message="boom"):
+    raise ValueError(message)
+
+
+@zray.remote
+def sleep_then(seconds, value=None):
+    time.sleep(seconds)
+    return value
+
+
+@zray.remote
+def make_array(n, fill=1.0):
+    return np.full(n, fill)
+
+
+@zray.remote
+def array_sum(a):
+    return float(a.sum())
+
+
+@zray.remote
+def pid():
+    return os.getpid()
+
+
+@zray.remote
+def env(name):
+    return os.environ.get(name)
+
+
+@zray.remote
+def nested_sum(n):
+    return sum(zray.get([add.remote(i, i) for i in range(n)]))
+
+
+@zray.remote
+def get_nested(refs):
+    return zray.get(refs[0])
+
+
+@zray.remote
+def die(code=1):
+    os._exit(code)
+
+
+@zray.remote
+def die_once(marker_path):
+    """Crash the first time, succeed afterwards (counts runs in a file)."""
+    with open(marker_path, "a") as f:
+        f.write("x")
+    with open(marker_path) as f:
+        runs = len(f.read())
+    if runs == 1:
+        os._exit(3)
+    return runs
+
+
+@zray.remote
+def count_run(marker_path):
+    with open(marker_path, "a") as f:
+        f.write("x")
+    return True
+
+
+@zray.remote
+def concurrency_probe(marker_dir, seconds):
+    """Record how many probes run at once by files in a folder."""
+    me = os.path.join(marker_dir, str(os.getpid()) + "-" + str(time.monotonic_ns()))
+    open(me, "w").close()
+    time.sleep(seconds)
+    running = len(os.listdir(marker_dir))
+    os.unlink(me)
+    return running
+
+
+@zray.remote
+def shout(text):
+    print(text)
+    return len(text)
+
+
+@zray.remote
+def flaky_app_error(marker_path):
+    with open(marker_path, "a") as f:
+        f.write("x")
+    with open(marker_path) as f:
+        if len(f.read()) < 3:
+            raise KeyError("not yet")
+    return "ok"
+
+
+@zray.remote
+def context_ids():
+    ctx = zray.get_runtime_context()
+    return ctx.get_job_id(), ctx.get_node_id(), ctx.get_task_id()
