@@ -91,12 +91,26 @@ class GetTimeoutError(RayError, TimeoutError):
     """``get`` or ``wait`` ran past its timeout."""
 
 
-class TaskCancelledError(RayError):
+class _MessageError(RayError):
+    """An error built from keyword-ish fields; pickles by those fields."""
+
+    def __str__(self):
+        return self.message
+
+    def __reduce__(self):
+        return (type(self), self._fields())
+
+
+class TaskCancelledError(_MessageError):
     """The task was cancelled with ``zray.cancel``."""
 
     def __init__(self, task_id=None, message=None):
         self.task_id = task_id
-        super().__init__(message or f"Task {task_id} was cancelled.")
+        self.message = message or f"Task {task_id} was cancelled."
+        super().__init__(self.message)
+
+    def _fields(self):
+        return (self.task_id, self.message)
 
 
 class WorkerCrashedError(RayError):
@@ -115,12 +129,16 @@ class TaskUnschedulableError(RayError):
     """The task can never be scheduled (e.g. its node affinity target is gone)."""
 
 
-class RayActorError(RayError):
+class RayActorError(_MessageError):
     """The actor is dead or unreachable."""
 
     def __init__(self, message="The actor died unexpectedly.", actor_id=None):
         self.actor_id = actor_id
+        self.message = message
         super().__init__(message)
+
+    def _fields(self):
+        return (self.message, self.actor_id)
 
 
 class ActorDiedError(RayActorError):
@@ -135,13 +153,17 @@ class ActorUnschedulableError(RayError):
     """The actor can never be scheduled."""
 
 
-class ObjectLostError(RayError):
+class ObjectLostError(_MessageError):
     """Every copy of the object is gone and it cannot be rebuilt."""
 
     def __init__(self, object_ref_hex="", message=None):
         self.object_ref_hex = object_ref_hex
-        super().__init__(message or f"Object {object_ref_hex} is lost: every copy "
-                         "of it was on nodes that died.")
+        self.message = message or (f"Object {object_ref_hex} is lost: every copy of it "
+                                   "was on nodes that died.")
+        super().__init__(self.message)
+
+    def _fields(self):
+        return (self.object_ref_hex, self.message)
 
 
 class ObjectReconstructionFailedError(ObjectLostError):

@@ -488,6 +488,8 @@ class HeadState:
         node = self.nodes.get(client.node_id) if client is not None else None
         for task_id, attempt, status, results in items:
             task = self.tasks.get(task_id)
+            if node is None and task is not None:   # a dead worker's late result
+                node = self.nodes.get(task.node_id)
             if task is None or task.state is not TaskState.ASSIGNED \
                     or task.spec.attempt != attempt or node is None \
                     or task.node_id != node.node_id:

@@ -155,18 +155,17 @@ class NodeManagerState:
         worker = self.workers.get(worker_id)
         if worker is None or worker.task is None or worker.task.task_id != task_id:
             return
+        if not worker.blocked:
+            worker.blocked = True
+            self.available["CPU"] = self.available.get("CPU", 0.0) + \
+                worker.task.resources.get("CPU", 0.0)
+            self.out.send(HEAD, Msg.WORKER_BLOCKED, (task_id, ()))
         if returned:
-            handed_back = [t for t in list(worker.tasks)[1:] if t.task_id in set(returned)]
+            returned = set(returned)
+            handed_back = [t for t in list(worker.tasks)[1:] if t.task_id in returned]
             for spec in handed_back:
                 worker.tasks.remove(spec)
             self.queue.extendleft(reversed(handed_back))
-            self.dispatch(now)
-        if worker.blocked:
-            return
-        worker.blocked = True
-        self.available["CPU"] = self.available.get("CPU", 0.0) + \
-            worker.task.resources.get("CPU", 0.0)
-        self.out.send(HEAD, Msg.WORKER_BLOCKED, (task_id, ()))
         self.dispatch(now)
 
     def on_worker_unblocked(self, worker_id: bytes, task_id: bytes, now: float) -> None:

@@ -152,8 +152,9 @@ class WorkerProcess:
         with self.lock:
             self.current = spec.task_id
         saved_env = self._apply_env(spec)
+        keep_alive = []   # the return value holds refs the head must see contained first
         try:
-            status, results = self._run(spec)
+            status, results = self._run(spec, keep_alive)
         finally:
             with self.lock:
                 self.current = None
@@ -167,8 +168,9 @@ class WorkerProcess:
             status, results = STATUS_CANCELLED, []
         client.send(Msg.TASKS_FINISHED, (spec.task_id, spec.attempt, status, results))
         client.send(Msg.TASKS_DONE, (spec.task_id,), to_node=True)
+        del keep_alive
 
-    def _run(self, spec):
+    def _run(self, spec, keep_alive):
         try:
             function = self._function(spec)
             args, kwargs = self._resolve_args(spec)
@@ -177,6 +179,7 @@ class WorkerProcess:
                 value = function(*args, **kwargs)
             finally:
                 self.interruptible = False
+            keep_alive.append(value)
             return STATUS_OK, self._pack_returns(spec, value)
         except KeyboardInterrupt as exc:
             return self._error_results(spec, exc)

@@ -1,0 +1,271 @@
+"""The head's state machine, fed messages directly: no sockets, no processes."""
+
+import pytest
+
+from zray import ids
+from zray.config import Config
+from zray.head.state import HeadState, IllegalTransition, ObjectState, TaskState
+from zray.protocol import (Message, Msg, PROTOCOL_MAJOR, STATUS_ERROR, STATUS_OK,
+                           STATUS_RETRIABLE_ERROR)
+from zray.serialization import KIND_ERROR, KIND_INLINE, KIND_SHM
+from zray.task_spec import TaskSpec
+
+pytestmark = pytest.mark.timeout(10)
+
+DRIVER = b"Ddriver"
+NODE_A = b"N" + b"a" * 16
+WORKER = b"Wworker1"
+
+
+def msg(kind, *items):
+    return Message(kind, list(items), [])
+
+
+class Harness:
+    def __init__(self, cpus=2.0, **config):
+        self.state = HeadState(Config(**config), "test", 0.0)
+        self.now = 0.0
+
+    def send(self, identity, kind, *items):
+        self.state.handle(identity, msg(kind, *items), self.now)
+        self.state.after_batch(self.now)
+        self.state.validate()
+        return self.state.out.drain()
+
+    def add_node(self, identity=NODE_A, cpus=2.0, extra=None):
+        resources = {"CPU": cpus, **(extra or {})}
+        return self.send(identity, Msg.REGISTER_NODE,
+                  (identity[1:], PROTOCOL_MAJOR, 0, {"resources": resources}))
+
+    def connect_driver(self):
+        return self.send(DRIVER, Msg.HELLO, ("driver", PROTOCOL_MAJOR, 0, 1, {}))
+
+    def connect_worker(self, node=NODE_A):
+        self.send(WORKER, Msg.HELLO, ("worker", PROTOCOL_MAJOR, 0, 2,
+                                      {"node_id": node[1:]}))
+
+
+def spec(deps=(), cpus=1.0, max_retries=3, name="f"):
+    return TaskSpec(ids.new_task_id(), b"job1", name, b"fid", b"", tuple(deps), (), 1,
+                    {"CPU": cpus} if cpus else {}, max_retries)
+
+
+def executed(out, node=NODE_A):
+    return [item[0] for item in out.get((node, Msg.EXECUTE_TASKS), [])]
+
+
+def test_welcome_waits_for_nodes():
+    h = Harness()
+    out = h.send(DRIVER, Msg.HELLO, ("driver", PROTOCOL_MAJOR, 0, 1, {"wait_for_nodes": 1}))
+    assert (DRIVER, Msg.WELCOME) not in out
+    out = h.add_node()
+    [(info,)] = out[(DRIVER, Msg.WELCOME)]
+    assert info["job_id"] and len(info["nodes"]) == 1
+
+
+def test_version_mismatch_is_refused_with_both_versions():
+    h = Harness()
+    out = h.send(DRIVER, Msg.HELLO, ("driver", PROTOCOL_MAJOR + 1, 0, 1, {}))
+    [(text,)] = out[(DRIVER, Msg.PROTOCOL_ERROR)]
+    assert str(PROTOCOL_MAJOR + 1) in text and str(PROTOCOL_MAJOR) in text
+
+
+def test_task_is_placed_and_result_pushed_to_owner():
+    h = Harness()
+    h.add_node()
+    h.connect_driver()
+    h.connect_worker()
+    task = spec()
+    out = h.send(DRIVER, Msg.SUBMIT_TASKS, (task,))
+    assert [s.task_id for s in executed(out)] == [task.task_id]
+    [oid] = task.return_ids()
+    out = h.send(WORKER, Msg.TASKS_FINISHED,
+                 (task.task_id, 0, STATUS_OK, [(oid, KIND_INLINE, b"data", 4, ())]))
+    assert out[(DRIVER, Msg.OBJECTS_READY)] == [(oid, KIND_INLINE, b"data", 4, ())]
+    assert h.state.tasks[task.task_id].state is TaskState.FINISHED
+    h.send(DRIVER, Msg.REMOVE_REFS, (oid,))
+    assert oid not in h.state.objects and task.task_id not in h.state.tasks
+
+
+def test_dependency_waits_then_runs_with_value():
+    h = Harness()
+    h.add_node()
+    h.connect_driver()
+    h.connect_worker()
+    first = spec()
+    [first_out] = first.return_ids()
+    second = spec(deps=[first_out])
+    out = h.send(DRIVER, Msg.SUBMIT_TASKS, (first,), (second,))
+    assert [s.task_id for s in executed(out)] == [first.task_id]
+    assert h.state.tasks[second.task_id].state is TaskState.WAITING
+    out = h.send(WORKER, Msg.TASKS_FINISHED,
+                 (first.task_id, 0, STATUS_OK, [(first_out, KIND_INLINE, b"v", 1, ())]))
+    [sent] = executed(out)
+    assert sent.task_id == second.task_id
+    assert sent.dep_values == [(KIND_INLINE, b"v", 1, ())]
+
+
+def test_dependency_error_fails_dependent_without_running():
+    h = Harness()
+    h.add_node()
+    h.connect_driver()
+    h.connect_worker()
+    first = spec(max_retries=0)
+    [first_out] = first.return_ids()
+    second = spec(deps=[first_out])
+    h.send(DRIVER, Msg.SUBMIT_TASKS, (first,), (second,))
+    out = h.send(WORKER, Msg.TASKS_FINISHED,
+                 (first.task_id, 0, STATUS_ERROR, [(first_out, KIND_ERROR, b"err", 3, ())]))
+    assert executed(out) == []
+    [second_out] = second.return_ids()
+    assert h.state.objects[second_out].kind == KIND_ERROR
+    assert h.state.objects[second_out].data == b"err"
+
+
+def test_resources_bound_commitment_and_free_on_finish():
+    h = Harness(node_overcommit_factor=0.0)
+    h.add_node(cpus=2.0)
+    h.connect_driver()
+    h.connect_worker()
+    tasks = [spec() for _ in range(3)]
+    out = h.send(DRIVER, Msg.SUBMIT_TASKS, *[(s,) for s in tasks])
+    assert len(executed(out)) == 2
+    oid = tasks[0].return_ids()[0]
+    out = h.send(WORKER, Msg.TASKS_FINISHED,
+                 (tasks[0].task_id, 0, STATUS_OK, [(oid, KIND_INLINE, b"", 0, ())]))
+    assert [s.task_id for s in executed(out)] == [tasks[2].task_id]
+
+
+def test_overcommit_queues_more_at_node():
+    h = Harness(node_overcommit_factor=1.0)
+    h.add_node(cpus=2.0)
+    h.connect_driver()
+    out = h.send(DRIVER, Msg.SUBMIT_TASKS, *[(spec(),) for _ in range(10)])
+    assert len(executed(out)) == 4
+
+
+def test_retriable_error_is_retried_then_fails():
+    h = Harness()
+    h.add_node()
+    h.connect_driver()
+    h.connect_worker()
+    task = spec(max_retries=1)
+    [oid] = task.return_ids()
+    h.send(DRIVER, Msg.SUBMIT_TASKS, (task,))
+    out = h.send(WORKER, Msg.TASKS_FINISHED,
+                 (task.task_id, 0, STATUS_RETRIABLE_ERROR, [(oid, KIND_ERROR, b"e", 1, ())]))
+    [again] = executed(out)
+    assert again.attempt == 1
+    out = h.send(WORKER, Msg.TASKS_FINISHED,
+                 (task.task_id, 1, STATUS_RETRIABLE_ERROR, [(oid, KIND_ERROR, b"e", 1, ())]))
+    assert executed(out) == []
+    assert h.state.objects[oid].kind == KIND_ERROR
+
+
+def test_worker_death_retries_and_stale_result_is_ignored():
+    h = Harness()
+    h.add_node()
+    h.connect_driver()
+    h.connect_worker()
+    task = spec()
+    [oid] = task.return_ids()
+    h.send(DRIVER, Msg.SUBMIT_TASKS, (task,))
+    out = h.send(NODE_A, Msg.WORKER_DIED, (b"worker1", 123, -9, task.task_id, 0))
+    [again] = executed(out)
+    assert again.attempt == 1
+    out = h.send(WORKER, Msg.TASKS_FINISHED,       # the dead attempt's late result
+                 (task.task_id, 0, STATUS_OK, [(oid, KIND_SHM, None, 10, ())]))
+    assert out[(NODE_A, Msg.FREE_OBJECTS)] == [(oid,)]
+    assert h.state.objects[oid].state is ObjectState.PENDING
+
+
+def test_infeasible_task_warns_owner_once():
+    h = Harness()
+    h.add_node(cpus=1.0)
+    h.connect_driver()
+    out = h.send(DRIVER, Msg.SUBMIT_TASKS, (spec(cpus=8.0, name="big"),))
+    [(text,)] = out[(DRIVER, Msg.WARNING)]
+    assert "big" in text and "CPU" in text
+    out = h.send(DRIVER, Msg.SUBMIT_TASKS, (spec(cpus=8.0, name="big"),))
+    assert (DRIVER, Msg.WARNING) not in out
+    out = h.send(b"N" + b"b" * 16, Msg.REGISTER_NODE,
+                 (b"b" * 16, PROTOCOL_MAJOR, 0, {"resources": {"CPU": 8.0}}))
+    assert len(executed(out, b"N" + b"b" * 16)) == 2
+
+
+def test_contained_objects_pinned_by_container():
+    h = Harness()
+    h.add_node()
+    h.connect_driver()
+    inner, outer = ids.new_put_id(), ids.new_put_id()
+    h.send(DRIVER, Msg.PUT_OBJECTS, (inner, KIND_INLINE, b"i", 1, None, ()))
+    h.send(DRIVER, Msg.PUT_OBJECTS, (outer, KIND_INLINE, b"o", 1, None, (inner,)))
+    h.send(DRIVER, Msg.REMOVE_REFS, (inner,))
+    assert inner in h.state.objects
+    h.send(DRIVER, Msg.REMOVE_REFS, (outer,))
+    assert inner not in h.state.objects and outer not in h.state.objects
+
+
+def test_freeing_shm_object_tells_its_node():
+    h = Harness()
+    h.add_node()
+    h.connect_driver()
+    oid = ids.new_put_id()
+    h.send(DRIVER, Msg.PUT_OBJECTS, (oid, KIND_SHM, None, 10, NODE_A[1:], ()))
+    out = h.send(DRIVER, Msg.REMOVE_REFS, (oid,))
+    assert out[(NODE_A, Msg.FREE_OBJECTS)] == [(oid,)]
+
+
+def test_cancel_pending_task():
+    h = Harness(node_overcommit_factor=0.0)
+    h.add_node(cpus=1.0)
+    h.connect_driver()
+    first, second = spec(), spec()
+    h.send(DRIVER, Msg.SUBMIT_TASKS, (first,), (second,))
+    h.send(DRIVER, Msg.CANCEL_TASKS, (second.task_id, False))
+    assert h.state.tasks[second.task_id].state is TaskState.CANCELLED
+    out = h.send(DRIVER, Msg.CANCEL_TASKS, (first.task_id, True))
+    assert out[(NODE_A, Msg.CANCEL_TASKS)] == [(first.task_id, True)]
+
+
+def test_dead_driver_releases_objects_and_tasks():
+    h = Harness(heartbeat_interval_s=1.0, heartbeat_missed_limit=2)
+    h.add_node()
+    h.connect_driver()
+    oid = ids.new_put_id()
+    h.send(DRIVER, Msg.PUT_OBJECTS, (oid, KIND_INLINE, b"x", 1, None, ()))
+    h.state.tick(1.0)
+    assert oid in h.state.objects
+    h.state.nodes[NODE_A[1:]].last_seen = 10.0
+    h.state.tick(10.0)
+    assert oid not in h.state.objects and DRIVER not in h.state.clients
+
+
+def test_missed_heartbeats_mark_node_dead_and_retry_elsewhere():
+    h = Harness(heartbeat_interval_s=1.0, heartbeat_missed_limit=2)
+    h.add_node()
+    node_b = b"N" + b"b" * 16
+    h.connect_driver()
+    task = spec()
+    h.send(DRIVER, Msg.SUBMIT_TASKS, (task,))
+    first_node = h.state.tasks[task.task_id].node_id
+    survivor = node_b if first_node == NODE_A[1:] else NODE_A
+    h.send(node_b, Msg.REGISTER_NODE, (node_b[1:], PROTOCOL_MAJOR, 0,
+                                       {"resources": {"CPU": 2.0}}))
+    h.state.clients[DRIVER].last_seen = 3.0
+    h.state.nodes[survivor[1:]].last_seen = 3.0
+    h.state.tick(3.0)
+    h.state.validate()
+    assert h.state.nodes[first_node].state.value == "DEAD"
+    assert h.state.tasks[task.task_id].node_id == survivor[1:]
+
+
+def test_illegal_transition_raises():
+    h = Harness()
+    h.add_node()
+    h.connect_driver()
+    task = spec()
+    h.send(DRIVER, Msg.SUBMIT_TASKS, (task,))
+    record = h.state.tasks[task.task_id]
+    with pytest.raises(IllegalTransition):
+        h.state._transition(record, TaskState.WAITING)

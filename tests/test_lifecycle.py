@@ -1,0 +1,120 @@
+"""Starting and stopping: init, shutdown, re-init, dead drivers, infeasible tasks."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+
+import zray
+from tests import tasks as t
+from tests.conftest import wait_until_clean, zray_segments
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_init_twice_raises_unless_ignored(fresh_cluster):
+    fresh_cluster()
+    with pytest.raises(RuntimeError, match="ignore_reinit_error"):
+        zray.init()
+    zray.init(ignore_reinit_error=True)
+    assert zray.is_initialized()
+
+
+def test_shutdown_then_init_again(fresh_cluster):
+    fresh_cluster(num_cpus=1)
+    assert zray.get(t.echo.remote(1)) == 1
+    zray.shutdown()
+    assert not zray.is_initialized()
+    with pytest.raises(RuntimeError, match="init"):
+        zray.get(t.echo.remote(1))
+    fresh_cluster(num_cpus=1)
+    assert zray.get(t.echo.remote(2)) == 2
+
+
+def test_shutdown_leaves_nothing_behind():
+    started = time.time()
+    zray.init(num_cpus=2)
+    ref = zray.put(b"x" * 10_000_000)
+    zray.get([t.echo.remote(i) for i in range(4)])
+    children = psutil.Process().children(recursive=True)
+    assert len(children) >= 4          # head, node, fork server, workers
+    assert zray_segments()
+    zray.shutdown()
+    del ref
+    procs, segments = wait_until_clean(started)
+    assert not procs and not segments
+    assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
+
+
+def test_killed_driver_leaves_no_orphans(tmp_path):
+    script = tmp_path / "driver.py"
+    script.write_text(textwrap.dedent("""
+        import sys, time
+        import numpy as np
+        import zray
+        zray.init(num_cpus=2)
+        ref = zray.put(np.ones(2_000_000))
+
+        @zray.remote
+        def forever():
+            time.sleep(1000)
+
+        running = [forever.remote() for _ in range(2)]
+        zray.wait(running, timeout=1.0)
+        print("ready", flush=True)
+        time.sleep(1000)
+    """))
+    driver = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                              text=True, cwd=os.getcwd())
+    try:
+        assert driver.stdout.readline().strip() == "ready"
+        descendants = psutil.Process(driver.pid).children(recursive=True)
+        assert len(descendants) >= 4
+        time.sleep(0.5)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+        gone, alive = psutil.wait_procs(descendants, timeout=10)
+        assert not alive, f"orphans still running: {[p.pid for p in alive]}"
+        deadline = time.monotonic() + 10
+        while zray_segments() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not zray_segments()
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+
+
+def test_infeasible_task_warns_and_stays_pending(fresh_cluster, caplog):
+    fresh_cluster(num_cpus=1)
+    ref = t.echo.options(num_cpus=4).remote(1)
+    ready, _ = zray.wait([ref], timeout=1.0)
+    assert not ready
+    deadline = time.monotonic() + 5
+    while "cannot be scheduled" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "cannot be scheduled" in caplog.text
+    assert "'CPU': 4.0" in caplog.text and "echo" in caplog.text
+
+
+def test_context_manager_and_shutdown_idempotent():
+    with zray.init(num_cpus=1):
+        assert zray.get(t.echo.remote(5)) == 5
+    assert not zray.is_initialized()
+    zray.shutdown()
+
+
+def test_example_programs_run():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    examples = os.path.join(root, "examples")
+    for name in sorted(os.listdir(examples)):
+        if not name.endswith(".py"):
+            continue
+        result = subprocess.run([sys.executable, os.path.join(examples, name)],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, f"{name} failed:\n{result.stderr[-2000:]}"

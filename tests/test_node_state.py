@@ -1,0 +1,140 @@
+"""The node manager's state machine: dispatch, resources, prefetch, worker deaths."""
+
+import pytest
+
+from zray import ids
+from zray.config import Config
+from zray.node.state import HEAD, NodeManagerState, WorkerState
+from zray.protocol import Msg
+from zray.task_spec import TaskSpec
+
+pytestmark = pytest.mark.timeout(10)
+
+
+def spec(cpus=1.0, gpus=0, function_id=b"f", max_calls=0):
+    resources = {"CPU": cpus}
+    if gpus:
+        resources["GPU"] = gpus
+    return TaskSpec(ids.new_task_id(), b"job", "f", function_id, b"", (), (), 1, resources,
+                    3, False, None, max_calls, function_blob=b"blob")
+
+
+def started_node(cpus=2, gpus=0, **config):
+    state = NodeManagerState(b"n" * 16, {"CPU": float(cpus), "GPU": float(gpus)},
+                             Config(**config))
+    state.start(0.0)
+    spawned = [c[1] for c in state.commands if c[0] == "spawn"]
+    state.commands = []
+    for i, worker_id in enumerate(spawned):
+        state.on_worker_started(worker_id, 100 + i)
+        state.on_worker_hello(worker_id, 100 + i, 0.0)
+    state.out.drain()
+    return state, spawned
+
+
+def sent_tasks(out):
+    return {key[0]: [item[0] for item in items] for key, items in out.items()
+            if key[1] is Msg.EXECUTE_TASKS}
+
+
+def test_prestarts_one_worker_per_cpu():
+    state, spawned = started_node(cpus=3)
+    assert len(spawned) == 3
+    assert all(w.state is WorkerState.IDLE for w in state.workers.values())
+
+
+def test_never_runs_more_than_resources_allow():
+    state, _ = started_node(cpus=2, worker_prefetch=1)
+    specs = [spec() for _ in range(5)]
+    state.on_execute_tasks(specs, 0.0)
+    running = sent_tasks(state.out.drain())
+    assert sum(len(v) for v in running.values()) == 2
+    assert len(state.queue) == 3
+    assert not [c for c in state.commands if c[0] == "spawn"]
+
+
+def test_function_blob_sent_once_per_worker():
+    state, _ = started_node(cpus=1, worker_prefetch=1)
+    first, second = spec(), spec()
+    state.on_execute_tasks([first, second], 0.0)
+    [(worker_id, [sent])] = sent_tasks(state.out.drain()).items()
+    assert sent.function_blob == b"blob"
+    state.on_task_done(worker_id, first.task_id, 0.1)
+    [(_, [sent2])] = sent_tasks(state.out.drain()).items()
+    assert sent2.task_id == second.task_id and sent2.function_blob is None
+
+
+def test_blocked_worker_lends_cpu_and_more_workers_start():
+    state, _ = started_node(cpus=1, worker_prefetch=1)
+    parent, child = spec(), spec()
+    state.on_execute_tasks([parent, child], 0.0)
+    [(worker_id, _)] = sent_tasks(state.out.drain()).items()
+    state.on_worker_blocked(worker_id, parent.task_id, (), 0.1)
+    out = state.out.drain()
+    assert out[(HEAD, Msg.WORKER_BLOCKED)] == [(parent.task_id, ())]
+    assert [c for c in state.commands if c[0] == "spawn"], "a new worker must start"
+
+
+def test_prefetch_only_short_known_functions_and_hand_back():
+    state, _ = started_node(cpus=1, worker_prefetch=4, prefetch_max_task_s=0.01)
+    warm = spec()
+    state.on_execute_tasks([warm], 0.0)
+    [(worker_id, _)] = sent_tasks(state.out.drain()).items()
+    state.on_task_done(worker_id, warm.task_id, 0.001)     # learned: f is short
+    batch = [spec() for _ in range(4)]
+    state.on_execute_tasks(batch, 0.002)
+    sent = sent_tasks(state.out.drain())[worker_id]
+    assert [s.task_id for s in sent] == [s.task_id for s in batch]
+    assert not state.queue
+    state.on_worker_blocked(worker_id, batch[0].task_id,
+                            (batch[2].task_id, batch[3].task_id), 0.003)
+    assert [s.task_id for s in state.workers[worker_id].tasks] == \
+        [batch[0].task_id, batch[1].task_id]
+    assert [s.task_id for s in state.queue] == [batch[2].task_id, batch[3].task_id]
+    assert [c for c in state.commands if c[0] == "spawn"], "the lent CPU needs a worker"
+
+
+def test_worker_death_reports_running_task_and_requeues_prefetched():
+    state, _ = started_node(cpus=1, worker_prefetch=4, prefetch_max_task_s=0.01)
+    warm = spec()
+    state.on_execute_tasks([warm], 0.0)
+    [(worker_id, _)] = sent_tasks(state.out.drain()).items()
+    state.on_task_done(worker_id, warm.task_id, 0.001)
+    batch = [spec() for _ in range(3)]
+    state.on_execute_tasks(batch, 0.002)
+    state.out.drain()
+    pid = state.workers[worker_id].pid
+    state.on_worker_exited(pid, -9, 0.01)
+    out = state.out.drain()
+    [(dead_id, dead_pid, code, task_id, attempt)] = out[(HEAD, Msg.WORKER_DIED)]
+    assert task_id == batch[0].task_id and dead_pid == pid and code == -9
+    assert [s.task_id for s in state.queue] == [batch[1].task_id, batch[2].task_id]
+    assert state.available["CPU"] == 1.0
+
+
+def test_gpu_ids_assigned_and_returned():
+    state, _ = started_node(cpus=2, gpus=2, worker_prefetch=1)
+    a, b = spec(gpus=1), spec(gpus=1)
+    state.on_execute_tasks([a, b], 0.0)
+    sent = [s for specs in sent_tasks(state.out.drain()).values() for s in specs]
+    assert sorted(s.gpu_ids for s in sent) == [(0,), (1,)]
+    assert state.free_gpus == []
+
+
+def test_cancel_queued_task_reports_cancelled():
+    state, _ = started_node(cpus=1, worker_prefetch=1)
+    first, second = spec(), spec()
+    state.on_execute_tasks([first, second], 0.0)
+    state.out.drain()
+    state.on_cancel(second.task_id, False, 0.1)
+    out = state.out.drain()
+    assert out[(HEAD, Msg.TASKS_FAILED)][0][0] == second.task_id
+
+
+def test_max_calls_retires_worker():
+    state, _ = started_node(cpus=1, worker_prefetch=1)
+    task = spec(max_calls=1)
+    state.on_execute_tasks([task], 0.0)
+    [(worker_id, _)] = sent_tasks(state.out.drain()).items()
+    state.on_task_done(worker_id, task.task_id, 0.1)
+    assert ("kill", state.workers[worker_id].pid) in state.commands

@@ -1,0 +1,134 @@
+"""The object store: inline and shared-memory objects, zero-copy, freeing."""
+
+import gc
+import os
+import time
+
+import numpy as np
+import pytest
+
+import zray
+from tests import tasks as t
+from tests.conftest import zray_segments
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def wait_for(predicate, timeout_s=10.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_put_get_roundtrip_values(cluster):
+    for value in [1, "text", None, {"a": [1, 2]}, b"x" * 10, (1, 2.5)]:
+        assert zray.get(zray.put(value)) == value
+
+
+def test_large_put_is_shared_memory_and_zero_copy(cluster):
+    array = np.arange(100 * 1024 * 1024 // 8, dtype=np.float64)   # 100 MB
+    ref = zray.put(array)
+    assert any(ref.hex() in name for name in zray_segments())
+    start = time.perf_counter()
+    view = zray.get(ref)
+    elapsed = time.perf_counter() - start
+    assert not view.flags.writeable and not view.flags.owndata
+    assert view[12345] == 12345.0
+    assert elapsed < 0.05, f"a 100 MB same-host get took {elapsed * 1000:.1f} ms"
+    with pytest.raises(ValueError):
+        view[0] = 1.0
+
+
+def test_large_task_result_read_zero_copy(cluster):
+    ref = t.make_array.remote(20_000_000, 2.0)
+    value = zray.get(ref)
+    assert value.shape == (20_000_000,) and value[-1] == 2.0
+    assert not value.flags.writeable
+
+
+def test_segments_freed_when_refs_go(cluster):
+    ref = zray.put(np.ones(1_000_000))
+    name = next(n for n in zray_segments() if ref.hex() in n)
+    del ref
+    gc.collect()
+    assert wait_for(lambda: name not in zray_segments())
+
+
+def test_result_segments_freed_when_refs_go(cluster):
+    ref = t.make_array.remote(1_000_000)
+    zray.wait([ref])
+    hex_id = ref.hex()
+    assert wait_for(lambda: any(hex_id in n for n in zray_segments()))
+    del ref
+    assert wait_for(lambda: not any(hex_id in n for n in zray_segments()))
+
+
+def test_dropped_result_of_running_task_is_freed(cluster):
+    t.make_array.remote(1_000_000)        # ref dropped at once: result discarded
+    zray.get(t.noop.remote())
+    time.sleep(0.5)
+    assert wait_for(lambda: not zray_segments())
+
+
+def test_put_get_loop_does_not_grow(cluster):
+    import psutil
+    proc = psutil.Process()
+    for _ in range(50):
+        zray.get(zray.put(np.ones(1_000_000)))
+    gc.collect()
+    rss_before = proc.memory_info().rss
+    for _ in range(300):
+        zray.get(zray.put(np.ones(1_000_000)))   # 8 MB each, 2.4 GB in all
+    gc.collect()
+    assert wait_for(lambda: len(zray_segments()) <= 2)
+    assert proc.memory_info().rss - rss_before < 100 * 1024 * 1024
+
+
+def test_object_contained_in_object_stays_alive(cluster):
+    inner = zray.put(np.full(200_000, 7.0))
+    outer = zray.put([inner])
+    inner_hex = inner.hex()
+    del inner
+    gc.collect()
+    time.sleep(0.3)
+    [again] = zray.get(outer)
+    assert again.hex() == inner_hex
+    assert zray.get(again)[0] == 7.0
+
+
+def test_ref_returned_from_task(cluster):
+    @zray.remote
+    def make_ref():
+        return zray.put(np.full(200_000, 3.0))
+
+    inner = zray.get(make_ref.remote())
+    assert isinstance(inner, zray.ObjectRef)
+    assert zray.get(inner)[0] == 3.0
+
+
+def test_put_of_object_ref_is_rejected(cluster):
+    with pytest.raises(TypeError):
+        zray.put(zray.put(1))
+
+
+def test_large_argument_goes_through_the_store(cluster):
+    array = np.ones(5_000_000)
+    assert zray.get(t.array_sum.remote(array)) == 5_000_000.0
+
+
+def test_worker_put_and_driver_get(cluster):
+    @zray.remote
+    def put_inside():
+        return [zray.put(np.arange(300_000))]
+
+    [ref] = zray.get(put_inside.remote())
+    assert zray.get(ref)[-1] == 299_999
+
+
+def test_many_small_objects(cluster):
+    refs = [zray.put(i) for i in range(5000)]
+    assert sum(zray.get(refs)) == sum(range(5000))
+    assert os.getpid()
