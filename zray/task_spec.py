@@ -44,10 +44,17 @@ class TaskSpec:
         self.gpu_ids = gpu_ids
 
     def __reduce__(self):
-        return (TaskSpec, tuple(getattr(self, name) for name in _FIELDS))
+        return (TaskSpec, self._values())
+
+    def _values(self) -> tuple:
+        return (self.task_id, self.job_id, self.name, self.function_id, self.args_blob,
+                self.dep_ids, self.nested_ids, self.num_returns, self.resources,
+                self.max_retries, self.retry_exceptions, self.runtime_env, self.max_calls,
+                self.strategy, self.timeout_s, self.attempt, self.dep_values,
+                self.function_blob, self.gpu_ids)
 
     def copy(self) -> "TaskSpec":
-        return TaskSpec(*(getattr(self, name) for name in _FIELDS))
+        return TaskSpec(*self._values())
 
     def return_ids(self) -> list:
         return [self.task_id + i.to_bytes(2, "big") for i in range(1, self.num_returns + 1)]
