@@ -26,7 +26,7 @@ from collections import deque
 from zray import exceptions as zerr
 from zray.protocol import (
     Msg, PROTOCOL_MAJOR, STATUS_OK, STATUS_RETRIABLE_ERROR, STATUS_CANCELLED,
-    REASON_CANCELLED, REASON_WORKER_DIED,
+    REASON_CANCELLED,
 )
 from zray.outbox import Outbox
 from zray.serialization import KIND_INLINE, KIND_ERROR, KIND_SHM, dumps_error
@@ -306,11 +306,11 @@ class HeadState:
         self.dirty = True
 
     def _object_lost(self, obj, node):
-        obj.state = ObjectState.LOST
         err = zerr.ObjectLostError(obj.object_id.hex(), (
             f"Object {obj.object_id.hex()} is lost: its only copy was on node "
             f"{node.node_id.hex()}, which died."))
         self._make_error(obj, err)
+        obj.state = ObjectState.LOST
 
     def _client_gone(self, client):
         self.clients.pop(client.key, None)
@@ -428,13 +428,17 @@ class HeadState:
     def _check_feasible(self, task):
         request = task.spec.resources
         alive = [n for n in self.nodes.values() if n.state is NodeState.ALIVE]
-        if any(fits(request, n.total) for n in alive):
-            return
         strategy = task.spec.strategy
         if isinstance(strategy, tuple) and strategy[0] == "node_affinity" and not strategy[2]:
-            self._finish_with_error(task, zerr.TaskUnschedulableError(
-                f"Task {task.spec.name} has a hard node affinity to node {strategy[1].hex()}, "
-                "which is not alive or lacks the resources."), TaskState.FAILED)
+            target = self.nodes.get(strategy[1])
+            if target is None or target.state is not NodeState.ALIVE \
+                    or not fits(request, target.total):
+                self._finish_with_error(task, zerr.TaskUnschedulableError(
+                    f"Task {task.spec.name} has a hard node affinity to node "
+                    f"{strategy[1].hex()}, which is not alive or can never fit {request}."),
+                    TaskState.FAILED)
+            return
+        if any(fits(request, n.total) for n in alive):
             return
         shape = tuple(sorted(request.items()))
         if shape in self.infeasible_warned:

@@ -181,6 +181,10 @@ class NodeLoop:
             try:
                 message = protocol.decode(frames)
             except ProtocolError as exc:
+                if "version mismatch" in str(exc):
+                    log.error("the head speaks another protocol: %s", exc)
+                    self.flag["stop"] = True
+                    return
                 log.warning("dropped a message from the head: %s", exc)
                 continue
             try:

@@ -263,7 +263,8 @@ class NodeManagerState:
         limit = self.config.worker_prefetch
         short = self.config.prefetch_max_task_s
         busy = [w for w in self.workers.values() if w.state is WorkerState.BUSY
-                and not w.blocked and not w.retiring and len(w.tasks) < limit]
+                and not w.blocked and not w.retiring and len(w.tasks) < limit
+                and not w.task.max_calls and not w.task.actor_id]
         if not busy:
             return
         kept = deque()

@@ -104,9 +104,9 @@ class WorkerProcess:
                 self.function_blobs[spec.function_id] = spec.function_blob
             with self.lock:
                 blocked = self.blocked_task
-            if blocked is None:
-                self.inbox.put(spec)
-            else:   # prefetched while we block: the node must run it elsewhere
+                if blocked is None:
+                    self.inbox.put(spec)
+            if blocked is not None:   # prefetched while we block: the node runs it elsewhere
                 self.client.send(Msg.WORKER_BLOCKED, (blocked, (spec.task_id,)), to_node=True)
 
     def _on_cancel(self, items) -> None:
