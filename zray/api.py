@@ -130,8 +130,8 @@ def remote(*args, **kwargs):
 
 def _make_remote(target, options):
     if inspect.isclass(target):
-        raise TypeError("zray.remote on classes (actors) is not available in this build "
-                        "yet; see the actors issue")
+        from zray.actor import ActorClass
+        return ActorClass(target, options)
     if not callable(target):
         raise TypeError(f"zray.remote expects a function or class, got {target!r}")
     return RemoteFunction(target, options)
@@ -191,7 +191,9 @@ def wait(object_refs, *, num_returns: int = 1, timeout: float | None = None,
 
 
 def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
-    """Cancel the task that makes ``object_ref``; its ``get`` raises TaskCancelledError."""
+    """Cancel the task that makes ``object_ref``; its ``get`` raises TaskCancelledError.
+
+    A queued actor call is dropped; a running async actor call is cancelled."""
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}")
     _runtime.client().send(Msg.CANCEL_TASKS, (object_ref.task_id(), bool(force)))
@@ -207,3 +209,31 @@ def cluster_resources() -> dict:
 
 def available_resources() -> dict:
     return _runtime.client().query("available_resources")
+
+
+def get_actor(name: str, namespace: str | None = None):
+    """The handle of the live actor called ``name`` (ValueError when there is none)."""
+    from zray.actor import ActorHandle
+    if not isinstance(name, str) or not name:
+        raise ValueError("get_actor() needs the actor's name as a non-empty string")
+    runtime = _runtime.runtime()
+    client = runtime.client
+    if namespace is None:
+        namespace = runtime.namespace
+    meta = client.query("get_actor", (name, namespace, client.job_id))
+    if meta is None:
+        raise ValueError(f"Failed to look up actor with name '{name}'"
+                         + (f" in namespace '{namespace}'" if namespace else "")
+                         + ". This could be because 1. You are trying to look up a named "
+                         "actor you didn't create. 2. The named actor died. 3. You did not "
+                         "use a namespace matching the namespace of the actor.")
+    return ActorHandle(meta["actor_id"], meta["methods"], meta["class_name"])
+
+
+def kill(actor, *, no_restart: bool = True) -> None:
+    """Kill an actor's process; restart it only if ``no_restart`` is False."""
+    from zray.actor import ActorHandle
+    if not isinstance(actor, ActorHandle):
+        raise ValueError(f"zray.kill() only supported for actors. For tasks, try "
+                         f"zray.cancel(). Got: {type(actor).__name__}.")
+    _runtime.client().send(Msg.KILL_ACTOR, (actor._actor_id, bool(no_restart)))

@@ -1,8 +1,10 @@
 """The client side of zray, shared by drivers and workers.
 
     user threads ──► outbox (deque) ──eventfd──► I/O thread ──DEALER──► head
-         ▲                                          │   └─DEALER──► node (workers only:
-         └──── waiters   ◄── objects / replies ◄────┘               tasks in, done out)
+         ▲                                          │   ├─DEALER──► node (workers only:
+         │                                          │   │           tasks in, done out)
+         │                                          │   ├─DEALER──► each actor we call
+         └──── waiters   ◄── objects / replies ◄────┘   └─ROUTER◄── callers (actor workers)
 
 One I/O thread owns the sockets (pyzmq sockets are not thread-safe).  User
 threads append messages to the outbox and wake the thread at most once per
@@ -77,6 +79,14 @@ class CoreClient:
         self._functions_sent: set = set()
         self._welcomed = threading.Event()
         self._stop = False
+        self._actor_conns: dict[bytes, _ActorConn] = {}
+        self._actor_call_of: dict[bytes, bytes] = {}      # task id -> actor id (I/O thread)
+        self._actor_pending: dict[bytes, int] = {}        # actor id -> unfinished calls
+        self._poller = None
+        self._server = None
+        self._serve_request = None
+        self.server_endpoint = None
+        self._served = threading.Event()
         self._handlers = {
             Msg.OBJECTS_READY: self._on_objects_ready,
             Msg.QUERY_REPLY: self._on_query_reply,
@@ -84,20 +94,27 @@ class CoreClient:
             Msg.LOG_LINES: self._on_log_lines,
             Msg.WARNING: self._on_warning,
             Msg.PROTOCOL_ERROR: self._on_protocol_error,
+            Msg.ACTOR_INFO: self._on_actor_info,
+            Msg.ACTOR_RESULTS: self._on_actor_results,
         }
         self._thread = threading.Thread(target=self._io_main, name="zray-io", daemon=True)
         self._thread.start()
 
     # --- sending ---------------------------------------------------------------------
 
-    def send(self, msg_type: Msg, item: tuple, to_node: bool = False) -> None:
-        self._outbox.append((to_node, msg_type, item))
+    def send(self, msg_type: Msg, item: tuple, to_node: bool = False, target=None) -> None:
+        """Queue a message: to the head, the node (``to_node``), or ``target``: an
+        actor id (a method call) or ``("reply", identity)`` (an actor's answer)."""
+        self._outbox.append((1 if to_node else (target or 0), msg_type, item))
         if not self._wake_pending:
-            self._wake_pending = True
-            try:
-                os.eventfd_write(self._wake_fd, 1)
-            except OSError:
-                pass
+            self._wake()
+
+    def _wake(self) -> None:
+        self._wake_pending = True
+        try:
+            os.eventfd_write(self._wake_fd, 1)
+        except OSError:
+            pass
 
     def hello(self, info: dict, timeout_s: float) -> dict:
         self.send(Msg.HELLO, (self.role, protocol.PROTOCOL_MAJOR, protocol.PROTOCOL_MINOR,
@@ -127,6 +144,43 @@ class CoreClient:
                 self._pushed.add(object_id)
         self.send(Msg.SUBMIT_TASKS, (spec,))
         return return_ids
+
+    def submit_actor_call(self, spec, max_pending: int = -1) -> list:
+        """Register a method call with the head and send it straight to the actor."""
+        return_ids = spec.return_ids()
+        with self._lock:
+            pending = self._actor_pending.get(spec.actor_id, 0)
+            if 0 <= max_pending <= pending:
+                from zray.exceptions import PendingCallsLimitExceeded
+                raise PendingCallsLimitExceeded(
+                    f"The actor {spec.actor_id.hex()} already has {pending} calls in flight "
+                    f"(max_pending_calls={max_pending}); wait for some to finish.")
+            self._actor_pending[spec.actor_id] = pending + 1
+            for object_id in return_ids:
+                self._refs[object_id] = self._refs.get(object_id, 0) + 1
+                self._pushed.add(object_id)
+        self.send(Msg.SUBMIT_TASKS, (spec,))
+        self.send(Msg.ACTOR_CALLS, (spec,), target=spec.actor_id)
+        return return_ids
+
+    def request(self, msg_type: Msg, item_without_id: tuple, timeout_s: float = 30.0):
+        """Send a message whose last field is a request id; wait for QUERY_REPLY."""
+        request_id = next(self._request_ids)
+        future = concurrent.futures.Future()
+        with self._lock:
+            self._replies[request_id] = future
+        self.send(msg_type, item_without_id + (request_id,))
+        return self._wait_reply(future, msg_type.name, timeout_s)
+
+    def serve(self, endpoint: str, handler, timeout_s: float = 10.0) -> str:
+        """Bind a ROUTER for callers (actor workers); ``handler(identity, message)``
+        runs in the I/O thread.  Returns the bound endpoint."""
+        self._serve_request = (endpoint, handler)
+        self._wake()
+        if not self._served.wait(timeout_s):
+            raise RaySystemError(f"could not bind {endpoint} for actor calls")
+        self._raise_if_fatal()
+        return self.server_endpoint
 
     def put_serialized(self, object_id: bytes, obj) -> None:
         """Register an object made by put: inline, or written to the local store."""
@@ -163,11 +217,7 @@ class CoreClient:
             return
         self._released.append(object_id)
         if not self._wake_pending:
-            self._wake_pending = True
-            try:
-                os.eventfd_write(self._wake_fd, 1)
-            except OSError:
-                pass
+            self._wake()
 
     def _apply_releases(self) -> None:
         if not self._released:
@@ -183,7 +233,7 @@ class CoreClient:
                 self._objects.pop(object_id, None)
                 self._pushed.discard(object_id)
                 self._subscribed.discard(object_id)
-                self._outbox.append((False, Msg.REMOVE_REFS, (object_id,)))
+                self._outbox.append((0, Msg.REMOVE_REFS, (object_id,)))
 
     # --- getting ---------------------------------------------------------------------
 
@@ -290,6 +340,9 @@ class CoreClient:
         with self._lock:
             self._replies[request_id] = future
         self.send(Msg.QUERY, (request_id, name, args))
+        return self._wait_reply(future, name, timeout_s)
+
+    def _wait_reply(self, future, name, timeout_s):
         deadline = time.monotonic() + timeout_s
         while True:
             self._raise_if_fatal()
@@ -320,7 +373,7 @@ class CoreClient:
         return sock
 
     def _io_main(self) -> None:
-        ctx = zmq.Context()
+        ctx = self._ctx = zmq.Context()
         sock = self._connect(ctx, self.endpoint, self.identity)
         node = None
         poller = zmq.Poller()
@@ -330,6 +383,7 @@ class CoreClient:
             node = self._connect(ctx, self.node_endpoint, self.node_identity)
             poller.register(node, zmq.POLLIN)
         sockets = (sock, node)
+        self._poller = poller
         beat_every = self.config.heartbeat_interval_s
         next_beat = time.monotonic()
         try:
@@ -347,6 +401,9 @@ class CoreClient:
                     self._drain(sock)
                 if node is not None and node in events:
                     self._drain(node)
+                if self._actor_conns or self._server is not None or \
+                        self._serve_request is not None:
+                    self._drain_extra(ctx, events)
                 if self._stop:
                     self._apply_releases()
                     self._flush(sockets)
@@ -362,6 +419,11 @@ class CoreClient:
             for s in sockets:
                 if s is not None:
                     s.close()
+            for conn in self._actor_conns.values():
+                if conn.socket is not None:
+                    conn.socket.close()
+            if self._server is not None:
+                self._server.close()
             ctx.term()
 
     def _flush(self, sockets) -> None:
@@ -369,15 +431,141 @@ class CoreClient:
         outbox = self._outbox
         current, items = None, []
         while outbox:
-            to_node, msg_type, item = outbox.popleft()
-            key = (to_node, msg_type)
+            target, msg_type, item = outbox.popleft()
+            key = (target, msg_type)
             if key != current and items:
-                sockets[current[0]].send_multipart(protocol.encode(current[1], items))
+                self._route(sockets, current, items)
                 items = []
             current = key
             items.append(item)
         if items:
-            sockets[current[0]].send_multipart(protocol.encode(current[1], items))
+            self._route(sockets, current, items)
+
+    def _route(self, sockets, key, items) -> None:
+        target, msg_type = key
+        if target == 0 or target == 1:
+            sockets[target].send_multipart(protocol.encode(msg_type, items))
+        elif type(target) is bytes:
+            self._send_actor_calls(target, [item[0] for item in items])
+        elif target[0] == "reply" and self._server is not None:
+            try:
+                self._server.send_multipart([target[1]] + protocol.encode(msg_type, items),
+                                            zmq.NOBLOCK)
+            except zmq.ZMQError as exc:
+                log.warning("could not answer caller %r: %s", target[1][:12], exc)
+
+    # --- actors, caller side (I/O thread) --------------------------------------------
+
+    def _conn(self, actor_id: bytes) -> "_ActorConn":
+        conn = self._actor_conns.get(actor_id)
+        if conn is None:
+            conn = self._actor_conns[actor_id] = _ActorConn()
+        return conn
+
+    def _send_actor_calls(self, actor_id: bytes, specs: list) -> None:
+        conn = self._conn(actor_id)
+        for spec in specs:
+            conn.unfinished[spec.task_id] = spec
+            self._actor_call_of[spec.task_id] = actor_id
+        if conn.state == "ALIVE" and conn.socket is not None:
+            conn.socket.send_multipart(protocol.encode(Msg.ACTOR_CALLS,
+                                                       [(s,) for s in specs]))
+        elif not conn.subscribed:
+            conn.subscribed = True
+            self._outbox.append((0, Msg.SUBSCRIBE_ACTOR, (actor_id,)))
+
+    def _on_actor_info(self, items) -> None:
+        for actor_id, state, address, text in items:
+            conn = self._conn(actor_id)
+            conn.subscribed = True
+            conn.state = state
+            if state == "ALIVE" and address:
+                if address != conn.address:
+                    self._close_conn(conn)
+                    conn.socket = self._connect(self._ctx, address, self.identity)
+                    self._poller.register(conn.socket, zmq.POLLIN)
+                    conn.address = address
+                    if conn.unfinished:
+                        conn.socket.send_multipart(protocol.encode(
+                            Msg.ACTOR_CALLS, [(s,) for s in conn.unfinished.values()]))
+            else:
+                self._close_conn(conn)
+                if state == "DEAD":
+                    for task_id in conn.unfinished:
+                        self._actor_call_of.pop(task_id, None)
+                    with self._lock:
+                        self._actor_pending.pop(actor_id, None)
+                    conn.unfinished.clear()
+
+    def _close_conn(self, conn) -> None:
+        if conn.socket is not None:
+            self._poller.unregister(conn.socket)
+            conn.socket.close(linger=0)
+            conn.socket = None
+        conn.address = None
+
+    def _on_actor_results(self, items) -> None:
+        ready = []
+        for task_id, node_id, results in items:
+            for object_id, kind, data, size, contained in results:
+                ready.append((object_id, kind, data, size,
+                              (node_id,) if kind == KIND_SHM else ()))
+            self._actor_call_done(task_id)
+        if ready:
+            self._on_objects_ready(ready, from_actor=True)
+
+    def _actor_call_done(self, task_id: bytes) -> None:
+        actor_id = self._actor_call_of.pop(task_id, None)
+        if actor_id is None:
+            return
+        conn = self._actor_conns.get(actor_id)
+        if conn is not None:
+            conn.unfinished.pop(task_id, None)
+        with self._lock:
+            count = self._actor_pending.get(actor_id, 0) - 1
+            if count > 0:
+                self._actor_pending[actor_id] = count
+            else:
+                self._actor_pending.pop(actor_id, None)
+
+    def _drain_extra(self, ctx, events) -> None:
+        """Actor sockets and the caller-facing ROUTER of an actor worker."""
+        if self._serve_request is not None:
+            endpoint, handler = self._serve_request
+            self._serve_request = None
+            try:
+                server = ctx.socket(zmq.ROUTER)
+                server.setsockopt(zmq.LINGER, 0)
+                server.setsockopt(zmq.SNDHWM, 0)
+                server.setsockopt(zmq.RCVHWM, 0)
+                from zray._process import bind_private
+                self.server_endpoint = bind_private(server, endpoint)
+                self._server, self._server_handler = server, handler
+                self._poller.register(server, zmq.POLLIN)
+            except zmq.ZMQError as exc:
+                self._set_fatal(RaySystemError(f"could not bind {endpoint}: {exc}"))
+            self._served.set()
+        if self._server is not None and self._server in events:
+            self._drain_server()
+        for conn in list(self._actor_conns.values()):
+            if conn.socket is not None and conn.socket in events:
+                self._drain(conn.socket)
+
+    def _drain_server(self) -> None:
+        while True:
+            try:
+                frames = self._server.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                message = protocol.decode(frames[1:])
+            except ProtocolError as exc:
+                log.warning("dropped a malformed call from %r: %s", frames[0][:12], exc)
+                continue
+            try:
+                self._server_handler(frames[0], message)
+            except Exception:
+                log.exception("handling %s from a caller failed", message.type.name)
 
     def _drain(self, sock) -> None:
         while True:
@@ -402,8 +590,11 @@ class CoreClient:
             except Exception:
                 log.exception("handling %s failed", message.type.name)
 
-    def _on_objects_ready(self, items) -> None:
+    def _on_objects_ready(self, items, from_actor: bool = False) -> None:
         fire = []
+        if not from_actor and self._actor_call_of:
+            for item in items:
+                self._actor_call_done(item[0][:16])
         with self._lock:
             for item in items:
                 object_id = item[0]
@@ -482,6 +673,20 @@ class CoreClient:
         self._thread.join(timeout_s)
         self.closed = True
         os.close(self._wake_fd)
+
+
+class _ActorConn:
+    """The caller's view of one actor: where it is and the calls not yet answered."""
+
+    __slots__ = ("state", "address", "socket", "unfinished", "subscribed")
+
+    def __init__(self):
+        from collections import OrderedDict
+        self.state = "UNKNOWN"
+        self.address = None
+        self.socket = None
+        self.unfinished = OrderedDict()
+        self.subscribed = False
 
 
 class _Waiter:

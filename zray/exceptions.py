@@ -149,6 +149,10 @@ class ActorUnavailableError(RayActorError):
     """The actor is temporarily unreachable (e.g. restarting)."""
 
 
+class PendingCallsLimitExceeded(RayError):
+    """The caller has ``max_pending_calls`` calls to this actor still unanswered."""
+
+
 class ActorUnschedulableError(RayError):
     """The actor can never be scheduled."""
 

@@ -111,6 +111,48 @@ TASK_OPTIONS = {
 }
 
 
+def _lifetime(name, value):
+    if value not in (None, "detached", "non_detached"):
+        raise ValueError(f"lifetime must be 'detached', 'non_detached' or None, got {value!r}")
+
+
+def _concurrency(name, value):
+    if value is not None:
+        _int_at_least(1)(name, value)
+
+
+def _pending(name, value):
+    _int_at_least(-1)(name, value)
+    if value == 0:
+        raise ValueError("max_pending_calls must be -1 (no limit) or a positive integer")
+
+
+def _bool(name, value):
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
+ACTOR_OPTIONS = {
+    "num_cpus": Option(None, _number),
+    "num_gpus": Option(0, _number),
+    "resources": Option(None, _resources),
+    "memory": Option(None, _number),
+    "name": Option(None, _name),
+    "namespace": Option(None, _name),
+    "lifetime": Option(None, _lifetime),
+    "get_if_exists": Option(False, _bool),
+    "max_restarts": Option(0, _int_at_least(-1)),
+    "max_task_retries": Option(0, _int_at_least(-1)),
+    "max_concurrency": Option(None, _concurrency),
+    "max_pending_calls": Option(-1, _pending),
+    "runtime_env": Option(None, _runtime_env),
+    "scheduling_strategy": Option(None, _strategy),
+    "accelerator_type": Option(None, _anything),
+    "concurrency_groups": Option(None, _anything),
+    "_metadata": Option(None, _anything),
+}
+
+
 def validate(options: dict, table: dict, what: str) -> dict:
     """Check ``options`` against ``table``; return them merged over the defaults."""
     unknown = sorted(set(options) - set(table))

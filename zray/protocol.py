@@ -58,6 +58,15 @@ class Msg(enum.IntEnum):
     WORKER_DIED = 24
     SHUTDOWN = 25
     TASKS_DONE = 26
+    CREATE_ACTOR = 27
+    ACTOR_READY = 28
+    ACTOR_DIED = 29
+    SUBSCRIBE_ACTOR = 30
+    ACTOR_INFO = 31
+    KILL_ACTOR = 32
+    ACTOR_CALLS = 33
+    ACTOR_TASKS_FINISHED = 34
+    ACTOR_RESULTS = 35
 
 
 @dataclass(frozen=True)
@@ -145,6 +154,34 @@ SPECS: dict[Msg, MessageSpec] = {
     Msg.TASKS_DONE: MessageSpec(
         "worker→node", ("task_id",),
         "The worker finished this task (its results went to the head): free its resources."),
+    Msg.CREATE_ACTOR: MessageSpec(
+        "driver/worker→head", ("spec", "request_id"),
+        "Create an actor (spec.method is '__init__'); a non-zero request_id asks for a "
+        "QUERY_REPLY carrying the actor id, or the error (e.g. a taken name)."),
+    Msg.ACTOR_READY: MessageSpec(
+        "worker→head", ("actor_id", "address", "pid"),
+        "The actor's constructor finished; callers reach it at address."),
+    Msg.ACTOR_DIED: MessageSpec(
+        "worker→head", ("actor_id", "text", "no_restart"),
+        "The actor is ending by itself (constructor raised, exit_actor)."),
+    Msg.SUBSCRIBE_ACTOR: MessageSpec(
+        "driver/worker→head", ("actor_id",),
+        "Send ACTOR_INFO now and whenever the actor's state or address changes."),
+    Msg.ACTOR_INFO: MessageSpec(
+        "head→driver/worker", ("actor_id", "state", "address", "text"),
+        "Where an actor lives and its state (ALIVE, RESTARTING, DEAD with the cause)."),
+    Msg.KILL_ACTOR: MessageSpec(
+        "driver/worker→head", ("actor_id", "no_restart"),
+        "Kill the actor's process; restart it only if no_restart is False."),
+    Msg.ACTOR_CALLS: MessageSpec(
+        "driver/worker→actor worker", ("spec",),
+        "Method calls, sent straight to the actor; results come back as OBJECTS_READY."),
+    Msg.ACTOR_TASKS_FINISHED: MessageSpec(
+        "actor worker→head", ("task_id", "attempt", "status", "results"),
+        "Method calls that ran, so the head can serve their results to anyone."),
+    Msg.ACTOR_RESULTS: MessageSpec(
+        "actor worker→caller", ("task_id", "node_id", "results"),
+        "A method call finished: its results (as in TASKS_FINISHED), straight to the caller."),
     Msg.SHUTDOWN: MessageSpec(
         "driver→head, head→node", ("reason",),
         "Stop: the receiver exits cleanly, stopping what it started."),

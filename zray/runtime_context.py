@@ -27,7 +27,9 @@ class RuntimeContext:
         return self._runtime.client.identity.hex()
 
     def get_actor_id(self):
-        return None
+        worker = getattr(self._runtime, "worker", None)
+        actor = getattr(worker, "actor", None) if worker is not None else None
+        return actor.actor_id.hex() if actor is not None else None
 
     def get_assigned_resources(self) -> dict:
         worker = getattr(self._runtime, "worker", None)
@@ -59,7 +61,9 @@ class RuntimeContext:
 
     @property
     def was_current_actor_reconstructed(self) -> bool:
-        return False
+        worker = getattr(self._runtime, "worker", None)
+        actor = getattr(worker, "actor", None) if worker is not None else None
+        return bool(actor is not None and actor.spec.attempt > 0)
 
     def get(self) -> dict:
         return {"job_id": self.get_job_id(), "node_id": self.get_node_id(),

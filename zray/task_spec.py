@@ -11,7 +11,7 @@ _FIELDS = (
     "task_id", "job_id", "name", "function_id", "args_blob", "dep_ids",
     "nested_ids", "num_returns", "resources", "max_retries", "retry_exceptions",
     "runtime_env", "max_calls", "strategy", "timeout_s", "attempt", "dep_values",
-    "function_blob", "gpu_ids",
+    "function_blob", "gpu_ids", "actor_id", "method", "actor_options", "seq",
 )
 
 
@@ -22,7 +22,7 @@ class TaskSpec:
                  nested_ids=(), num_returns=1, resources=None, max_retries=3,
                  retry_exceptions=False, runtime_env=None, max_calls=0, strategy=None,
                  timeout_s=None, attempt=0, dep_values=None, function_blob=None,
-                 gpu_ids=()):
+                 gpu_ids=(), actor_id=None, method=None, actor_options=None, seq=0):
         self.task_id = task_id
         self.job_id = job_id
         self.name = name
@@ -42,6 +42,10 @@ class TaskSpec:
         self.dep_values = dep_values
         self.function_blob = function_blob
         self.gpu_ids = gpu_ids
+        self.actor_id = actor_id            # set for actor creation and method calls
+        self.method = method                # "__init__" for a creation, else the method
+        self.actor_options = actor_options  # creation only: restarts, name, concurrency...
+        self.seq = seq                      # per-caller sequence number of a method call
 
     def __reduce__(self):
         return (TaskSpec, self._values())
@@ -51,13 +55,22 @@ class TaskSpec:
                 self.dep_ids, self.nested_ids, self.num_returns, self.resources,
                 self.max_retries, self.retry_exceptions, self.runtime_env, self.max_calls,
                 self.strategy, self.timeout_s, self.attempt, self.dep_values,
-                self.function_blob, self.gpu_ids)
+                self.function_blob, self.gpu_ids, self.actor_id, self.method,
+                self.actor_options, self.seq)
 
     def copy(self) -> "TaskSpec":
         return TaskSpec(*self._values())
 
     def return_ids(self) -> list:
         return [self.task_id + i.to_bytes(2, "big") for i in range(1, self.num_returns + 1)]
+
+    @property
+    def is_actor_creation(self) -> bool:
+        return self.method == "__init__"
+
+    @property
+    def is_actor_call(self) -> bool:
+        return self.actor_id is not None and self.method != "__init__"
 
     def __repr__(self):
         return f"TaskSpec({self.name}, {self.task_id.hex()}, attempt={self.attempt})"

@@ -71,7 +71,24 @@ def summary(state, args):
             "queued": sum(len(q) for q in state.queues.values())}
 
 
+def list_actors(state, args):
+    limit = (args or {}).get("limit", 1000)
+    return [actor.describe() for actor in list(state.actors.values())[:limit]]
+
+
+def get_actor(state, args):
+    name, namespace, job_id = args
+    if namespace is None:
+        namespace = state.job_namespaces.get(job_id, "")
+    actor = state.actors.get(state.named_actors.get((namespace, name)))
+    if actor is None or actor.state.value == "DEAD":
+        return None
+    return state._actor_meta(actor)
+
+
 QUERIES = {
+    "list_actors": list_actors,
+    "get_actor": get_actor,
     "nodes": nodes,
     "cluster_resources": cluster_resources,
     "available_resources": available_resources,

@@ -28,6 +28,7 @@ from zray.protocol import (
     Msg, PROTOCOL_MAJOR, STATUS_OK, STATUS_RETRIABLE_ERROR, STATUS_CANCELLED,
     REASON_CANCELLED,
 )
+from zray.head.actors import HANDLE_SUFFIX, ActorsMixin
 from zray.outbox import Outbox
 from zray.serialization import KIND_INLINE, KIND_ERROR, KIND_SHM, dumps_error
 
@@ -148,7 +149,7 @@ def fits(request: dict, available: dict) -> bool:
     return True
 
 
-class HeadState:
+class HeadState(ActorsMixin):
     def __init__(self, config, session_name: str, now: float = 0.0):
         self.config = config
         self.session_name = session_name
@@ -159,6 +160,10 @@ class HeadState:
         self.tasks: dict[bytes, Task] = {}
         self.objects: dict[bytes, ObjectRecord] = {}
         self.functions: dict[bytes, bytes] = {}
+        self.actors: dict = {}
+        self.named_actors: dict = {}
+        self.early_actor_results: dict = {}
+        self.job_namespaces: dict = {}
         self.queues: dict[tuple, deque] = {}
         self.infeasible_warned: set = set()
         self.pending_welcomes: list = []
@@ -186,6 +191,12 @@ class HeadState:
             Msg.LOG_LINES: self._on_log_lines,
             Msg.QUERY: self._on_query,
             Msg.SHUTDOWN: self._on_shutdown,
+            Msg.CREATE_ACTOR: self._on_create_actor,
+            Msg.ACTOR_READY: self._on_actor_ready,
+            Msg.ACTOR_DIED: self._on_actor_died,
+            Msg.SUBSCRIBE_ACTOR: self._on_subscribe_actor,
+            Msg.KILL_ACTOR: self._on_kill_actor,
+            Msg.ACTOR_TASKS_FINISHED: self._on_actor_tasks_finished,
         }
         from zray.head.queries import QUERIES
         self.queries = QUERIES
@@ -222,6 +233,7 @@ class HeadState:
                 log.warning("driver %s missed its heartbeats; releasing its job",
                             client.job_id.hex())
                 self._client_gone(client)
+        self._expire_early_results(now)
         self.after_batch(now)
 
     # --- membership ------------------------------------------------------------------
@@ -238,6 +250,7 @@ class HeadState:
                 self.next_job += 1
                 info = dict(info, pid=pid, start_time=now)
                 self.clients[key] = Client(key, "driver", job_id, now, info)
+                self.job_namespaces[job_id] = info.get("namespace") or f"anon-{job_id.hex()}"
                 self.pending_welcomes.append((key, info.get("wait_for_nodes", 0)))
                 log.info("driver pid %s connected as job %s", pid, job_id.hex())
             elif role == "worker":
@@ -293,8 +306,14 @@ class HeadState:
         log.warning("node %s declared dead: %s", node.node_id.hex()[:12], reason)
         for client in [c for c in self.clients.values() if c.node_id == node.node_id]:
             self._client_gone(client)
+        for actor in list(self.actors.values()):
+            creation = self.tasks.get(actor.actor_id)
+            if actor.node_id == node.node_id or (
+                    creation is not None and creation.node_id == node.node_id):
+                self._actor_process_died(actor, f"its node died ({reason})", now)
         for task in list(self.tasks.values()):
-            if task.state is TaskState.ASSIGNED and task.node_id == node.node_id:
+            if task.state is TaskState.ASSIGNED and task.node_id == node.node_id \
+                    and not task.spec.is_actor_creation:
                 self._task_failed(task, zerr.NodeDiedError(
                     f"The node {node.node_id.hex()} running task {task.spec.name} "
                     f"died ({reason})."), retriable=True, now=now)
@@ -321,8 +340,10 @@ class HeadState:
                 self._maybe_free(obj)
         if client.kind == "driver":
             for task in list(self.tasks.values()):
-                if task.owner == client.key and task.state not in TERMINAL:
+                if task.owner == client.key and task.state not in TERMINAL \
+                        and task.spec.actor_id is None:
                     self._cancel(task, force=True)
+            self._job_finished(client.job_id)
 
     # --- tasks -----------------------------------------------------------------------
 
@@ -340,6 +361,9 @@ class HeadState:
                 obj.holders[key] = 1
                 client.holding[object_id] = 1
                 self.objects[object_id] = obj
+            if spec.actor_id is not None:
+                self._register_actor_call(task)
+                continue
             self._pin_task_args(task)
             waiting = 0
             for dep_id in spec.dep_ids:
@@ -460,7 +484,7 @@ class HeadState:
         spec = task.spec
         self._transition(task, TaskState.ASSIGNED)
         task.node_id = node.node_id
-        for name, amount in spec.resources.items():
+        for name, amount in _held(spec).items():
             node.available[name] = node.available.get(name, 0.0) - amount
         send = spec.copy()
         if spec.dep_ids:
@@ -478,7 +502,7 @@ class HeadState:
         node = self.nodes.get(task.node_id)
         if node is None:
             return
-        for name, amount in task.spec.resources.items():
+        for name, amount in _held(task.spec).items():
             if task.blocked and name == "CPU":
                 continue
             node.available[name] = node.available.get(name, 0.0) + amount
@@ -521,7 +545,8 @@ class HeadState:
             if kind == KIND_SHM and node is not None:
                 self.out.send(node.identity, Msg.FREE_OBJECTS, (object_id,))
 
-    def _store_result(self, object_id, kind, data, size, contained, node):
+    def _store_result(self, object_id, kind, data, size, contained, node,
+                      push_owner=True):
         obj = self.objects.get(object_id)
         if obj is None:
             if kind == KIND_SHM and node is not None:
@@ -531,7 +556,7 @@ class HeadState:
         if kind == KIND_SHM:
             obj.locations.add(node.node_id)
         self._set_contained(obj, contained)
-        self._object_ready(obj)
+        self._object_ready(obj, push_owner)
 
     def _set_contained(self, obj, contained):
         obj.contained_ids = tuple(contained)
@@ -540,14 +565,14 @@ class HeadState:
             if inner is not None:
                 inner.pins += 1
 
-    def _object_ready(self, obj):
+    def _object_ready(self, obj, push_owner=True):
         obj.state = ObjectState.READY
         item = obj.ready_item()
         for client_key in obj.subscribers:
             self.out.send(client_key, Msg.OBJECTS_READY, item)
         obj.subscribers = set()
         task = self.tasks.get(obj.object_id[:16])
-        if task is not None and task.owner in obj.holders:
+        if push_owner and task is not None and task.owner in obj.holders:
             self.out.send(task.owner, Msg.OBJECTS_READY, item)
         dependents, obj.dependents = obj.dependents, []
         for task_id in dependents:
@@ -625,6 +650,13 @@ class HeadState:
             if client is not None:
                 self._client_gone(client)
             task = self.tasks.get(task_id) if task_id else None
+            actor = self._worker_hosted_actor(b"W" + worker_id)
+            if actor is None and task is not None and task.spec.is_actor_creation:
+                actor = self.actors.get(task.spec.actor_id)
+            if actor is not None:
+                self._actor_process_died(actor, f"its worker process (pid {pid}) exited "
+                                                f"with code {exit_code}", now)
+                continue
             if task is None or task.state is not TaskState.ASSIGNED \
                     or task.spec.attempt != attempt or node is None \
                     or task.node_id != node.node_id:
@@ -665,6 +697,11 @@ class HeadState:
                 self._cancel(task, force)
 
     def _cancel(self, task, force):
+        if task.spec.is_actor_call:
+            actor = self.actors.get(task.spec.actor_id)
+            if task.state is TaskState.ASSIGNED and actor is not None and actor.worker_key:
+                self.out.send(actor.worker_key, Msg.CANCEL_TASKS, (task.spec.task_id, force))
+            return
         if task.state in (TaskState.WAITING, TaskState.PENDING):
             self._finish_with_error(task, zerr.TaskCancelledError(task.spec.task_id.hex()),
                                     TaskState.CANCELLED)
@@ -728,6 +765,9 @@ class HeadState:
         if obj.holders or obj.pins > 0:
             return
         self.objects.pop(obj.object_id, None)
+        if obj.object_id[16:] == HANDLE_SUFFIX:
+            self._actor_handle_released(obj.object_id[:16])
+            return
         for node_id in obj.locations:
             node = self.nodes.get(node_id)
             if node is not None and node.state is NodeState.ALIVE:
@@ -804,6 +844,13 @@ class HeadState:
             for name, amount in node.available.items():
                 assert amount <= node.total.get(name, 0.0) + 1e-6, \
                     f"node {node.node_id.hex()} has more {name} free than it owns"
+
+
+def _held(spec) -> dict:
+    """Resources a task commits while it runs; an actor holds its ``held`` set for life."""
+    if spec.actor_options is not None:
+        return spec.actor_options.get("held", {})
+    return spec.resources
 
 
 def _strategy_key(strategy):

@@ -122,7 +122,7 @@ class NodeLoop:
         self.events_fd, events_w = os.pipe()
         worker_args = json.dumps({
             "node_endpoint": self.worker_endpoint, "node_id": self.node_id.hex(),
-            "head_endpoint": self.head_address,
+            "head_endpoint": self.head_address, "session_dir": self.session_dir,
             "config": self.config.to_json(), "host": self.host})
         self.forkserver = subprocess.Popen(
             [sys.executable, "-m", "zray.node.forkserver", "--cmd-fd", str(cmd_r),

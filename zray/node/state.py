@@ -73,6 +73,13 @@ class Worker:
         self.state = new_state
 
 
+def _held(spec) -> dict:
+    """What a running task holds: an actor holds only its ``held`` resources."""
+    if spec.actor_options is not None:
+        return spec.actor_options.get("held", {})
+    return spec.resources
+
+
 def _fits(request, available):
     for name, amount in request.items():
         if amount > available.get(name, 0.0) + 1e-9:
@@ -216,7 +223,9 @@ class NodeManagerState:
 
     def tick(self, now: float) -> None:
         idle = [w for w in self.workers.values() if w.state is WorkerState.IDLE]
-        surplus = len(self.workers) - self.pool_size
+        pool = [w for w in self.workers.values()
+                if w.task is None or w.task.actor_id is None]
+        surplus = len(pool) - self.pool_size
         for worker in sorted(idle, key=lambda w: w.idle_since):
             if surplus <= 0:
                 break
@@ -292,7 +301,7 @@ class NodeManagerState:
         return idle.pop()
 
     def _start(self, worker, spec, now):
-        for name, amount in spec.resources.items():
+        for name, amount in _held(spec).items():
             self.available[name] = self.available.get(name, 0.0) - amount
         gpus = int(spec.resources.get("GPU", 0) + 0.999)
         if gpus:
@@ -311,7 +320,7 @@ class NodeManagerState:
 
     def _release(self, worker):
         spec = worker.task
-        for name, amount in spec.resources.items():
+        for name, amount in _held(spec).items():
             if worker.blocked and name == "CPU":
                 continue
             self.available[name] = self.available.get(name, 0.0) + amount

@@ -52,6 +52,8 @@ class WorkerProcess:
         self.worker_id = worker_id
         self.config = config
         self.node_id = bytes.fromhex(args["node_id"])
+        self.session_dir = args.get("session_dir", "/tmp")
+        self.actor = None
         self.host = args.get("host", "127.0.0.1")
         self.pid = os.getpid()
         self.client = CoreClient(args["head_endpoint"], b"W" + worker_id, config, "worker",
@@ -110,6 +112,10 @@ class WorkerProcess:
                 self.client.send(Msg.WORKER_BLOCKED, (blocked, (spec.task_id,)), to_node=True)
 
     def _on_cancel(self, items) -> None:
+        if self.actor is not None:
+            for task_id, force in items:
+                self.actor.cancel(task_id)
+            return
         for task_id, force in items:
             with self.lock:
                 self.cancelled.add(task_id)
@@ -138,6 +144,9 @@ class WorkerProcess:
     # --- running a task --------------------------------------------------------------
 
     def execute(self, spec) -> None:
+        if spec.is_actor_creation:
+            self.become_actor(spec)
+            return
         client = self.client
         with self.lock:
             skip = spec.task_id in self.cancelled
@@ -173,18 +182,38 @@ class WorkerProcess:
     def _run(self, spec, keep_alive):
         try:
             function = self._function(spec)
-            args, kwargs = self._resolve_args(spec)
+            args, kwargs = self.resolve_args(spec)
             self.interruptible = True
             try:
                 value = function(*args, **kwargs)
             finally:
                 self.interruptible = False
             keep_alive.append(value)
-            return STATUS_OK, self._pack_returns(spec, value)
+            return STATUS_OK, self.pack_returns(spec, value)
         except KeyboardInterrupt as exc:
             return self._error_results(spec, exc)
         except Exception as exc:
             return self._error_results(spec, exc)
+
+    def become_actor(self, spec) -> None:
+        """Run the constructor, then serve method calls until the process ends."""
+        from zray.worker.actor_runtime import ActorRuntime
+        self.client.job_id = spec.job_id
+        self.current_spec = spec
+        self._apply_env(spec)
+        try:
+            cls = self._function(spec)
+            args, kwargs = self.resolve_args(spec)
+            instance = cls(*args, **kwargs)
+        except Exception as exc:
+            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            self.client.send(Msg.ACTOR_DIED, (spec.actor_id, "The actor's constructor "
+                                              f"raised an exception:\n{text}", True))
+            self.client.close()
+            os._exit(1)
+        self.actor = ActorRuntime(self, spec, instance)
+        self.actor.start()
+        self.actor.run_forever()
 
     def _function(self, spec):
         function = self.functions.get(spec.function_id)
@@ -196,19 +225,22 @@ class WorkerProcess:
             self.functions[spec.function_id] = function
         return function
 
-    def _resolve_args(self, spec):
+    def resolve_args(self, spec):
         if not spec.args_blob:
             return (), {}
         args, kwargs = pickle.loads(spec.args_blob)
         if spec.dep_ids:
+            entries = spec.dep_values
+            if entries is None:      # an actor call: fetch what the caller referred to
+                entries = self.client.get_entries(list(spec.dep_ids), None)
             values = [self.client.value_of(object_id, entry)
-                      for object_id, entry in zip(spec.dep_ids, spec.dep_values)]
+                      for object_id, entry in zip(spec.dep_ids, entries)]
             args = [values[a.index] if type(a) is ArgRef else a for a in args]
             kwargs = {k: values[v.index] if type(v) is ArgRef else v
                       for k, v in kwargs.items()}
         return args, kwargs
 
-    def _pack_returns(self, spec, value) -> list:
+    def pack_returns(self, spec, value) -> list:
         count = spec.num_returns
         if count == 0:
             return []

@@ -1,0 +1,263 @@
+"""``@zray.remote`` on classes: ActorClass, ActorHandle, ActorMethod.
+
+Creating an actor sends CREATE_ACTOR to the head, which places it like a task;
+the node gives it a worker of its own.  Method calls are registered with the
+head (for references) and sent straight to the actor's worker, whose address the
+caller learns from the head (ACTOR_INFO) and keeps up to date across restarts.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import cloudpickle
+
+from zray import _runtime, ids, options as opts
+from zray.object_ref import ObjectRef
+from zray.protocol import Msg
+from zray.remote_function import pack_args
+from zray.serialization import record_contained_ref
+from zray.task_spec import TaskSpec
+
+HANDLE_SUFFIX = b"\xff\xff"
+
+
+def method(*args, **kwargs):
+    """``@zray.method(num_returns=2)`` on an actor method."""
+    unknown = set(kwargs) - {"num_returns", "concurrency_group", "max_task_retries",
+                             "retry_exceptions"}
+    if args or unknown:
+        raise ValueError("@zray.method takes keyword arguments only: num_returns, "
+                         "concurrency_group, max_task_retries, retry_exceptions")
+
+    def decorate(function):
+        function.__zray_num_returns__ = kwargs.get("num_returns", 1)
+        return function
+    return decorate
+
+
+def exit_actor():
+    """End the current actor from inside one of its methods; it is not restarted."""
+    worker = getattr(_runtime.runtime(), "worker", None)
+    if worker is None or getattr(worker, "actor", None) is None:
+        raise TypeError("exit_actor() may only be called inside an actor method")
+    raise ActorExit()
+
+
+class ActorExit(SystemExit):
+    """Raised by exit_actor(); the actor worker finishes the call and exits."""
+
+
+def _method_table(cls) -> dict:
+    table = {}
+    for name, member in inspect.getmembers(cls):
+        if name.startswith("__") and name != "__call__":
+            continue
+        function = member
+        if isinstance(inspect.getattr_static(cls, name, None), (staticmethod, classmethod)):
+            function = member
+        if not callable(function):
+            continue
+        table[name] = {"num_returns": getattr(function, "__zray_num_returns__", 1),
+                       "is_async": inspect.iscoroutinefunction(function)
+                       or inspect.isasyncgenfunction(function)}
+    return table
+
+
+class ActorClass:
+    def __init__(self, cls, options: dict):
+        self._cls = cls
+        self._class_name = cls.__name__
+        self._options = opts.validate(dict(options), opts.ACTOR_OPTIONS,
+                                      f"actor class {self._class_name}")
+        self._methods = _method_table(cls)
+        self._pickled = None
+        self.__doc__ = cls.__doc__
+        self.__name__ = cls.__name__
+        self.__module__ = cls.__module__
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"Actors cannot be instantiated directly. Instead of "
+                        f"'{self._class_name}()', use '{self._class_name}.remote()'.")
+
+    def __reduce__(self):
+        return (ActorClass, (self._cls, self._options))
+
+    def remote(self, *args, **kwargs) -> "ActorHandle":
+        return self._create(args, kwargs, self._options)
+
+    def options(self, **options):
+        opts.validate(options, opts.ACTOR_OPTIONS, f"actor class {self._class_name}")
+        merged = {**self._options, **options}
+        outer = self
+
+        class _Bound:
+            def remote(self, *args, **kwargs):
+                return outer._create(args, kwargs, merged)
+
+            def options(self, **more):
+                return outer.options(**{**merged, **more})
+        return _Bound()
+
+    def _pickled_class(self):
+        if self._pickled is None:
+            import hashlib
+            blob = cloudpickle.dumps(self._cls, protocol=5)
+            self._pickled = (hashlib.sha1(blob).digest()[:16], blob)
+        return self._pickled
+
+    def _create(self, args, kwargs, options) -> "ActorHandle":
+        runtime = _runtime.runtime()
+        client = runtime.client
+        resolved = opts.resolve(options, opts.ACTOR_OPTIONS)
+        is_async = any(m["is_async"] for m in self._methods.values())
+        if resolved["max_concurrency"] is None:
+            resolved["max_concurrency"] = 1000 if is_async else 1
+        function_id, blob = self._pickled_class()
+        client.register_function(function_id, blob)
+        args_blob, dep_ids, nested_ids, keep = pack_args(
+            args, kwargs, client, f"actor {self._class_name}")
+        held = opts.resource_request({**resolved, "num_cpus": resolved["num_cpus"] or 0})
+        placement = opts.resource_request(
+            {**resolved, "num_cpus": 1 if resolved["num_cpus"] is None else resolved["num_cpus"]})
+        actor_id = ids.new_task_id()
+        name = resolved["name"]
+        if resolved["get_if_exists"] and not name:
+            raise ValueError("get_if_exists=True needs a name for the actor")
+        if resolved["lifetime"] not in (None, "detached", "non_detached"):
+            raise ValueError("lifetime must be 'detached', 'non_detached' or None")
+        namespace = resolved["namespace"] if resolved["namespace"] is not None \
+            else runtime.namespace
+        actor_options = {
+            "class_name": self._class_name, "methods": self._methods, "held": held,
+            "name": name, "namespace": namespace, "lifetime": resolved["lifetime"],
+            "get_if_exists": resolved["get_if_exists"],
+            "max_restarts": resolved["max_restarts"],
+            "max_task_retries": resolved["max_task_retries"],
+            "max_concurrency": resolved["max_concurrency"], "is_async": is_async,
+            "max_pending_calls": resolved["max_pending_calls"],
+        }
+        spec = TaskSpec(actor_id, client.job_id, f"{self._class_name}.__init__", function_id,
+                        args_blob, dep_ids, nested_ids, 0, placement, 0, False,
+                        resolved["runtime_env"], 0,
+                        opts.strategy_wire(resolved["scheduling_strategy"]), None,
+                        actor_id=actor_id, method="__init__", actor_options=actor_options)
+        with client._lock:   # the head registers our handle with CREATE_ACTOR
+            client._refs[actor_id + HANDLE_SUFFIX] = \
+                client._refs.get(actor_id + HANDLE_SUFFIX, 0) + 1
+        if name:
+            try:
+                meta = client.request(Msg.CREATE_ACTOR, (spec,))
+            except Exception as exc:
+                client.release_ref(actor_id + HANDLE_SUFFIX)
+                message = str(exc)
+                if "already taken" in message:
+                    raise ValueError(message) from None
+                raise
+            if meta["actor_id"] != actor_id:     # get_if_exists found one
+                client.release_ref(actor_id + HANDLE_SUFFIX)
+                handle = ActorHandle(meta["actor_id"], meta["methods"], meta["class_name"],
+                                     resolved["max_pending_calls"], _client=client,
+                                     _registered=True)
+                return handle
+        else:
+            client.send(Msg.CREATE_ACTOR, (spec, 0))
+        del keep
+        return ActorHandle(actor_id, self._methods, self._class_name,
+                           resolved["max_pending_calls"], _client=client, _registered=True)
+
+
+class ActorMethod:
+    def __init__(self, handle, name: str, num_returns: int):
+        self._handle = handle
+        self._name = name
+        self._num_returns = num_returns
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"Actor methods cannot be called directly. Instead of running "
+                        f"'object.{self._name}()', try 'object.{self._name}.remote()'.")
+
+    def remote(self, *args, **kwargs):
+        return self._handle._call(self._name, args, kwargs, self._num_returns)
+
+    def options(self, **options):
+        unknown = set(options) - {"num_returns", "name", "concurrency_group"}
+        if unknown:
+            raise ValueError(f"Invalid option(s) {sorted(unknown)} for an actor method; "
+                             "valid options are: ['concurrency_group', 'name', "
+                             "'num_returns']")
+        num_returns = options.get("num_returns", self._num_returns)
+        return ActorMethod(self._handle, self._name, num_returns)
+
+
+class ActorHandle:
+    __slots__ = ("_actor_id", "_methods", "_class_name", "_max_pending", "_client",
+                 "_seq", "__weakref__")
+
+    def __init__(self, actor_id: bytes, methods: dict, class_name: str,
+                 max_pending: int = -1, *, _client=None, _registered: bool = False):
+        self._actor_id = actor_id
+        self._methods = methods
+        self._class_name = class_name
+        self._max_pending = max_pending
+        self._seq = 0
+        if _client is None:
+            active = _runtime.get_runtime()
+            _client = active.client if active is not None else None
+        self._client = _client
+        if _client is not None and not _registered:
+            _client.add_ref(actor_id + HANDLE_SUFFIX)
+
+    def __del__(self):
+        client = self._client
+        if client is not None:
+            try:
+                client.release_ref(self._actor_id + HANDLE_SUFFIX)
+            except Exception:
+                pass
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        entry = self._methods.get(name)
+        if entry is None:
+            raise AttributeError(f"'ActorHandle' object has no attribute '{name}' "
+                                 f"(actor class {self._class_name})")
+        return ActorMethod(self, name, entry["num_returns"])
+
+    def __reduce__(self):
+        record_contained_ref(self._actor_id + HANDLE_SUFFIX)
+        return (_rebuild_handle, (self._actor_id, self._methods, self._class_name,
+                                  self._max_pending))
+
+    def __eq__(self, other):
+        return isinstance(other, ActorHandle) and other._actor_id == self._actor_id
+
+    def __hash__(self):
+        return hash(self._actor_id)
+
+    def __repr__(self):
+        return f"Actor({self._class_name}, {self._actor_id.hex()})"
+
+    @property
+    def _ray_actor_id(self):
+        return self._actor_id
+
+    def _call(self, method_name, args, kwargs, num_returns):
+        client = self._client or _runtime.client()
+        args_blob, dep_ids, nested_ids, keep = pack_args(
+            args, kwargs, client, f"actor method {self._class_name}.{method_name}")
+        self._seq += 1
+        spec = TaskSpec(ids.new_task_id(), client.job_id, f"{self._class_name}.{method_name}",
+                        b"", args_blob, dep_ids, nested_ids, num_returns, {}, 0, False,
+                        actor_id=self._actor_id, method=method_name, seq=self._seq)
+        return_ids = client.submit_actor_call(spec, self._max_pending)
+        del keep
+        refs = [ObjectRef(oid, _client=client, _registered=True) for oid in return_ids]
+        if num_returns == 1:
+            return refs[0]
+        return refs if refs else None
+
+
+def _rebuild_handle(actor_id, methods, class_name, max_pending):
+    return ActorHandle(actor_id, methods, class_name, max_pending)

@@ -1,0 +1,368 @@
+"""The head's actor table: placement, addresses, restarts, names, lifetimes.
+
+Mixed into ``HeadState``.  An actor's creation is a task (``spec.method ==
+"__init__"``) that goes through the ordinary scheduler with its placement
+resources (1 CPU unless ``num_cpus`` is given) but commits only the resources it
+holds for life (0 CPU unless ``num_cpus`` is given).  Method calls go from the
+caller straight to the actor's worker; the head only registers them (for
+references and failures) and records their results.
+
+An actor handle is reference-counted like an object, under the id
+``actor_id + b"\\xff\\xff"``: an anonymous actor is killed when its last handle
+anywhere is gone.  Named actors live until their job ends, detached ones until
+killed.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+
+from zray import exceptions as zerr
+from zray.protocol import Msg
+from zray.serialization import KIND_ERROR, dumps_error
+
+log = logging.getLogger("zray.head")
+
+HANDLE_SUFFIX = b"\xff\xff"
+
+
+def handle_object_id(actor_id: bytes) -> bytes:
+    return actor_id + HANDLE_SUFFIX
+
+
+class ActorState(str, enum.Enum):
+    PENDING = "PENDING_CREATION"
+    ALIVE = "ALIVE"
+    RESTARTING = "RESTARTING"
+    DEAD = "DEAD"
+
+
+class Actor:
+    __slots__ = ("actor_id", "spec", "state", "address", "worker_key", "node_id", "pid",
+                 "restarts", "name", "namespace", "detached", "job_id", "death_text",
+                 "subscribers", "calls", "no_restart", "class_name")
+
+    def __init__(self, spec, namespace, job_id):
+        options = spec.actor_options
+        self.actor_id = spec.actor_id
+        self.spec = spec
+        self.state = ActorState.PENDING
+        self.address = None
+        self.worker_key = None
+        self.node_id = None
+        self.pid = None
+        self.restarts = 0
+        self.name = options.get("name")
+        self.namespace = namespace
+        self.detached = options.get("lifetime") == "detached"
+        self.job_id = job_id
+        self.death_text = None
+        self.subscribers = set()
+        self.calls = set()
+        self.no_restart = False
+        self.class_name = options.get("class_name", "Actor")
+
+    def info_item(self) -> tuple:
+        return (self.actor_id, self.state.value, self.address, self.death_text)
+
+    def describe(self) -> dict:
+        return {"actor_id": self.actor_id.hex(), "class_name": self.class_name,
+                "state": self.state.value, "name": self.name, "namespace": self.namespace,
+                "pid": self.pid, "node_id": self.node_id.hex() if self.node_id else None,
+                "restarts": self.restarts, "detached": self.detached,
+                "death_cause": self.death_text}
+
+
+class ActorsMixin:
+    """Actor handlers of HeadState (self.actors, self.named_actors live there)."""
+
+    # --- creation --------------------------------------------------------------------
+
+    def _on_create_actor(self, key, items, now):
+        client = self._client(key, now)
+        for spec, request_id in items:
+            try:
+                reply = self._create_actor(client, spec)
+            except ValueError as exc:
+                reply = (False, str(exc))
+            if request_id:
+                self.out.send(key, Msg.QUERY_REPLY, (request_id,) + reply)
+
+    def _create_actor(self, client, spec):
+        options = spec.actor_options
+        job_id = client.job_id or spec.job_id
+        namespace = options.get("namespace") or self.job_namespaces.get(job_id) or ""
+        name = options.get("name")
+        if name:
+            existing = self.actors.get(self.named_actors.get((namespace, name)))
+            if existing is not None and existing.state is not ActorState.DEAD:
+                if not options.get("get_if_exists"):
+                    raise ValueError(
+                        f"The name {name} (namespace={namespace}) is already taken by "
+                        f"another actor. Please use a different name or get the existing "
+                        "actor with zray.get_actor().")
+                self._hold_handle(client, existing.actor_id)
+                return (True, self._actor_meta(existing))
+        actor = Actor(spec, namespace, job_id)
+        self.actors[actor.actor_id] = actor
+        if name:
+            self.named_actors[(namespace, name)] = actor.actor_id
+        self._hold_handle(client, actor.actor_id)
+        from zray.head.state import Task
+        task = Task(spec, client.key)
+        self.tasks[spec.task_id] = task
+        self._pin_task_args(task)
+        waiting = 0
+        for dep_id in spec.dep_ids:
+            dep = self.objects.get(dep_id) or self._unknown_object(dep_id)
+            if dep.state.value == "PENDING":
+                dep.dependents.append(spec.task_id)
+                waiting += 1
+        task.waiting_on = waiting
+        if waiting == 0:
+            self._deps_ready(task)
+        return (True, self._actor_meta(actor))
+
+    def _hold_handle(self, client, actor_id):
+        from zray.head.state import ObjectRecord, ObjectState
+        oid = handle_object_id(actor_id)
+        obj = self.objects.get(oid)
+        if obj is None:
+            obj = self.objects[oid] = ObjectRecord(oid, ObjectState.READY)
+        obj.holders[client.key] = obj.holders.get(client.key, 0) + 1
+        client.holding[oid] = client.holding.get(oid, 0) + 1
+
+    @staticmethod
+    def _actor_meta(actor) -> dict:
+        return {"actor_id": actor.actor_id, "methods": actor.spec.actor_options["methods"],
+                "class_name": actor.class_name}
+
+    def _on_actor_ready(self, key, items, now):
+        client = self._client(key, now)
+        for actor_id, address, pid in items:
+            actor = self.actors.get(actor_id)
+            task = self.tasks.get(actor_id)
+            if actor is None or actor.state is ActorState.DEAD:
+                continue
+            actor.state = ActorState.ALIVE
+            actor.address = address
+            actor.pid = pid
+            actor.worker_key = key
+            actor.node_id = client.node_id
+            if task is not None and task.state.value == "ASSIGNED":
+                self._transition(task, self._task_state("FINISHED"))
+                self._unpin_task_args(task)
+            self._publish_actor(actor)
+
+    def _task_state(self, name):
+        from zray.head.state import TaskState
+        return TaskState[name]
+
+    # --- subscriptions ---------------------------------------------------------------
+
+    def _on_subscribe_actor(self, key, items, now):
+        for (actor_id,) in items:
+            actor = self.actors.get(actor_id)
+            if actor is None:
+                self.out.send(key, Msg.ACTOR_INFO, (actor_id, ActorState.DEAD.value, None,
+                                                    "The actor is unknown to the head."))
+                continue
+            actor.subscribers.add(key)
+            self.out.send(key, Msg.ACTOR_INFO, actor.info_item())
+
+    def _publish_actor(self, actor):
+        item = actor.info_item()
+        for key in list(actor.subscribers):
+            if key in self.clients:
+                self.out.send(key, Msg.ACTOR_INFO, item)
+            else:
+                actor.subscribers.discard(key)
+
+    # --- method calls ----------------------------------------------------------------
+
+    def _register_actor_call(self, task):
+        spec = task.spec
+        actor = self.actors.get(spec.actor_id)
+        task.state = self._task_state("ASSIGNED")
+        self._pin_task_args(task)
+        if actor is None or actor.state is ActorState.DEAD:
+            text = actor.death_text if actor is not None else "The actor is unknown."
+            self._finish_with_error(task, zerr.ActorDiedError(
+                f"The actor {spec.actor_id.hex()} is dead: {text}", spec.actor_id),
+                self._task_state("FAILED"))
+            return
+        actor.calls.add(spec.task_id)
+        early = self.early_actor_results.pop(spec.task_id, None)
+        if early is not None:
+            self._finish_actor_call(task, *early[1:])
+            self._unpin_early(early[2])
+
+    def _on_actor_tasks_finished(self, key, items, now):
+        for task_id, attempt, status, results in items:
+            task = self.tasks.get(task_id)
+            if task is None:
+                # the caller's registration is still on its way: keep the results, and
+                # keep what they contain alive until it arrives
+                self.early_actor_results[task_id] = (now, status, results)
+                for result in results:
+                    for cid in result[4]:
+                        inner = self.objects.get(cid)
+                        if inner is not None:
+                            inner.pins += 1
+                continue
+            if task.state.value != "ASSIGNED":
+                continue
+            self._finish_actor_call(task, status, results)
+
+    def _finish_actor_call(self, task, status, results):
+        actor = self.actors.get(task.spec.actor_id)
+        if actor is not None:
+            actor.calls.discard(task.spec.task_id)
+        client = self.clients.get(actor.worker_key) if actor is not None else None
+        node = self.nodes.get(client.node_id) if client is not None else None
+        self._transition(task, self._task_state("FINISHED" if status == 0 else "FAILED"))
+        for object_id, kind, data, size, contained in results:
+            self._store_result(object_id, kind, data, size, contained, node,
+                               push_owner=False)
+        self._task_done(task)
+
+    def _unpin_early(self, results):
+        for result in results:
+            for cid in result[4]:
+                inner = self.objects.get(cid)
+                if inner is not None:
+                    inner.pins -= 1
+                    self._maybe_free(inner)
+
+    def _expire_early_results(self, now):
+        for task_id, entry in list(self.early_actor_results.items()):
+            if now - entry[0] > 60.0:
+                del self.early_actor_results[task_id]
+                self._unpin_early(entry[2])
+
+    # --- death, restart, kill --------------------------------------------------------
+
+    def _on_actor_died(self, key, items, now):
+        for actor_id, text, no_restart in items:
+            actor = self.actors.get(actor_id)
+            if actor is None:
+                continue
+            actor.death_text = text
+            if no_restart:
+                actor.no_restart = True
+                self._actor_dead(actor, text)
+
+    def _on_kill_actor(self, key, items, now):
+        for actor_id, no_restart in items:
+            actor = self.actors.get(actor_id)
+            if actor is not None:
+                self._kill_actor(actor, no_restart, "The actor was killed by zray.kill().")
+
+    def _kill_actor(self, actor, no_restart, text):
+        if actor.state is ActorState.DEAD:
+            return
+        if no_restart:
+            actor.no_restart = True
+        actor.death_text = text
+        task = self.tasks.get(actor.actor_id)
+        node = self.nodes.get(task.node_id) if task is not None and task.node_id else None
+        if node is not None and node.state.value == "ALIVE":
+            self.out.send(node.identity, Msg.CANCEL_TASKS, (actor.actor_id, True))
+        if actor.state is ActorState.PENDING or node is None:
+            if task is not None and task.state.value not in ("FINISHED", "FAILED",
+                                                               "CANCELLED"):
+                self._finish_with_error(task, zerr.ActorDiedError(text), self._task_state(
+                    "CANCELLED"))
+            self._actor_dead(actor, text)
+
+    def _actor_process_died(self, actor, text, now):
+        """The actor's worker (or node) is gone: restart it or declare it dead."""
+        if actor.state is ActorState.DEAD:
+            return
+        task = self.tasks.get(actor.actor_id)
+        if task is not None:
+            self._release(task)
+        limit = actor.spec.actor_options.get("max_restarts", 0)
+        restartable = not actor.no_restart and (limit < 0 or actor.restarts < limit)
+        cause = actor.death_text or text
+        retries = actor.spec.actor_options.get("max_task_retries", 0)
+        for task_id in list(actor.calls):
+            call = self.tasks.get(task_id)
+            if call is None:
+                actor.calls.discard(task_id)
+                continue
+            if restartable and (retries < 0 or call.spec.attempt < retries):
+                call.spec.attempt += 1
+                continue
+            actor.calls.discard(task_id)
+            self._finish_with_error(call, zerr.ActorDiedError(
+                f"The actor {actor.class_name} ({actor.actor_id.hex()}) died while running "
+                f"{call.spec.name}: {cause}", actor.actor_id), self._task_state("FAILED"))
+        if not restartable or task is None:
+            self._actor_dead(actor, cause)
+            return
+        actor.restarts += 1
+        actor.state = ActorState.RESTARTING
+        actor.address = None
+        actor.death_text = None
+        log.info("restarting actor %s (restart %d)", actor.actor_id.hex(), actor.restarts)
+        self._publish_actor(actor)
+        task.spec.attempt += 1
+        task.node_id = None
+        if task.state.value != "PENDING":
+            self._transition(task, self._task_state("PENDING"))
+        self._enqueue(task)
+
+    def _actor_dead(self, actor, text):
+        if actor.state is ActorState.DEAD:
+            return
+        actor.state = ActorState.DEAD
+        actor.death_text = text or "The actor died."
+        actor.address = None
+        if actor.name and self.named_actors.get((actor.namespace, actor.name)) == \
+                actor.actor_id:
+            del self.named_actors[(actor.namespace, actor.name)]
+        error = zerr.ActorDiedError(
+            f"The actor {actor.class_name} ({actor.actor_id.hex()}) is dead: "
+            f"{actor.death_text}", actor.actor_id)
+        for task_id in list(actor.calls):
+            call = self.tasks.get(task_id)
+            if call is not None and call.state.value == "ASSIGNED":
+                self._finish_with_error(call, error, self._task_state("FAILED"))
+        actor.calls.clear()
+        task = self.tasks.get(actor.actor_id)
+        if task is not None:
+            if task.state.value == "ASSIGNED":
+                self._release(task)
+            if task.state.value in ("WAITING_FOR_DEPENDENCIES", "PENDING_NODE_ASSIGNMENT",
+                                    "ASSIGNED"):
+                self._transition(task, self._task_state("FAILED"))
+            self._unpin_task_args(task)
+            self.tasks.pop(actor.actor_id, None)
+        self._publish_actor(actor)
+
+    def _actor_handle_released(self, actor_id):
+        actor = self.actors.get(actor_id)
+        if actor is None or actor.detached or actor.name:
+            return
+        self._kill_actor(actor, True, "All references to the actor were removed, so it "
+                                      "was stopped.")
+
+    def _job_finished(self, job_id):
+        for actor in list(self.actors.values()):
+            if actor.job_id == job_id and not actor.detached:
+                self._kill_actor(actor, True, "The actor's job (driver) finished.")
+
+    def _worker_hosted_actor(self, worker_key):
+        for actor in self.actors.values():
+            if actor.worker_key == worker_key and actor.state is not ActorState.DEAD:
+                return actor
+        return None
+
+
+def error_blob(text: str) -> bytes:
+    return dumps_error(zerr.ActorDiedError(text))
+
+
+__all__ = ["ActorsMixin", "ActorState", "handle_object_id", "KIND_ERROR", "error_blob"]

@@ -1,0 +1,193 @@
+"""An actor inside its worker: the instance, its call queue, and how calls run.
+
+Callers send ACTOR_CALLS straight to this worker's ROUTER socket (owned by the
+client's I/O thread).  Calls from one caller arrive in the order sent; they run:
+
+- sync actors (max_concurrency 1): one at a time on the main thread, in order;
+- threaded actors (max_concurrency > 1): on a thread pool of that size;
+- async actors (any ``async def`` method): on an asyncio loop in the main
+  thread, at most max_concurrency at once.
+
+Each finished call answers the caller (ACTOR_RESULTS) and tells the head
+(ACTOR_TASKS_FINISHED), so the results can be passed on to anyone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import queue
+import threading
+import traceback
+
+from zray.actor import ActorExit
+from zray.exceptions import ActorDiedError, RayTaskError, TaskCancelledError
+from zray.protocol import Msg, STATUS_CANCELLED, STATUS_ERROR, STATUS_OK
+from zray.serialization import KIND_ERROR, dumps_error
+
+log = logging.getLogger("zray.worker")
+
+
+class ActorRuntime:
+    def __init__(self, worker, spec, instance):
+        self.worker = worker
+        self.client = worker.client
+        self.spec = spec
+        self.actor_id = spec.actor_id
+        self.instance = instance
+        options = spec.actor_options
+        self.max_concurrency = options.get("max_concurrency") or 1
+        self.mode = "async" if options.get("is_async") else (
+            "threaded" if self.max_concurrency > 1 else "sync")
+        self.calls = queue.SimpleQueue()
+        self.cancelled: set = set()
+        self.running: dict = {}
+        self.lock = threading.Lock()
+        self.exit_requested = threading.Event()
+        self.pool = None
+        self.loop = None
+        self.semaphore = None
+
+    # --- start ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.mode == "threaded":
+            self.pool = concurrent.futures.ThreadPoolExecutor(
+                self.max_concurrency, thread_name_prefix="zray-actor")
+        elif self.mode == "async":
+            self.loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self.loop)
+            self.semaphore = asyncio.Semaphore(self.max_concurrency)
+        endpoint = (f"ipc://{self.worker.session_dir}/actor-{self.actor_id.hex()[:16]}-"
+                    f"{self.spec.attempt}.sock")
+        address = self.client.serve(endpoint, self.on_message)
+        self.client.send(Msg.ACTOR_READY, (self.actor_id, address, os.getpid()))
+
+    def run_forever(self) -> None:
+        if self.mode == "async":
+            self.loop.run_forever()
+        elif self.mode == "threaded":
+            self.exit_requested.wait()
+        else:
+            while not self.exit_requested.is_set():
+                caller, spec = self.calls.get()
+                self.run_call(caller, spec)
+        self.finish_exit()
+
+    # --- I/O thread -------------------------------------------------------------------
+
+    def on_message(self, caller: bytes, message) -> None:
+        if message.type is not Msg.ACTOR_CALLS:
+            log.warning("actor ignored %s from a caller", message.type.name)
+            return
+        for (spec,) in message.items:
+            if self.mode == "sync":
+                self.calls.put((caller, spec))
+            elif self.mode == "threaded":
+                self.pool.submit(self.run_call, caller, spec)
+            else:
+                self.loop.call_soon_threadsafe(self._schedule_async, caller, spec)
+
+    def cancel(self, task_id: bytes) -> None:
+        with self.lock:
+            self.cancelled.add(task_id)
+            running = self.running.get(task_id)
+        if running is not None and self.loop is not None:
+            self.loop.call_soon_threadsafe(running.cancel)
+
+    # --- running calls ----------------------------------------------------------------
+
+    def run_call(self, caller: bytes, spec) -> None:
+        if self._take_cancelled(spec.task_id):
+            self.reply(caller, spec, STATUS_CANCELLED, self._cancelled_results(spec))
+            return
+        keep_alive = []
+        try:
+            args, kwargs = self.worker.resolve_args(spec)
+            value = getattr(self.instance, spec.method)(*args, **kwargs)
+            keep_alive.append(value)
+            status, results = STATUS_OK, self.worker.pack_returns(spec, value)
+        except ActorExit:
+            status, results = self._exit_results(spec)
+        except Exception as exc:
+            status, results = self._error_results(spec, exc)
+        self.reply(caller, spec, status, results)
+
+    def _schedule_async(self, caller, spec) -> None:
+        task = self.loop.create_task(self.run_async(caller, spec))
+        with self.lock:
+            self.running[spec.task_id] = task
+
+    async def run_async(self, caller, spec) -> None:
+        keep_alive = []
+        try:
+            async with self.semaphore:
+                if self._take_cancelled(spec.task_id):
+                    raise asyncio.CancelledError
+                if spec.dep_ids:
+                    args, kwargs = await self.loop.run_in_executor(
+                        None, self.worker.resolve_args, spec)
+                else:
+                    args, kwargs = self.worker.resolve_args(spec)
+                value = getattr(self.instance, spec.method)(*args, **kwargs)
+                if asyncio.iscoroutine(value):
+                    value = await value
+                keep_alive.append(value)
+                status, results = STATUS_OK, self.worker.pack_returns(spec, value)
+        except asyncio.CancelledError:
+            status, results = STATUS_CANCELLED, self._cancelled_results(spec)
+        except ActorExit:
+            status, results = self._exit_results(spec)
+        except Exception as exc:
+            status, results = self._error_results(spec, exc)
+        finally:
+            with self.lock:
+                self.running.pop(spec.task_id, None)
+        self.reply(caller, spec, status, results)
+
+    def _take_cancelled(self, task_id) -> bool:
+        with self.lock:
+            if task_id in self.cancelled:
+                self.cancelled.discard(task_id)
+                return True
+        return False
+
+    def reply(self, caller: bytes, spec, status: int, results: list) -> None:
+        self.client.send(Msg.ACTOR_RESULTS, (spec.task_id, self.worker.node_id, results),
+                         target=("reply", caller))
+        self.client.send(Msg.ACTOR_TASKS_FINISHED,
+                         (spec.task_id, spec.attempt, status, results))
+
+    # --- outcomes ---------------------------------------------------------------------
+
+    def _error_results(self, spec, exc):
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        if isinstance(exc, RayTaskError):
+            error = RayTaskError(exc.function_name, exc.traceback_str, exc.cause,
+                                 exc.pid, exc.ip)
+        else:
+            error = RayTaskError(spec.name, text, exc, os.getpid(), self.worker.host)
+        return STATUS_ERROR, self._same_error(spec, dumps_error(error))
+
+    def _cancelled_results(self, spec):
+        return self._same_error(spec, dumps_error(TaskCancelledError(spec.task_id.hex())))
+
+    def _exit_results(self, spec):
+        self.exit_requested.set()
+        if self.loop is not None:
+            self.loop.call_soon(self.loop.stop)
+        error = ActorDiedError("The actor exited by calling exit_actor().", self.actor_id)
+        return STATUS_ERROR, self._same_error(spec, dumps_error(error))
+
+    @staticmethod
+    def _same_error(spec, blob):
+        return [(oid, KIND_ERROR, blob, len(blob), ()) for oid in spec.return_ids()]
+
+    def finish_exit(self) -> None:
+        """exit_actor() ran: tell the head, flush, and end the process."""
+        self.client.send(Msg.ACTOR_DIED, (self.actor_id, "The actor exited by calling "
+                                          "exit_actor().", True))
+        self.client.close()
+        os._exit(0)
