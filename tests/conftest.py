@@ -21,14 +21,18 @@ def zray_segments() -> set:
 
 
 def zray_processes(since: float) -> list:
-    """zray processes started after ``since``: our descendants and any orphans."""
+    """zray processes started after ``since`` that are ours: our descendants, and
+    orphans (adopted by init, or whose ancestor chain leads to us)."""
     found = []
-    for proc in psutil.process_iter(["pid", "cmdline", "create_time"]):
+    mine = {p.pid for p in psutil.Process().children(recursive=True)}
+    for proc in psutil.process_iter(["pid", "ppid", "cmdline", "create_time"]):
         try:
             cmdline = " ".join(proc.info["cmdline"] or ())
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
         if proc.info["pid"] == os.getpid() or proc.info["create_time"] < since - 1:
+            continue
+        if proc.info["pid"] not in mine and proc.info["ppid"] != 1:
             continue
         if "zray.head" in cmdline or "zray.node" in cmdline:
             found.append((proc.info["pid"], cmdline[:120]))

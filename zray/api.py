@@ -236,4 +236,7 @@ def kill(actor, *, no_restart: bool = True) -> None:
     if not isinstance(actor, ActorHandle):
         raise ValueError(f"zray.kill() only supported for actors. For tasks, try "
                          f"zray.cancel(). Got: {type(actor).__name__}.")
-    _runtime.client().send(Msg.KILL_ACTOR, (actor._actor_id, bool(no_restart)))
+    client = _runtime.client()
+    if no_restart:
+        client.killed_actors.add(actor._actor_id)
+    client.send(Msg.KILL_ACTOR, (actor._actor_id, bool(no_restart)))

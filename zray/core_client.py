@@ -82,6 +82,7 @@ class CoreClient:
         self._actor_conns: dict[bytes, _ActorConn] = {}
         self._actor_call_of: dict[bytes, bytes] = {}      # task id -> actor id (I/O thread)
         self._actor_pending: dict[bytes, int] = {}        # actor id -> unfinished calls
+        self.killed_actors: set = set()    # killed from here: calls go to the head only
         self._poller = None
         self._server = None
         self._serve_request = None
@@ -467,6 +468,8 @@ class CoreClient:
         for spec in specs:
             conn.unfinished[spec.task_id] = spec
             self._actor_call_of[spec.task_id] = actor_id
+        if actor_id in self.killed_actors:
+            return      # the head fails these calls: the actor is dead
         if conn.state == "ALIVE" and conn.socket is not None:
             conn.socket.send_multipart(protocol.encode(Msg.ACTOR_CALLS,
                                                        [(s,) for s in specs]))

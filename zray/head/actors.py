@@ -41,7 +41,7 @@ class ActorState(str, enum.Enum):
 class Actor:
     __slots__ = ("actor_id", "spec", "state", "address", "worker_key", "node_id", "pid",
                  "restarts", "name", "namespace", "detached", "job_id", "death_text",
-                 "subscribers", "calls", "no_restart", "class_name")
+                 "subscribers", "calls", "no_restart", "class_name", "pending_cancels")
 
     def __init__(self, spec, namespace, job_id):
         options = spec.actor_options
@@ -62,6 +62,7 @@ class Actor:
         self.calls = set()
         self.no_restart = False
         self.class_name = options.get("class_name", "Actor")
+        self.pending_cancels = set()
 
     def info_item(self) -> tuple:
         return (self.actor_id, self.state.value, self.address, self.death_text)
@@ -112,10 +113,13 @@ class ActorsMixin:
         from zray.head.state import Task
         task = Task(spec, client.key)
         self.tasks[spec.task_id] = task
+        for object_id in spec.dep_ids + tuple(spec.nested_ids):
+            if object_id not in self.objects:
+                self._unknown_object(object_id)
         self._pin_task_args(task)
         waiting = 0
         for dep_id in spec.dep_ids:
-            dep = self.objects.get(dep_id) or self._unknown_object(dep_id)
+            dep = self.objects[dep_id]
             if dep.state.value == "PENDING":
                 dep.dependents.append(spec.task_id)
                 waiting += 1
@@ -153,6 +157,10 @@ class ActorsMixin:
             if task is not None and task.state.value == "ASSIGNED":
                 self._transition(task, self._task_state("FINISHED"))
                 self._unpin_task_args(task)
+            for task_id in actor.pending_cancels:
+                if task_id in actor.calls:
+                    self.out.send(key, Msg.CANCEL_TASKS, (task_id, False))
+            actor.pending_cancels.clear()
             self._publish_actor(actor)
 
     def _task_state(self, name):
@@ -269,11 +277,7 @@ class ActorsMixin:
         node = self.nodes.get(task.node_id) if task is not None and task.node_id else None
         if node is not None and node.state.value == "ALIVE":
             self.out.send(node.identity, Msg.CANCEL_TASKS, (actor.actor_id, True))
-        if actor.state is ActorState.PENDING or node is None:
-            if task is not None and task.state.value not in ("FINISHED", "FAILED",
-                                                               "CANCELLED"):
-                self._finish_with_error(task, zerr.ActorDiedError(text), self._task_state(
-                    "CANCELLED"))
+        if no_restart or actor.state is ActorState.PENDING or node is None:
             self._actor_dead(actor, text)
 
     def _actor_process_died(self, actor, text, now):
@@ -333,8 +337,7 @@ class ActorsMixin:
         actor.calls.clear()
         task = self.tasks.get(actor.actor_id)
         if task is not None:
-            if task.state.value == "ASSIGNED":
-                self._release(task)
+            self._release(task)
             if task.state.value in ("WAITING_FOR_DEPENDENCIES", "PENDING_NODE_ASSIGNMENT",
                                     "ASSIGNED"):
                 self._transition(task, self._task_state("FAILED"))

@@ -164,6 +164,8 @@ class HeadState(ActorsMixin):
         self.named_actors: dict = {}
         self.early_actor_results: dict = {}
         self.job_namespaces: dict = {}
+        self.placeholders: dict[bytes, float] = {}
+        self.now = now
         self.queues: dict[tuple, deque] = {}
         self.infeasible_warned: set = set()
         self.pending_welcomes: list = []
@@ -213,6 +215,7 @@ class HeadState(ActorsMixin):
         node = self.node_by_identity.get(identity)
         if node is not None:
             node.last_seen = now
+        self.now = now
         handler(identity, message.items, now)
 
     def after_batch(self, now: float) -> None:
@@ -234,6 +237,7 @@ class HeadState(ActorsMixin):
                             client.job_id.hex())
                 self._client_gone(client)
         self._expire_early_results(now)
+        self._expire_placeholders(now)
         self.after_batch(now)
 
     # --- membership ------------------------------------------------------------------
@@ -357,19 +361,23 @@ class HeadState(ActorsMixin):
             task = Task(spec, key)
             self.tasks[spec.task_id] = task
             for object_id in spec.return_ids():
-                obj = ObjectRecord(object_id)
-                obj.holders[key] = 1
-                client.holding[object_id] = 1
-                self.objects[object_id] = obj
+                obj = self.objects.get(object_id)
+                if obj is None:
+                    obj = self.objects[object_id] = ObjectRecord(object_id)
+                else:
+                    self.placeholders.pop(object_id, None)
+                obj.holders[key] = obj.holders.get(key, 0) + 1
+                client.holding[object_id] = client.holding.get(object_id, 0) + 1
+            for object_id in spec.dep_ids + tuple(spec.nested_ids):
+                if object_id not in self.objects:
+                    self._unknown_object(object_id)
             if spec.actor_id is not None:
                 self._register_actor_call(task)
                 continue
             self._pin_task_args(task)
             waiting = 0
             for dep_id in spec.dep_ids:
-                dep = self.objects.get(dep_id)
-                if dep is None:
-                    dep = self._unknown_object(dep_id)
+                dep = self.objects[dep_id]
                 if dep.state is ObjectState.PENDING:
                     dep.dependents.append(spec.task_id)
                     waiting += 1
@@ -378,11 +386,27 @@ class HeadState(ActorsMixin):
                 self._deps_ready(task)
 
     def _unknown_object(self, object_id):
-        obj = ObjectRecord(object_id, ObjectState.LOST)
-        self._make_error(obj, zerr.ObjectLostError(object_id.hex(), (
-            f"Object {object_id.hex()} is unknown to the head: it was freed, or made "
-            "by a driver that has gone.")))
+        """A placeholder for an object we have not heard of yet: its PUT or SUBMIT
+        may still be on its way from another process (messages from different
+        processes are not ordered).  If nothing claims it soon, it is lost."""
+        obj = ObjectRecord(object_id)
+        self.objects[object_id] = obj
+        self.placeholders[object_id] = self.now
         return obj
+
+    def _expire_placeholders(self, now, limit_s: float = 30.0):
+        for object_id, since in list(self.placeholders.items()):
+            if now - since < limit_s:
+                continue
+            del self.placeholders[object_id]
+            obj = self.objects.get(object_id)
+            if obj is None or obj.state is not ObjectState.PENDING:
+                continue
+            self._make_error(obj, zerr.ObjectLostError(object_id.hex(), (
+                f"Object {object_id.hex()} is unknown to the head: it was freed, or "
+                "made by a process that has gone.")))
+            obj.state = ObjectState.LOST
+            self._maybe_free(obj)
 
     def _pin_task_args(self, task):
         for object_id in task.spec.dep_ids + tuple(task.spec.nested_ids):
@@ -499,7 +523,9 @@ class HeadState(ActorsMixin):
         return (obj.kind, obj.data, obj.size, tuple(obj.locations))
 
     def _release(self, task):
+        """Give back what the task committed on its node (once)."""
         node = self.nodes.get(task.node_id)
+        task.node_id = None
         if node is None:
             return
         for name, amount in _held(task.spec).items():
@@ -699,8 +725,12 @@ class HeadState(ActorsMixin):
     def _cancel(self, task, force):
         if task.spec.is_actor_call:
             actor = self.actors.get(task.spec.actor_id)
-            if task.state is TaskState.ASSIGNED and actor is not None and actor.worker_key:
+            if task.state is not TaskState.ASSIGNED or actor is None:
+                return
+            if actor.state.value == "ALIVE" and actor.worker_key:
                 self.out.send(actor.worker_key, Msg.CANCEL_TASKS, (task.spec.task_id, force))
+            else:
+                actor.pending_cancels.add(task.spec.task_id)
             return
         if task.state in (TaskState.WAITING, TaskState.PENDING):
             self._finish_with_error(task, zerr.TaskCancelledError(task.spec.task_id.hex()),
@@ -724,21 +754,26 @@ class HeadState(ActorsMixin):
     def _on_put_objects(self, key, items, now):
         client = self._client(key, now)
         for object_id, kind, data, size, node_id, contained in items:
-            obj = ObjectRecord(object_id, ObjectState.READY)
+            obj = self.objects.get(object_id)
+            placeholder = obj is not None
+            if obj is None:
+                obj = self.objects[object_id] = ObjectRecord(object_id, ObjectState.READY)
+            self.placeholders.pop(object_id, None)
             obj.kind, obj.data, obj.size = kind, data, size
             if node_id is not None:
                 obj.locations.add(node_id)
-            obj.holders[key] = 1
-            client.holding[object_id] = 1
-            self.objects[object_id] = obj
+            obj.holders[key] = obj.holders.get(key, 0) + 1
+            client.holding[object_id] = client.holding.get(object_id, 0) + 1
             self._set_contained(obj, contained)
+            if placeholder:
+                self._object_ready(obj)
 
     def _on_add_refs(self, key, items, now):
         client = self._client(key, now)
         for (object_id,) in items:
             obj = self.objects.get(object_id)
             if obj is None:
-                continue
+                obj = self._unknown_object(object_id)
             obj.holders[key] = obj.holders.get(key, 0) + 1
             client.holding[object_id] = client.holding.get(object_id, 0) + 1
 
@@ -765,6 +800,7 @@ class HeadState(ActorsMixin):
         if obj.holders or obj.pins > 0:
             return
         self.objects.pop(obj.object_id, None)
+        self.placeholders.pop(obj.object_id, None)
         if obj.object_id[16:] == HANDLE_SUFFIX:
             self._actor_handle_released(obj.object_id[:16])
             return

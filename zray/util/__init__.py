@@ -1,1 +1,5 @@
 """Utilities built on zray's core API."""
+
+from zray.util.actor_pool import ActorPool
+
+__all__ = ["ActorPool"]

@@ -60,8 +60,8 @@ class ActorRuntime:
             self.loop = asyncio.new_event_loop()
             asyncio.set_event_loop(self.loop)
             self.semaphore = asyncio.Semaphore(self.max_concurrency)
-        endpoint = (f"ipc://{self.worker.session_dir}/actor-{self.actor_id.hex()[:16]}-"
-                    f"{self.spec.attempt}.sock")
+        tag = self.actor_id[:4].hex() + self.actor_id[8:].hex().lstrip("0")
+        endpoint = f"ipc://{self.worker.session_dir}/a-{tag}-{self.spec.attempt}.sock"
         address = self.client.serve(endpoint, self.on_message)
         self.client.send(Msg.ACTOR_READY, (self.actor_id, address, os.getpid()))
 

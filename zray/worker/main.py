@@ -232,7 +232,11 @@ class WorkerProcess:
         if spec.dep_ids:
             entries = spec.dep_values
             if entries is None:      # an actor call: fetch what the caller referred to
+                from zray.object_ref import ObjectRef
+                holding = [ObjectRef(object_id, _client=self.client)
+                           for object_id in spec.dep_ids]
                 entries = self.client.get_entries(list(spec.dep_ids), None)
+                del holding
             values = [self.client.value_of(object_id, entry)
                       for object_id, entry in zip(spec.dep_ids, entries)]
             args = [values[a.index] if type(a) is ArgRef else a for a in args]
