@@ -137,4 +137,5 @@ def test_max_calls_retires_worker():
     state.on_execute_tasks([task], 0.0)
     [(worker_id, _)] = sent_tasks(state.out.drain()).items()
     state.on_task_done(worker_id, task.task_id, 0.1)
-    assert ("kill", state.workers[worker_id].pid) in state.commands
+    assert state.out.drain()[(worker_id, Msg.SHUTDOWN)] == [("retire",)]
+    assert state.workers[worker_id].retiring

@@ -33,6 +33,9 @@ class Config:
     worker_prefetch: int = 8
     #: Tasks of functions that recently ran longer than this are never prefetched.
     prefetch_max_task_s: float = 0.002
+    #: Seconds a client may hold bookkeeping for the head (reference counts,
+    #: registrations and results of actor calls) to send it in batches.
+    bookkeeping_delay_s: float = 0.002
     #: Largest inbound frame any socket accepts, in bytes (-1: no limit).
     max_message_bytes: int = 512 * 1024 * 1024
     #: Seconds an idle surplus worker (beyond num_cpus) lives before it exits.

@@ -77,6 +77,9 @@ class CoreClient:
         self._replies: dict[int, concurrent.futures.Future] = {}
         self._request_ids = itertools.count(1)
         self._functions_sent: set = set()
+        self._deferred: list = []
+        self._deferred_since = 0.0
+        self._defer_s = config.bookkeeping_delay_s
         self._welcomed = threading.Event()
         self._stop = False
         self._actor_conns: dict[bytes, _ActorConn] = {}
@@ -389,7 +392,11 @@ class CoreClient:
         next_beat = time.monotonic()
         try:
             while True:
-                events = dict(poller.poll(beat_every * 1000))
+                timeout_ms = beat_every * 1000
+                if self._deferred:
+                    timeout_ms = max(0.0, (self._deferred_since + self._defer_s
+                                           - time.monotonic()) * 1000)
+                events = dict(poller.poll(timeout_ms))
                 if self._wake_fd in events:
                     try:
                         os.eventfd_read(self._wake_fd)
@@ -407,7 +414,7 @@ class CoreClient:
                     self._drain_extra(ctx, events)
                 if self._stop:
                     self._apply_releases()
-                    self._flush(sockets)
+                    self._flush(sockets, final=True)
                     break
                 now = time.monotonic()
                 if self.role == "driver" and now >= next_beat:
@@ -427,20 +434,37 @@ class CoreClient:
                 self._server.close()
             ctx.term()
 
-    def _flush(self, sockets) -> None:
-        """Send the outbox in order, consecutive items of one type as one message."""
+    def _flush(self, sockets, final: bool = False) -> None:
+        """Send the outbox in order, consecutive items of one type as one message.
+
+        Bookkeeping for the head (reference counts, registrations of actor
+        calls, actor results the caller already has) may wait up to
+        ``bookkeeping_delay_s`` so that it leaves in batches; anything else for
+        the head sends it, and everything before it, at once."""
         outbox = self._outbox
-        current, items = None, []
+        deferred = self._deferred
+        urgent = final
         while outbox:
-            target, msg_type, item = outbox.popleft()
-            key = (target, msg_type)
-            if key != current and items:
-                self._route(sockets, current, items)
-                items = []
-            current = key
-            items.append(item)
-        if items:
-            self._route(sockets, current, items)
+            entry = outbox.popleft()
+            if entry[0] == 0:
+                if not deferred:
+                    self._deferred_since = time.monotonic()
+                deferred.append(entry)
+                if not urgent and not _is_bookkeeping(entry[1], entry[2]):
+                    urgent = True
+            else:
+                self._route(sockets, (entry[0], entry[1]), [entry[2]])
+        if deferred and (urgent or time.monotonic() - self._deferred_since >= self._defer_s):
+            self._deferred = []
+            current, items = None, []
+            for target, msg_type, item in deferred:
+                if msg_type is not current and items:
+                    self._route(sockets, (0, current), items)
+                    items = []
+                current = msg_type
+                items.append(item)
+            if items:
+                self._route(sockets, (0, current), items)
 
     def _route(self, sockets, key, items) -> None:
         target, msg_type = key
@@ -676,6 +700,16 @@ class CoreClient:
         self._thread.join(timeout_s)
         self.closed = True
         os.close(self._wake_fd)
+
+
+_BOOKKEEPING = frozenset((Msg.ADD_REFS, Msg.REMOVE_REFS, Msg.ACTOR_TASKS_FINISHED))
+
+
+def _is_bookkeeping(msg_type, item) -> bool:
+    if msg_type in _BOOKKEEPING:
+        return True
+    return msg_type is Msg.SUBMIT_TASKS and item[0].actor_id is not None \
+        and item[0].method != "__init__"
 
 
 class _ActorConn:

@@ -334,9 +334,10 @@ class NodeManagerState:
         self.commands.append(("spawn", worker_id))
 
     def _retire(self, worker):
+        """Ask the worker to exit once its messages are flushed (a kill could
+        lose the results it has just sent)."""
         worker.retiring = True
-        if worker.pid is not None:
-            self.commands.append(("kill", worker.pid))
+        self.out.send(worker.worker_id, Msg.SHUTDOWN, ("retire",))
 
     def snapshot(self) -> dict:
         return {"queued": len(self.queue), "workers": len(self.workers),

@@ -62,6 +62,7 @@ class WorkerProcess:
                                  node_identity=worker_id)
         self.client.message_handlers[Msg.EXECUTE_TASKS] = self._on_execute
         self.client.message_handlers[Msg.CANCEL_TASKS] = self._on_cancel
+        self.client.message_handlers[Msg.SHUTDOWN] = lambda items: self.inbox.put(None)
         self.client.blocked_hook = self._hand_back_unstarted
         self.client.unblocked_hook = self._resume
         self.blocked_task = None
@@ -93,6 +94,9 @@ class WorkerProcess:
                 if os.getppid() != parent:
                     return 0
                 continue
+            if spec is None:            # retired by the node
+                self.client.close()
+                return 0
             try:
                 self.execute(spec)
             except KeyboardInterrupt:

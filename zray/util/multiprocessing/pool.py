@@ -8,9 +8,9 @@
             ▼ the caller gets values, or the item's own exception (multiprocessing's way)
 
 Each "process" is a ``_PoolActor`` that ran ``initializer(*initargs)`` when it
-started.  Calls from this driver to one actor run in the order sent, so with
-``maxtasksperchild`` an actor is asked to exit right behind its last chunk and
-a fresh one takes its place.
+started.  Calls from this driver to one actor run in the order sent, so once
+the last chunk sent to an actor is done, all of its chunks are: that is when a
+retired actor (``maxtasksperchild``) is stopped, and what ``join`` waits for.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from typing import Callable, Iterable
 import cloudpickle
 
 import zray
-from zray.actor import exit_actor
 
 __all__ = ["AsyncResult", "IMapIterator", "Pool", "TimeoutError"]
 
@@ -69,8 +68,17 @@ class _PoolActor:
                 results.append(_task_error(exc))
         return results
 
-    def exit(self) -> None:
-        exit_actor()
+
+class _Process:
+    """The pool's record of one actor: its handle, how many chunks it was sent,
+    and the ref of the last one."""
+
+    __slots__ = ("actor", "chunks_sent", "last_ref")
+
+    def __init__(self, actor):
+        self.actor = actor
+        self.chunks_sent = 0
+        self.last_ref = None
 
 
 def _value_or_raise(result):
@@ -117,7 +125,7 @@ class AsyncResult:
 
     def get(self, timeout: float | None = None):
         """The result; raises the call's exception, or TimeoutError after ``timeout``."""
-        if not _all_ready(self._chunk_refs, timeout) and self._outcome is None:
+        if self._outcome is None and not _all_ready(self._chunk_refs, timeout):
             raise TimeoutError
         value, error = self._collect()
         if error is not None:
@@ -221,9 +229,13 @@ class Pool:
         self._lock = threading.Lock()
         self._closed = False
         self._next_index = 0
-        self._retiring: list = []   # (handle, exit ref): kept alive until it exits
-        self._actors = [self._new_actor() for _ in range(self._processes)]
-        zray.get([actor.ping.remote() for actor, _ in self._actors])
+        self._retiring: list = []   # _Process records still finishing their chunks
+        self._workers = [self._new_process() for _ in range(self._processes)]
+        try:    # the initializer runs now; its error is the caller's
+            zray.get([worker.actor.ping.remote() for worker in self._workers])
+        except BaseException:
+            self.terminate()
+            raise
 
     def __enter__(self):
         self._check_running()
@@ -289,26 +301,24 @@ class Pool:
     def terminate(self) -> None:
         """Stop the actors now; unfinished results raise when fetched."""
         self._closed = True
-        with self._lock:
-            actors, self._actors = self._actors, []
-            retiring, self._retiring = self._retiring, []
-        for actor, _ in actors:
-            zray.kill(actor)
-        for actor, _ in retiring:
-            zray.kill(actor)
+        for worker in self._take_all():
+            zray.kill(worker.actor)
 
     def join(self) -> None:
-        """Wait for the submitted work to finish and the actors to exit
+        """Wait for the submitted work to finish, then stop the actors
         (after ``close`` or ``terminate``)."""
         if not self._closed:
             raise ValueError("Pool is still running")
+        workers = self._take_all()
+        _all_ready([w.last_ref for w in workers if w.last_ref is not None], None)
+        for worker in workers:
+            zray.kill(worker.actor)
+
+    def _take_all(self) -> list:
         with self._lock:
-            actors, self._actors = self._actors, []
-            retiring, self._retiring = self._retiring, []
-        exits = [actor.exit.remote() for actor, _ in actors]
-        exits += [exit_ref for _, exit_ref in retiring]
-        if exits:
-            zray.wait(exits, num_returns=len(exits))
+            workers = self._workers + self._retiring
+            self._workers, self._retiring = [], []
+        return workers
 
     # --- dispatch -----------------------------------------------------------------------
 
@@ -316,9 +326,8 @@ class Pool:
         if self._closed:
             raise ValueError("Pool not running")
 
-    def _new_actor(self) -> tuple:
-        """(handle, chunks sent to it so far)."""
-        return self._actor_class.remote(self._initializer, self._initargs), 0
+    def _new_process(self) -> _Process:
+        return _Process(self._actor_class.remote(self._initializer, self._initargs))
 
     def _submit_all(self, func: Callable, calls: list, chunksize: int | None) -> list:
         self._check_running()
@@ -336,24 +345,27 @@ class Pool:
         """Send one chunk to the next actor in turn; replace it when it has done
         ``maxtasksperchild`` chunks."""
         with self._lock:
-            index = self._next_index % len(self._actors)
+            index = self._next_index % len(self._workers)
             self._next_index = index + 1
-            actor, count = self._actors[index]
-            ref = actor.run_batch.remote(func, chunk)
-            count += 1
-            if count == self._maxtasksperchild:
-                self._retire(actor)
-                actor, count = self._new_actor()
-            self._actors[index] = (actor, count)
-        return ref
+            worker = self._workers[index]
+            worker.last_ref = worker.actor.run_batch.remote(func, chunk)
+            worker.chunks_sent += 1
+            if worker.chunks_sent == self._maxtasksperchild:
+                self._retiring.append(worker)
+                self._workers[index] = self._new_process()
+            self._stop_finished_retirees()
+        return worker.last_ref
 
-    def _retire(self, actor) -> None:
-        """Ask ``actor`` to exit after the chunks it has; hold its handle until it
-        has, so that dropping the handle does not stop it early."""
-        self._retiring.append((actor, actor.exit.remote()))
-        refs = [exit_ref for _, exit_ref in self._retiring]
-        exited, _ = zray.wait(refs, num_returns=len(refs), timeout=0)
-        self._retiring = [(a, r) for a, r in self._retiring if r not in exited]
+    def _stop_finished_retirees(self) -> None:
+        """Stop retired actors whose chunks are all done.  Their handles are held
+        until then, since dropping an actor's last handle stops it at once."""
+        if not self._retiring:
+            return
+        refs = [worker.last_ref for worker in self._retiring]
+        done, _ = zray.wait(refs, num_returns=len(refs), timeout=0)
+        for worker in [w for w in self._retiring if w.last_ref in done]:
+            zray.kill(worker.actor)
+            self._retiring.remove(worker)
 
 
 def _init_zray(processes: int | None, ray_address: str | None) -> int:
