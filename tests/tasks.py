@@ -119,3 +119,76 @@ def flaky_app_error(marker_path):
 def context_ids():
     ctx = zray.get_runtime_context()
     return ctx.get_job_id(), ctx.get_node_id(), ctx.get_task_id()
+
+
+# --- used by test_util.py: actors for ActorPool and Queue, functions for Pool ---------
+
+@zray.remote
+class Doubler:
+    def double(self, value):
+        return 2 * value
+
+    def slow_double(self, value, seconds):
+        time.sleep(seconds)
+        return 2 * value
+
+
+@zray.remote
+def put_range(queue, n):
+    for i in range(n):
+        queue.put(i)
+    return n
+
+
+@zray.remote
+class QueueConsumer:
+    def __init__(self, queue):
+        self.queue = queue
+
+    def take(self, n, timeout_s=10):
+        return [self.queue.get(timeout=timeout_s) for _ in range(n)]
+
+
+def square(x):
+    return x * x
+
+
+def add_pair(a, b):
+    return a + b
+
+
+def fail_on_three(x):
+    if x == 3:
+        raise ValueError("three is not allowed")
+    return x
+
+
+def sleep_identity(x, seconds=0.5):
+    time.sleep(seconds)
+    return x
+
+
+def sleep_inverse(x):
+    """Larger x finishes sooner."""
+    time.sleep(0.05 * (5 - x))
+    return x
+
+
+def worker_pid(_=None):
+    return os.getpid()
+
+
+POOL_INIT_VALUE = None
+
+
+def set_pool_init_value(value):
+    global POOL_INIT_VALUE
+    POOL_INIT_VALUE = value
+
+
+def read_pool_init_value(_=None):
+    return POOL_INIT_VALUE
+
+
+def failing_initializer():
+    raise RuntimeError("initializer failed")

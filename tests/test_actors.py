@@ -287,3 +287,24 @@ def test_actor_results_passed_to_tasks(cluster):
     from tests import tasks as t
     counter = a.Counter.remote(41)
     assert zray.get(t.add.remote(counter.increment.remote(), 0)) == 42
+
+
+def test_dropping_last_handle_lets_pending_calls_finish(cluster):
+    assert zray.get(a.Counter.remote(4).increment.remote()) == 5
+    counter = a.Counter.remote()
+    slow = counter.sleep.remote(0.5)
+    pid = zray.get(counter.pid.remote())
+    del counter
+    assert zray.get(slow, timeout=10) == 0.5
+    assert wait_for(lambda: not pid_alive(pid))
+
+
+def test_exit_actor_answers_calls_sent_before_it(cluster):
+    for _ in range(10):
+        counter = a.Counter.remote()
+        zray.get(counter.pid.remote())
+        before = counter.increment.remote()
+        leaving = counter.exit.remote()
+        assert zray.get(before, timeout=10) == 1
+        with pytest.raises(zerr.RayActorError):
+            zray.get(leaving, timeout=10)

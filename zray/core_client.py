@@ -517,12 +517,24 @@ class CoreClient:
                             Msg.ACTOR_CALLS, [(s,) for s in conn.unfinished.values()]))
             else:
                 self._close_conn(conn)
+                self._ask_head_for(conn.unfinished.values())
                 if state == "DEAD":
                     for task_id in conn.unfinished:
                         self._actor_call_of.pop(task_id, None)
                     with self._lock:
                         self._actor_pending.pop(actor_id, None)
                     conn.unfinished.clear()
+
+    def _ask_head_for(self, specs) -> None:
+        """The actor went away: answers it sent us may be lost, but the head has
+        them (or will fail the calls), so subscribe to the results there."""
+        with self._lock:
+            for spec in specs:
+                for object_id in spec.return_ids():
+                    if object_id in self._refs and object_id not in self._objects \
+                            and object_id not in self._subscribed:
+                        self._subscribed.add(object_id)
+                        self._outbox.append((0, Msg.SUBSCRIBE_OBJECTS, (object_id,)))
 
     def _close_conn(self, conn) -> None:
         if conn.socket is not None:
@@ -562,7 +574,7 @@ class CoreClient:
             self._serve_request = None
             try:
                 server = ctx.socket(zmq.ROUTER)
-                server.setsockopt(zmq.LINGER, 0)
+                server.setsockopt(zmq.LINGER, 2000)   # answers must survive an exit
                 server.setsockopt(zmq.SNDHWM, 0)
                 server.setsockopt(zmq.RCVHWM, 0)
                 from zray._process import bind_private

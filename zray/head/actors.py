@@ -41,7 +41,8 @@ class ActorState(str, enum.Enum):
 class Actor:
     __slots__ = ("actor_id", "spec", "state", "address", "worker_key", "node_id", "pid",
                  "restarts", "name", "namespace", "detached", "job_id", "death_text",
-                 "subscribers", "calls", "no_restart", "class_name", "pending_cancels")
+                 "subscribers", "calls", "no_restart", "class_name", "pending_cancels",
+                 "exit_when_idle")
 
     def __init__(self, spec, namespace, job_id):
         options = spec.actor_options
@@ -63,6 +64,7 @@ class Actor:
         self.no_restart = False
         self.class_name = options.get("class_name", "Actor")
         self.pending_cancels = set()
+        self.exit_when_idle = False
 
     def info_item(self) -> tuple:
         return (self.actor_id, self.state.value, self.address, self.death_text)
@@ -227,6 +229,9 @@ class ActorsMixin:
         actor = self.actors.get(task.spec.actor_id)
         if actor is not None:
             actor.calls.discard(task.spec.task_id)
+            if actor.exit_when_idle and not actor.calls:
+                self._kill_actor(actor, True, "All references to the actor were removed, "
+                                              "so it was stopped.")
         client = self.clients.get(actor.worker_key) if actor is not None else None
         node = self.nodes.get(client.node_id) if client is not None else None
         self._transition(task, self._task_state("FINISHED" if status == 0 else "FAILED"))
@@ -346,8 +351,13 @@ class ActorsMixin:
         self._publish_actor(actor)
 
     def _actor_handle_released(self, actor_id):
+        """The last handle is gone: stop an anonymous actor once the calls already
+        made to it have finished (as Ray does)."""
         actor = self.actors.get(actor_id)
         if actor is None or actor.detached or actor.name:
+            return
+        if actor.calls:
+            actor.exit_when_idle = True
             return
         self._kill_actor(actor, True, "All references to the actor were removed, so it "
                                       "was stopped.")
