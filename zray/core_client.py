@@ -637,8 +637,8 @@ class CoreClient:
         with self._lock:
             for item in items:
                 object_id = item[0]
-                if object_id not in self._refs:
-                    continue
+                if object_id not in self._refs or object_id in self._objects:
+                    continue            # not ours any more, or already answered
                 entry = item[1:]
                 self._objects[object_id] = entry
                 self._pushed.discard(object_id)

@@ -196,6 +196,11 @@ class ActorsMixin:
         actor = self.actors.get(spec.actor_id)
         task.state = self._task_state("ASSIGNED")
         self._pin_task_args(task)
+        early = self.early_actor_results.pop(spec.task_id, None)
+        if early is not None:       # it ran before its registration got here
+            self._finish_actor_call(task, *early[1:])
+            self._unpin_early(early[2])
+            return
         if actor is None or actor.state is ActorState.DEAD:
             text = actor.death_text if actor is not None else "The actor is unknown."
             self._finish_with_error(task, zerr.ActorDiedError(
@@ -203,10 +208,6 @@ class ActorsMixin:
                 self._task_state("FAILED"))
             return
         actor.calls.add(spec.task_id)
-        early = self.early_actor_results.pop(spec.task_id, None)
-        if early is not None:
-            self._finish_actor_call(task, *early[1:])
-            self._unpin_early(early[2])
 
     def _on_actor_tasks_finished(self, key, items, now):
         for task_id, attempt, status, results in items:
