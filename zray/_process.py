@@ -10,6 +10,33 @@ import sys
 import zmq
 
 
+# pyzmq's enum flags cost microseconds per use on the hot path; plain ints do not.
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+_RCVMORE = int(zmq.RCVMORE)
+_SNDMORE = int(zmq.SNDMORE)
+_NOBLOCK = int(zmq.NOBLOCK)
+
+
+def has_input(sock) -> bool:
+    """A message is waiting (cheaper than catching zmq.Again after the last one)."""
+    return bool(sock.get(_EVENTS) & _POLLIN)
+
+
+def recv_frames(sock) -> list:
+    """All frames of the next message; call only when ``has_input``."""
+    frames = [sock.recv(_NOBLOCK)]
+    while sock.get(_RCVMORE):
+        frames.append(sock.recv(_NOBLOCK))
+    return frames
+
+
+def send_frames(sock, frames) -> None:
+    last = len(frames) - 1
+    for i, frame in enumerate(frames):
+        sock.send(frame, _NOBLOCK | (_SNDMORE if i < last else 0), copy=True)
+
+
 def setup_logging(role: str, level: str, log_path: str | None = None) -> None:
     handler = logging.FileHandler(log_path) if log_path else logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(
@@ -46,3 +73,21 @@ def bind_private(sock, address: str) -> str:
     if endpoint.startswith("ipc://"):
         os.chmod(endpoint[len("ipc://"):], 0o600)
     return endpoint
+
+
+def run_profiled(role: str, function) -> None:
+    """Run ``function``; with ZRAY_PROFILE_DIR set, under cProfile, dumping
+    ``<dir>/<role>-<pid>.prof`` at exit (a developer's tool for hot paths)."""
+    folder = os.environ.get("ZRAY_PROFILE_DIR")
+    if not folder:
+        function()
+        return
+    import cProfile
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        function()
+    finally:
+        profiler.disable()
+        os.makedirs(folder, exist_ok=True)
+        profiler.dump_stats(os.path.join(folder, f"{role}-{os.getpid()}.prof"))

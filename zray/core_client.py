@@ -33,6 +33,7 @@ from collections import deque
 import zmq
 
 from zray import protocol
+from zray._process import has_input, recv_frames, send_frames
 from zray.exceptions import GetTimeoutError, ProtocolError, RaySystemError
 from zray.protocol import Msg
 from zray.serialization import (KIND_ERROR, KIND_INLINE, KIND_SHM, deserialize,
@@ -469,13 +470,12 @@ class CoreClient:
     def _route(self, sockets, key, items) -> None:
         target, msg_type = key
         if target == 0 or target == 1:
-            sockets[target].send_multipart(protocol.encode(msg_type, items))
+            send_frames(sockets[target], protocol.encode(msg_type, items))
         elif type(target) is bytes:
             self._send_actor_calls(target, [item[0] for item in items])
         elif target[0] == "reply" and self._server is not None:
             try:
-                self._server.send_multipart([target[1]] + protocol.encode(msg_type, items),
-                                            zmq.NOBLOCK)
+                send_frames(self._server, [target[1]] + protocol.encode(msg_type, items))
             except zmq.ZMQError as exc:
                 log.warning("could not answer caller %r: %s", target[1][:12], exc)
 
@@ -495,8 +495,8 @@ class CoreClient:
         if actor_id in self.killed_actors:
             return      # the head fails these calls: the actor is dead
         if conn.state == "ALIVE" and conn.socket is not None:
-            conn.socket.send_multipart(protocol.encode(Msg.ACTOR_CALLS,
-                                                       [(s,) for s in specs]))
+            send_frames(conn.socket, protocol.encode(Msg.ACTOR_CALLS,
+                                                     [(s,) for s in specs]))
         elif not conn.subscribed:
             conn.subscribed = True
             self._outbox.append((0, Msg.SUBSCRIBE_ACTOR, (actor_id,)))
@@ -591,11 +591,8 @@ class CoreClient:
                 self._drain(conn.socket)
 
     def _drain_server(self) -> None:
-        while True:
-            try:
-                frames = self._server.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+        while has_input(self._server):
+            frames = recv_frames(self._server)
             try:
                 message = protocol.decode(frames[1:])
             except ProtocolError as exc:
@@ -607,11 +604,8 @@ class CoreClient:
                 log.exception("handling %s from a caller failed", message.type.name)
 
     def _drain(self, sock) -> None:
-        while True:
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+        while has_input(sock):
+            frames = recv_frames(sock)
             try:
                 message = protocol.decode(frames)
             except ProtocolError as exc:

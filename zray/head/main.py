@@ -17,8 +17,9 @@ import time
 import zmq
 
 from zray import protocol
-from zray._process import (bind_private, configure_socket, install_stop_handler,
-                           parent_alive, setup_logging)
+from zray._process import (bind_private, configure_socket, has_input,
+                           install_stop_handler, parent_alive, recv_frames, run_profiled,
+                           send_frames, setup_logging)
 from zray.config import Config
 from zray.exceptions import ProtocolError
 from zray.head.state import HeadState
@@ -65,10 +66,9 @@ class HeadLoop:
     def _drain(self, now: float) -> None:
         router, state = self.router, self.state
         for _ in range(DRAIN_BUDGET):
-            try:
-                frames = router.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+            if not has_input(router):
                 break
+            frames = recv_frames(router)
             identity = frames[0]
             try:
                 message = protocol.decode(frames[1:])
@@ -89,10 +89,10 @@ class HeadLoop:
                 [identity] + protocol.encode(protocol.Msg.PROTOCOL_ERROR, [(str(exc),)]))
 
     def _flush(self) -> None:
-        send = self.router.send_multipart
+        router = self.router
         for (identity, msg_type), items in self.state.out.drain().items():
             try:
-                send([identity] + protocol.encode(msg_type, items), zmq.NOBLOCK)
+                send_frames(router, [identity] + protocol.encode(msg_type, items))
             except zmq.ZMQError as exc:
                 log.warning("could not send %s to %r: %s", msg_type.name, identity[:16], exc)
 
@@ -124,7 +124,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     config = Config.from_json(args.config)
     setup_logging("head", config.log_level, args.log_file)
-    HeadLoop(config, args.bind, args.session_name, args.parent_pid).run()
+    loop = HeadLoop(config, args.bind, args.session_name, args.parent_pid)
+    run_profiled("head", loop.run)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,9 @@ import time
 import zmq
 
 from zray import protocol
-from zray._process import (bind_private, configure_socket, install_stop_handler,
-                           parent_alive, setup_logging)
+from zray._process import (bind_private, configure_socket, has_input,
+                           install_stop_handler, parent_alive, recv_frames, run_profiled,
+                           send_frames, setup_logging)
 from zray.config import Config
 from zray.exceptions import ProtocolError
 from zray.node.state import HEAD, NodeManagerState
@@ -174,10 +175,9 @@ class NodeLoop:
 
     def _drain_head(self, now: float) -> None:
         for _ in range(DRAIN_BUDGET):
-            try:
-                frames = self.head.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+            if not has_input(self.head):
                 return
+            frames = recv_frames(self.head)
             try:
                 message = protocol.decode(frames)
             except ProtocolError as exc:
@@ -218,10 +218,9 @@ class NodeLoop:
 
     def _drain_workers(self, now: float) -> None:
         for _ in range(DRAIN_BUDGET):
-            try:
-                frames = self.workers.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+            if not has_input(self.workers):
                 return
+            frames = recv_frames(self.workers)
             worker_id = frames[0]
             try:
                 message = protocol.decode(frames[1:])
@@ -247,9 +246,9 @@ class NodeLoop:
             frames = protocol.encode(msg_type, items)
             try:
                 if identity == HEAD:
-                    self.head.send_multipart(frames, zmq.NOBLOCK)
+                    send_frames(self.head, frames)
                 else:
-                    self.workers.send_multipart([identity] + frames, zmq.NOBLOCK)
+                    send_frames(self.workers, [identity] + frames)
             except zmq.ZMQError as exc:
                 log.warning("could not send %s: %s", msg_type.name, exc)
 
@@ -276,8 +275,9 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     config = Config.from_json(args.config)
     setup_logging("node", config.log_level, args.log_file)
-    NodeLoop(config, args.head, bytes.fromhex(args.node_id), json.loads(args.resources),
-             args.session_dir, args.host, args.parent_pid).run()
+    loop = NodeLoop(config, args.head, bytes.fromhex(args.node_id), json.loads(args.resources),
+                    args.session_dir, args.host, args.parent_pid)
+    run_profiled("node", loop.run)
 
 
 if __name__ == "__main__":
