@@ -118,3 +118,44 @@ def test_example_programs_run():
         result = subprocess.run([sys.executable, os.path.join(examples, name)],
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, f"{name} failed:\n{result.stderr[-2000:]}"
+
+
+SECOND_DRIVER = """
+import sys, zray
+zray.init(address=sys.argv[1], namespace="shared")
+from tests import actors as a
+detached = a.Counter.options(name="keeper", lifetime="detached").remote()
+scoped = a.Counter.options(name="scoped").remote()
+zray.get([detached.increment.remote(), scoped.increment.remote()])
+print(zray.get(zray.put(41)) + 1)
+"""
+
+
+def test_second_driver_and_detached_actor_lifetimes(fresh_cluster, tmp_path):
+    context = fresh_cluster(num_cpus=2, namespace="shared")
+    script = tmp_path / "second.py"
+    script.write_text(SECOND_DRIVER)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root)
+    result = subprocess.run([sys.executable, str(script), context["address"]], cwd=root,
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "42"
+    keeper = zray.get_actor("keeper")                 # detached: outlives its driver
+    assert zray.get(keeper.get_count.remote()) == 1
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:               # non-detached: dies with its job
+        try:
+            zray.get_actor("scoped")
+        except ValueError:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the named, non-detached actor outlived its driver")
+    zray.kill(keeper)
+
+
+def test_bad_address_is_a_clear_error():
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        zray.init(address="not an address")
+    assert not zray.is_initialized()

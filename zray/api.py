@@ -59,30 +59,71 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
                                         "temp_dir": kwargs["_temp_dir"]})
         address = address or os.environ.get("ZRAY_ADDRESS") or os.environ.get("RAY_ADDRESS")
         if address:
-            raise RaySystemError(
-                f"connecting to an existing cluster at {address!r} is not available in this "
-                "build yet; call zray.init() with no address for a local cluster")
-        resources_dict = default_resources(num_cpus, num_gpus, resources,
-                                           object_store_memory=object_store_memory, head=True)
-        cluster = LocalCluster(config, resources_dict)
-        client = CoreClient(cluster.head_address, b"D" + os.urandom(8), config, "driver",
-                            local_node_id=cluster.node_id)
-        client.liveness_check = cluster.check
-        try:
-            client.hello({"wait_for_nodes": 1, "namespace": namespace},
-                         config.startup_timeout_s)
-        except BaseException:
-            client.close()
-            cluster.stop()
-            raise
-        runtime = _runtime.Runtime(client, "driver", namespace)
-        runtime.cluster = cluster
-        runtime.address = cluster.head_address
+            if num_cpus is not None or num_gpus is not None or resources:
+                raise ValueError("When connecting to an existing cluster, num_cpus, num_gpus "
+                                 "and resources must not be given: they are set where the "
+                                 "cluster's nodes are started.")
+            runtime = _connect(address, config, namespace)
+        else:
+            runtime = _start_local(config, namespace, default_resources(
+                num_cpus, num_gpus, resources, object_store_memory=object_store_memory,
+                head=True))
         _runtime.set_runtime(runtime)
         if not _atexit_registered:
             atexit.register(shutdown)
             _atexit_registered = True
         return _context(runtime)
+
+
+def _start_local(config, namespace, resources) -> _runtime.Runtime:
+    cluster = LocalCluster(config, resources)
+    client = CoreClient(cluster.head_address, b"D" + os.urandom(8), config, "driver",
+                        local_node_id=cluster.node_id)
+    client.liveness_check = cluster.check
+    try:
+        client.hello({"wait_for_nodes": 1, "namespace": namespace}, config.startup_timeout_s)
+    except BaseException:
+        client.close()
+        cluster.stop()
+        raise
+    runtime = _runtime.Runtime(client, "driver", namespace)
+    runtime.cluster = cluster
+    runtime.address = cluster.head_address
+    return runtime
+
+
+def head_endpoint(address: str) -> str:
+    """A ZeroMQ endpoint for what users write as a cluster address."""
+    if address.startswith(("ipc://", "tcp://")):
+        return address
+    if address == "auto":
+        raise ValueError("address='auto' needs a cluster started with `zray start` on this "
+                         "host, which this build does not have yet; pass the address that "
+                         "zray.init() returned (address_info['address']) instead")
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"cluster address {address!r} is not HOST:PORT, ipc://PATH or "
+                         "tcp://HOST:PORT")
+    return f"tcp://{host}:{port}"
+
+
+def _connect(address, config, namespace) -> _runtime.Runtime:
+    """Join a running cluster as a driver; use a node on this host for the store."""
+    endpoint = head_endpoint(address)
+    client = CoreClient(endpoint, b"D" + os.urandom(8), config, "driver")
+    try:
+        welcome = client.hello({"namespace": namespace}, config.startup_timeout_s)
+    except BaseException:
+        client.close()
+        raise
+    from zray._launch import hostname
+    for node in welcome.get("nodes", []):
+        if node["Alive"] and node["NodeManagerHostname"] == hostname():
+            client.local_node_id = bytes.fromhex(node["NodeID"])
+            break
+    runtime = _runtime.Runtime(client, "driver", namespace)
+    runtime.address = endpoint
+    return runtime
 
 
 def _context(runtime) -> ClientContext:
