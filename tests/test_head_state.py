@@ -80,7 +80,7 @@ def test_task_is_placed_and_result_pushed_to_owner():
     assert [s.task_id for s in executed(out)] == [task.task_id]
     [oid] = task.return_ids()
     out = h.send(WORKER, Msg.TASKS_FINISHED,
-                 (task.task_id, 0, STATUS_OK, [(oid, KIND_INLINE, b"data", 4, ())]))
+                 (task.task_id, 0, STATUS_OK, [(oid, KIND_INLINE, b"data", 4, ())], 0.001))
     assert out[(DRIVER, Msg.OBJECTS_READY)] == [(oid, KIND_INLINE, b"data", 4, ())]
     assert h.state.tasks[task.task_id].state is TaskState.FINISHED
     h.send(DRIVER, Msg.REMOVE_REFS, (oid,))
@@ -99,7 +99,7 @@ def test_dependency_waits_then_runs_with_value():
     assert [s.task_id for s in executed(out)] == [first.task_id]
     assert h.state.tasks[second.task_id].state is TaskState.WAITING
     out = h.send(WORKER, Msg.TASKS_FINISHED,
-                 (first.task_id, 0, STATUS_OK, [(first_out, KIND_INLINE, b"v", 1, ())]))
+                 (first.task_id, 0, STATUS_OK, [(first_out, KIND_INLINE, b"v", 1, ())], 0.001))
     [sent] = executed(out)
     assert sent.task_id == second.task_id
     assert sent.dep_values == [(KIND_INLINE, b"v", 1, ())]
@@ -115,7 +115,7 @@ def test_dependency_error_fails_dependent_without_running():
     second = spec(deps=[first_out])
     h.send(DRIVER, Msg.SUBMIT_TASKS, (first,), (second,))
     out = h.send(WORKER, Msg.TASKS_FINISHED,
-                 (first.task_id, 0, STATUS_ERROR, [(first_out, KIND_ERROR, b"err", 3, ())]))
+                 (first.task_id, 0, STATUS_ERROR, [(first_out, KIND_ERROR, b"err", 3, ())], 0.001))
     assert executed(out) == []
     [second_out] = second.return_ids()
     assert h.state.objects[second_out].kind == KIND_ERROR
@@ -123,7 +123,7 @@ def test_dependency_error_fails_dependent_without_running():
 
 
 def test_resources_bound_commitment_and_free_on_finish():
-    h = Harness(node_overcommit_factor=0.0)
+    h = Harness(node_overcommit_factor=0.0, long_task_overcommit_factor=0.0)
     h.add_node(cpus=2.0)
     h.connect_driver()
     h.connect_worker()
@@ -132,16 +132,36 @@ def test_resources_bound_commitment_and_free_on_finish():
     assert len(executed(out)) == 2
     oid = tasks[0].return_ids()[0]
     out = h.send(WORKER, Msg.TASKS_FINISHED,
-                 (tasks[0].task_id, 0, STATUS_OK, [(oid, KIND_INLINE, b"", 0, ())]))
+                 (tasks[0].task_id, 0, STATUS_OK, [(oid, KIND_INLINE, b"", 0, ())], 0.001))
     assert [s.task_id for s in executed(out)] == [tasks[2].task_id]
 
 
 def test_overcommit_queues_more_at_node():
-    h = Harness(node_overcommit_factor=1.0)
+    h = Harness(node_overcommit_factor=1.0, long_task_overcommit_factor=1.0)
     h.add_node(cpus=2.0)
     h.connect_driver()
     out = h.send(DRIVER, Msg.SUBMIT_TASKS, *[(spec(),) for _ in range(10)])
     assert len(executed(out)) == 4
+
+
+def test_short_functions_get_deep_queues_long_ones_shallow():
+    h = Harness(node_overcommit_factor=4.0, long_task_overcommit_factor=0.5,
+                short_task_s=0.01)
+    h.add_node(cpus=2.0)
+    h.connect_driver()
+    h.connect_worker()
+    first = spec()
+    h.send(DRIVER, Msg.SUBMIT_TASKS, (first,))
+    [oid] = first.return_ids()
+    h.send(WORKER, Msg.TASKS_FINISHED,
+           (first.task_id, 0, STATUS_OK, [(oid, KIND_INLINE, b"", 0, ())], 0.0005))
+    out = h.send(DRIVER, Msg.SUBMIT_TASKS, *[(spec(),) for _ in range(20)])
+    assert len(executed(out)) == 2 + 8          # known short: 2 + 4 x 2 CPUs
+    h2 = Harness(node_overcommit_factor=4.0, long_task_overcommit_factor=0.5)
+    h2.add_node(cpus=2.0)
+    h2.connect_driver()
+    out = h2.send(DRIVER, Msg.SUBMIT_TASKS, *[(spec(),) for _ in range(20)])
+    assert len(executed(out)) == 2 + 1          # not seen yet: 2 + 0.5 x 2 CPUs
 
 
 def test_retriable_error_is_retried_then_fails():
@@ -153,11 +173,11 @@ def test_retriable_error_is_retried_then_fails():
     [oid] = task.return_ids()
     h.send(DRIVER, Msg.SUBMIT_TASKS, (task,))
     out = h.send(WORKER, Msg.TASKS_FINISHED,
-                 (task.task_id, 0, STATUS_RETRIABLE_ERROR, [(oid, KIND_ERROR, b"e", 1, ())]))
+                 (task.task_id, 0, STATUS_RETRIABLE_ERROR, [(oid, KIND_ERROR, b"e", 1, ())], 0.001))
     [again] = executed(out)
     assert again.attempt == 1
     out = h.send(WORKER, Msg.TASKS_FINISHED,
-                 (task.task_id, 1, STATUS_RETRIABLE_ERROR, [(oid, KIND_ERROR, b"e", 1, ())]))
+                 (task.task_id, 1, STATUS_RETRIABLE_ERROR, [(oid, KIND_ERROR, b"e", 1, ())], 0.001))
     assert executed(out) == []
     assert h.state.objects[oid].kind == KIND_ERROR
 
@@ -174,7 +194,7 @@ def test_worker_death_retries_and_stale_result_is_ignored():
     [again] = executed(out)
     assert again.attempt == 1
     out = h.send(WORKER, Msg.TASKS_FINISHED,       # the dead attempt's late result
-                 (task.task_id, 0, STATUS_OK, [(oid, KIND_SHM, None, 10, ())]))
+                 (task.task_id, 0, STATUS_OK, [(oid, KIND_SHM, None, 10, ())], 0.001))
     assert out[(NODE_A, Msg.FREE_OBJECTS)] == [(oid,)]
     assert h.state.objects[oid].state is ObjectState.PENDING
 
@@ -190,7 +210,7 @@ def test_infeasible_task_warns_owner_once():
     assert (DRIVER, Msg.WARNING) not in out
     out = h.send(b"N" + b"b" * 16, Msg.REGISTER_NODE,
                  (b"b" * 16, PROTOCOL_MAJOR, 0, {"resources": {"CPU": 8.0}}))
-    assert len(executed(out, b"N" + b"b" * 16)) == 2
+    assert len(executed(out, b"N" + b"b" * 16)) == 1
 
 
 def test_contained_objects_pinned_by_container():
@@ -217,7 +237,7 @@ def test_freeing_shm_object_tells_its_node():
 
 
 def test_cancel_pending_task():
-    h = Harness(node_overcommit_factor=0.0)
+    h = Harness(node_overcommit_factor=0.0, long_task_overcommit_factor=0.0)
     h.add_node(cpus=1.0)
     h.connect_driver()
     first, second = spec(), spec()

@@ -84,6 +84,7 @@ _SAMPLES = {
     "args": {"limit": 3}, "ok": True, "value": [{"NodeID": "ab"}],
     "worker_id": b"w" * 8, "exit_code": -9, "actor_id": b"a" * 16,
     "address": "ipc:///tmp/a.sock", "no_restart": True, "state": "ALIVE",
+    "run_s": 0.0005,
 }
 
 

@@ -26,11 +26,16 @@ class Config:
     #: How far the head may commit a node beyond its resources, as a multiple of
     #: its totals.  Tasks beyond capacity wait in the node's queue, which keeps
     #: the pipeline to the workers full; the node never runs more than fits.
-    node_overcommit_factor: float = 4.0
+    node_overcommit_factor: float = 16.0
+    #: The same for functions that run longer than ``short_task_s`` or were not
+    #: seen yet: small, so long tasks do not wait on a busy node while another idles.
+    long_task_overcommit_factor: float = 0.5
+    #: A function whose recent run time is at most this counts as short.
+    short_task_s: float = 0.01
     #: Most tasks a busy worker may hold (running plus queued behind it); only
     #: tasks of functions whose recent run time is under ``prefetch_max_task_s``
     #: are queued at a worker.  1 turns prefetching off.
-    worker_prefetch: int = 8
+    worker_prefetch: int = 32
     #: Tasks of functions that recently ran longer than this are never prefetched.
     prefetch_max_task_s: float = 0.002
     #: Seconds a client may hold bookkeeping for the head (reference counts,

@@ -105,8 +105,9 @@ SPECS: dict[Msg, MessageSpec] = {
         "head→node, node→worker", ("spec",),
         "Run these tasks; dependency values are resolved into the spec."),
     Msg.TASKS_FINISHED: MessageSpec(
-        "worker→head", ("task_id", "attempt", "status", "results"),
-        "A task ran; results are (object_id, kind, data, size, contained_ids)."),
+        "worker→head", ("task_id", "attempt", "status", "results", "run_s"),
+        "A task ran for run_s seconds; results are (object_id, kind, data, size, "
+        "contained_ids)."),
     Msg.TASKS_FAILED: MessageSpec(
         "node→head", ("task_id", "attempt", "reason", "text"),
         "A task could not finish on this node (worker died, cancelled before start)."),

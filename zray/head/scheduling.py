@@ -5,7 +5,11 @@ one holding the most bytes of the task's arguments; ties go to packing (the
 first node below half use) and then to the least used.  When no node has room
 now, a node may still take the task into its queue while its commitments stay
 within ``node_overcommit_factor`` times its totals: the node runs it as soon as
-its own resources free up, which keeps workers busy between round trips.
+its own resources free up, which keeps workers busy between round trips.  How
+far: ``node_overcommit_factor`` for functions whose recent run time is under
+``short_task_s`` (a deep queue turns round trips into batches), and
+``long_task_overcommit_factor`` for the rest and for functions not seen yet
+(long tasks queued on one node could wait while another node idles).
 "SPREAD" goes round robin over the nodes that fit.  Node affinity pins a task
 to one node; a soft affinity falls back to the default when that node is gone
 or lacks room.
@@ -25,26 +29,29 @@ def pick_node(state, task):
         target = state.nodes.get(node_id)
         if target is not None and target.state is NodeState.ALIVE \
                 and fits(spec.resources, target.total):
-            return target if _has_room(state, target, spec.resources) else None
+            return target if _has_room(state, target, spec) else None
         if not soft:
             return None
         strategy = None
     candidates = [n for n in alive if fits(spec.resources, n.available)]
     if strategy == "SPREAD":
-        pool = candidates or [n for n in alive if _has_room(state, n, spec.resources)]
+        pool = candidates or [n for n in alive if _has_room(state, n, spec)]
         return _round_robin(state, pool)
     if candidates:
         return _best_default(state, candidates, spec)
-    overflow = [n for n in alive if _has_room(state, n, spec.resources)]
+    overflow = [n for n in alive if _has_room(state, n, spec)]
     if not overflow:
         return None
     return max(overflow, key=lambda n: _free_fraction(n))
 
 
-def _has_room(state, node, request) -> bool:
+def _has_room(state, node, spec) -> bool:
+    request = spec.resources
     if not fits(request, node.total):
         return False
-    factor = state.config.node_overcommit_factor
+    config = state.config
+    factor = config.node_overcommit_factor if state.is_short(spec.function_id) \
+        else config.long_task_overcommit_factor
     for name, amount in request.items():
         if amount and node.available.get(name, 0.0) + factor * node.total.get(name, 0.0) \
                 < amount - 1e-9:

@@ -165,6 +165,7 @@ class HeadState(ActorsMixin):
         self.early_actor_results: dict = {}
         self.job_namespaces: dict = {}
         self.placeholders: dict[bytes, float] = {}
+        self.run_times: dict[bytes, float] = {}    # function id -> recent run time (s)
         self.now = now
         self.queues: dict[tuple, deque] = {}
         self.infeasible_warned: set = set()
@@ -540,8 +541,10 @@ class HeadState(ActorsMixin):
     def _on_tasks_finished(self, key, items, now):
         client = self.clients.get(key)
         node = self.nodes.get(client.node_id) if client is not None else None
-        for task_id, attempt, status, results in items:
+        for task_id, attempt, status, results, run_s in items:
             task = self.tasks.get(task_id)
+            if task is not None:
+                self._record_run_time(task.spec.function_id, run_s)
             if node is None and task is not None:   # a dead worker's late result
                 node = self.nodes.get(task.node_id)
             if task is None or task.state is not TaskState.ASSIGNED \
@@ -612,6 +615,16 @@ class HeadState(ActorsMixin):
         self._unpin_task_args(task)
         if task.live_returns <= 0:
             self.tasks.pop(task.spec.task_id, None)
+
+    def _record_run_time(self, function_id: bytes, seconds: float) -> None:
+        previous = self.run_times.get(function_id)
+        self.run_times[function_id] = seconds if previous is None else \
+            0.8 * previous + 0.2 * seconds
+
+    def is_short(self, function_id: bytes) -> bool:
+        """Tasks of this function are known to finish fast (deep queues pay off)."""
+        seconds = self.run_times.get(function_id)
+        return seconds is not None and seconds <= self.config.short_task_s
 
     def _retries_left(self, task) -> bool:
         limit = task.spec.max_retries

@@ -22,6 +22,7 @@ import queue
 import signal
 import sys
 import threading
+import time
 import traceback
 
 import cloudpickle
@@ -156,7 +157,8 @@ class WorkerProcess:
             skip = spec.task_id in self.cancelled
             self.cancelled.discard(spec.task_id)
         if skip:
-            client.send(Msg.TASKS_FINISHED, (spec.task_id, spec.attempt, STATUS_CANCELLED, []))
+            client.send(Msg.TASKS_FINISHED,
+                        (spec.task_id, spec.attempt, STATUS_CANCELLED, [], 0.0))
             client.send(Msg.TASKS_DONE, (spec.task_id,), to_node=True)
             return
         client.job_id = spec.job_id
@@ -165,6 +167,7 @@ class WorkerProcess:
         with self.lock:
             self.current = spec.task_id
         saved_env = self._apply_env(spec)
+        started = time.perf_counter()
         keep_alive = []   # the return value holds refs the head must see contained first
         try:
             status, results = self._run(spec, keep_alive)
@@ -179,7 +182,8 @@ class WorkerProcess:
             sys.stderr.flush()
         if cancelled and status != STATUS_OK:
             status, results = STATUS_CANCELLED, []
-        client.send(Msg.TASKS_FINISHED, (spec.task_id, spec.attempt, status, results))
+        client.send(Msg.TASKS_FINISHED, (spec.task_id, spec.attempt, status, results,
+                                         time.perf_counter() - started))
         client.send(Msg.TASKS_DONE, (spec.task_id,), to_node=True)
         del keep_alive
 
