@@ -157,14 +157,16 @@ class ActorClass:
             if meta["actor_id"] != actor_id:     # get_if_exists found one
                 client.release_ref(actor_id + HANDLE_SUFFIX)
                 handle = ActorHandle(meta["actor_id"], meta["methods"], meta["class_name"],
-                                     resolved["max_pending_calls"], _client=client,
+                                     resolved["max_pending_calls"],
+                                     meta.get("max_task_retries", 0), _client=client,
                                      _registered=True)
                 return handle
         else:
             client.send(Msg.CREATE_ACTOR, (spec, 0))
         del keep
         return ActorHandle(actor_id, self._methods, self._class_name,
-                           resolved["max_pending_calls"], _client=client, _registered=True)
+                           resolved["max_pending_calls"], resolved["max_task_retries"],
+                           _client=client, _registered=True)
 
 
 class ActorMethod:
@@ -192,14 +194,16 @@ class ActorMethod:
 
 class ActorHandle:
     __slots__ = ("_actor_id", "_methods", "_class_name", "_max_pending", "_client",
-                 "_seq", "__weakref__")
+                 "_seq", "_max_task_retries", "__weakref__")
 
     def __init__(self, actor_id: bytes, methods: dict, class_name: str,
-                 max_pending: int = -1, *, _client=None, _registered: bool = False):
+                 max_pending: int = -1, max_task_retries: int = 0, *, _client=None,
+                 _registered: bool = False):
         self._actor_id = actor_id
         self._methods = methods
         self._class_name = class_name
         self._max_pending = max_pending
+        self._max_task_retries = max_task_retries
         self._seq = 0
         if _client is None:
             active = _runtime.get_runtime()
@@ -228,7 +232,7 @@ class ActorHandle:
     def __reduce__(self):
         record_contained_ref(self._actor_id + HANDLE_SUFFIX)
         return (_rebuild_handle, (self._actor_id, self._methods, self._class_name,
-                                  self._max_pending))
+                                  self._max_pending, self._max_task_retries))
 
     def __eq__(self, other):
         return isinstance(other, ActorHandle) and other._actor_id == self._actor_id
@@ -249,7 +253,8 @@ class ActorHandle:
             args, kwargs, client, f"actor method {self._class_name}.{method_name}")
         self._seq += 1
         spec = TaskSpec(ids.new_task_id(), client.job_id, f"{self._class_name}.{method_name}",
-                        b"", args_blob, dep_ids, nested_ids, num_returns, {}, 0, False,
+                        b"", args_blob, dep_ids, nested_ids, num_returns, {},
+                        self._max_task_retries, False,
                         actor_id=self._actor_id, method=method_name, seq=self._seq)
         return_ids = client.submit_actor_call(spec, self._max_pending)
         del keep
@@ -259,5 +264,5 @@ class ActorHandle:
         return refs if refs else None
 
 
-def _rebuild_handle(actor_id, methods, class_name, max_pending):
-    return ActorHandle(actor_id, methods, class_name, max_pending)
+def _rebuild_handle(actor_id, methods, class_name, max_pending, max_task_retries=0):
+    return ActorHandle(actor_id, methods, class_name, max_pending, max_task_retries)

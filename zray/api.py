@@ -237,7 +237,12 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
     A queued actor call is dropped; a running async actor call is cancelled."""
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}")
-    _runtime.client().send(Msg.CANCEL_TASKS, (object_ref.task_id(), bool(force)))
+    client = _runtime.client()
+    spec = client._unregistered.get(object_ref.task_id())
+    if spec is not None:          # an actor call the head does not know about
+        client.cancel_actor_call(spec.task_id, spec.actor_id)
+        return
+    client.send(Msg.CANCEL_TASKS, (object_ref.task_id(), bool(force)))
 
 
 def nodes() -> list:
@@ -268,7 +273,8 @@ def get_actor(name: str, namespace: str | None = None):
                          + ". This could be because 1. You are trying to look up a named "
                          "actor you didn't create. 2. The named actor died. 3. You did not "
                          "use a namespace matching the namespace of the actor.")
-    return ActorHandle(meta["actor_id"], meta["methods"], meta["class_name"])
+    return ActorHandle(meta["actor_id"], meta["methods"], meta["class_name"], -1,
+                       meta.get("max_task_retries", 0))
 
 
 def kill(actor, *, no_restart: bool = True) -> None:

@@ -17,6 +17,11 @@ first reference announces itself to the head (ADD_REFS), the last one's death
 sends REMOVE_REFS.  Drops are deferred to the I/O thread, which is always safe
 (a late decrement only delays a free).  Returns of tasks we submit and objects
 we put are registered with the head by SUBMIT_TASKS / PUT_OBJECTS themselves.
+
+Actor calls are owned here until their refs leave this process: the call goes
+straight to the actor and its (inline) result straight back, and the head hears
+of it only when one of its refs is passed on (``register_escaping``), when its
+result holds refs or lives in shared memory, or never.
 """
 
 from __future__ import annotations
@@ -87,6 +92,10 @@ class CoreClient:
         self._actor_call_of: dict[bytes, bytes] = {}      # task id -> actor id (I/O thread)
         self._actor_pending: dict[bytes, int] = {}        # actor id -> unfinished calls
         self.killed_actors: set = set()    # killed from here: calls go to the head only
+        self._unregistered: dict[bytes, object] = {}   # task id -> spec of our actor calls
+        self._call_results: dict[bytes, tuple] = {}    # task id -> (status, results)
+        self._held_handles: set = set()   # handle ids whose release waits for our calls
+        self._forward_results: set = set()   # registered calls whose answer the head needs
         self._poller = None
         self._server = None
         self._serve_request = None
@@ -151,7 +160,8 @@ class CoreClient:
         return return_ids
 
     def submit_actor_call(self, spec, max_pending: int = -1) -> list:
-        """Register a method call with the head and send it straight to the actor."""
+        """Send a method call straight to the actor; the head is told only if the
+        results' refs leave this process (see ``register_escaping``)."""
         return_ids = spec.return_ids()
         with self._lock:
             pending = self._actor_pending.get(spec.actor_id, 0)
@@ -161,12 +171,40 @@ class CoreClient:
                     f"The actor {spec.actor_id.hex()} already has {pending} calls in flight "
                     f"(max_pending_calls={max_pending}); wait for some to finish.")
             self._actor_pending[spec.actor_id] = pending + 1
+            if spec.dep_ids or spec.nested_ids:
+                self._register_call_locked(spec)    # the head pins the arguments
+            else:
+                self._unregistered[spec.task_id] = spec
             for object_id in return_ids:
                 self._refs[object_id] = self._refs.get(object_id, 0) + 1
                 self._pushed.add(object_id)
-        self.send(Msg.SUBMIT_TASKS, (spec,))
         self.send(Msg.ACTOR_CALLS, (spec,), target=spec.actor_id)
         return return_ids
+
+    def register_escaping(self, object_ids) -> None:
+        """These refs are about to leave this process: make sure the head knows
+        every actor call they come from (registration, and results we hold)."""
+        if not self._unregistered:
+            return
+        with self._lock:
+            for object_id in object_ids:
+                spec = self._unregistered.pop(object_id[:16], None)
+                if spec is not None:
+                    self._register_call_locked(spec)
+
+    def _register_call_locked(self, spec) -> None:
+        self._outbox.append((0, Msg.SUBMIT_TASKS, (spec,)))
+        done = self._call_results.pop(spec.task_id, None)
+        if done is not None:
+            status, results = done
+            self._outbox.append((0, Msg.ACTOR_TASKS_FINISHED,
+                                 (spec.task_id, spec.attempt, status, results)))
+        else:
+            self._forward_results.add(spec.task_id)    # when the answer comes
+        self._wake()
+
+    def cancel_actor_call(self, task_id: bytes, actor_id: bytes) -> None:
+        self.send(Msg.CANCEL_TASKS, (task_id, False), target=("cancel", actor_id))
 
     def request(self, msg_type: Msg, item_without_id: tuple, timeout_s: float = 30.0):
         """Send a message whose last field is a request id; wait for QUERY_REPLY."""
@@ -189,6 +227,7 @@ class CoreClient:
 
     def put_serialized(self, object_id: bytes, obj) -> None:
         """Register an object made by put: inline, or written to the local store."""
+        self.register_escaping(obj.contained_ids)
         if obj.size <= self.config.max_inline_object_bytes:
             from zray.serialization import inline_bytes
             entry = (KIND_INLINE, inline_bytes(obj), obj.size, ())
@@ -238,6 +277,17 @@ class CoreClient:
                 self._objects.pop(object_id, None)
                 self._pushed.discard(object_id)
                 self._subscribed.discard(object_id)
+                task_id = object_id[:16]
+                if task_id in self._unregistered:       # the head never heard of it
+                    if not any(oid in self._refs for oid in
+                               self._unregistered[task_id].return_ids()):
+                        self._call_results.pop(task_id, None)
+                        if task_id not in self._actor_call_of:
+                            del self._unregistered[task_id]
+                    continue
+                if object_id[16:] == b"\xff\xff" and self._actor_pending.get(task_id):
+                    self._held_handles.add(object_id)   # released once our calls finish
+                    continue
                 self._outbox.append((0, Msg.REMOVE_REFS, (object_id,)))
 
     # --- getting ---------------------------------------------------------------------
@@ -473,6 +523,12 @@ class CoreClient:
             send_frames(sockets[target], protocol.encode(msg_type, items))
         elif type(target) is bytes:
             self._send_actor_calls(target, [item[0] for item in items])
+        elif target[0] == "cancel":
+            conn = self._conn(target[1])
+            if conn.socket is not None:
+                send_frames(conn.socket, protocol.encode(msg_type, items))
+            else:                       # sent right after the calls, once it is up
+                conn.cancels.extend(items)
         elif target[0] == "reply" and self._server is not None:
             try:
                 send_frames(self._server, [target[1]] + protocol.encode(msg_type, items))
@@ -492,8 +548,9 @@ class CoreClient:
         for spec in specs:
             conn.unfinished[spec.task_id] = spec
             self._actor_call_of[spec.task_id] = actor_id
-        if actor_id in self.killed_actors:
-            return      # the head fails these calls: the actor is dead
+        if actor_id in self.killed_actors or conn.state == "DEAD":
+            self._settle_unregistered(conn, "DEAD", conn.text or "it was killed")
+            return
         if conn.state == "ALIVE" and conn.socket is not None:
             send_frames(conn.socket, protocol.encode(Msg.ACTOR_CALLS,
                                                      [(s,) for s in specs]))
@@ -506,6 +563,7 @@ class CoreClient:
             conn = self._conn(actor_id)
             conn.subscribed = True
             conn.state = state
+            conn.text = text
             if state == "ALIVE" and address:
                 if address != conn.address:
                     self._close_conn(conn)
@@ -515,15 +573,50 @@ class CoreClient:
                     if conn.unfinished:
                         conn.socket.send_multipart(protocol.encode(
                             Msg.ACTOR_CALLS, [(s,) for s in conn.unfinished.values()]))
+                    if conn.cancels:
+                        send_frames(conn.socket, protocol.encode(Msg.CANCEL_TASKS,
+                                                                 conn.cancels))
+                        conn.cancels = []
             else:
                 self._close_conn(conn)
-                self._ask_head_for(conn.unfinished.values())
+                if state in ("RESTARTING", "DEAD"):
+                    self._ask_head_for(conn.unfinished.values())
+                    self._settle_unregistered(conn, state, text)
                 if state == "DEAD":
                     for task_id in conn.unfinished:
                         self._actor_call_of.pop(task_id, None)
                     with self._lock:
                         self._actor_pending.pop(actor_id, None)
+                        handle_id = actor_id + b"\xff\xff"
+                        if handle_id in self._held_handles:
+                            self._held_handles.discard(handle_id)
+                            self._outbox.append((0, Msg.REMOVE_REFS, (handle_id,)))
                     conn.unfinished.clear()
+
+    def _settle_unregistered(self, conn, state, text) -> None:
+        """The actor's process went away: a call with retries left is resent to
+        the new instance; others fail with ActorDiedError, here for calls the head
+        does not know about, by the head for the rest."""
+        from zray.exceptions import ActorDiedError
+        from zray.serialization import dumps_error
+        failed = []
+        with self._lock:
+            for task_id, spec in list(conn.unfinished.items()):
+                retries = spec.max_retries
+                if state == "RESTARTING" and (retries < 0 or spec.attempt < retries):
+                    spec.attempt += 1            # resent to the new instance
+                    continue
+                if self._unregistered.get(task_id) is not spec:
+                    del conn.unfinished[task_id]   # the head fails it
+                    continue
+                blob = dumps_error(ActorDiedError(
+                    f"The actor died while running {spec.name}: "
+                    f"{text or 'its process exited'}", spec.actor_id))
+                failed.extend((oid, KIND_ERROR, blob, len(blob), ())
+                              for oid in spec.return_ids())
+                del conn.unfinished[task_id]
+        if failed:
+            self._on_objects_ready(failed)
 
     def _ask_head_for(self, specs) -> None:
         """The actor went away: answers it sent us may be lost, but the head has
@@ -545,13 +638,41 @@ class CoreClient:
 
     def _on_actor_results(self, items) -> None:
         ready = []
-        for task_id, node_id, results in items:
+        for item in items:
+            task_id, node_id, results = item[:3]
+            status = item[3] if len(item) > 3 else 0
             for object_id, kind, data, size, contained in results:
                 ready.append((object_id, kind, data, size,
                               (node_id,) if kind == KIND_SHM else ()))
+            self._keep_call_results(task_id, status, results)
             self._actor_call_done(task_id)
         if ready:
             self._on_objects_ready(ready, from_actor=True)
+
+    def _keep_call_results(self, task_id, status, results) -> None:
+        """An unregistered call answered: keep what the head may need later; a
+        result holding refs or living in shared memory is registered now (the
+        actor reported it to the head, which holds it until we do)."""
+        reported = any(r[4] or r[1] == KIND_SHM for r in results)  # by the actor
+        with self._lock:
+            if task_id in self._forward_results:
+                self._forward_results.discard(task_id)
+                if not reported:
+                    self._outbox.append((0, Msg.ACTOR_TASKS_FINISHED,
+                                         (task_id, 0, status, results)))
+                    self._wake()
+                return
+            spec = self._unregistered.get(task_id)
+            if spec is None:
+                return
+            held = any(oid in self._refs for oid in spec.return_ids())
+            if reported or not held:
+                del self._unregistered[task_id]
+                if reported and held:     # claims what the head keeps for it
+                    self._outbox.append((0, Msg.SUBMIT_TASKS, (spec,)))
+                    self._wake()
+            else:
+                self._call_results[task_id] = (status, results)
 
     def _actor_call_done(self, task_id: bytes) -> None:
         actor_id = self._actor_call_of.pop(task_id, None)
@@ -566,6 +687,10 @@ class CoreClient:
                 self._actor_pending[actor_id] = count
             else:
                 self._actor_pending.pop(actor_id, None)
+                handle_id = actor_id + b"\xff\xff"
+                if handle_id in self._held_handles:
+                    self._held_handles.discard(handle_id)
+                    self._outbox.append((0, Msg.REMOVE_REFS, (handle_id,)))
 
     def _drain_extra(self, ctx, events) -> None:
         """Actor sockets and the caller-facing ROUTER of an actor worker."""
@@ -721,7 +846,8 @@ def _is_bookkeeping(msg_type, item) -> bool:
 class _ActorConn:
     """The caller's view of one actor: where it is and the calls not yet answered."""
 
-    __slots__ = ("state", "address", "socket", "unfinished", "subscribed")
+    __slots__ = ("state", "address", "socket", "unfinished", "subscribed", "text",
+                 "cancels")
 
     def __init__(self):
         from collections import OrderedDict
@@ -730,6 +856,8 @@ class _ActorConn:
         self.socket = None
         self.unfinished = OrderedDict()
         self.subscribed = False
+        self.text = None
+        self.cancels = []
 
 
 class _Waiter:

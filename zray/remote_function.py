@@ -133,6 +133,8 @@ def pack_args(args, kwargs, client, what: str):
         new_args = [swap(a, _size(a) > small) for a in args]
         new_kwargs = {k: swap(v, _size(v) > small) for k, v in kwargs.items()}
         packed = serialize((new_args, new_kwargs), f"arguments of {what}")
+    client.register_escaping(dep_ids)
+    client.register_escaping(packed.contained_ids)
     return inline_bytes(packed), tuple(dep_ids), packed.contained_ids, keep
 
 

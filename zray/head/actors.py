@@ -141,8 +141,10 @@ class ActorsMixin:
 
     @staticmethod
     def _actor_meta(actor) -> dict:
-        return {"actor_id": actor.actor_id, "methods": actor.spec.actor_options["methods"],
-                "class_name": actor.class_name}
+        options = actor.spec.actor_options
+        return {"actor_id": actor.actor_id, "methods": options["methods"],
+                "class_name": actor.class_name,
+                "max_task_retries": options.get("max_task_retries", 0)}
 
     def _on_actor_ready(self, key, items, now):
         client = self._client(key, now)
@@ -294,7 +296,8 @@ class ActorsMixin:
         if task is not None:
             self._release(task)
         limit = actor.spec.actor_options.get("max_restarts", 0)
-        restartable = not actor.no_restart and (limit < 0 or actor.restarts < limit)
+        restartable = not actor.no_restart and not actor.exit_when_idle and \
+            (limit < 0 or actor.restarts < limit)
         cause = actor.death_text or text
         retries = actor.spec.actor_options.get("max_task_retries", 0)
         for task_id in list(actor.calls):

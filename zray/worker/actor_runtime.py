@@ -25,7 +25,7 @@ import traceback
 from zray.actor import ActorExit
 from zray.exceptions import ActorDiedError, RayTaskError, TaskCancelledError
 from zray.protocol import Msg, STATUS_CANCELLED, STATUS_ERROR, STATUS_OK
-from zray.serialization import KIND_ERROR, dumps_error
+from zray.serialization import KIND_ERROR, KIND_SHM, dumps_error
 
 log = logging.getLogger("zray.worker")
 
@@ -79,6 +79,10 @@ class ActorRuntime:
     # --- I/O thread -------------------------------------------------------------------
 
     def on_message(self, caller: bytes, message) -> None:
+        if message.type is Msg.CANCEL_TASKS:
+            for task_id, force in message.items:
+                self.cancel(task_id)
+            return
         if message.type is not Msg.ACTOR_CALLS:
             log.warning("actor ignored %s from a caller", message.type.name)
             return
@@ -155,10 +159,15 @@ class ActorRuntime:
         return False
 
     def reply(self, caller: bytes, spec, status: int, results: list) -> None:
-        self.client.send(Msg.ACTOR_RESULTS, (spec.task_id, self.worker.node_id, results),
+        """Answer the caller; tell the head too when the results hold refs or live
+        in shared memory (it must pin what they contain, or free the segment).
+        Anything else the caller forwards to the head if the refs ever escape."""
+        if any(result[4] or result[1] == KIND_SHM for result in results):
+            self.client.send(Msg.ACTOR_TASKS_FINISHED,
+                             (spec.task_id, spec.attempt, status, results))
+        self.client.send(Msg.ACTOR_RESULTS,
+                         (spec.task_id, self.worker.node_id, results, status),
                          target=("reply", caller))
-        self.client.send(Msg.ACTOR_TASKS_FINISHED,
-                         (spec.task_id, spec.attempt, status, results))
 
     # --- outcomes ---------------------------------------------------------------------
 

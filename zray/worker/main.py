@@ -270,6 +270,7 @@ class WorkerProcess:
         results = []
         for object_id, item in zip(spec.return_ids(), values):
             obj = serialize(item, f"return value of task {spec.name}")
+            self.client.register_escaping(obj.contained_ids)
             if obj.size <= limit:
                 results.append((object_id, KIND_INLINE, inline_bytes(obj), obj.size,
                                 obj.contained_ids))
