@@ -39,6 +39,16 @@ def zray_processes(since: float) -> list:
     return found
 
 
+def wait_for(predicate, timeout_s: float = 10.0) -> bool:
+    """Poll ``predicate`` until it holds or the time is up; return its last value."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
 def wait_until_clean(since: float, timeout_s: float = 10.0):
     deadline = time.monotonic() + timeout_s
     while True:

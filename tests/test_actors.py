@@ -9,17 +9,9 @@ import pytest
 import zray
 from zray import exceptions as zerr
 from tests import actors as a
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def wait_for(predicate, timeout_s=10.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def pid_alive(pid):

@@ -9,18 +9,9 @@ import pytest
 
 import zray
 from tests import tasks as t
-from tests.conftest import zray_segments
+from tests.conftest import wait_for, zray_segments
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def wait_for(predicate, timeout_s=10.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_put_get_roundtrip_values(cluster):
