@@ -578,6 +578,8 @@ class CoreClient:
                                                                  conn.cancels))
                         conn.cancels = []
             else:
+                if conn.socket is not None:
+                    self._drain(conn.socket)    # answers it sent before it went away
                 self._close_conn(conn)
                 if state in ("RESTARTING", "DEAD"):
                     self._ask_head_for(conn.unfinished.values())
@@ -623,6 +625,8 @@ class CoreClient:
         them (or will fail the calls), so subscribe to the results there."""
         with self._lock:
             for spec in specs:
+                if spec.task_id in self._unregistered:
+                    continue            # the head never heard of it: settled here
                 for object_id in spec.return_ids():
                     if object_id in self._refs and object_id not in self._objects \
                             and object_id not in self._subscribed:
@@ -638,9 +642,7 @@ class CoreClient:
 
     def _on_actor_results(self, items) -> None:
         ready = []
-        for item in items:
-            task_id, node_id, results = item[:3]
-            status = item[3] if len(item) > 3 else 0
+        for task_id, node_id, results, status in items:
             for object_id, kind, data, size, contained in results:
                 ready.append((object_id, kind, data, size,
                               (node_id,) if kind == KIND_SHM else ()))

@@ -135,7 +135,8 @@ SPECS: dict[Msg, MessageSpec] = {
         "head→driver/worker", ("object_id", "kind", "data", "size", "node_ids"),
         "An object exists: inline value or error, or where its segment lives."),
     Msg.CANCEL_TASKS: MessageSpec(
-        "driver/worker→head, head→node, node→worker", ("task_id", "force"),
+        "driver/worker→head, head→node, node→worker, head/caller→actor worker",
+        ("task_id", "force"),
         "Cancel tasks; force kills a running worker."),
     Msg.FREE_OBJECTS: MessageSpec(
         "head→node", ("object_id",),
@@ -179,15 +180,16 @@ SPECS: dict[Msg, MessageSpec] = {
         "Kill the actor's process; restart it only if no_restart is False."),
     Msg.ACTOR_CALLS: MessageSpec(
         "driver/worker→actor worker", ("spec",),
-        "Method calls, sent straight to the actor; results come back as OBJECTS_READY."),
+        "Method calls, sent straight to the actor; results come back as ACTOR_RESULTS."),
     Msg.ACTOR_TASKS_FINISHED: MessageSpec(
-        "actor worker→head", ("task_id", "attempt", "status", "results"),
-        "Method calls that ran, so the head can serve their results to anyone."),
+        "actor worker→head, caller→head", ("task_id", "attempt", "status", "results"),
+        "Method calls that ran: from the actor when results hold refs or live in "
+        "shared memory, from a caller forwarding a result whose refs escaped."),
     Msg.ACTOR_RESULTS: MessageSpec(
-        "actor worker→caller", ("task_id", "node_id", "results"),
+        "actor worker→caller", ("task_id", "node_id", "results", "status"),
         "A method call finished: its results (as in TASKS_FINISHED), straight to the caller."),
     Msg.SHUTDOWN: MessageSpec(
-        "driver→head, head→node", ("reason",),
+        "driver→head, head→node, node→worker", ("reason",),
         "Stop: the receiver exits cleanly, stopping what it started."),
 }
 

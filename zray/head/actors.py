@@ -4,8 +4,9 @@ Mixed into ``HeadState``.  An actor's creation is a task (``spec.method ==
 "__init__"``) that goes through the ordinary scheduler with its placement
 resources (1 CPU unless ``num_cpus`` is given) but commits only the resources it
 holds for life (0 CPU unless ``num_cpus`` is given).  Method calls go from the
-caller straight to the actor's worker; the head only registers them (for
-references and failures) and records their results.
+caller straight to the actor's worker; the head hears of a call only when the
+caller registers it (its refs are passed on, or it has ref arguments to pin) or
+when its results hold refs or live in shared memory.
 
 An actor handle is reference-counted like an object, under the id
 ``actor_id + b"\\xff\\xff"``: an anonymous actor is killed when its last handle
@@ -200,7 +201,7 @@ class ActorsMixin:
         self._pin_task_args(task)
         early = self.early_actor_results.pop(spec.task_id, None)
         if early is not None:       # it ran before its registration got here
-            self._finish_actor_call(task, *early[1:])
+            self._finish_actor_call(task, early[1], early[2])
             self._unpin_early(early[2])
             return
         if actor is None or actor.state is ActorState.DEAD:
@@ -217,7 +218,9 @@ class ActorsMixin:
             if task is None:
                 # the caller's registration is still on its way: keep the results, and
                 # keep what they contain alive until it arrives
-                self.early_actor_results[task_id] = (now, status, results)
+                client = self.clients.get(key)
+                self.early_actor_results[task_id] = (
+                    now, status, results, client.node_id if client is not None else None)
                 for result in results:
                     for cid in result[4]:
                         inner = self.objects.get(cid)
@@ -252,10 +255,13 @@ class ActorsMixin:
                     self._maybe_free(inner)
 
     def _expire_early_results(self, now):
+        """Results no caller claimed: unpin what they hold, free their segments."""
         for task_id, entry in list(self.early_actor_results.items()):
             if now - entry[0] > 60.0:
                 del self.early_actor_results[task_id]
                 self._unpin_early(entry[2])
+                node = self.nodes.get(entry[3]) if len(entry) > 3 else None
+                self._discard_results(entry[2], node)
 
     # --- death, restart, kill --------------------------------------------------------
 

@@ -8,8 +8,9 @@ client's I/O thread).  Calls from one caller arrive in the order sent; they run:
 - async actors (any ``async def`` method): on an asyncio loop in the main
   thread, at most max_concurrency at once.
 
-Each finished call answers the caller (ACTOR_RESULTS) and tells the head
-(ACTOR_TASKS_FINISHED), so the results can be passed on to anyone.
+Each finished call answers the caller (ACTOR_RESULTS).  The head hears of it
+(ACTOR_TASKS_FINISHED) only when the results hold refs or live in shared
+memory; otherwise the caller forwards them if their refs ever leave it.
 """
 
 from __future__ import annotations
