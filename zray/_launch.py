@@ -20,12 +20,35 @@ from zray.exceptions import RaySystemError
 from zray.serialization import remove_segments
 
 
+KEEP_SESSIONS = 20
+
+
 def make_session_dir(config: Config) -> tuple[str, str]:
     name = f"session_{time.strftime('%Y-%m-%d_%H-%M-%S')}_{os.getpid()}_{os.urandom(3).hex()}"
     os.makedirs(config.temp_dir, mode=0o700, exist_ok=True)
+    prune_sessions(config.temp_dir)
     path = os.path.join(config.temp_dir, name)
     os.makedirs(os.path.join(path, "logs"), mode=0o700)
     return name, path
+
+
+def prune_sessions(temp_dir: str, keep: int = KEEP_SESSIONS) -> None:
+    """Delete the logs of old sessions, keeping the newest ``keep``; one that
+    still has sockets is kept unless it is a day old (its processes were killed)."""
+    import shutil
+    try:
+        names = sorted(n for n in os.listdir(temp_dir) if n.startswith("session_"))
+    except FileNotFoundError:
+        return
+    for name in names[:-keep] if len(names) > keep else []:
+        path = os.path.join(temp_dir, name)
+        try:
+            if any(f.endswith(".sock") for f in os.listdir(path)) and \
+                    time.time() - os.path.getmtime(path) < 86400:
+                continue                    # perhaps still in use
+        except OSError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def default_resources(num_cpus=None, num_gpus=None, resources=None, memory=None,
