@@ -86,6 +86,7 @@ def _start_local(config, namespace, resources) -> _runtime.Runtime:
         client.close()
         cluster.stop()
         raise
+    client.serve_results(f"ipc://{cluster.session_dir}/driver-{os.getpid()}.sock")
     runtime = _runtime.Runtime(client, "driver", namespace)
     runtime.cluster = cluster
     runtime.address = cluster.head_address

@@ -132,8 +132,10 @@ SPECS: dict[Msg, MessageSpec] = {
         "driver/worker→head", ("object_id",),
         "Send OBJECTS_READY for these objects once they exist."),
     Msg.OBJECTS_READY: MessageSpec(
-        "head→driver/worker", ("object_id", "kind", "data", "size", "node_ids"),
-        "An object exists: inline value or error, or where its segment lives."),
+        "head→driver/worker, worker→driver", ("object_id", "kind", "data", "size",
+                                               "node_ids"),
+        "An object exists: inline value or error, or where its segment lives (a worker "
+        "also sends a task's inline results straight to a driver that serves them)."),
     Msg.CANCEL_TASKS: MessageSpec(
         "driver/worker→head, head→node, node→worker, head/caller→actor worker",
         ("task_id", "force"),

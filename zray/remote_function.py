@@ -91,7 +91,8 @@ class _Template:
         spec = TaskSpec(ids.new_task_id(), client.job_id, self.name, function_id, args_blob,
                         dep_ids, nested_ids, self.num_returns, self.resources,
                         self.max_retries, self.retry_exceptions, self.runtime_env,
-                        self.max_calls, self.strategy, self.timeout_s)
+                        self.max_calls, self.strategy, self.timeout_s,
+                        owner_address=client.owner_address)
         return_ids = client.submit(spec)
         del keep
         refs = [ObjectRef(oid, _client=client, _registered=True) for oid in return_ids]

@@ -12,6 +12,7 @@ _FIELDS = (
     "nested_ids", "num_returns", "resources", "max_retries", "retry_exceptions",
     "runtime_env", "max_calls", "strategy", "timeout_s", "attempt", "dep_values",
     "function_blob", "gpu_ids", "actor_id", "method", "actor_options", "seq",
+    "owner_address",
 )
 
 
@@ -22,7 +23,8 @@ class TaskSpec:
                  nested_ids=(), num_returns=1, resources=None, max_retries=3,
                  retry_exceptions=False, runtime_env=None, max_calls=0, strategy=None,
                  timeout_s=None, attempt=0, dep_values=None, function_blob=None,
-                 gpu_ids=(), actor_id=None, method=None, actor_options=None, seq=0):
+                 gpu_ids=(), actor_id=None, method=None, actor_options=None, seq=0,
+                 owner_address=None):
         self.task_id = task_id
         self.job_id = job_id
         self.name = name
@@ -46,6 +48,7 @@ class TaskSpec:
         self.method = method                # "__init__" for a creation, else the method
         self.actor_options = actor_options  # creation only: restarts, name, concurrency...
         self.seq = seq                      # per-caller sequence number of a method call
+        self.owner_address = owner_address  # where the worker may send inline results
 
     def __reduce__(self):
         return (TaskSpec, self._values())
@@ -56,7 +59,7 @@ class TaskSpec:
                 self.max_retries, self.retry_exceptions, self.runtime_env, self.max_calls,
                 self.strategy, self.timeout_s, self.attempt, self.dep_values,
                 self.function_blob, self.gpu_ids, self.actor_id, self.method,
-                self.actor_options, self.seq)
+                self.actor_options, self.seq, self.owner_address)
 
     def copy(self) -> "TaskSpec":
         return TaskSpec(*self._values())

@@ -184,6 +184,12 @@ class WorkerProcess:
             status, results = STATUS_CANCELLED, []
         client.send(Msg.TASKS_FINISHED, (spec.task_id, spec.attempt, status, results,
                                          time.perf_counter() - started))
+        if spec.owner_address and status == STATUS_OK:
+            target = ("owner", spec.owner_address)
+            for object_id, kind, data, size, contained in results:
+                if kind == KIND_INLINE:     # large ones: the head's copy only
+                    client.send(Msg.OBJECTS_READY, (object_id, kind, data, size, ()),
+                                target=target)
         client.send(Msg.TASKS_DONE, (spec.task_id,), to_node=True)
         del keep_alive
 
