@@ -257,5 +257,3 @@ STATUS_CANCELLED = 3         # the task was interrupted by zray.cancel
 
 # Values of TASKS_FAILED's ``reason``.
 REASON_CANCELLED = "cancelled"
-REASON_WORKER_DIED = "worker_died"
-REASON_RUNTIME_ENV = "runtime_env"
