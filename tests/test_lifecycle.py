@@ -159,3 +159,35 @@ def test_bad_address_is_a_clear_error():
     with pytest.raises(ValueError, match="HOST:PORT"):
         zray.init(address="not an address")
     assert not zray.is_initialized()
+
+
+def test_malformed_messages_never_kill_the_head(fresh_cluster):
+    import random
+    import pickle
+    import zmq
+    from zray import protocol
+    context = fresh_cluster(num_cpus=1)
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(context["address"])
+    rng = random.Random(7)
+    good = protocol.encode(protocol.Msg.SUBMIT_TASKS, [(None,)])[0]
+    for i in range(300):
+        choice = i % 6
+        if choice == 0:
+            frames = [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64)))]
+        elif choice == 1:
+            frames = [good[:rng.randrange(1, len(good))]]          # truncated
+        elif choice == 2:
+            frames = [b"ZR" + bytes([protocol.PROTOCOL_MAJOR + 1, 0, 7]) + good[5:]]
+        elif choice == 3:
+            frames = [protocol.TAG + bytes([200]) + pickle.dumps([], 5)]   # unknown type
+        elif choice == 4:
+            frames = [good]                          # a spec of None: the handler fails
+        else:
+            frames = [good, b"extra", b"frames"]
+        sock.send_multipart(frames)
+    sock.close()
+    ctx.term()
+    assert zray.get(t.add.remote(20, 22), timeout=30) == 42
