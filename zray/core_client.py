@@ -722,6 +722,8 @@ class CoreClient:
                 server.setsockopt(zmq.LINGER, 2000)   # answers must survive an exit
                 server.setsockopt(zmq.SNDHWM, 0)
                 server.setsockopt(zmq.RCVHWM, 0)
+                if self.config.max_message_bytes > 0:
+                    server.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
                 from zray._process import bind_private
                 self.server_endpoint = bind_private(server, endpoint)
                 self._server, self._server_handler = server, handler
