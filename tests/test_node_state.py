@@ -20,6 +20,7 @@ def spec(cpus=1.0, gpus=0, function_id=b"f", max_calls=0):
 
 
 def started_node(cpus=2, gpus=0, **config):
+    config.setdefault("lease_workers", False)
     state = NodeManagerState(b"n" * 16, {"CPU": float(cpus), "GPU": float(gpus)},
                              Config(**config))
     state.start(0.0)
@@ -139,3 +140,27 @@ def test_max_calls_retires_worker():
     state.on_task_done(worker_id, task.task_id, 0.1)
     assert state.out.drain()[(worker_id, Msg.SHUTDOWN)] == [("retire",)]
     assert state.workers[worker_id].retiring
+
+
+def test_idle_node_lends_one_worker_and_reserves_its_cpu():
+    state, spawned = started_node(cpus=2, lease_workers=True)   # offered while starting
+    worker_id = state.lease
+    assert worker_id in spawned and state.workers[worker_id].leased
+    assert state.available["CPU"] == 1.0
+    tasks = [spec() for _ in range(3)]
+    state.on_execute_tasks(tasks, 0.0)          # the node's own tasks avoid the lease
+    sent = sent_tasks(state.out.drain())
+    assert worker_id not in sent and sum(len(v) for v in sent.values()) == 1
+    state.on_lease_return(worker_id, 0.1)
+    assert not state.workers[worker_id].leased
+    assert worker_id in sent_tasks(state.out.drain())
+
+
+def test_leased_worker_death_frees_the_reserved_cpu():
+    state, spawned = started_node(cpus=1, lease_workers=True)
+    worker_id = state.lease
+    assert worker_id is not None and state.available["CPU"] == 0.0
+    state.on_worker_exited(state.workers[worker_id].pid, -9, 0.1)
+    [(dead, _pid, _code, task_id, _attempt)] = state.out.drain()[(HEAD, Msg.WORKER_DIED)]
+    assert dead == worker_id and task_id is None
+    assert state.available["CPU"] == 1.0

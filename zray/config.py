@@ -36,6 +36,11 @@ class Config:
     #: tasks of functions whose recent run time is under ``prefetch_max_task_s``
     #: are queued at a worker.  1 turns prefetching off.
     worker_prefetch: int = 32
+    #: Let idle nodes lend one worker to the head, which then sends 1-CPU tasks
+    #: straight to it (one hop less for synchronous tasks).
+    lease_workers: bool = True
+    #: Seconds the head keeps an unused leased worker before giving it back.
+    lease_idle_s: float = 0.05
     #: Tasks of functions that recently ran longer than this are never prefetched.
     prefetch_max_task_s: float = 0.002
     #: Seconds a client may hold bookkeeping for the head (reference counts,

@@ -70,6 +70,8 @@ class Msg(enum.IntEnum):
     ACTOR_CALLS = 33
     ACTOR_TASKS_FINISHED = 34
     ACTOR_RESULTS = 35
+    LEASE_OFFER = 36
+    LEASE_RETURN = 37
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ SPECS: dict[Msg, MessageSpec] = {
         "driver/worker→head", ("spec",),
         "New tasks (zray.task_spec.TaskSpec); their return ids were made by the caller."),
     Msg.EXECUTE_TASKS: MessageSpec(
-        "head→node, node→worker", ("spec",),
+        "head→node, node→worker, head→leased worker", ("spec",),
         "Run these tasks; dependency values are resolved into the spec."),
     Msg.TASKS_FINISHED: MessageSpec(
         "worker→head", ("task_id", "attempt", "status", "results", "run_s"),
@@ -137,8 +139,8 @@ SPECS: dict[Msg, MessageSpec] = {
         "An object exists: inline value or error, or where its segment lives (a worker "
         "also sends a task's inline results straight to a driver that serves them)."),
     Msg.CANCEL_TASKS: MessageSpec(
-        "driver/worker→head, head→node, node→worker, head/caller→actor worker",
-        ("task_id", "force"),
+        "driver/worker→head, head→node, node→worker, head→worker, "
+        "head/caller→actor worker", ("task_id", "force"),
         "Cancel tasks; force kills a running worker."),
     Msg.FREE_OBJECTS: MessageSpec(
         "head→node", ("object_id",),
@@ -190,6 +192,12 @@ SPECS: dict[Msg, MessageSpec] = {
     Msg.ACTOR_RESULTS: MessageSpec(
         "actor worker→caller", ("task_id", "node_id", "results", "status"),
         "A method call finished: its results (as in TASKS_FINISHED), straight to the caller."),
+    Msg.LEASE_OFFER: MessageSpec(
+        "node→head", ("worker_id",),
+        "An idle worker the head may send 1-CPU tasks to directly (one CPU reserved)."),
+    Msg.LEASE_RETURN: MessageSpec(
+        "head→node", ("worker_id",),
+        "The head gives a leased worker back (unused for a while)."),
     Msg.SHUTDOWN: MessageSpec(
         "driver→head, head→node, node→worker", ("reason",),
         "Stop: the receiver exits cleanly, stopping what it started."),

@@ -73,7 +73,7 @@ class NodeState(str, enum.Enum):
 
 class Task:
     __slots__ = ("spec", "state", "owner", "node_id", "waiting_on", "live_returns",
-                 "pinned", "cancel_requested", "blocked")
+                 "pinned", "cancel_requested", "blocked", "lease")
 
     def __init__(self, spec, owner):
         self.spec = spec
@@ -85,6 +85,7 @@ class Task:
         self.pinned = False
         self.cancel_requested = False
         self.blocked = False
+        self.lease = None            # the leased worker running it, if any
 
 
 class ObjectRecord:
@@ -111,7 +112,7 @@ class ObjectRecord:
 class Node:
     __slots__ = ("node_id", "identity", "info", "total", "available", "state",
                  "last_seen", "known_functions", "death_reason",
-                 "death_time", "registered_at")
+                 "death_time", "registered_at", "lease")
 
     def __init__(self, node_id, identity, info, now):
         self.node_id = node_id
@@ -125,6 +126,7 @@ class Node:
         self.death_reason = None
         self.death_time = None
         self.registered_at = now
+        self.lease = None    # Lease: an idle worker the node lent us, see _assign_lease
 
 
 class Client:
@@ -140,6 +142,21 @@ class Client:
         self.last_seen = now
         self.info = info or {}
         self.node_id = node_id
+
+
+class Lease:
+    """A worker its node lent us: the next 1-CPU task can go straight to it."""
+
+    __slots__ = ("worker_id", "task_id", "last_used", "known_functions")
+
+    def __init__(self, worker_id, now):
+        self.worker_id = worker_id
+        self.task_id = None
+        self.last_used = now
+        self.known_functions = set()
+
+
+_ONE_CPU = {"CPU": 1.0}
 
 
 def fits(request: dict, available: dict) -> bool:
@@ -200,6 +217,7 @@ class HeadState(ActorsMixin):
             Msg.SUBSCRIBE_ACTOR: self._on_subscribe_actor,
             Msg.KILL_ACTOR: self._on_kill_actor,
             Msg.ACTOR_TASKS_FINISHED: self._on_actor_tasks_finished,
+            Msg.LEASE_OFFER: self._on_lease_offer,
         }
         from zray.head.queries import QUERIES
         self.queries = QUERIES
@@ -239,6 +257,7 @@ class HeadState(ActorsMixin):
                 self._client_gone(client)
         self._expire_early_results(now)
         self._expire_placeholders(now)
+        self._return_idle_leases(now)
         self.after_batch(now)
 
     # --- membership ------------------------------------------------------------------
@@ -306,6 +325,7 @@ class HeadState(ActorsMixin):
 
     def _node_died(self, node, now, reason):
         node.state = NodeState.DEAD
+        node.lease = None
         node.death_reason = reason
         node.death_time = now
         log.warning("node %s declared dead: %s", node.node_id.hex()[:12], reason)
@@ -459,6 +479,11 @@ class HeadState(ActorsMixin):
                 if task is None or task.state is not TaskState.PENDING:
                     queue.popleft()
                     continue
+                lease_node = self._free_lease_for(task)
+                if lease_node is not None:
+                    queue.popleft()
+                    self._assign_lease(task, lease_node)
+                    continue
                 node = self._pick_node(task)
                 if node is None:
                     break
@@ -527,6 +552,14 @@ class HeadState(ActorsMixin):
         """Give back what the task committed on its node (once)."""
         node = self.nodes.get(task.node_id)
         task.node_id = None
+        if task.lease is not None:     # the lease holds the CPU, not the task
+            lease, task.lease = task.lease, None
+            if node is not None and node.lease is lease and lease.task_id == \
+                    task.spec.task_id:
+                lease.task_id = None
+                lease.last_used = self.now
+                self.dirty = True
+            return
         if node is None:
             return
         for name, amount in _held(task.spec).items():
@@ -685,6 +718,9 @@ class HeadState(ActorsMixin):
     def _on_worker_died(self, key, items, now):
         node = self.node_by_identity.get(key)
         for worker_id, pid, exit_code, task_id, attempt in items:
+            if node is not None and node.lease is not None and \
+                    node.lease.worker_id == worker_id:
+                self._lease_worker_died(node, pid, exit_code, now)
             client = self.clients.get(b"W" + worker_id)
             if client is not None:
                 self._client_gone(client)
@@ -704,6 +740,69 @@ class HeadState(ActorsMixin):
                 f"The worker (pid {pid}) running task {task.spec.name} died with exit "
                 f"code {exit_code}; the task was tried {task.spec.attempt + 1} time(s).")
             self._task_failed(task, error, retriable=True, now=now)
+
+    # --- leases: a worker lent by its node for direct dispatch -------------------------
+
+    def _on_lease_offer(self, key, items, now):
+        node = self.node_by_identity.get(key)
+        if node is None or node.state is not NodeState.ALIVE:
+            return
+        for (worker_id,) in items:
+            node.lease = Lease(worker_id, now)
+            node.available["CPU"] = node.available.get("CPU", 0.0) - 1.0
+            self.dirty = True
+
+    def _free_lease_for(self, task):
+        """A node with an unused lease, when ``task`` is a plain 1-CPU task."""
+        spec = task.spec
+        if spec.resources != _ONE_CPU or spec.strategy is not None or spec.max_calls \
+                or spec.actor_id is not None:
+            return None
+        for node in self.nodes.values():
+            lease = node.lease
+            if lease is not None and lease.task_id is None and \
+                    node.state is NodeState.ALIVE:
+                return node
+        return None
+
+    def _assign_lease(self, task, node):
+        """Send the task straight to the leased worker (no node hop)."""
+        lease = node.lease
+        spec = task.spec
+        self._transition(task, TaskState.ASSIGNED)
+        task.node_id = node.node_id
+        task.lease = lease
+        lease.task_id = spec.task_id
+        send = spec.copy()
+        if spec.dep_ids:
+            send.dep_values = [self._dep_value(d) for d in spec.dep_ids]
+        if spec.function_id not in lease.known_functions:
+            send.function_blob = self.functions.get(spec.function_id)
+            lease.known_functions.add(spec.function_id)
+        self.out.send(b"W" + lease.worker_id, Msg.EXECUTE_TASKS, (send,))
+
+    def _lease_worker_died(self, node, pid, exit_code, now):
+        lease = node.lease
+        task = self.tasks.get(lease.task_id) if lease.task_id else None
+        if task is not None and task.state is TaskState.ASSIGNED and task.lease is lease:
+            self._task_failed(task, zerr.WorkerCrashedError(
+                f"The worker (pid {pid}) running task {task.spec.name} died with exit "
+                f"code {exit_code}; the task was tried {task.spec.attempt + 1} time(s)."),
+                retriable=True, now=now)
+        node.lease = None
+        node.available["CPU"] = node.available.get("CPU", 0.0) + 1.0
+        self.dirty = True
+
+    def _return_idle_leases(self, now):
+        for node in self.nodes.values():
+            lease = node.lease
+            if lease is not None and lease.task_id is None and \
+                    now - lease.last_used > self.config.lease_idle_s:
+                node.lease = None
+                node.available["CPU"] = node.available.get("CPU", 0.0) + 1.0
+                if node.state is NodeState.ALIVE:
+                    self.out.send(node.identity, Msg.LEASE_RETURN, (lease.worker_id,))
+                self.dirty = True
 
     def _on_worker_blocked(self, key, items, now):
         for task_id, _returned in items:
@@ -750,6 +849,10 @@ class HeadState(ActorsMixin):
                                     TaskState.CANCELLED)
         elif task.state is TaskState.ASSIGNED:
             task.cancel_requested = True
+            if task.lease is not None:
+                self.out.send(b"W" + task.lease.worker_id, Msg.CANCEL_TASKS,
+                              (task.spec.task_id, force))
+                return
             node = self.nodes.get(task.node_id)
             if node is not None:
                 self.out.send(node.identity, Msg.CANCEL_TASKS,

@@ -205,6 +205,9 @@ class NodeLoop:
         elif kind is Msg.CANCEL_TASKS:
             for task_id, force in message.items:
                 self.state.on_cancel(task_id, force, now)
+        elif kind is Msg.LEASE_RETURN:
+            for (worker_id,) in message.items:
+                self.state.on_lease_return(worker_id, now)
         elif kind is Msg.SHUTDOWN:
             log.info("shutdown requested by the head: %s", message.items)
             self.flag["stop"] = True

@@ -46,7 +46,8 @@ WORKER_TRANSITIONS = {
 
 class Worker:
     __slots__ = ("worker_id", "pid", "state", "tasks", "known_functions", "blocked",
-                 "calls", "idle_since", "started_at", "retiring", "task_started_at")
+                 "calls", "idle_since", "started_at", "retiring", "task_started_at",
+                 "leased")
 
     def __init__(self, worker_id, now):
         self.worker_id = worker_id
@@ -60,6 +61,7 @@ class Worker:
         self.started_at = now
         self.retiring = False
         self.task_started_at = None
+        self.leased = False     # the head sends it tasks directly (see offer_lease)
 
     @property
     def task(self):
@@ -102,6 +104,7 @@ class NodeManagerState:
         self.commands: list = []
         self.pool_size = max(0, int(resources.get("CPU", 0)))
         self.durations: dict[bytes, float] = {}   # function id -> recent run time (s)
+        self.lease = None       # worker id leased to the head, if any
 
     # --- events ----------------------------------------------------------------------
 
@@ -160,6 +163,9 @@ class NodeManagerState:
 
     def on_worker_blocked(self, worker_id: bytes, task_id: bytes, returned, now: float) -> None:
         worker = self.workers.get(worker_id)
+        if worker is not None and worker.leased:
+            self._lease_blocked(worker, task_id, True, now)
+            return
         if worker is None or worker.task is None or worker.task.task_id != task_id:
             return
         if not worker.blocked:
@@ -177,6 +183,9 @@ class NodeManagerState:
 
     def on_worker_unblocked(self, worker_id: bytes, task_id: bytes, now: float) -> None:
         worker = self.workers.get(worker_id)
+        if worker is not None and worker.leased:
+            self._lease_blocked(worker, task_id, False, now)
+            return
         if worker is None or worker.task is None or worker.task.task_id != task_id \
                 or not worker.blocked:
             return
@@ -189,6 +198,8 @@ class NodeManagerState:
         worker = self.by_pid.pop(pid, None)
         if worker is None or worker.state is WorkerState.DEAD:
             return
+        if worker.leased:            # the head knows what it ran there
+            self._end_lease(worker)
         spec = worker.task
         if spec is not None:
             unstarted = list(worker.tasks)[1:]
@@ -222,7 +233,8 @@ class NodeManagerState:
                 return
 
     def tick(self, now: float) -> None:
-        idle = [w for w in self.workers.values() if w.state is WorkerState.IDLE]
+        idle = [w for w in self.workers.values()
+                if w.state is WorkerState.IDLE and not w.leased]
         pool = [w for w in self.workers.values()
                 if w.task is None or w.task.actor_id is None]
         surplus = len(pool) - self.pool_size
@@ -238,9 +250,10 @@ class NodeManagerState:
     def dispatch(self, now: float) -> None:
         """Start every queued task whose resources are free on an idle worker."""
         if not self.queue:
+            self._offer_lease()
             return
         idle = [w for w in self.workers.values()
-                if w.state is WorkerState.IDLE and not w.retiring]
+                if w.state is WorkerState.IDLE and not w.retiring and not w.leased]
         shortfall = 0
         kept = deque()
         available = self.available
@@ -266,6 +279,49 @@ class NodeManagerState:
         starting = sum(1 for w in self.workers.values() if w.state is WorkerState.STARTING)
         for _ in range(shortfall - starting):
             self._spawn(now)
+
+    # --- leases: the synchronous fast path ------------------------------------------
+
+    def _offer_lease(self) -> None:
+        """With nothing queued, lend one idle worker (and one CPU) to the head so
+        it can send the next 1-CPU task straight to it, skipping a hop."""
+        if self.lease is not None or not self.config.lease_workers \
+                or self.available.get("CPU", 0.0) < 1.0 - 1e-9:
+            return
+        for worker in self.workers.values():
+            if worker.state is WorkerState.IDLE and not worker.retiring \
+                    and not worker.leased:
+                worker.leased = True
+                self.lease = worker.worker_id
+                self.available["CPU"] -= 1.0
+                self.out.send(HEAD, Msg.LEASE_OFFER, (worker.worker_id,))
+                return
+
+    def on_lease_return(self, worker_id: bytes, now: float) -> None:
+        worker = self.workers.get(worker_id)
+        if worker is not None and worker.leased:
+            self._end_lease(worker)
+        self.dispatch(now)
+
+    def _end_lease(self, worker) -> None:
+        worker.leased = False
+        if self.lease == worker.worker_id:
+            self.lease = None
+        self.available["CPU"] = self.available.get("CPU", 0.0) + 1.0 - \
+            (1.0 if worker.blocked else 0.0)
+        worker.blocked = False
+
+    def _lease_blocked(self, worker, task_id: bytes, blocked: bool, now: float) -> None:
+        """A lease task waits in get: lend its CPU back, as for any task."""
+        if blocked == worker.blocked:
+            return
+        worker.blocked = blocked
+        self.available["CPU"] = self.available.get("CPU", 0.0) + (1.0 if blocked else -1.0)
+        if blocked:
+            self.out.send(HEAD, Msg.WORKER_BLOCKED, (task_id, ()))
+            self.dispatch(now)
+        else:
+            self.out.send(HEAD, Msg.WORKER_UNBLOCKED, (task_id,))
 
     def _prefetch(self, now):
         """Hand queued short tasks to busy workers running the same resource shape."""

@@ -125,6 +125,8 @@ class WorkerProcess:
             with self.lock:
                 self.cancelled.add(task_id)
                 if self.current == task_id:
+                    if force:          # only the head sends force here (a leased worker)
+                        os._exit(1)
                     signal.pthread_kill(self.main_thread, signal.SIGINT)
 
     def _resume(self) -> None:
