@@ -479,11 +479,14 @@ class HeadState(ActorsMixin):
                 if task is None or task.state is not TaskState.PENDING:
                     queue.popleft()
                     continue
-                lease_node = self._free_lease_for(task)
-                if lease_node is not None:
-                    queue.popleft()
-                    self._assign_lease(task, lease_node)
-                    continue
+                if len(queue) == 1:          # a lone task: the fast path pays off
+                    lease_node = self._free_lease_for(task)
+                    if lease_node is not None:
+                        queue.popleft()
+                        self._assign_lease(task, lease_node)
+                        continue
+                else:                        # a burst: nodes need all their CPUs
+                    self._return_free_leases()
                 node = self._pick_node(task)
                 if node is None:
                     break
@@ -793,11 +796,15 @@ class HeadState(ActorsMixin):
         node.available["CPU"] = node.available.get("CPU", 0.0) + 1.0
         self.dirty = True
 
-    def _return_idle_leases(self, now):
+    def _return_free_leases(self):
+        self._return_idle_leases(self.now, idle_s=-1.0)
+
+    def _return_idle_leases(self, now, idle_s=None):
+        idle_s = self.config.lease_idle_s if idle_s is None else idle_s
         for node in self.nodes.values():
             lease = node.lease
             if lease is not None and lease.task_id is None and \
-                    now - lease.last_used > self.config.lease_idle_s:
+                    now - lease.last_used > idle_s:
                 node.lease = None
                 node.available["CPU"] = node.available.get("CPU", 0.0) + 1.0
                 if node.state is NodeState.ALIVE:
