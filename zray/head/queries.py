@@ -68,7 +68,8 @@ def list_objects(state, args):
 def summary(state, args):
     return {"tasks": len(state.tasks), "objects": len(state.objects),
             "clients": len(state.clients), "functions": len(state.functions),
-            "queued": sum(len(q) for q in state.queues.values())}
+            "queued": sum(len(q) for q in state.queues.values()),
+            "dispatched": dict(state.dispatch_counts)}
 
 
 def list_actors(state, args):

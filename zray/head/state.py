@@ -183,6 +183,7 @@ class HeadState(ActorsMixin):
         self.job_namespaces: dict = {}
         self.placeholders: dict[bytes, float] = {}
         self.run_times: dict[bytes, float] = {}    # function id -> recent run time (s)
+        self.dispatch_counts = {"node": 0, "lease": 0}
         self.now = now
         self.queues: dict[tuple, deque] = {}
         self.infeasible_warned: set = set()
@@ -535,6 +536,7 @@ class HeadState(ActorsMixin):
 
     def _assign(self, task, node):
         spec = task.spec
+        self.dispatch_counts["node"] += 1
         self._transition(task, TaskState.ASSIGNED)
         task.node_id = node.node_id
         for name, amount in _held(spec).items():
@@ -772,6 +774,7 @@ class HeadState(ActorsMixin):
         """Send the task straight to the leased worker (no node hop)."""
         lease = node.lease
         spec = task.spec
+        self.dispatch_counts["lease"] += 1
         self._transition(task, TaskState.ASSIGNED)
         task.node_id = node.node_id
         task.lease = lease
