@@ -283,11 +283,14 @@ class NodeManagerState:
     # --- leases: the synchronous fast path ------------------------------------------
 
     def _offer_lease(self) -> None:
-        """With nothing queued, lend one idle worker (and one CPU) to the head so
-        it can send the next 1-CPU task straight to it, skipping a hop."""
+        """With nothing queued or running, lend one idle worker (and one CPU) to
+        the head so it can send the next 1-CPU task straight to it, skipping a hop."""
         if self.lease is not None or not self.config.lease_workers \
                 or self.available.get("CPU", 0.0) < 1.0 - 1e-9:
             return
+        if any(w.state is WorkerState.BUSY and w.task is not None
+               and w.task.actor_id is None for w in self.workers.values()):
+            return      # only a fully idle node lends: bursts keep every CPU
         for worker in self.workers.values():
             if worker.state is WorkerState.IDLE and not worker.retiring \
                     and not worker.leased:
