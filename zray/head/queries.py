@@ -38,7 +38,10 @@ def available_resources(state, args):
     free = {}
     for node in state.nodes.values():
         if node.state.value == "ALIVE":
-            for name, amount in node.available.items():
+            available = dict(node.available)
+            if node.lease is not None and node.lease.task_id is None:
+                available["CPU"] = available.get("CPU", 0.0) + 1.0   # an idle lease
+            for name, amount in available.items():
                 free[name] = free.get(name, 0.0) + max(0.0, min(amount, node.total.get(name, 0)))
     return {k: v for k, v in free.items() if v > 0}
 
