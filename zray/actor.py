@@ -13,14 +13,12 @@ import inspect
 import cloudpickle
 
 from zray import _runtime, ids, options as opts
+from zray.ids import handle_id
 from zray.object_ref import ObjectRef
 from zray.protocol import Msg
 from zray.remote_function import pack_args
 from zray.serialization import record_contained_ref
 from zray.task_spec import TaskSpec
-
-HANDLE_SUFFIX = b"\xff\xff"
-
 
 def method(*args, **kwargs):
     """``@zray.method(num_returns=2)`` on an actor method."""
@@ -143,19 +141,19 @@ class ActorClass:
                         opts.strategy_wire(resolved["scheduling_strategy"]), None,
                         actor_id=actor_id, method="__init__", actor_options=actor_options)
         with client._lock:   # the head registers our handle with CREATE_ACTOR
-            client._refs[actor_id + HANDLE_SUFFIX] = \
-                client._refs.get(actor_id + HANDLE_SUFFIX, 0) + 1
+            client._refs[handle_id(actor_id)] = \
+                client._refs.get(handle_id(actor_id), 0) + 1
         if name:
             try:
                 meta = client.request(Msg.CREATE_ACTOR, (spec,))
             except Exception as exc:
-                client.release_ref(actor_id + HANDLE_SUFFIX)
+                client.release_ref(handle_id(actor_id))
                 message = str(exc)
                 if "already taken" in message:
                     raise ValueError(message) from None
                 raise
             if meta["actor_id"] != actor_id:     # get_if_exists found one
-                client.release_ref(actor_id + HANDLE_SUFFIX)
+                client.release_ref(handle_id(actor_id))
                 handle = ActorHandle(meta["actor_id"], meta["methods"], meta["class_name"],
                                      resolved["max_pending_calls"],
                                      meta.get("max_task_retries", 0), _client=client,
@@ -210,13 +208,13 @@ class ActorHandle:
             _client = active.client if active is not None else None
         self._client = _client
         if _client is not None and not _registered:
-            _client.add_ref(actor_id + HANDLE_SUFFIX)
+            _client.add_ref(handle_id(actor_id))
 
     def __del__(self):
         client = self._client
         if client is not None:
             try:
-                client.release_ref(self._actor_id + HANDLE_SUFFIX)
+                client.release_ref(handle_id(self._actor_id))
             except Exception:
                 pass
 
@@ -230,7 +228,7 @@ class ActorHandle:
         return ActorMethod(self, name, entry["num_returns"])
 
     def __reduce__(self):
-        record_contained_ref(self._actor_id + HANDLE_SUFFIX)
+        record_contained_ref(handle_id(self._actor_id))
         return (_rebuild_handle, (self._actor_id, self._methods, self._class_name,
                                   self._max_pending, self._max_task_retries))
 

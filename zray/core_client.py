@@ -38,6 +38,7 @@ from collections import deque
 import zmq
 
 from zray import protocol
+from zray.ids import handle_id, is_handle_id
 from zray._process import has_input, recv_frames, send_frames
 from zray.exceptions import GetTimeoutError, ProtocolError, RaySystemError
 from zray.protocol import Msg
@@ -45,8 +46,6 @@ from zray.serialization import (KIND_ERROR, KIND_INLINE, KIND_SHM, deserialize,
                                 read_segment, segment_path)
 
 log = logging.getLogger("zray")
-
-_BLOCKING_KINDS = (Msg.WORKER_BLOCKED, Msg.WORKER_UNBLOCKED)
 
 
 class CoreClient:
@@ -295,7 +294,7 @@ class CoreClient:
                         if task_id not in self._actor_call_of:
                             del self._unregistered[task_id]
                     continue
-                if object_id[16:] == b"\xff\xff" and self._actor_pending.get(task_id):
+                if is_handle_id(object_id) and self._actor_pending.get(task_id):
                     self._held_handles.add(object_id)   # released once our calls finish
                     continue
                 self._outbox.append((0, Msg.REMOVE_REFS, (object_id,)))
@@ -607,10 +606,10 @@ class CoreClient:
                         self._actor_call_of.pop(task_id, None)
                     with self._lock:
                         self._actor_pending.pop(actor_id, None)
-                        handle_id = actor_id + b"\xff\xff"
-                        if handle_id in self._held_handles:
-                            self._held_handles.discard(handle_id)
-                            self._outbox.append((0, Msg.REMOVE_REFS, (handle_id,)))
+                        handle = handle_id(actor_id)
+                        if handle in self._held_handles:
+                            self._held_handles.discard(handle)
+                            self._outbox.append((0, Msg.REMOVE_REFS, (handle,)))
                     conn.unfinished.clear()
 
     def _settle_unregistered(self, conn, state, text) -> None:
@@ -707,10 +706,10 @@ class CoreClient:
                 self._actor_pending[actor_id] = count
             else:
                 self._actor_pending.pop(actor_id, None)
-                handle_id = actor_id + b"\xff\xff"
-                if handle_id in self._held_handles:
-                    self._held_handles.discard(handle_id)
-                    self._outbox.append((0, Msg.REMOVE_REFS, (handle_id,)))
+                handle = handle_id(actor_id)
+                if handle in self._held_handles:
+                    self._held_handles.discard(handle)
+                    self._outbox.append((0, Msg.REMOVE_REFS, (handle,)))
 
     def _drain_extra(self, ctx, events) -> None:
         """Actor sockets and the caller-facing ROUTER of an actor worker."""

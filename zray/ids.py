@@ -10,9 +10,7 @@ what lineage needs.
 import itertools
 import os
 
-TASK_ID_BYTES = 16
-OBJECT_ID_BYTES = 18
-PUT_INDEX = 0
+HANDLE_SUFFIX = b"\xff\xff"   # an actor handle, counted like an object: actor_id + this
 
 _prefix = os.urandom(8)
 _counter = itertools.count(1)
@@ -45,9 +43,14 @@ def is_put_id(object_id: bytes) -> bool:
     return object_id[16:] == b"\x00\x00"
 
 
+def handle_id(actor_id: bytes) -> bytes:
+    return actor_id + HANDLE_SUFFIX
+
+
+def is_handle_id(object_id: bytes) -> bool:
+    return object_id[16:] == HANDLE_SUFFIX
+
+
 def task_id_of(object_id: bytes) -> bytes:
     return object_id[:16]
 
-
-def random_id(n: int = 16) -> bytes:
-    return os.urandom(n)

@@ -20,17 +20,11 @@ import enum
 import logging
 
 from zray import exceptions as zerr
+from zray.ids import handle_id
 from zray.protocol import Msg
 from zray.serialization import KIND_ERROR, dumps_error
 
 log = logging.getLogger("zray.head")
-
-HANDLE_SUFFIX = b"\xff\xff"
-
-
-def handle_object_id(actor_id: bytes) -> bytes:
-    return actor_id + HANDLE_SUFFIX
-
 
 class ActorState(str, enum.Enum):
     PENDING = "PENDING_CREATION"
@@ -133,7 +127,7 @@ class ActorsMixin:
 
     def _hold_handle(self, client, actor_id):
         from zray.head.state import ObjectRecord, ObjectState
-        oid = handle_object_id(actor_id)
+        oid = handle_id(actor_id)
         obj = self.objects.get(oid)
         if obj is None:
             obj = self.objects[oid] = ObjectRecord(oid, ObjectState.READY)
@@ -388,4 +382,4 @@ def error_blob(text: str) -> bytes:
     return dumps_error(zerr.ActorDiedError(text))
 
 
-__all__ = ["ActorsMixin", "ActorState", "handle_object_id", "KIND_ERROR", "error_blob"]
+__all__ = ["ActorsMixin", "ActorState", "KIND_ERROR", "error_blob"]

@@ -28,7 +28,8 @@ from zray.protocol import (
     Msg, PROTOCOL_MAJOR, STATUS_OK, STATUS_RETRIABLE_ERROR, STATUS_CANCELLED,
     REASON_CANCELLED,
 )
-from zray.head.actors import HANDLE_SUFFIX, ActorsMixin
+from zray.head.actors import ActorsMixin
+from zray.ids import is_handle_id, is_put_id
 from zray.outbox import Outbox
 from zray.serialization import KIND_INLINE, KIND_ERROR, KIND_SHM, dumps_error
 
@@ -541,13 +542,19 @@ class HeadState(ActorsMixin):
         task.node_id = node.node_id
         for name, amount in _held(spec).items():
             node.available[name] = node.available.get(name, 0.0) - amount
+        self.out.send(node.identity, Msg.EXECUTE_TASKS,
+                      (self._to_send(spec, node.known_functions),))
+
+    def _to_send(self, spec, known_functions: set):
+        """The spec as dispatched: dependency values resolved, and the function's
+        code attached for a receiver that has not had it yet."""
         send = spec.copy()
         if spec.dep_ids:
             send.dep_values = [self._dep_value(d) for d in spec.dep_ids]
-        if spec.function_id not in node.known_functions:
+        if spec.function_id not in known_functions:
             send.function_blob = self.functions.get(spec.function_id)
-            node.known_functions.add(spec.function_id)
-        self.out.send(node.identity, Msg.EXECUTE_TASKS, (send,))
+            known_functions.add(spec.function_id)
+        return send
 
     def _dep_value(self, object_id):
         obj = self.objects[object_id]
@@ -585,9 +592,7 @@ class HeadState(ActorsMixin):
                 self._record_run_time(task.spec.function_id, run_s)
             if node is None and task is not None:   # a dead worker's late result
                 node = self.nodes.get(task.node_id)
-            if task is None or task.state is not TaskState.ASSIGNED \
-                    or task.spec.attempt != attempt or node is None \
-                    or task.node_id != node.node_id:
+            if not _is_current(task, attempt, node):
                 self._discard_results(results, node)
                 continue
             self._release(task)
@@ -709,9 +714,7 @@ class HeadState(ActorsMixin):
         node = self.node_by_identity.get(key)
         for task_id, attempt, reason, text in items:
             task = self.tasks.get(task_id)
-            if task is None or task.state is not TaskState.ASSIGNED \
-                    or task.spec.attempt != attempt or node is None \
-                    or task.node_id != node.node_id:
+            if not _is_current(task, attempt, node):
                 continue
             if reason == REASON_CANCELLED:
                 self._release(task)
@@ -737,9 +740,7 @@ class HeadState(ActorsMixin):
                 self._actor_process_died(actor, f"its worker process (pid {pid}) exited "
                                                 f"with code {exit_code}", now)
                 continue
-            if task is None or task.state is not TaskState.ASSIGNED \
-                    or task.spec.attempt != attempt or node is None \
-                    or task.node_id != node.node_id:
+            if not _is_current(task, attempt, node):
                 continue
             error = zerr.WorkerCrashedError(
                 f"The worker (pid {pid}) running task {task.spec.name} died with exit "
@@ -779,13 +780,8 @@ class HeadState(ActorsMixin):
         task.node_id = node.node_id
         task.lease = lease
         lease.task_id = spec.task_id
-        send = spec.copy()
-        if spec.dep_ids:
-            send.dep_values = [self._dep_value(d) for d in spec.dep_ids]
-        if spec.function_id not in lease.known_functions:
-            send.function_blob = self.functions.get(spec.function_id)
-            lease.known_functions.add(spec.function_id)
-        self.out.send(b"W" + lease.worker_id, Msg.EXECUTE_TASKS, (send,))
+        self.out.send(b"W" + lease.worker_id, Msg.EXECUTE_TASKS,
+                      (self._to_send(spec, lease.known_functions),))
 
     def _lease_worker_died(self, node, pid, exit_code, now):
         lease = node.lease
@@ -927,7 +923,7 @@ class HeadState(ActorsMixin):
             return
         self.objects.pop(obj.object_id, None)
         self.placeholders.pop(obj.object_id, None)
-        if obj.object_id[16:] == HANDLE_SUFFIX:
+        if is_handle_id(obj.object_id):
             self._actor_handle_released(obj.object_id[:16])
             return
         for node_id in obj.locations:
@@ -940,7 +936,7 @@ class HeadState(ActorsMixin):
                 inner.pins -= 1
                 self._maybe_free(inner)
         task = self.tasks.get(obj.object_id[:16])
-        if task is not None and obj.object_id[16:] != b"\x00\x00":
+        if task is not None and not is_put_id(obj.object_id):
             task.live_returns -= 1
             if task.live_returns <= 0 and task.state in TERMINAL:
                 self.tasks.pop(task.spec.task_id, None)
@@ -1006,6 +1002,13 @@ class HeadState(ActorsMixin):
             for name, amount in node.available.items():
                 assert amount <= node.total.get(name, 0.0) + 1e-6, \
                     f"node {node.node_id.hex()} has more {name} free than it owns"
+
+
+def _is_current(task, attempt, node) -> bool:
+    """The report is about the attempt the head is waiting for, on its node."""
+    return task is not None and task.state is TaskState.ASSIGNED \
+        and task.spec.attempt == attempt and node is not None \
+        and task.node_id == node.node_id
 
 
 def _held(spec) -> dict:
