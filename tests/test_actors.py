@@ -85,7 +85,8 @@ def test_num_returns(cluster):
 
 
 def test_default_actor_holds_no_cpu_but_num_cpus_does(cluster):
-    before = zray.available_resources().get("CPU", 0)
+    before = zray.cluster_resources()["CPU"]      # once earlier tests' work has drained
+    assert wait_for(lambda: zray.available_resources().get("CPU", 0) == before)
     idle = [a.Counter.remote() for _ in range(3)]
     zray.get([c.get_count.remote() for c in idle])
     assert zray.available_resources().get("CPU", 0) == before
