@@ -289,3 +289,26 @@ def test_illegal_transition_raises():
     record = h.state.tasks[task.task_id]
     with pytest.raises(IllegalTransition):
         h.state._transition(record, TaskState.WAITING)
+
+
+def test_lease_task_finishing_before_its_unblock_keeps_cpu_count():
+    # A leased worker's task blocks in get; its result (straight from the worker)
+    # overtakes the unblock (relayed by the node). The CPU lent back must be taken
+    # back once, or the head would count a CPU that does not exist.
+    h = Harness()
+    h.add_node(cpus=2.0)
+    h.connect_driver()
+    h.connect_worker()
+    h.send(NODE_A, Msg.LEASE_OFFER, (WORKER[1:],))
+    node = h.state.nodes[NODE_A[1:]]
+    assert node.available["CPU"] == 1.0 and node.lease is not None
+    task = spec()
+    out = h.send(DRIVER, Msg.SUBMIT_TASKS, (task,))
+    assert (b"W" + WORKER[1:], Msg.EXECUTE_TASKS) in out
+    h.send(NODE_A, Msg.WORKER_BLOCKED, (task.task_id, ()))
+    assert node.available["CPU"] == 2.0
+    [oid] = task.return_ids()
+    h.send(WORKER, Msg.TASKS_FINISHED,
+           (task.task_id, 0, STATUS_OK, [(oid, KIND_INLINE, b"", 0, ())], 0.001))
+    h.send(NODE_A, Msg.WORKER_UNBLOCKED, (task.task_id,))
+    assert node.available["CPU"] == 1.0 and node.lease.task_id is None

@@ -566,6 +566,9 @@ class HeadState(ActorsMixin):
         task.node_id = None
         if task.lease is not None:     # the lease holds the CPU, not the task
             lease, task.lease = task.lease, None
+            if task.blocked and node is not None:   # it finished before its unblock
+                node.available["CPU"] = node.available.get("CPU", 0.0) - 1.0
+                task.blocked = False
             if node is not None and node.lease is lease and lease.task_id == \
                     task.spec.task_id:
                 lease.task_id = None
@@ -1002,6 +1005,12 @@ class HeadState(ActorsMixin):
             for name, amount in node.available.items():
                 assert amount <= node.total.get(name, 0.0) + 1e-6, \
                     f"node {node.node_id.hex()} has more {name} free than it owns"
+            lease = node.lease
+            if lease is not None:
+                task = self.tasks.get(lease.task_id) if lease.task_id else None
+                lent = task is not None and task.blocked
+                assert lent or node.available.get("CPU", 0.0) + 1.0 <= \
+                    node.total.get("CPU", 0.0) + 1e-6, "a lease's CPU counted as free"
 
 
 def _is_current(task, attempt, node) -> bool:
