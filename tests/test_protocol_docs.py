@@ -84,7 +84,8 @@ _SAMPLES = {
     "args": {"limit": 3}, "ok": True, "value": [{"NodeID": "ab"}],
     "worker_id": b"w" * 8, "exit_code": -9, "actor_id": b"a" * 16,
     "address": "ipc:///tmp/a.sock", "no_restart": True, "state": "ALIVE",
-    "run_s": 0.0005,
+    "run_s": 0.0005, "transfer_endpoint": "tcp://10.0.0.2:40123", "alive": True,
+    "error": None, "offset": 8 << 20, "length": 8 << 20,
 }
 
 

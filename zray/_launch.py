@@ -117,10 +117,12 @@ class ManagedProcess:
 
 
 def start_head(config: Config, session_name: str, session_dir: str, binds: list,
-               parent_pid: int | None) -> ManagedProcess:
+               parent_pid: int | None, ready_file: str | None = None) -> ManagedProcess:
     argv = [sys.executable, "-m", "zray.head", "--config", config.to_json(),
             "--session-name", session_name, "--log-file",
             os.path.join(session_dir, "logs", "head.log")]
+    if ready_file:
+        argv += ["--ready-file", ready_file]
     for bind in binds:
         argv += ["--bind", bind]
     if parent_pid:
@@ -140,6 +142,102 @@ def start_node(config: Config, head_address: str, node_id: bytes, resources: dic
         argv += ["--parent-pid", str(parent_pid)]
     return ManagedProcess(f"node {tag}", argv,
                           os.path.join(session_dir, "logs", f"node-{tag}.out"))
+
+
+def start_tcp_head(config: Config, session_name: str, session_dir: str, host: str,
+                   port: int, parent_pid: int | None) -> tuple[ManagedProcess, str]:
+    """A head on TCP (``port`` 0: any free port); returns it and its endpoint."""
+    ready = os.path.join(session_dir, "head.json")
+    head = start_head(config, session_name, session_dir,
+                      [f"tcp://{host}:{port or '*'}"], parent_pid, ready_file=ready)
+    deadline = time.monotonic() + config.startup_timeout_s
+    while not os.path.exists(ready):
+        head.check()
+        if time.monotonic() > deadline:
+            head.stop(config.shutdown_grace_s)
+            raise RaySystemError(f"the head did not start in {config.startup_timeout_s} s; "
+                                 f"see {head.log_path}")
+        time.sleep(0.01)
+    with open(ready) as f:
+        endpoint = json.load(f)["endpoints"][0]
+    return head, endpoint
+
+
+def wait_for_alive_nodes(endpoint: str, count: int, timeout_s: float,
+                         check=None) -> list:
+    """Poll the head until ``count`` nodes are alive; return the node list."""
+    from zray._admin import query
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if check is not None:
+            check()
+        nodes = query(endpoint, "nodes", timeout_s=max(1.0, deadline - time.monotonic()))
+        if sum(1 for n in nodes if n["Alive"]) >= count:
+            return nodes
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{count} node(s) did not join the head at {endpoint} in "
+                               f"{timeout_s} s")
+        time.sleep(0.02)
+
+
+# --- what `zray start` started on this host ------------------------------------------
+
+STARTED_FILE = "started.json"
+
+
+def _started_path(temp_dir: str) -> str:
+    return os.path.join(temp_dir, STARTED_FILE)
+
+
+def read_started(temp_dir: str) -> list:
+    """Processes `zray start` recorded here that still run (pid and start time match)."""
+    import psutil
+    try:
+        with open(_started_path(temp_dir)) as f:
+            entries = json.load(f)
+    except (FileNotFoundError, ValueError):
+        return []
+    alive = []
+    for entry in entries:
+        try:
+            if abs(psutil.Process(entry["pid"]).create_time() - entry["create_time"]) < 1.0:
+                alive.append(entry)
+        except (psutil.Error, KeyError, TypeError):
+            pass
+    return alive
+
+
+def record_started(temp_dir: str, entries: list) -> None:
+    """Add ``entries`` (dicts with pid, role, address, ...) to this host's record."""
+    import psutil
+    kept = read_started(temp_dir)
+    for entry in entries:
+        entry = dict(entry, create_time=psutil.Process(entry["pid"]).create_time())
+        kept.append(entry)
+    write_started(temp_dir, kept)
+
+
+def write_started(temp_dir: str, entries: list) -> None:
+    os.makedirs(temp_dir, mode=0o700, exist_ok=True)
+    path = _started_path(temp_dir)
+    with open(path + ".tmp", "w") as f:
+        json.dump(entries, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def find_local_cluster(temp_dir: str) -> str:
+    """The head address of the cluster `zray start` started on this host."""
+    entries = read_started(temp_dir)
+    for entry in entries:
+        if entry.get("role") == "head":
+            return entry["address"]
+    for entry in entries:
+        if entry.get("address"):
+            return entry["address"]
+    raise ConnectionError(
+        "address='auto' found no cluster started on this host (nothing running in "
+        f"{_started_path(temp_dir)}); start one with `zray start --head`, or pass "
+        "address='HOST:PORT'")
 
 
 class LocalCluster:

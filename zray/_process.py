@@ -75,6 +75,27 @@ def bind_private(sock, address: str) -> str:
     return endpoint
 
 
+def serve_endpoint(session_dir: str, name: str, host: str, head_endpoint: str) -> str:
+    """Where a process listens for its peers: an owner-only ipc path when the
+    cluster lives on this host (its head is reached by ipc), else TCP on this
+    host's address with a port the OS picks."""
+    if head_endpoint.startswith("ipc://"):
+        return f"ipc://{session_dir}/{name}.sock"
+    return f"tcp://{host}:*"
+
+
+def route_ip(peer_host: str = "192.0.2.1") -> str:
+    """This host's address on the route to ``peer_host`` (a UDP connect sends
+    nothing; it only asks the kernel which interface it would use)."""
+    import socket
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((peer_host, 9))
+            return probe.getsockname()[0]
+    except OSError:
+        return "127.0.0.1"
+
+
 def run_profiled(role: str, function) -> None:
     """Run ``function``; with ZRAY_PROFILE_DIR set, under cProfile, dumping
     ``<dir>/<role>-<pid>.prof`` at exit (a developer's tool for hot paths)."""

@@ -98,9 +98,8 @@ def head_endpoint(address: str) -> str:
     if address.startswith(("ipc://", "tcp://")):
         return address
     if address == "auto":
-        raise ValueError("address='auto' needs a cluster started with `zray start` on this "
-                         "host, which this build does not have yet; pass the address that "
-                         "zray.init() returned (address_info['address']) instead")
+        from zray._launch import find_local_cluster
+        return head_endpoint(find_local_cluster(Config.from_env().temp_dir))
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit():
         raise ValueError(f"cluster address {address!r} is not HOST:PORT, ipc://PATH or "
@@ -117,14 +116,38 @@ def _connect(address, config, namespace) -> _runtime.Runtime:
     except BaseException:
         client.close()
         raise
-    from zray._launch import hostname
-    for node in welcome.get("nodes", []):
-        if node["Alive"] and node["NodeManagerHostname"] == hostname():
-            client.local_node_id = bytes.fromhex(node["NodeID"])
-            break
+    node = _local_node(endpoint, welcome.get("nodes", []))
+    if node is not None:
+        client.local_node_id = bytes.fromhex(node["NodeID"])
+        client.node_endpoint = node.get("NodeManagerEndpoint") or None
+    from zray._process import serve_endpoint
+    if endpoint.startswith("ipc://"):
+        here = os.path.dirname(endpoint[len("ipc://"):])
+        client.serve_results(f"ipc://{here}/driver-{os.getpid()}-{os.urandom(3).hex()}.sock")
+    else:
+        client.serve_results(serve_endpoint("", "", _my_ip(endpoint), endpoint))
     runtime = _runtime.Runtime(client, "driver", namespace)
     runtime.address = endpoint
     return runtime
+
+
+def _my_ip(endpoint: str) -> str:
+    from zray._process import route_ip
+    host = endpoint[len("tcp://"):].rpartition(":")[0]
+    return "127.0.0.1" if host in ("127.0.0.1", "localhost") else route_ip(host)
+
+
+def _local_node(endpoint: str, nodes: list):
+    """The node on this host that stores this driver's objects: on the address
+    this host uses to reach the head (the head's own node if several match)."""
+    from zray._launch import hostname
+    alive = [n for n in nodes if n["Alive"]]
+    if endpoint.startswith("tcp://"):
+        mine = [n for n in alive if n["NodeManagerAddress"] == _my_ip(endpoint)]
+    else:
+        mine = [n for n in alive if n["NodeManagerHostname"] == hostname()]
+    mine.sort(key=lambda n: "node:__internal_head__" not in n["Resources"])
+    return mine[0] if mine else None
 
 
 def _context(runtime) -> ClientContext:

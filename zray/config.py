@@ -48,6 +48,12 @@ class Config:
     bookkeeping_delay_s: float = 0.002
     #: Largest inbound frame any socket accepts, in bytes (-1: no limit).
     max_message_bytes: int = 512 * 1024 * 1024
+    #: Bytes in one chunk of an object pulled from another node.
+    transfer_chunk_bytes: int = 8 * 1024 * 1024
+    #: Chunk requests a pull keeps outstanding (its window of credits).
+    transfer_window: int = 4
+    #: Seconds a pull waits for a peer's next chunk before trying another copy.
+    transfer_timeout_s: float = 30.0
     #: Seconds an idle surplus worker (beyond num_cpus) lives before it exits.
     idle_worker_timeout_s: float = 10.0
     #: Seconds a process waits for its children to exit on shutdown before

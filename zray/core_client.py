@@ -102,6 +102,8 @@ class CoreClient:
         self.owner_address = None          # a driver's ROUTER for results of its tasks
         self._owner_socks: dict[str, object] = {}
         self._served = threading.Event()
+        self._pulls: dict[bytes, concurrent.futures.Future] = {}
+        self._sockets = [None, None]
         self._handlers = {
             Msg.OBJECTS_READY: self._on_objects_ready,
             Msg.QUERY_REPLY: self._on_query_reply,
@@ -111,6 +113,7 @@ class CoreClient:
             Msg.PROTOCOL_ERROR: self._on_protocol_error,
             Msg.ACTOR_INFO: self._on_actor_info,
             Msg.ACTOR_RESULTS: self._on_actor_results,
+            Msg.OBJECT_PULLED: self._on_object_pulled,
         }
         self._thread = threading.Thread(target=self._io_main, name="zray-io", daemon=True)
         self._thread.start()
@@ -377,14 +380,47 @@ class CoreClient:
         if kind == KIND_ERROR:
             raise _as_raisable(deserialize(data))
         if kind == KIND_SHM:
-            if self.local_node_id in node_ids:
-                return read_segment(segment_path(self.config.shm_dir, self.local_node_id,
-                                                 object_id))
+            if self.local_node_id not in node_ids:
+                self.pull(object_id, size, node_ids)
+            return read_segment(segment_path(self.config.shm_dir, self.local_node_id,
+                                             object_id))
+        raise RaySystemError(f"unknown object kind {kind}")
+
+    def pull(self, object_id: bytes, size: int, node_ids) -> None:
+        """Have this process's node copy a segment that lives on other nodes
+        into its store; wait until it is there."""
+        if self.local_node_id is None or self.node_endpoint is None:
             raise RaySystemError(
                 f"object {object_id.hex()} lives on node(s) "
-                f"{[n.hex()[:12] for n in node_ids]}, not on this process's node; "
-                "cross-node object transfer is not available in this build")
-        raise RaySystemError(f"unknown object kind {kind}")
+                f"{[n.hex()[:12] for n in node_ids]}, and this process has no node of its "
+                "own to pull it to; run the driver on a host where a zray node runs")
+        with self._lock:
+            future = self._pulls.get(object_id)
+            first = future is None
+            if first:
+                future = self._pulls[object_id] = concurrent.futures.Future()
+        if first:
+            self.send(Msg.PULL_OBJECT, (object_id, size, tuple(node_ids)), to_node=True)
+        while True:
+            try:
+                error = future.result(timeout=1.0)
+                break
+            except concurrent.futures.TimeoutError:
+                self._raise_if_fatal()
+        if error is not None:
+            from zray.exceptions import ObjectLostError
+            raise ObjectLostError(object_id.hex(), error)
+        with self._lock:
+            entry = self._objects.get(object_id)
+            if entry is not None and self.local_node_id not in entry[3]:
+                self._objects[object_id] = entry[:3] + (entry[3] + (self.local_node_id,),)
+
+    def _on_object_pulled(self, items) -> None:
+        with self._lock:
+            for object_id, error in items:
+                future = self._pulls.pop(object_id, None)
+                if future is not None:
+                    future.set_result(error)
 
     def add_callback(self, object_id: bytes, callback) -> None:
         """Call ``callback(entry)`` (in the I/O thread) once the object is ready."""
@@ -446,7 +482,7 @@ class CoreClient:
         if self.node_endpoint:
             node = self._connect(ctx, self.node_endpoint, self.node_identity)
             poller.register(node, zmq.POLLIN)
-        sockets = (sock, node)
+        sockets = self._sockets = [sock, node]    # a driver connects its node lazily
         self._poller = poller
         beat_every = self.config.heartbeat_interval_s
         next_beat = time.monotonic()
@@ -467,6 +503,7 @@ class CoreClient:
                 self._flush(sockets)
                 if sock in events:
                     self._drain(sock)
+                node = sockets[1]
                 if node is not None and node in events:
                     self._drain(node)
                 if self._actor_conns or self._server is not None or \
@@ -494,6 +531,11 @@ class CoreClient:
                 owner_sock.close()
             if self._server is not None:
                 self._server.close()
+                if self.server_endpoint and self.server_endpoint.startswith("ipc://"):
+                    try:
+                        os.unlink(self.server_endpoint[len("ipc://"):])
+                    except OSError:
+                        pass
             ctx.term()
 
     def _flush(self, sockets, final: bool = False) -> None:
@@ -531,6 +573,10 @@ class CoreClient:
     def _route(self, sockets, key, items) -> None:
         target, msg_type = key
         if target == 0 or target == 1:
+            if sockets[target] is None:     # a driver's first pull from its node
+                sockets[1] = self._connect(self._ctx, self.node_endpoint,
+                                           self.node_identity or self.identity)
+                self._poller.register(sockets[1], zmq.POLLIN)
             send_frames(sockets[target], protocol.encode(msg_type, items))
         elif type(target) is bytes:
             self._send_actor_calls(target, [item[0] for item in items])

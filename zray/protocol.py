@@ -72,6 +72,12 @@ class Msg(enum.IntEnum):
     ACTOR_RESULTS = 35
     LEASE_OFFER = 36
     LEASE_RETURN = 37
+    NODE_TABLE = 38
+    PULL_OBJECT = 39
+    OBJECT_PULLED = 40
+    CHUNK_REQUEST = 41
+    CHUNK = 42
+    OBJECT_COPIED = 43
 
 
 @dataclass(frozen=True)
@@ -198,9 +204,30 @@ SPECS: dict[Msg, MessageSpec] = {
     Msg.LEASE_RETURN: MessageSpec(
         "head→node", ("worker_id",),
         "The head gives a leased worker back (unused for a while)."),
+    Msg.NODE_TABLE: MessageSpec(
+        "head→node", ("node_id", "transfer_endpoint", "alive"),
+        "Where every node serves object chunks; sent in full whenever membership changes."),
+    Msg.PULL_OBJECT: MessageSpec(
+        "driver/worker→node", ("object_id", "size", "node_ids"),
+        "Bring a copy of a shared-memory object that lives on other nodes into this "
+        "node's store; answered with OBJECT_PULLED."),
+    Msg.OBJECT_PULLED: MessageSpec(
+        "node→driver/worker", ("object_id", "error"),
+        "The pull finished: the segment is in this node's store (error None), or why not."),
+    Msg.CHUNK_REQUEST: MessageSpec(
+        "node→node", ("object_id", "offset", "length"),
+        "Ask a peer for one chunk of a segment (each request is one credit of the window)."),
+    Msg.CHUNK: MessageSpec(
+        "node→node", ("object_id", "offset", "size", "error"),
+        "One chunk of a segment, as a raw buffer frame after the header; size is the whole "
+        "segment's; error is set (and no frame sent) when the peer cannot serve it."),
+    Msg.OBJECT_COPIED: MessageSpec(
+        "node→head", ("object_id", "size"),
+        "This node now holds a copy of the object (a pull finished): a new location."),
     Msg.SHUTDOWN: MessageSpec(
-        "driver→head, head→node, node→worker", ("reason",),
-        "Stop: the receiver exits cleanly, stopping what it started."),
+        "driver→head, head→node, node→worker, node→head", ("reason",),
+        "Stop: the receiver exits cleanly, stopping what it started (from a node: it "
+        "is stopping, and the head marks it dead at once)."),
 }
 
 

@@ -10,6 +10,7 @@ once per loop turn, one message per (peer, type).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import time
@@ -43,9 +44,13 @@ class HeadLoop:
         self.state = HeadState(config, session_name, time.monotonic())
         self.flag = {"stop": False}
 
-    def run(self) -> None:
+    def run(self, ready_file: str | None = None) -> None:
         install_stop_handler(self.flag)
         log.info("head listening on %s", self.endpoints)
+        if ready_file:      # tells the launcher which ports the OS picked
+            with open(ready_file + ".tmp", "w") as f:
+                json.dump({"endpoints": self.endpoints, "pid": os.getpid()}, f)
+            os.replace(ready_file + ".tmp", ready_file)
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         next_tick = time.monotonic() + TICK_S
@@ -121,11 +126,12 @@ def main(argv=None) -> None:
     parser.add_argument("--session-name", required=True)
     parser.add_argument("--parent-pid", type=int)
     parser.add_argument("--log-file")
+    parser.add_argument("--ready-file")
     args = parser.parse_args(argv)
     config = Config.from_json(args.config)
     setup_logging("head", config.log_level, args.log_file)
     loop = HeadLoop(config, args.bind, args.session_name, args.parent_pid)
-    run_profiled("head", loop.run)
+    run_profiled("head", lambda: loop.run(args.ready_file))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ def nodes(state, args):
             "NodeManagerHostname": info.get("hostname", ""),
             "NodeManagerPort": info.get("port", 0),
             "ObjectStoreSocketName": info.get("store", ""),
+            "NodeManagerEndpoint": info.get("worker_endpoint", ""),
             "Resources": dict(node.total) if node.state.value == "ALIVE" else {},
             "Labels": info.get("labels", {}),
             "pid": info.get("pid"),

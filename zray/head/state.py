@@ -220,6 +220,7 @@ class HeadState(ActorsMixin):
             Msg.KILL_ACTOR: self._on_kill_actor,
             Msg.ACTOR_TASKS_FINISHED: self._on_actor_tasks_finished,
             Msg.LEASE_OFFER: self._on_lease_offer,
+            Msg.OBJECT_COPIED: self._on_object_copied,
         }
         from zray.head.queries import QUERIES
         self.queries = QUERIES
@@ -318,7 +319,28 @@ class HeadState(ActorsMixin):
             self.out.send(key, Msg.WELCOME, ({"session_name": self.session_name},))
             self.infeasible_warned.clear()
             self.dirty = True
+            self._send_node_table()
         self._send_welcomes()
+
+    def _send_node_table(self):
+        """Tell every alive node where each node serves object chunks."""
+        table = [(n.node_id, n.info.get("transfer_endpoint"), n.state is NodeState.ALIVE)
+                 for n in self.nodes.values() if n.info.get("transfer_endpoint")]
+        for node in self.nodes.values():
+            if node.state is NodeState.ALIVE:
+                for item in table:
+                    self.out.send(node.identity, Msg.NODE_TABLE, item)
+
+    def _on_object_copied(self, key, items, now):
+        node = self.node_by_identity.get(key)
+        if node is None or node.state is not NodeState.ALIVE:
+            return
+        for object_id, _size in items:
+            obj = self.objects.get(object_id)
+            if obj is not None and obj.kind == KIND_SHM:
+                obj.locations.add(node.node_id)
+            else:        # freed meanwhile: the copy is not wanted
+                self.out.send(key, Msg.FREE_OBJECTS, (object_id,))
 
     def _on_heartbeat(self, key, items, now):
         client = self.clients.get(key)
@@ -349,6 +371,7 @@ class HeadState(ActorsMixin):
                 obj.locations.discard(node.node_id)
                 if not obj.locations and obj.kind == KIND_SHM:
                     self._object_lost(obj, node)
+        self._send_node_table()
         self.dirty = True
 
     def _object_lost(self, obj, node):
@@ -978,6 +1001,11 @@ class HeadState(ActorsMixin):
             self.out.send(key, Msg.QUERY_REPLY, reply)
 
     def _on_shutdown(self, key, items, now):
+        node = self.node_by_identity.get(key)
+        if node is not None:        # a node manager stopping on its own
+            if node.state is NodeState.ALIVE:
+                self._node_died(node, now, f"it stopped ({items[0][0] if items else ''})")
+            return
         client = self.clients.get(key)
         if client is not None and client.kind == "driver" and items and items[0][0] == "cluster":
             for node in self.nodes.values():

@@ -9,6 +9,10 @@ Sockets and pipes:
   results, nested tasks and references straight to the head on a socket of
   their own, so one ordered channel carries all of a worker's object traffic.)
 - pipes to the fork server, which forks workers and reports their exits.
+- ROUTER for peer nodes (ipc on one host, TCP between hosts): CHUNK_REQUEST in,
+  CHUNK out; and one DEALER per peer this node pulls objects from (see
+  ``zray.node.transfer``).  Drivers and workers ask for pulls with PULL_OBJECT
+  on the worker ROUTER.
 
 Decisions are made by ``NodeManagerState``; this module only moves bytes.
 """
@@ -30,10 +34,11 @@ import zmq
 from zray import protocol
 from zray._process import (bind_private, configure_socket, has_input,
                            install_stop_handler, parent_alive, recv_frames, run_profiled,
-                           send_frames, setup_logging)
+                           send_frames, serve_endpoint, setup_logging)
 from zray.config import Config
 from zray.exceptions import ProtocolError
 from zray.node.state import HEAD, NodeManagerState
+from zray.node.transfer import ChunkServer, Puller
 from zray.protocol import Msg
 from zray.serialization import remove_segments, segment_path
 
@@ -62,6 +67,18 @@ class NodeLoop:
         configure_socket(self.workers, config)
         self.worker_endpoint = bind_private(
             self.workers, f"ipc://{session_dir}/node-{node_id.hex()[:12]}.sock")
+        self.transfer = self.ctx.socket(zmq.ROUTER)
+        configure_socket(self.transfer, config)
+        self.transfer_endpoint = bind_private(self.transfer, serve_endpoint(
+            session_dir, f"transfer-{node_id.hex()[:12]}", host, head_address))
+        self.chunks = ChunkServer(config.shm_dir, node_id)
+        self.puller = Puller(config.shm_dir, node_id, config.transfer_chunk_bytes,
+                             config.transfer_window, config.transfer_timeout_s)
+        self.puller.reachable = lambda peer: peer in self.peer_endpoints
+        self.peer_endpoints: dict[bytes, str] = {}    # alive peers' chunk servers
+        self.peers: dict[bytes, zmq.Socket] = {}      # DEALERs to pull from them
+        self.poller = None
+        self.head_gone = False
         self.state = NodeManagerState(node_id, resources, config, time.monotonic())
         self.resources = resources
         self.forkserver = None
@@ -74,6 +91,8 @@ class NodeLoop:
                 lambda w, item, now: state.on_worker_blocked(w, item[0], item[1], now),
             Msg.WORKER_UNBLOCKED:
                 lambda w, item, now: state.on_worker_unblocked(w, item[0], now),
+            Msg.PULL_OBJECT:
+                lambda w, item, now: self.puller.request(item[0], item[1], item[2], w, now),
         }
 
     # --- lifecycle -------------------------------------------------------------------
@@ -83,10 +102,11 @@ class NodeLoop:
         self._start_forkserver()
         self._register()
         self.state.start(time.monotonic())
-        poller = zmq.Poller()
+        poller = self.poller = zmq.Poller()
         poller.register(self.head, zmq.POLLIN)
         poller.register(self.workers, zmq.POLLIN)
         poller.register(self.events_fd, zmq.POLLIN)
+        poller.register(self.transfer, zmq.POLLIN)
         next_tick = time.monotonic()
         next_beat = next_tick
         while not self.flag["stop"]:
@@ -99,8 +119,14 @@ class NodeLoop:
                 self._drain_head(now)
             if ready.get(self.events_fd):
                 self._read_forkserver(now)
+            if ready.get(self.transfer):
+                self._serve_chunks()
+            for peer, sock in list(self.peers.items()):
+                if ready.get(sock):
+                    self._drain_peer(peer, sock, now)
             if now >= next_tick:
                 self.state.tick(now)
+                self.puller.tick(now)
                 next_tick = now + TICK_S
                 if not parent_alive(self.parent_pid):
                     log.warning("parent process %s is gone; shutting down", self.parent_pid)
@@ -114,7 +140,8 @@ class NodeLoop:
     def _register(self) -> None:
         info = {"host": self.host, "hostname": socket.gethostname(), "pid": os.getpid(),
                 "resources": self.resources, "store": self.config.shm_dir,
-                "worker_endpoint": self.worker_endpoint}
+                "worker_endpoint": self.worker_endpoint,
+                "transfer_endpoint": self.transfer_endpoint}
         self.state.out.send(HEAD, Msg.REGISTER_NODE, (
             self.node_id, protocol.PROTOCOL_MAJOR, protocol.PROTOCOL_MINOR, info))
 
@@ -133,6 +160,8 @@ class NodeLoop:
         os.close(events_w)
 
     def _shutdown(self) -> None:
+        if not self.head_gone:
+            self.state.out.send(HEAD, Msg.SHUTDOWN, ("node manager stopping",))
         self._flush()
         os.close(self.cmd_w)          # the fork server kills its workers and exits
         try:
@@ -146,14 +175,21 @@ class NodeLoop:
                     os.kill(worker.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+        self.puller.close()
+        self._flush()
         removed = remove_segments(self.config.shm_dir, self.node_id)
         self.head.close()
         self.workers.close()
+        self.transfer.close()
+        for sock in self.peers.values():
+            sock.close()
         self.ctx.term()
-        try:
-            os.unlink(self.worker_endpoint[len("ipc://"):])
-        except FileNotFoundError:
-            pass
+        for endpoint in (self.worker_endpoint, self.transfer_endpoint):
+            if endpoint.startswith("ipc://"):
+                try:
+                    os.unlink(endpoint[len("ipc://"):])
+                except FileNotFoundError:
+                    pass
         log.info("node stopped; removed %d object segments", removed)
 
     # --- channels --------------------------------------------------------------------
@@ -198,6 +234,8 @@ class NodeLoop:
             self.state.on_execute_tasks([item[0] for item in message.items], now)
         elif kind is Msg.FREE_OBJECTS:
             for (object_id,) in message.items:
+                self.chunks.forget(object_id)
+                self.puller.on_freed(object_id)
                 try:
                     os.unlink(segment_path(self.config.shm_dir, self.node_id, object_id))
                 except FileNotFoundError:
@@ -208,8 +246,12 @@ class NodeLoop:
         elif kind is Msg.LEASE_RETURN:
             for (worker_id,) in message.items:
                 self.state.on_lease_return(worker_id, now)
+        elif kind is Msg.NODE_TABLE:
+            for node_id, endpoint, alive in message.items:
+                self._set_peer(node_id, endpoint, alive)
         elif kind is Msg.SHUTDOWN:
             log.info("shutdown requested by the head: %s", message.items)
+            self.head_gone = True
             self.flag["stop"] = True
         elif kind is Msg.WELCOME:
             log.info("registered with the head")
@@ -241,7 +283,101 @@ class NodeLoop:
                     log.exception("handling %s from worker %s failed", message.type.name,
                                   worker_id.hex())
 
+    # --- object transfer -----------------------------------------------------------
+
+    def _set_peer(self, node_id: bytes, endpoint: str, alive: bool) -> None:
+        if node_id == self.node_id:
+            return
+        known = self.peer_endpoints.get(node_id)
+        if alive and known == endpoint:
+            return
+        sock = self.peers.pop(node_id, None)
+        if sock is not None:
+            self.poller.unregister(sock)
+            sock.close()
+        if alive:
+            self.peer_endpoints[node_id] = endpoint
+        else:
+            self.peer_endpoints.pop(node_id, None)
+            self.puller.on_node_dead(node_id)
+
+    def _peer(self, node_id: bytes):
+        sock = self.peers.get(node_id)
+        if sock is None:
+            sock = self.ctx.socket(zmq.DEALER)
+            configure_socket(sock, self.config)
+            sock.setsockopt(zmq.IDENTITY, b"T" + self.node_id)
+            sock.connect(self.peer_endpoints[node_id])
+            self.peers[node_id] = sock
+            self.poller.register(sock, zmq.POLLIN)
+        return sock
+
+    def _serve_chunks(self) -> None:
+        for _ in range(DRAIN_BUDGET):
+            if not has_input(self.transfer):
+                return
+            frames = recv_frames(self.transfer)
+            try:
+                message = protocol.decode(frames[1:])
+                if message.type is not Msg.CHUNK_REQUEST:
+                    raise ProtocolError(f"unexpected {message.type.name}")
+            except ProtocolError as exc:
+                log.warning("dropped a message from peer %r: %s", frames[0][:17], exc)
+                continue
+            for item in message.items:
+                try:
+                    header, buffers = self.chunks.chunk(*item)
+                except Exception as exc:   # a malformed request must not stop the node
+                    log.warning("bad chunk request %r: %s", item[:3], exc)
+                    continue
+                out = [frames[0]] + protocol.encode(Msg.CHUNK, [header]) + buffers
+                try:
+                    self.transfer.send_multipart(out, copy=False)
+                except zmq.ZMQError as exc:
+                    log.warning("could not send a chunk: %s", exc)
+
+    def _drain_peer(self, peer: bytes, sock, now: float) -> None:
+        for _ in range(DRAIN_BUDGET):
+            if not has_input(sock):
+                return
+            frames = sock.recv_multipart(copy=False)
+            try:
+                message = protocol.decode([frames[0].bytes] + frames[1:])
+            except ProtocolError as exc:
+                log.warning("dropped a message from node %s: %s", peer.hex()[:12], exc)
+                continue
+            if message.type is not Msg.CHUNK:
+                continue
+            buffers = [frame.buffer for frame in message.buffers]
+            for object_id, offset, size, error in message.items:
+                try:
+                    self.puller.on_chunk(peer, object_id, offset, size, error, buffers, now)
+                except Exception:
+                    log.exception("writing a chunk of %s failed", object_id.hex())
+
+    def _flush_transfers(self) -> None:
+        puller = self.puller
+        while puller.requests or puller.finished:
+            requests, puller.requests = puller.requests, []
+            by_peer = {}
+            for peer, item in requests:
+                by_peer.setdefault(peer, []).append(item)
+            for peer, items in by_peer.items():
+                if peer not in self.peer_endpoints:
+                    continue
+                for item in items:     # one request per message: chunks come back apace
+                    send_frames(self._peer(peer), protocol.encode(Msg.CHUNK_REQUEST, [item]))
+            finished, puller.finished = puller.finished, []
+            for object_id, error, waiters, size in finished:
+                if error is None:
+                    self.state.out.send(HEAD, Msg.OBJECT_COPIED, (object_id, size))
+                else:
+                    log.warning("%s", error)
+                for waiter in waiters:
+                    self.state.out.send(waiter, Msg.OBJECT_PULLED, (object_id, error))
+
     def _flush(self) -> None:
+        self._flush_transfers()
         for command in self.state.commands:
             self._run_command(command)
         self.state.commands = []

@@ -62,7 +62,9 @@ class ActorRuntime:
             asyncio.set_event_loop(self.loop)
             self.semaphore = asyncio.Semaphore(self.max_concurrency)
         tag = self.actor_id[:4].hex() + self.actor_id[8:].hex().lstrip("0")
-        endpoint = f"ipc://{self.worker.session_dir}/a-{tag}-{self.spec.attempt}.sock"
+        from zray._process import serve_endpoint
+        endpoint = serve_endpoint(self.worker.session_dir, f"a-{tag}-{self.spec.attempt}",
+                                  self.worker.host, self.client.endpoint)
         address = self.client.serve(endpoint, self.on_message)
         self.client.send(Msg.ACTOR_READY, (self.actor_id, address, os.getpid()))
 

@@ -1,0 +1,190 @@
+"""Many nodes on one machine, for tests: Ray's ``ray.cluster_utils.Cluster``.
+
+Each node is a separate node-manager process with its own resources, worker pool
+and object store; they reach the head, and one another, over TCP on loopback, as
+nodes on different hosts would.  Objects move between them by chunked transfer.
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    worker = cluster.add_node(num_cpus=2, resources={"nodeB": 1})
+    zray.init(address=cluster.address)
+    ...
+    cluster.remove_node(worker)          # SIGKILL: the head notices missed heartbeats
+    zray.shutdown(); cluster.shutdown()
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import time
+
+from zray import _launch
+from zray.config import Config
+from zray.serialization import remove_segments
+
+HOST = "127.0.0.1"
+
+
+class NodeHandle:
+    """One node manager of a ``Cluster``."""
+
+    def __init__(self, process, node_id: bytes, resources: dict, head: bool):
+        self.process = process
+        self.node_id = node_id.hex()
+        self.unique_id = self.node_id
+        self.node_ip_address = HOST
+        self.resources = resources
+        self.head = head
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.popen.poll() is None
+
+    def __repr__(self):
+        return f"NodeHandle({self.node_id[:12]}, pid={self.pid}, head={self.head})"
+
+
+class Cluster:
+    """A head and any number of node managers on this machine."""
+
+    def __init__(self, initialize_head: bool = False, connect: bool = False,
+                 head_node_args: dict | None = None, shutdown_at_exit: bool = True):
+        self.head_node = None
+        self.worker_nodes: list[NodeHandle] = []
+        self.address = None
+        self.head_process = None
+        self.connected = False
+        self._config = None
+        self._session = None
+        if shutdown_at_exit:
+            atexit.register(self.shutdown)
+        if initialize_head:
+            self.add_node(**(head_node_args or {}))
+            if connect:
+                self.connect()
+        elif connect:
+            raise ValueError("connect=True needs initialize_head=True")
+
+    # --- nodes -----------------------------------------------------------------------
+
+    def add_node(self, wait: bool = True, num_cpus=None, num_gpus=None, resources=None,
+                 object_store_memory=None, memory=None, _system_config=None,
+                 **ignored) -> NodeHandle:
+        """Start a node manager (the first one also starts the head)."""
+        head = self.head_process is None
+        if head:
+            self._start_head(_system_config)
+        elif _system_config:
+            raise ValueError("_system_config is set once, with the head node's arguments")
+        node_resources = _launch.default_resources(
+            num_cpus, num_gpus, resources, memory=memory,
+            object_store_memory=object_store_memory, host=HOST, head=head)
+        node_id = os.urandom(16)
+        process = _launch.start_node(self._config, self.address_endpoint, node_id,
+                                     node_resources, self._session[1], HOST, os.getpid())
+        node = NodeHandle(process, node_id, node_resources, head)
+        if head:
+            self.head_node = node
+        else:
+            self.worker_nodes.append(node)
+        if wait:
+            self.wait_for_nodes()
+        return node
+
+    def remove_node(self, node: NodeHandle, allow_graceful: bool = True) -> None:
+        """Stop a node: SIGTERM and a clean exit when ``allow_graceful`` (the head
+        learns at once), else SIGKILL (the head notices the missed heartbeats)."""
+        if node is self.head_node:
+            self.head_node = None
+        elif node in self.worker_nodes:
+            self.worker_nodes.remove(node)
+        else:
+            raise ValueError(f"{node!r} is not a node of this cluster")
+        if allow_graceful:
+            node.process.stop(self._config.shutdown_grace_s)
+        else:
+            node.process.popen.send_signal(signal.SIGKILL)
+            node.process.popen.wait()
+        # a killed node cannot clean its store; its fork server kills its workers
+        self._await_workers_gone(node)
+        remove_segments(self._config.shm_dir, bytes.fromhex(node.node_id))
+
+    def list_all_nodes(self) -> list:
+        return ([self.head_node] if self.head_node else []) + list(self.worker_nodes)
+
+    def wait_for_nodes(self, timeout: float = 30) -> None:
+        """Wait until the head sees every node added (and not removed) as alive."""
+        nodes = self.list_all_nodes()
+        wanted = {n.node_id for n in nodes}
+        deadline = time.monotonic() + timeout
+        from zray._admin import query
+        while True:
+            for node in nodes:
+                node.process.check()
+            seen = {n["NodeID"] for n in query(self.address_endpoint, "nodes")
+                    if n["Alive"]}
+            if wanted <= seen:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nodes {sorted(w[:12] for w in wanted - seen)} did not "
+                                   f"join in {timeout} s")
+            time.sleep(0.02)
+
+    # --- driver ----------------------------------------------------------------------
+
+    def connect(self, namespace=None):
+        import zray
+        context = zray.init(address=self.address, namespace=namespace)
+        self.connected = True
+        return context
+
+    def shutdown(self) -> None:
+        if self.head_process is None:
+            return
+        if self.connected:
+            import zray
+            zray.shutdown()
+            self.connected = False
+        for node in reversed(self.list_all_nodes()):
+            self.remove_node(node, allow_graceful=True)
+        self.head_process.stop(self._config.shutdown_grace_s)
+        self.head_process = None
+        session_dir = self._session[1]
+        for name in os.listdir(session_dir):
+            if name.endswith(".sock"):
+                try:
+                    os.unlink(os.path.join(session_dir, name))
+                except FileNotFoundError:
+                    pass
+
+    # --- internals -------------------------------------------------------------------
+
+    def _start_head(self, system_config) -> None:
+        self._config = Config.from_env(**dict(system_config or {}))
+        self._session = _launch.make_session_dir(self._config)
+        self.head_process, self.address_endpoint = _launch.start_tcp_head(
+            self._config, self._session[0], self._session[1], HOST, 0, os.getpid())
+        self.address = self.address_endpoint[len("tcp://"):]
+
+    def _await_workers_gone(self, node: NodeHandle, timeout_s: float = 5.0) -> None:
+        """The node's workers exit once its fork server sees the node gone."""
+        import psutil
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            children = [p for p in psutil.process_iter(["ppid", "cmdline"])
+                        if _belongs_to(p, node)]
+            if not children:
+                return
+            time.sleep(0.02)
+
+
+def _belongs_to(process, node: NodeHandle) -> bool:
+    """A worker or fork server of ``node`` (they carry its node id in their args)."""
+    try:
+        return any(node.node_id in part for part in (process.info["cmdline"] or []))
+    except Exception:
+        return False

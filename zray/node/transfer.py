@@ -1,0 +1,225 @@
+"""Moving object segments between nodes, in chunks, with a window of credits.
+
+``ChunkServer`` answers a peer's CHUNK_REQUEST with a slice of a memory map of the
+segment (sent without a copy).  ``Puller`` brings a segment that lives elsewhere
+into this node's store: it keeps at most ``window`` requests outstanding per pull
+(each CHUNK that arrives returns a credit, as in the ZeroMQ guide's credit-based
+flow control), writes each chunk straight into a memory map of the new segment,
+and renames the segment into place only when it is complete, so readers never see
+half an object.  Requests for an object already being pulled join that pull.
+
+Neither class owns a socket: the node loop feeds them messages and sends what
+they queue in ``requests`` (peer node id, CHUNK_REQUEST item) and ``finished``
+(object id, error or None, waiters, size).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from collections import OrderedDict
+
+from zray.serialization import segment_path
+
+OPEN_MAPS = 8      # segments a server keeps mapped between requests
+
+
+class ChunkServer:
+    def __init__(self, shm_dir: str, node_id: bytes):
+        self.shm_dir = shm_dir
+        self.node_id = node_id
+        self._views: OrderedDict[bytes, memoryview] = OrderedDict()
+
+    def chunk(self, object_id: bytes, offset: int, length: int):
+        """(header item, buffer frames) answering one CHUNK_REQUEST."""
+        try:
+            view = self._view(object_id)
+        except OSError as exc:
+            return (object_id, offset, 0, f"not in the store of node "
+                                         f"{self.node_id.hex()[:12]}: {exc.strerror}"), []
+        if offset < 0 or length <= 0 or offset >= len(view):
+            return (object_id, offset, len(view), f"bad chunk range {offset}+{length}"), []
+        return (object_id, offset, len(view), None), [view[offset:offset + length]]
+
+    def forget(self, object_id: bytes) -> None:
+        """The segment was freed: drop our map (frames in flight keep it alive)."""
+        self._views.pop(object_id, None)
+
+    def _view(self, object_id: bytes) -> memoryview:
+        view = self._views.get(object_id)
+        if view is not None:
+            self._views.move_to_end(object_id)
+            return view
+        fd = os.open(segment_path(self.shm_dir, self.node_id, object_id), os.O_RDONLY)
+        try:
+            view = memoryview(mmap.mmap(fd, 0, prot=mmap.PROT_READ))
+        finally:
+            os.close(fd)
+        self._views[object_id] = view
+        while len(self._views) > OPEN_MAPS:
+            self._views.popitem(last=False)
+        return view
+
+
+class Pull:
+    __slots__ = ("object_id", "size", "sources", "source", "path", "part_path", "view",
+                 "next_offset", "in_flight", "received", "waiters", "last_progress",
+                 "freed")
+
+    def __init__(self, object_id, size, sources, path, now):
+        self.object_id = object_id
+        self.size = size
+        self.sources = list(sources)     # copies not tried yet, in order
+        self.source = None
+        self.path = path
+        self.part_path = path + ".part"
+        self.view = None
+        self.next_offset = 0
+        self.in_flight = 0
+        self.received = 0
+        self.waiters = []
+        self.last_progress = now
+        self.freed = False
+
+
+class Puller:
+    def __init__(self, shm_dir: str, node_id: bytes, chunk_bytes: int, window: int,
+                 timeout_s: float):
+        self.shm_dir = shm_dir
+        self.node_id = node_id
+        self.chunk_bytes = max(4096, int(chunk_bytes))
+        self.window = max(1, int(window))
+        self.timeout_s = timeout_s
+        self.pulls: dict[bytes, Pull] = {}
+        self.requests: list = []      # (peer node id, CHUNK_REQUEST item)
+        self.finished: list = []      # (object id, error or None, waiters, size)
+        self.reachable = lambda node_id: True   # set by the loop: is the peer known alive
+
+    def request(self, object_id: bytes, size: int, sources, waiter, now: float) -> None:
+        """``waiter`` wants the object here; start a pull unless one is running."""
+        path = segment_path(self.shm_dir, self.node_id, object_id)
+        if os.path.exists(path):
+            self.finished.append((object_id, None, [waiter], size))
+            return
+        pull = self.pulls.get(object_id)
+        if pull is not None:
+            pull.waiters.append(waiter)
+            return
+        sources = [n for n in sources if n != self.node_id]
+        pull = self.pulls[object_id] = Pull(object_id, int(size), sources, path, now)
+        pull.waiters.append(waiter)
+        self._next_source(pull, None)
+
+    def on_chunk(self, peer: bytes, object_id: bytes, offset: int, size: int, error,
+                 frames, now: float) -> None:
+        pull = self.pulls.get(object_id)
+        if pull is None or pull.source != peer:
+            return                       # a late chunk of a pull that moved on
+        if error is not None:
+            self._next_source(pull, f"node {peer.hex()[:12]}: {error}")
+            return
+        if size != pull.size or not frames or offset + len(frames[0]) > size:
+            self._next_source(pull, f"node {peer.hex()[:12]} sent a chunk that does not "
+                                    f"fit the segment ({size} bytes, expected {pull.size})")
+            return
+        data = frames[0]
+        pull.view[offset:offset + len(data)] = data
+        pull.in_flight -= 1
+        pull.received += len(data)
+        pull.last_progress = now
+        if pull.received >= pull.size:
+            self._complete(pull)
+        else:
+            self._fill_window(pull)
+
+    def on_freed(self, object_id: bytes) -> None:
+        """The head freed the object: a running pull ends without installing it."""
+        pull = self.pulls.get(object_id)
+        if pull is not None:
+            pull.freed = True
+
+    def on_node_dead(self, node_id: bytes) -> None:
+        for pull in list(self.pulls.values()):
+            if pull.source == node_id:
+                self._next_source(pull, f"node {node_id.hex()[:12]} died")
+
+    def tick(self, now: float) -> None:
+        for pull in list(self.pulls.values()):
+            if now - pull.last_progress > self.timeout_s:
+                self._next_source(pull, f"node {pull.source.hex()[:12]} sent nothing for "
+                                        f"{self.timeout_s:g} s")
+
+    def close(self) -> None:
+        for pull in list(self.pulls.values()):
+            self._fail(pull, "the node is shutting down")
+
+    # --- internals -------------------------------------------------------------------
+
+    def _next_source(self, pull: Pull, why) -> None:
+        """Start over from the next copy; fail when none is left."""
+        while pull.sources:
+            source = pull.sources.pop(0)
+            if self.reachable(source):
+                break
+        else:
+            reason = why or "no live node holds a copy"
+            self._fail(pull, f"could not pull object {pull.object_id.hex()}: {reason}")
+            return
+        if pull.view is None:
+            try:
+                pull.view = _create_segment(pull.part_path, pull.size)
+            except OSError as exc:
+                self._fail(pull, f"could not make room for object "
+                                 f"{pull.object_id.hex()} ({pull.size} bytes): {exc}")
+                return
+        pull.source = source
+        pull.next_offset = 0
+        pull.in_flight = 0
+        pull.received = 0
+        self._fill_window(pull)
+
+    def _fill_window(self, pull: Pull) -> None:
+        while pull.in_flight < self.window and pull.next_offset < pull.size:
+            length = min(self.chunk_bytes, pull.size - pull.next_offset)
+            self.requests.append((pull.source, (pull.object_id, pull.next_offset, length)))
+            pull.next_offset += length
+            pull.in_flight += 1
+
+    def _complete(self, pull: Pull) -> None:
+        del self.pulls[pull.object_id]
+        _release(pull)
+        if pull.freed:
+            _unlink(pull.part_path)
+            self.finished.append((pull.object_id, "the object was freed while it was "
+                                  "being pulled", pull.waiters, pull.size))
+            return
+        os.rename(pull.part_path, pull.path)
+        self.finished.append((pull.object_id, None, pull.waiters, pull.size))
+
+    def _fail(self, pull: Pull, error: str) -> None:
+        self.pulls.pop(pull.object_id, None)
+        _release(pull)
+        _unlink(pull.part_path)
+        self.finished.append((pull.object_id, error, pull.waiters, pull.size))
+
+
+def _create_segment(path: str, size: int) -> memoryview:
+    fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_RDWR, 0o600)
+    try:
+        os.ftruncate(fd, max(size, 1))
+        return memoryview(mmap.mmap(fd, max(size, 1)))
+    finally:
+        os.close(fd)
+
+
+def _release(pull: Pull) -> None:
+    if pull.view is not None:
+        view, pull.view = pull.view, None
+        view.release()
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
