@@ -49,7 +49,7 @@ class Config:
     #: Largest inbound frame any socket accepts, in bytes (-1: no limit).
     max_message_bytes: int = 512 * 1024 * 1024
     #: Bytes in one chunk of an object pulled from another node.
-    transfer_chunk_bytes: int = 8 * 1024 * 1024
+    transfer_chunk_bytes: int = 4 * 1024 * 1024
     #: Chunk requests a pull keeps outstanding (its window of credits).
     transfer_window: int = 4
     #: Seconds a pull waits for a peer's next chunk before trying another copy.

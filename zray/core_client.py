@@ -484,11 +484,11 @@ class CoreClient:
             poller.register(node, zmq.POLLIN)
         sockets = self._sockets = [sock, node]    # a driver connects its node lazily
         self._poller = poller
-        beat_every = self.config.heartbeat_interval_s
-        next_beat = time.monotonic()
+        self.beat_every = self.config.heartbeat_interval_s    # the head's, once welcomed
+        last_beat = time.monotonic() - self.beat_every
         try:
             while True:
-                timeout_ms = beat_every * 1000
+                timeout_ms = self.beat_every * 1000
                 if self._deferred:
                     timeout_ms = max(0.0, (self._deferred_since + self._defer_s
                                            - time.monotonic()) * 1000)
@@ -514,9 +514,9 @@ class CoreClient:
                     self._flush(sockets, final=True)
                     break
                 now = time.monotonic()
-                if self.role == "driver" and now >= next_beat:
+                if self.role == "driver" and now >= last_beat + self.beat_every:
                     sock.send_multipart(protocol.encode(Msg.HEARTBEAT, [(time.time(),)]))
-                    next_beat = now + beat_every
+                    last_beat = now
         except Exception as exc:  # a bug here must not hang every waiter silently
             log.exception("zray I/O thread failed")
             self._set_fatal(RaySystemError(f"zray's I/O thread failed: {exc!r}"))
@@ -852,6 +852,8 @@ class CoreClient:
     def _on_welcome(self, items) -> None:
         self.welcome = items[0][0]
         self.job_id = self.welcome.get("job_id")
+        # the head judges liveness by its own heartbeat settings: beat at its pace
+        self.beat_every = self.welcome.get("heartbeat_interval_s", self.beat_every)
         self._welcomed.set()
 
     def _on_log_lines(self, items) -> None:

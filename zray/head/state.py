@@ -298,6 +298,7 @@ class HeadState(ActorsMixin):
                 continue
             self.out.send(key, Msg.WELCOME, ({
                 "job_id": client.job_id, "session_name": self.session_name,
+                "heartbeat_interval_s": self.config.heartbeat_interval_s,
                 "nodes": self.queries["nodes"](self, None)},))
         self.pending_welcomes = waiting
 
@@ -316,7 +317,9 @@ class HeadState(ActorsMixin):
             self.node_by_identity[key] = node
             log.info("node %s joined from %s with %s", node_id.hex()[:12],
                      info.get("host"), node.total)
-            self.out.send(key, Msg.WELCOME, ({"session_name": self.session_name},))
+            self.out.send(key, Msg.WELCOME, ({
+                "session_name": self.session_name,
+                "heartbeat_interval_s": self.config.heartbeat_interval_s},))
             self.infeasible_warned.clear()
             self.dirty = True
             self._send_node_table()

@@ -75,10 +75,12 @@ class NodeLoop:
         self.puller = Puller(config.shm_dir, node_id, config.transfer_chunk_bytes,
                              config.transfer_window, config.transfer_timeout_s)
         self.puller.reachable = lambda peer: peer in self.peer_endpoints
+        self.puller.send_requests = self._send_chunk_requests
         self.peer_endpoints: dict[bytes, str] = {}    # alive peers' chunk servers
         self.peers: dict[bytes, zmq.Socket] = {}      # DEALERs to pull from them
         self.poller = None
         self.head_gone = False
+        self.beat_every = config.heartbeat_interval_s   # the head's pace, once welcomed
         self.state = NodeManagerState(node_id, resources, config, time.monotonic())
         self.resources = resources
         self.forkserver = None
@@ -108,7 +110,7 @@ class NodeLoop:
         poller.register(self.events_fd, zmq.POLLIN)
         poller.register(self.transfer, zmq.POLLIN)
         next_tick = time.monotonic()
-        next_beat = next_tick
+        last_beat = next_tick - self.beat_every
         while not self.flag["stop"]:
             timeout_ms = max(0.0, next_tick - time.monotonic()) * 1000
             ready = dict(poller.poll(timeout_ms))
@@ -131,9 +133,9 @@ class NodeLoop:
                 if not parent_alive(self.parent_pid):
                     log.warning("parent process %s is gone; shutting down", self.parent_pid)
                     break
-            if now >= next_beat:
+            if now >= last_beat + self.beat_every:
                 self.state.out.send(HEAD, Msg.HEARTBEAT, (time.time(),))
-                next_beat = now + self.config.heartbeat_interval_s
+                last_beat = now
             self._flush()
         self._shutdown()
 
@@ -255,6 +257,7 @@ class NodeLoop:
             self.flag["stop"] = True
         elif kind is Msg.WELCOME:
             log.info("registered with the head")
+            self.beat_every = message.items[0][0].get("heartbeat_interval_s", self.beat_every)
         elif kind is Msg.PROTOCOL_ERROR:
             log.error("the head refused this node: %s", message.items[0][0])
             self.flag["stop"] = True
@@ -355,18 +358,16 @@ class NodeLoop:
                 except Exception:
                     log.exception("writing a chunk of %s failed", object_id.hex())
 
+    def _send_chunk_requests(self) -> None:
+        requests, self.puller.requests = self.puller.requests, []
+        for peer, item in requests:    # one request per message: chunks come back apace
+            if peer in self.peer_endpoints:
+                send_frames(self._peer(peer), protocol.encode(Msg.CHUNK_REQUEST, [item]))
+
     def _flush_transfers(self) -> None:
         puller = self.puller
         while puller.requests or puller.finished:
-            requests, puller.requests = puller.requests, []
-            by_peer = {}
-            for peer, item in requests:
-                by_peer.setdefault(peer, []).append(item)
-            for peer, items in by_peer.items():
-                if peer not in self.peer_endpoints:
-                    continue
-                for item in items:     # one request per message: chunks come back apace
-                    send_frames(self._peer(peer), protocol.encode(Msg.CHUNK_REQUEST, [item]))
+            self._send_chunk_requests()
             finished, puller.finished = puller.finished, []
             for object_id, error, waiters, size in finished:
                 if error is None:

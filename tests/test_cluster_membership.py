@@ -1,0 +1,59 @@
+"""Nodes joining and leaving a Cluster: late feasibility, graceful and abrupt removal."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import zray
+from zray.cluster_utils import Cluster
+
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.timeout(90)
+
+FAST_FAILURE = {"heartbeat_interval_s": 0.1, "heartbeat_missed_limit": 10}
+
+
+@zray.remote
+def node_id():
+    return zray.get_runtime_context().get_node_id()
+
+
+def test_infeasible_task_runs_when_a_node_joins():
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        zray.init(address=cluster.address)
+        ref = node_id.options(resources={"late": 1}).remote()
+        ready, _ = zray.wait([ref], timeout=0.5)
+        assert not ready
+        late = cluster.add_node(num_cpus=1, resources={"late": 1})
+        assert zray.get(ref, timeout=30) == late.node_id
+    finally:
+        zray.shutdown()
+        cluster.shutdown()
+
+
+def test_removed_node_is_reported_dead_and_work_moves_on():
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "_system_config": FAST_FAILURE})
+    try:
+        doomed = cluster.add_node(num_cpus=1, resources={"doomed": 1})
+        graceful = cluster.add_node(num_cpus=1)
+        zray.init(address=cluster.address)
+        cluster.remove_node(graceful, allow_graceful=True)
+        cluster.remove_node(doomed, allow_graceful=False)
+
+        def states():
+            return {n["NodeID"]: n for n in zray.nodes()}
+        assert wait_for(lambda: not states()[doomed.node_id]["Alive"])
+        assert not states()[graceful.node_id]["Alive"]
+        assert "stopped" in states()[graceful.node_id]["DeathReason"]
+        assert "heartbeat" in states()[doomed.node_id]["DeathReason"]
+        assert zray.cluster_resources()["CPU"] == 1
+        assert zray.get(node_id.remote()) == cluster.head_node.node_id
+    finally:
+        zray.shutdown()
+        cluster.shutdown()
+    assert not [name for name in os.listdir("/dev/shm") if doomed.node_id[:16] in name]
