@@ -22,7 +22,10 @@ def query(endpoint: str, name: str, args=None, timeout_s: float = 5.0):
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.IDENTITY, b"Q" + os.urandom(8))
     try:
-        sock.connect(endpoint)
+        try:
+            sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            raise ConnectionError(f"cannot connect to {endpoint}: {exc}") from None
         sock.send_multipart(protocol.encode(Msg.QUERY, [(1, name, args)]))
         if not sock.poll(timeout_s * 1000):
             raise ConnectionError(f"no answer from a zray head at {endpoint} in "

@@ -25,6 +25,11 @@ KEEP_SESSIONS = 20
 
 def make_session_dir(config: Config) -> tuple[str, str]:
     name = f"session_{time.strftime('%Y-%m-%d_%H-%M-%S')}_{os.getpid()}_{os.urandom(3).hex()}"
+    longest_socket = len(os.path.join(os.path.abspath(config.temp_dir), name)) + 40
+    if longest_socket > 107:         # sockaddr_un.sun_path, less room for socket names
+        raise ValueError(f"the temp dir {config.temp_dir!r} is too long for the session's "
+                         "socket paths (at most 107 bytes); choose a shorter one, e.g. "
+                         "/tmp/zray")
     os.makedirs(config.temp_dir, mode=0o700, exist_ok=True)
     prune_sessions(config.temp_dir)
     path = os.path.join(config.temp_dir, name)

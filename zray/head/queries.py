@@ -91,7 +91,21 @@ def get_actor(state, args):
     return state._actor_meta(actor)
 
 
+def demands(state, args):
+    """Queued resource shapes: how many tasks wait for each, and whether any
+    alive node could ever fit it (infeasible ones wait for a node to join)."""
+    from zray.head.state import fits
+    alive = [n for n in state.nodes.values() if n.state.value == "ALIVE"]
+    out = []
+    for (shape, _strategy), queue in state.queues.items():
+        request = dict(shape)
+        out.append({"resources": request, "count": len(queue),
+                    "feasible": any(fits(request, n.total) for n in alive)})
+    return out
+
+
 QUERIES = {
+    "demands": demands,
     "list_actors": list_actors,
     "get_actor": get_actor,
     "nodes": nodes,

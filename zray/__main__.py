@@ -1,0 +1,3 @@
+from zray.cli import main
+
+main()

@@ -1,0 +1,393 @@
+"""The ``zray`` command: start, join, inspect and stop a cluster.
+
+    zray start --head [--port 6380]            a head and a node on this host
+    zray start --address HOST:PORT             a node joining that head
+    zray stop [--force]                        what `zray start` started here
+    zray status | zray list nodes | zray memory
+
+Processes started here are recorded (pid and start time) in ``started.json`` in
+the temp dir, so ``zray stop`` ends exactly those, by pid.  Every option also
+reads an environment variable (shown by ``--help``).  Bad input ends with a
+one-line error and exit status 1 or 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import time
+
+import click
+
+from zray import _launch
+from zray.config import Config
+
+DEFAULT_PORT = 6380
+
+
+def fail(message: str) -> None:
+    raise click.ClickException(message)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """zray: Ray's core API on ZeroMQ."""
+
+
+# --- start ---------------------------------------------------------------------------
+
+def parse_resources(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON ({exc}); write it like '{{\"accelerator\": 2}}'")
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+            and v >= 0 for k, v in value.items()):
+        raise click.BadParameter("must be a JSON object of names to non-negative numbers, "
+                                 "like '{\"accelerator\": 2}'")
+    for name in ("CPU", "GPU", "memory", "object_store_memory"):
+        if name in value:
+            raise click.BadParameter(f"set {name} with its own option, not in --resources")
+    return value
+
+
+@main.command()
+@click.option("--head", is_flag=True, help="Start a head (and a node) on this host.")
+@click.option("--address", envvar="ZRAY_ADDRESS", show_envvar=True,
+              help="HOST:PORT of the head this node joins.")
+@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT,
+              envvar="ZRAY_PORT", show_envvar=True, show_default=True,
+              help="TCP port of the head (with --head).")
+@click.option("--node-ip-address", envvar="ZRAY_NODE_IP_ADDRESS", show_envvar=True,
+              help="This host's address as other hosts reach it (default: the address "
+                   "of the route to the head, or of the default route).")
+@click.option("--num-cpus", type=click.FloatRange(min=0), envvar="ZRAY_NUM_CPUS",
+              show_envvar=True, help="CPUs this node offers (default: all).")
+@click.option("--num-gpus", type=click.FloatRange(min=0), envvar="ZRAY_NUM_GPUS",
+              show_envvar=True, help="GPUs this node offers (default: 0).")
+@click.option("--resources", envvar="ZRAY_RESOURCES", show_envvar=True,
+              help="Custom resources as JSON, e.g. '{\"accelerator\": 2}'.")
+@click.option("--object-store-memory", type=click.IntRange(min=1),
+              envvar="ZRAY_OBJECT_STORE_MEMORY", show_envvar=True,
+              help="Bytes of shared memory for objects (default: 30% of free memory).")
+@click.option("--temp-dir", envvar="ZRAY_TEMP_DIR", show_envvar=True,
+              help="Folder for session directories and the record of started processes.")
+@click.option("--block", is_flag=True, envvar="ZRAY_BLOCK", show_envvar=True,
+              help="Stay in the foreground; stop everything on Ctrl-C or SIGTERM.")
+def start(head, address, port, node_ip_address, num_cpus, num_gpus, resources,
+          object_store_memory, temp_dir, block):
+    """Start a head, or a node that joins one."""
+    if head == bool(address):
+        fail("give exactly one of --head (start a new cluster) or --address HOST:PORT "
+             "(join one)")
+    extra = parse_resources(resources)
+    config = Config.from_env(temp_dir=temp_dir)
+    if head:
+        started = _start_head(config, port, node_ip_address, num_cpus, num_gpus, extra,
+                              object_store_memory)
+    else:
+        started = _start_worker_node(config, address, node_ip_address, num_cpus, num_gpus,
+                                     extra, object_store_memory)
+    _launch.record_started(config.temp_dir, [entry for entry, _ in started])
+    if block:
+        _block([process for _, process in started], config)
+
+
+def _start_head(config, port, ip, num_cpus, num_gpus, extra, store_bytes):
+    from zray._process import route_ip
+    ip = ip or route_ip()
+    _check_port_free(ip, port)
+    session_name, session_dir = _session_dir(config)
+    head, endpoint = _launch.start_tcp_head(config, session_name, session_dir, ip, port,
+                                            None)
+    address = endpoint[len("tcp://"):]
+    node, node_id = _start_node(config, endpoint, session_dir, ip, num_cpus, num_gpus,
+                                extra, store_bytes, head=True)
+    _wait_joined(endpoint, node_id, [head, node], config)
+    click.echo(f"zray head started at {address} (session {session_dir})\n\n"
+               f"  Add a node on another host:  zray start --address {address}\n"
+               f"  Connect a driver:            zray.init(address=\"{address}\")"
+               f"   (\"auto\" on this host)\n"
+               f"  Inspect:                     zray status --address {address}\n"
+               f"  Stop what started here:      zray stop\n\n"
+               f"  Hosts that join need TCP access to {ip}:{port} and to the ports the "
+               "nodes pick (see docs/deployment.md).")
+    return [({"role": "head", "pid": head.pid, "address": address,
+              "session_dir": session_dir}, head),
+            ({"role": "node", "pid": node.pid, "address": address, "node_id": node_id.hex(),
+              "session_dir": session_dir}, node)]
+
+
+def _start_worker_node(config, address, ip, num_cpus, num_gpus, extra, store_bytes):
+    from zray._admin import query
+    from zray._process import route_ip
+    from zray.api import head_endpoint
+    try:
+        endpoint = head_endpoint(address)
+    except ValueError as exc:
+        fail(str(exc))
+    if not endpoint.startswith("tcp://"):
+        fail(f"--address {address!r} must be the head's HOST:PORT")
+    head_host, _, head_port = endpoint[len("tcp://"):].rpartition(":")
+    try:
+        socket.create_connection((head_host, int(head_port)), timeout=5.0).close()
+        query(endpoint, "nodes", timeout_s=5.0)
+    except (ConnectionError, OSError) as exc:
+        fail(f"cannot reach a zray head at {address}: {exc}")
+    if not ip:
+        ip = "127.0.0.1" if head_host in ("127.0.0.1", "localhost") else route_ip(head_host)
+    session_name, session_dir = _session_dir(config)
+    node, node_id = _start_node(config, endpoint, session_dir, ip, num_cpus, num_gpus,
+                                extra, store_bytes, head=False)
+    _wait_joined(endpoint, node_id, [node], config)
+    click.echo(f"zray node {node_id.hex()[:12]} at {ip} joined the head at {address}")
+    return [({"role": "node", "pid": node.pid, "address": address, "node_id": node_id.hex(),
+              "session_dir": session_dir}, node)]
+
+
+def _start_node(config, endpoint, session_dir, ip, num_cpus, num_gpus, extra,
+                store_bytes, head):
+    resources = _launch.default_resources(num_cpus, num_gpus, extra,
+                                          object_store_memory=store_bytes, host=ip,
+                                          head=head)
+    node_id = os.urandom(16)
+    node = _launch.start_node(config, endpoint, node_id, resources, session_dir, ip, None)
+    return node, node_id
+
+
+def _session_dir(config):
+    try:
+        return _launch.make_session_dir(config)
+    except (ValueError, OSError) as exc:
+        fail(str(exc))
+
+
+def _check_port_free(ip: str, port: int) -> None:
+    if port == 0:
+        return
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.bind((ip, port))
+    except OSError as exc:
+        fail(f"cannot listen on {ip}:{port} ({exc.strerror}); is another head running "
+             "there? Pick another port with --port, or stop it with `zray stop`")
+    finally:
+        probe.close()
+
+
+def _wait_joined(endpoint, node_id, processes, config) -> None:
+    from zray._admin import query
+    deadline = time.monotonic() + config.startup_timeout_s
+    while True:
+        for process in processes:
+            if process.popen.poll() is not None:
+                _stop_all(processes, config)
+                fail(f"the {process.name} process exited during start-up; the end of its "
+                     f"log {process.log_path}:\n{process.log_tail(8)}")
+        try:
+            nodes = query(endpoint, "nodes", timeout_s=2.0)
+        except ConnectionError:
+            nodes = []
+        if any(n["NodeID"] == node_id.hex() and n["Alive"] for n in nodes):
+            return
+        if time.monotonic() > deadline:
+            _stop_all(processes, config)
+            fail(f"the node did not join the head at {endpoint} within "
+                 f"{config.startup_timeout_s:g} s; see its log in "
+                 f"{os.path.dirname(processes[-1].log_path)}")
+        time.sleep(0.05)
+
+
+def _stop_all(processes, config) -> None:
+    for process in reversed(processes):
+        process.stop(config.shutdown_grace_s)
+
+
+def _block(processes, config) -> None:
+    stop = {"now": False}
+
+    def on_signal(signum, frame):
+        stop["now"] = True
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    click.echo("blocking; Ctrl-C stops the processes started here")
+    while not stop["now"] and all(p.popen.poll() is None for p in processes):
+        time.sleep(0.2)
+    _stop_all(processes, config)
+
+
+# --- stop ----------------------------------------------------------------------------
+
+@main.command()
+@click.option("--force", is_flag=True, help="SIGKILL at once instead of a clean stop.")
+@click.option("--grace-s", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Seconds to wait for a clean exit before SIGKILL.")
+@click.option("--temp-dir", envvar="ZRAY_TEMP_DIR", show_envvar=True,
+              help="The --temp-dir the processes were started with.")
+def stop(force, grace_s, temp_dir):
+    """Stop the heads and nodes `zray start` started on this host (by pid)."""
+    import psutil
+    from zray.serialization import remove_segments
+    config = Config.from_env(temp_dir=temp_dir)
+    entries = _launch.read_started(config.temp_dir)
+    entries.sort(key=lambda e: e.get("role") == "head")       # nodes first
+    stopped = 0
+    for entry in entries:
+        try:
+            process = psutil.Process(entry["pid"])
+            process.send_signal(signal.SIGKILL if force else signal.SIGTERM)
+            try:
+                process.wait(grace_s)
+            except psutil.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+            stopped += 1
+        except psutil.NoSuchProcess:
+            pass
+        if entry.get("node_id"):
+            _await_workers_gone(entry["node_id"])
+            remove_segments(config.shm_dir, bytes.fromhex(entry["node_id"]))
+    _launch.write_started(config.temp_dir, [])
+    click.echo(f"stopped {stopped} zray process(es)" if stopped else
+               "nothing to stop: no zray process started here is running")
+
+
+def _await_workers_gone(node_id_hex: str, timeout_s: float = 5.0) -> None:
+    """A node's fork server and workers exit once the node is gone."""
+    import psutil
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not any(node_id_hex in " ".join(p.info["cmdline"] or ())
+                   for p in psutil.process_iter(["cmdline"])):
+            return
+        time.sleep(0.05)
+
+
+# --- inspect -------------------------------------------------------------------------
+
+def _head(address: str | None) -> str:
+    from zray.api import head_endpoint
+    try:
+        return head_endpoint(address or "auto")
+    except (ValueError, ConnectionError) as exc:
+        fail(str(exc))
+
+
+def _ask(endpoint: str, name: str, args=None):
+    from zray._admin import query
+    try:
+        return query(endpoint, name, args, timeout_s=5.0)
+    except (ConnectionError, RuntimeError) as exc:
+        fail(str(exc))
+
+
+address_option = click.option(
+    "--address", envvar="ZRAY_ADDRESS", show_envvar=True,
+    help="HOST:PORT of the head (default: the cluster started on this host).")
+
+
+@main.command()
+@address_option
+def status(address):
+    """Nodes, resources in use, and demands waiting for resources."""
+    endpoint = _head(address)
+    nodes = _ask(endpoint, "nodes")
+    total = _ask(endpoint, "cluster_resources")
+    free = _ask(endpoint, "available_resources")
+    demands = _ask(endpoint, "demands")
+    alive = [n for n in nodes if n["Alive"]]
+    click.echo(f"cluster at {endpoint[len('tcp://'):] if endpoint.startswith('tcp') else endpoint}"
+               f": {len(alive)} node(s) alive, {len(nodes) - len(alive)} dead")
+    click.echo("\nNodes")
+    for node in nodes:
+        state = "ALIVE" if node["Alive"] else f"DEAD ({node.get('DeathReason')})"
+        click.echo(f"  {node['NodeID'][:12]}  {node['NodeManagerAddress']:<15}  {state}")
+    click.echo("\nResources (used / total)")
+    for name in sorted(total):
+        if name.startswith("node:"):
+            continue
+        used = total[name] - free.get(name, 0.0)
+        click.echo(f"  {name:<20} {_amount(name, used)} / {_amount(name, total[name])}")
+    pending = [d for d in demands if not d["feasible"]]
+    click.echo("\nDemands")
+    if not demands:
+        click.echo("  (none)")
+    for demand in demands:
+        note = "" if demand["feasible"] else "  INFEASIBLE: no node has these resources"
+        click.echo(f"  {demand['count']} task(s) waiting for {demand['resources']}{note}")
+    if pending:
+        click.echo(f"\n{len(pending)} infeasible demand(s) wait for a node that fits them")
+
+
+def _amount(name: str, value: float) -> str:
+    if name in ("memory", "object_store_memory"):
+        return f"{value / 2**30:.2f} GiB"
+    return f"{value:g}"
+
+
+LISTS = {"nodes": "nodes", "tasks": "list_tasks", "actors": "list_actors",
+         "objects": "list_objects"}
+
+
+@main.command(name="list")
+@click.argument("what", type=click.Choice(sorted(LISTS)))
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@address_option
+def list_(what, limit, fmt, address):
+    """List nodes, tasks, actors or objects."""
+    rows = _ask(_head(address), LISTS[what], {"limit": limit})[:limit]
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=1, default=str))
+        return
+    if what == "nodes":
+        rows = [{"node_id": r["NodeID"], "address": r["NodeManagerAddress"],
+                 "state": r["State"], "cpus": r["Resources"].get("CPU", 0),
+                 "death_reason": r.get("DeathReason") or ""} for r in rows]
+    click.echo(_table(rows))
+
+
+@main.command()
+@address_option
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+def memory(address, limit):
+    """Objects by size, and where their copies live."""
+    endpoint = _head(address)
+    objects = _ask(endpoint, "list_objects", {"limit": 1_000_000})
+    by_node = {}
+    for obj in objects:
+        for node in obj["locations"]:
+            by_node[node] = by_node.get(node, 0) + obj["size_bytes"]
+    inline = sum(o["size_bytes"] for o in objects if o["inline"])
+    click.echo(f"{len(objects)} object(s); {inline} bytes inline at the head")
+    for node, size in sorted(by_node.items(), key=lambda kv: -kv[1]):
+        click.echo(f"  node {node[:12]}: {size / 2**20:.1f} MiB in shared memory")
+    objects.sort(key=lambda o: -o["size_bytes"])
+    rows = [{"object_id": o["object_id"], "size_bytes": o["size_bytes"],
+             "where": "inline" if o["inline"] else ",".join(n[:12] for n in o["locations"]),
+             "references": o["references"]} for o in objects[:limit]]
+    if rows:
+        click.echo("")
+        click.echo(_table(rows))
+
+
+def _table(rows: list) -> str:
+    if not rows:
+        return "(none)"
+    columns = list(rows[0])
+    cells = [[str(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
