@@ -1,0 +1,37 @@
+"""zray over simulated hosts: each node in its own network namespace with its own
+address, started with the real `zray start` CLI (tools/many_hosts.py)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools"))
+from many_hosts import ZrayHosts  # noqa: E402
+from netns_harness import available  # noqa: E402
+
+AVAILABLE, REASON = available()
+pytestmark = [pytest.mark.skipif(not AVAILABLE, reason=REASON), pytest.mark.timeout(150)]
+
+
+def test_map_reduce_over_three_hosts_before_and_after_a_cut_link():
+    with ZrayHosts(n_hosts=3) as cluster:
+        status = cluster.status()
+        assert "3 node(s) alive" in status
+        for host in cluster.hosts:
+            assert host.ip in status
+
+        result = cluster.map_reduce(num_maps=24)
+        assert result["total"] == result["expected"]
+        assert len(result["nodes"]) == 3                 # SPREAD reached every host
+
+        cluster.cut(1)
+        time.sleep(2.0)                                  # less than the head's dead-node limit
+        cluster.heal(1)
+        result = cluster.map_reduce(num_maps=24)
+        assert result["total"] == result["expected"]
+        assert len(result["nodes"]) == 3
+        assert "3 node(s) alive" in cluster.status()
