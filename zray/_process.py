@@ -66,8 +66,20 @@ def configure_socket(sock, config) -> None:
         sock.setsockopt(zmq.MAXMSGSIZE, config.max_message_bytes)
 
 
-def bind_private(sock, address: str) -> str:
-    """Bind; an ipc socket file is made owner-only.  Returns the bound endpoint."""
+def bind_private(sock, address: str, port_range: str = "") -> str:
+    """Bind; an ipc socket file is made owner-only.  A TCP address ending in
+    ``:*`` takes a port from ``port_range`` ("lo-hi") when one is set, so a
+    firewall can allow a known range.  Returns the bound endpoint."""
+    if address.startswith("tcp://") and address.endswith(":*") and port_range:
+        low, _, high = port_range.partition("-")
+        if not (low.isdigit() and high.isdigit() and 0 < int(low) <= int(high) < 65536):
+            raise ValueError(f"port_range {port_range!r} is not 'low-high', e.g. "
+                             "'20000-20999' (set by ZRAY_PORT_RANGE)")
+        try:
+            sock.bind_to_random_port(address[:-2], int(low), int(high) + 1, max_tries=500)
+        except zmq.ZMQBindError:
+            raise zmq.ZMQError(msg=f"no free port in port_range {port_range}") from None
+        return sock.getsockopt_string(zmq.LAST_ENDPOINT)
     sock.bind(address)
     endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
     if endpoint.startswith("ipc://"):

@@ -54,6 +54,9 @@ class Config:
     transfer_window: int = 4
     #: Seconds a pull waits for a peer's next chunk before trying another copy.
     transfer_timeout_s: float = 30.0
+    #: Ports nodes, actors and drivers listen on between hosts, as "low-high"
+    #: (e.g. "20000-20999", for a firewall rule); empty: any port the OS picks.
+    port_range: str = ""
     #: Seconds an idle surplus worker (beyond num_cpus) lives before it exits.
     idle_worker_timeout_s: float = 10.0
     #: Seconds a process waits for its children to exit on shutdown before

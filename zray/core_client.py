@@ -770,7 +770,8 @@ class CoreClient:
                 if self.config.max_message_bytes > 0:
                     server.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
                 from zray._process import bind_private
-                self.server_endpoint = bind_private(server, endpoint)
+                self.server_endpoint = bind_private(server, endpoint,
+                                                    self.config.port_range)
                 self._server, self._server_handler = server, handler
                 self._poller.register(server, zmq.POLLIN)
             except zmq.ZMQError as exc:

@@ -70,7 +70,8 @@ class NodeLoop:
         self.transfer = self.ctx.socket(zmq.ROUTER)
         configure_socket(self.transfer, config)
         self.transfer_endpoint = bind_private(self.transfer, serve_endpoint(
-            session_dir, f"transfer-{node_id.hex()[:12]}", host, head_address))
+            session_dir, f"transfer-{node_id.hex()[:12]}", host, head_address),
+            config.port_range)
         self.chunks = ChunkServer(config.shm_dir, node_id)
         self.puller = Puller(config.shm_dir, node_id, config.transfer_chunk_bytes,
                              config.transfer_window, config.transfer_timeout_s)
