@@ -131,3 +131,12 @@ def test_actor_on_another_node_is_called_directly(three_nodes):
     assert zray.get(holder.where.remote()) == nodes["nodeC"].node_id
     assert zray.get([holder.add.remote(i) for i in range(50)]) == list(range(1, 51))
     zray.kill(holder)
+
+
+def test_task_goes_where_its_argument_bytes_are(three_nodes):
+    _, nodes = three_nodes
+    for resource in ("nodeB", "nodeC"):
+        ref = make_array.options(resources={resource: 1}).remote(1_000_000)   # 8 MB
+        zray.wait([ref])
+        where = {zray.get(checksum.remote(ref))[2] for _ in range(3)}   # one at a time:
+        assert where == {nodes[resource].node_id}, resource      # resources allow it

@@ -793,10 +793,16 @@ class HeadState(ActorsMixin):
         if spec.resources != _ONE_CPU or spec.strategy is not None or spec.max_calls \
                 or spec.actor_id is not None:
             return None
+        wanted = None       # nodes holding its shared-memory arguments: locality first
+        for dep_id in spec.dep_ids:
+            obj = self.objects.get(dep_id)
+            if obj is not None and obj.locations:
+                wanted = (wanted or set()) | obj.locations
         for node in self.nodes.values():
             lease = node.lease
             if lease is not None and lease.task_id is None and \
-                    node.state is NodeState.ALIVE:
+                    node.state is NodeState.ALIVE and \
+                    (wanted is None or node.node_id in wanted):
                 return node
         return None
 

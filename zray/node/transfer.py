@@ -39,6 +39,8 @@ class ChunkServer:
                                          f"{self.node_id.hex()[:12]}: {exc.strerror}"), []
         if offset < 0 or length <= 0 or offset >= len(view):
             return (object_id, offset, len(view), f"bad chunk range {offset}+{length}"), []
+        if offset + length >= len(view):    # the last chunk: unmap once it is sent
+            self._views.pop(object_id, None)
         return (object_id, offset, len(view), None), [view[offset:offset + length]]
 
     def forget(self, object_id: bytes) -> None:
