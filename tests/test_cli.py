@@ -57,7 +57,8 @@ def test_start_status_list_connect_stop_round_trip(temp_dir, monkeypatch):
     assert "2 node(s) alive" in status.stdout
     assert re.search(r"CPU\s+0 / 2", status.stdout)
 
-    listed = zray_cli("list", "nodes", "--format", "json", "--address", address)
+    listed = zray_cli("list", "nodes", "--format", "json", "--address", address,
+                      temp_dir=temp_dir)
     assert listed.returncode == 0, listed.stderr
     nodes = json.loads(listed.stdout)
     assert len(nodes) == 2 and all(n["Alive"] for n in nodes)
@@ -68,7 +69,7 @@ def test_start_status_list_connect_stop_round_trip(temp_dir, monkeypatch):
         joiner = [n["NodeID"] for n in nodes if n["Resources"].get("joiner")][0]
         assert zray.get(node_id.options(resources={"joiner": 1}).remote()) == joiner
         ref = zray.put(b"x" * 1000)
-        memory = zray_cli("memory", "--address", address)
+        memory = zray_cli("memory", "--address", address, temp_dir=temp_dir)
         assert memory.returncode == 0 and ref.hex() in memory.stdout
     finally:
         zray.shutdown()

@@ -63,20 +63,27 @@ print(json.dumps({"total": total, "expected": expected, "nodes": sorted(nodes)})
 class ZrayHosts:
     """A head on host 0 and a node on every other host, started with the CLI."""
 
-    def __init__(self, n_hosts: int = 3, num_cpus: int = 1, env: dict | None = None):
+    def __init__(self, n_hosts: int = 3, num_cpus: int = 1, env: dict | None = None,
+                 insecure: bool = False):
         self.net = NetnsHarness(n_hosts)
         self.root = tempfile.mkdtemp(prefix="zh", dir="/tmp")    # short: socket paths
         self.env = dict(os.environ, **(env or {}))
         self.env.pop("ZRAY_ADDRESS", None)
         self.address = f"{self.net.hosts[0].ip}:{PORT}"
-        self.node_ids: dict[int, str] = {}
+        security = ["--insecure"] if insecure else []
+        if insecure:
+            self.env["ZRAY_INSECURE"] = "1"
         try:
             self._zray(0, "start", "--head", "--port", str(PORT),
                        "--node-ip-address", self.net.hosts[0].ip,
-                       "--num-cpus", str(num_cpus))
+                       "--num-cpus", str(num_cpus), *security)
+            if not insecure:      # the key other hosts would get by scp
+                head = [e for e in self._records() if e["role"] == "head"][0]
+                self.key_file = os.path.join(head["session_dir"], "cluster.key")
+                self.env["ZRAY_CLUSTER_KEY_FILE"] = self.key_file
             for host in self.net.hosts[1:]:
                 self._zray(host.index, "start", "--address", self.address,
-                           "--num-cpus", str(num_cpus))
+                           "--num-cpus", str(num_cpus), *security)
         except BaseException:
             self.close()
             raise

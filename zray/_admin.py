@@ -14,14 +14,20 @@ from zray import protocol
 from zray.protocol import Msg
 
 
-def query(endpoint: str, name: str, args=None, timeout_s: float = 5.0):
+def query(endpoint: str, name: str, args=None, timeout_s: float = 5.0, config=None):
     """The value of query ``name`` (see zray.head.queries); raise
-    ConnectionError when the head does not answer in time."""
+    ConnectionError when the head does not answer in time.  ``config`` says
+    where the cluster's key is (default: the environment and this host's records)."""
+    from zray._launch import with_cluster_key
+    from zray.config import Config
+    from zray.security import secure_client
+    config = with_cluster_key(config or Config.from_env(), endpoint)
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.IDENTITY, b"Q" + os.urandom(8))
     try:
+        secure_client(sock, endpoint, config)
         try:
             sock.connect(endpoint)
         except zmq.ZMQError as exc:

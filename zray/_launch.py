@@ -168,23 +168,6 @@ def start_tcp_head(config: Config, session_name: str, session_dir: str, host: st
     return head, endpoint
 
 
-def wait_for_alive_nodes(endpoint: str, count: int, timeout_s: float,
-                         check=None) -> list:
-    """Poll the head until ``count`` nodes are alive; return the node list."""
-    from zray._admin import query
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if check is not None:
-            check()
-        nodes = query(endpoint, "nodes", timeout_s=max(1.0, deadline - time.monotonic()))
-        if sum(1 for n in nodes if n["Alive"]) >= count:
-            return nodes
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{count} node(s) did not join the head at {endpoint} in "
-                               f"{timeout_s} s")
-        time.sleep(0.02)
-
-
 # --- what `zray start` started on this host ------------------------------------------
 
 STARTED_FILE = "started.json"
@@ -243,6 +226,49 @@ def find_local_cluster(temp_dir: str) -> str:
         "address='auto' found no cluster started on this host (nothing running in "
         f"{_started_path(temp_dir)}); start one with `zray start --head`, or pass "
         "address='HOST:PORT'")
+
+
+# --- which key opens which cluster, for clusters started on this host ------------------
+
+KEYS_FILE = "keys.json"
+
+
+def remember_cluster_key(temp_dir: str, address: str, key_file: str) -> None:
+    """Note that the cluster at ``address`` (HOST:PORT) uses ``key_file``."""
+    path = os.path.join(temp_dir, KEYS_FILE)
+    known = _known_keys(path)
+    known[address] = os.path.abspath(key_file)
+    os.makedirs(temp_dir, mode=0o700, exist_ok=True)
+    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(known, f)
+    os.replace(path + ".tmp", path)
+
+
+def _known_keys(path: str) -> dict:
+    try:
+        with open(path) as f:
+            known = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return {a: k for a, k in known.items() if isinstance(k, str) and os.path.exists(k)}
+
+
+def with_cluster_key(config: Config, endpoint: str) -> Config:
+    """``config`` with the key file of the cluster at ``endpoint``: the one
+    configured, else the one this host recorded when it started that cluster."""
+    import dataclasses
+    if config.insecure or config.cluster_key_file or not endpoint.startswith("tcp://"):
+        return config
+    address = endpoint[len("tcp://"):]
+    key_file = _known_keys(os.path.join(config.temp_dir, KEYS_FILE)).get(address)
+    if key_file is None:
+        from zray.security import KeyFileError
+        raise KeyFileError(
+            f"the cluster at {address} needs its key file: pass --key FILE (zray start) "
+            "or set ZRAY_CLUSTER_KEY_FILE to a copy of the head's cluster.key; "
+            "ZRAY_INSECURE=1 only if the cluster was started with --insecure")
+    return dataclasses.replace(config, cluster_key_file=key_file)
 
 
 class LocalCluster:

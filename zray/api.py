@@ -110,6 +110,11 @@ def head_endpoint(address: str) -> str:
 def _connect(address, config, namespace) -> _runtime.Runtime:
     """Join a running cluster as a driver; use a node on this host for the store."""
     endpoint = head_endpoint(address)
+    from zray._launch import with_cluster_key
+    from zray.security import keys_for
+    config = with_cluster_key(config, endpoint)
+    if endpoint.startswith("tcp://"):
+        keys_for(config)               # a bad key file fails here, with its reason
     client = CoreClient(endpoint, b"D" + os.urandom(8), config, "driver")
     try:
         welcome = client.hello({"namespace": namespace}, config.startup_timeout_s)

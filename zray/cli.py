@@ -80,14 +80,28 @@ def parse_resources(text: str | None) -> dict:
               help="Folder for session directories and the record of started processes.")
 @click.option("--block", is_flag=True, envvar="ZRAY_BLOCK", show_envvar=True,
               help="Stay in the foreground; stop everything on Ctrl-C or SIGTERM.")
+@click.option("--key", "key_file", envvar="ZRAY_CLUSTER_KEY_FILE", show_envvar=True,
+              type=click.Path(dir_okay=False),
+              help="The cluster's key file (mode 0600). A head makes a new one unless "
+                   "given; a joining node needs a copy of the head's (found by itself "
+                   "when the head runs on this host).")
+@click.option("--insecure", is_flag=True, envvar="ZRAY_INSECURE", show_envvar=True,
+              help="No CURVE authentication or encryption: trusted networks only.")
 def start(head, address, port, node_ip_address, num_cpus, num_gpus, resources,
-          object_store_memory, temp_dir, block):
+          object_store_memory, temp_dir, block, key_file, insecure):
     """Start a head, or a node that joins one."""
     if head == bool(address):
         fail("give exactly one of --head (start a new cluster) or --address HOST:PORT "
              "(join one)")
     extra = parse_resources(resources)
-    config = Config.from_env(temp_dir=temp_dir)
+    config = Config.from_env(temp_dir=temp_dir, insecure=insecure or None,
+                             cluster_key_file=os.path.abspath(key_file) if key_file else None)
+    if config.insecure:
+        click.echo("WARNING: --insecure: this cluster's sockets accept anyone who can reach "
+                   "them, unencrypted, and run what they send. Use it only on a trusted "
+                   "network.", err=True)
+    elif config.cluster_key_file:
+        _check_key(config.cluster_key_file)
     if head:
         started = _start_head(config, port, node_ip_address, num_cpus, num_gpus, extra,
                               object_store_memory)
@@ -99,19 +113,44 @@ def start(head, address, port, node_ip_address, num_cpus, num_gpus, resources,
         _block([process for _, process in started], config)
 
 
+def _check_key(path: str) -> None:
+    from zray.security import KeyFileError, load_key_file
+    try:
+        load_key_file(path)
+    except KeyFileError as exc:
+        fail(str(exc))
+
+
 def _start_head(config, port, ip, num_cpus, num_gpus, extra, store_bytes):
+    import dataclasses
     from zray._process import route_ip
+    from zray.security import KEY_FILE_NAME, create_key_file
     ip = ip or route_ip()
     _check_port_free(ip, port)
     session_name, session_dir = _session_dir(config)
+    if not config.insecure:
+        key_file = os.path.abspath(config.cluster_key_file) if config.cluster_key_file \
+            else os.path.join(session_dir, KEY_FILE_NAME)
+        if not config.cluster_key_file:
+            create_key_file(key_file)
+        config = dataclasses.replace(config, cluster_key_file=key_file)
     head, endpoint = _launch.start_tcp_head(config, session_name, session_dir, ip, port,
                                             None)
     address = endpoint[len("tcp://"):]
     node, node_id = _start_node(config, endpoint, session_dir, ip, num_cpus, num_gpus,
                                 extra, store_bytes, head=True)
     _wait_joined(endpoint, node_id, [head, node], config)
-    click.echo(f"zray head started at {address} (session {session_dir})\n\n"
-               f"  Add a node on another host:  zray start --address {address}\n"
+    if config.cluster_key_file:
+        _launch.remember_cluster_key(config.temp_dir, address, config.cluster_key_file)
+        join = f"zray start --address {address} --key /path/to/cluster.key"
+        key_note = (f"  Cluster key: {config.cluster_key_file} (mode 0600). Other hosts "
+                    "need a copy, kept owner-only\n  (e.g. `scp -p`); drivers elsewhere "
+                    "set ZRAY_CLUSTER_KEY_FILE to it.\n\n")
+    else:
+        join = f"zray start --address {address} --insecure"
+        key_note = "  INSECURE: no key; anyone who reaches these ports is trusted.\n\n"
+    click.echo(f"zray head started at {address} (session {session_dir})\n\n{key_note}"
+               f"  Add a node on another host:  {join}\n"
                f"  Connect a driver:            zray.init(address=\"{address}\")"
                f"   (\"auto\" on this host)\n"
                f"  Inspect:                     zray status --address {address}\n"
@@ -137,9 +176,19 @@ def _start_worker_node(config, address, ip, num_cpus, num_gpus, extra, store_byt
     head_host, _, head_port = endpoint[len("tcp://"):].rpartition(":")
     try:
         socket.create_connection((head_host, int(head_port)), timeout=5.0).close()
-        query(endpoint, "nodes", timeout_s=5.0)
-    except (ConnectionError, OSError) as exc:
+    except OSError as exc:
         fail(f"cannot reach a zray head at {address}: {exc}")
+    from zray.security import KeyFileError
+    try:
+        config = _launch.with_cluster_key(config, endpoint)
+    except KeyFileError as exc:
+        fail(str(exc))
+    if config.cluster_key_file:
+        _check_key(config.cluster_key_file)
+    try:
+        query(endpoint, "nodes", timeout_s=5.0, config=config)
+    except ConnectionError as exc:
+        fail(f"no answer from a zray head at {address} (a wrong key gets none): {exc}")
     if not ip:
         ip = "127.0.0.1" if head_host in ("127.0.0.1", "localhost") else route_ip(head_host)
     session_name, session_dir = _session_dir(config)
@@ -191,7 +240,7 @@ def _wait_joined(endpoint, node_id, processes, config) -> None:
                 fail(f"the {process.name} process exited during start-up; the end of its "
                      f"log {process.log_path}:\n{process.log_tail(8)}")
         try:
-            nodes = query(endpoint, "nodes", timeout_s=2.0)
+            nodes = query(endpoint, "nodes", timeout_s=2.0, config=config)
         except ConnectionError:
             nodes = []
         if any(n["NodeID"] == node_id.hex() and n["Alive"] for n in nodes):
@@ -283,7 +332,7 @@ def _ask(endpoint: str, name: str, args=None):
     from zray._admin import query
     try:
         return query(endpoint, name, args, timeout_s=5.0)
-    except (ConnectionError, RuntimeError) as exc:
+    except (ConnectionError, RuntimeError, ValueError) as exc:
         fail(str(exc))
 
 

@@ -15,6 +15,7 @@ nodes on different hosts would.  Objects move between them by chunked transfer.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import os
 import signal
 import time
@@ -125,8 +126,8 @@ class Cluster:
         while True:
             for node in nodes:
                 node.process.check()
-            seen = {n["NodeID"] for n in query(self.address_endpoint, "nodes")
-                    if n["Alive"]}
+            seen = {n["NodeID"] for n in query(self.address_endpoint, "nodes",
+                                               config=self._config) if n["Alive"]}
             if wanted <= seen:
                 return
             if time.monotonic() > deadline:
@@ -164,11 +165,20 @@ class Cluster:
     # --- internals -------------------------------------------------------------------
 
     def _start_head(self, system_config) -> None:
-        self._config = Config.from_env(**dict(system_config or {}))
-        self._session = _launch.make_session_dir(self._config)
+        config = Config.from_env(**dict(system_config or {}))
+        self._session = _launch.make_session_dir(config)
+        if not config.insecure and not config.cluster_key_file:
+            from zray.security import KEY_FILE_NAME, create_key_file
+            key_file = os.path.join(self._session[1], KEY_FILE_NAME)
+            create_key_file(key_file)
+            config = dataclasses.replace(config, cluster_key_file=key_file)
+        self._config = config
         self.head_process, self.address_endpoint = _launch.start_tcp_head(
-            self._config, self._session[0], self._session[1], HOST, 0, os.getpid())
+            config, self._session[0], self._session[1], HOST, 0, os.getpid())
         self.address = self.address_endpoint[len("tcp://"):]
+        if config.cluster_key_file:     # so that drivers here find it
+            _launch.remember_cluster_key(config.temp_dir, self.address,
+                                         config.cluster_key_file)
 
     def _await_workers_gone(self, node: NodeHandle, timeout_s: float = 5.0) -> None:
         """The node's workers exit once its fork server sees the node gone."""

@@ -54,6 +54,12 @@ class Config:
     transfer_window: int = 4
     #: Seconds a pull waits for a peer's next chunk before trying another copy.
     transfer_timeout_s: float = 30.0
+    #: The cluster's CURVE key file (see zray.security); empty: found from this
+    #: host's record of started clusters, or none for ipc-only clusters.
+    cluster_key_file: str = ""
+    #: Turn CURVE authentication and encryption off on TCP sockets (trusted
+    #: networks only).
+    insecure: bool = False
     #: Ports nodes, actors and drivers listen on between hosts, as "low-high"
     #: (e.g. "20000-20999", for a firewall rule); empty: any port the OS picks.
     port_range: str = ""

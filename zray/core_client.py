@@ -42,6 +42,7 @@ from zray.ids import handle_id, is_handle_id
 from zray._process import has_input, recv_frames, send_frames
 from zray.exceptions import GetTimeoutError, ProtocolError, RaySystemError
 from zray.protocol import Msg
+from zray.security import secure_client, secure_server
 from zray.serialization import (KIND_ERROR, KIND_INLINE, KIND_SHM, deserialize,
                                 read_segment, segment_path)
 
@@ -469,6 +470,7 @@ class CoreClient:
         if self.config.max_message_bytes > 0:
             sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
         sock.setsockopt(zmq.IDENTITY, identity)
+        secure_client(sock, endpoint, self.config)
         sock.connect(endpoint)
         return sock
 
@@ -577,7 +579,11 @@ class CoreClient:
                 sockets[1] = self._connect(self._ctx, self.node_endpoint,
                                            self.node_identity or self.identity)
                 self._poller.register(sockets[1], zmq.POLLIN)
-            send_frames(sockets[target], protocol.encode(msg_type, items))
+            try:
+                send_frames(sockets[target], protocol.encode(msg_type, items))
+            except zmq.Again:       # no connection (e.g. the head refused our key)
+                log.error("could not send %s to the %s: not connected", msg_type.name,
+                          "head" if target == 0 else "node")
         elif type(target) is bytes:
             self._send_actor_calls(target, [item[0] for item in items])
         elif target[0] == "owner":
@@ -770,11 +776,12 @@ class CoreClient:
                 if self.config.max_message_bytes > 0:
                     server.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
                 from zray._process import bind_private
+                secure_server(server, endpoint, self.config)
                 self.server_endpoint = bind_private(server, endpoint,
                                                     self.config.port_range)
                 self._server, self._server_handler = server, handler
                 self._poller.register(server, zmq.POLLIN)
-            except zmq.ZMQError as exc:
+            except (zmq.ZMQError, ValueError) as exc:
                 self._set_fatal(RaySystemError(f"could not bind {endpoint}: {exc}"))
             self._served.set()
         if self._server is not None and self._server in events:

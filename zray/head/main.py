@@ -24,6 +24,7 @@ from zray._process import (bind_private, configure_socket, has_input,
 from zray.config import Config
 from zray.exceptions import ProtocolError
 from zray.head.state import HeadState
+from zray.security import HandshakeWatch, secure_server
 
 log = logging.getLogger("zray.head")
 
@@ -40,6 +41,10 @@ class HeadLoop:
         self.router = self.ctx.socket(zmq.ROUTER)
         configure_socket(self.router, config)
         self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        for bind in binds:
+            secure_server(self.router, bind, config)
+        self.watch = HandshakeWatch(self.router) if any(
+            b.startswith("tcp://") for b in binds) and not config.insecure else None
         self.endpoints = [bind_private(self.router, b) for b in binds]
         self.state = HeadState(config, session_name, time.monotonic())
         self.flag = {"stop": False}
@@ -53,11 +58,15 @@ class HeadLoop:
             os.replace(ready_file + ".tmp", ready_file)
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
+        if self.watch is not None:
+            poller.register(self.watch.socket, zmq.POLLIN)
         next_tick = time.monotonic() + TICK_S
         while not self.flag["stop"] and not self.state.exit_requested:
             timeout_ms = max(0.0, next_tick - time.monotonic()) * 1000
             if poller.poll(timeout_ms):
                 self._drain(time.monotonic())
+                if self.watch is not None:
+                    self.watch.drain()
             now = time.monotonic()
             if now >= next_tick:
                 self.state.tick(now)
@@ -108,6 +117,8 @@ class HeadLoop:
                                     ("head exiting",))
         self._flush()
         self.router.setsockopt(zmq.LINGER, 500)
+        if self.watch is not None:
+            self.watch.close()
         self.router.close()
         self.ctx.term()
         for endpoint in self.endpoints:

@@ -16,6 +16,7 @@ def nodes(state, args):
             "NodeManagerPort": info.get("port", 0),
             "ObjectStoreSocketName": info.get("store", ""),
             "NodeManagerEndpoint": info.get("worker_endpoint", ""),
+            "ObjectTransferEndpoint": info.get("transfer_endpoint", ""),
             "Resources": dict(node.total) if node.state.value == "ALIVE" else {},
             "Labels": info.get("labels", {}),
             "pid": info.get("pid"),

@@ -39,6 +39,7 @@ from zray.config import Config
 from zray.exceptions import ProtocolError
 from zray.node.state import HEAD, NodeManagerState
 from zray.node.transfer import ChunkServer, Puller
+from zray.security import secure_client, secure_server
 from zray.protocol import Msg
 from zray.serialization import remove_segments, segment_path
 
@@ -62,6 +63,7 @@ class NodeLoop:
         self.head = self.ctx.socket(zmq.DEALER)
         configure_socket(self.head, config)
         self.head.setsockopt(zmq.IDENTITY, b"N" + node_id)
+        secure_client(self.head, head_address, config)
         self.head.connect(head_address)
         self.workers = self.ctx.socket(zmq.ROUTER)
         configure_socket(self.workers, config)
@@ -69,9 +71,10 @@ class NodeLoop:
             self.workers, f"ipc://{session_dir}/node-{node_id.hex()[:12]}.sock")
         self.transfer = self.ctx.socket(zmq.ROUTER)
         configure_socket(self.transfer, config)
-        self.transfer_endpoint = bind_private(self.transfer, serve_endpoint(
-            session_dir, f"transfer-{node_id.hex()[:12]}", host, head_address),
-            config.port_range)
+        endpoint = serve_endpoint(session_dir, f"transfer-{node_id.hex()[:12]}", host,
+                                  head_address)
+        secure_server(self.transfer, endpoint, config)
+        self.transfer_endpoint = bind_private(self.transfer, endpoint, config.port_range)
         self.chunks = ChunkServer(config.shm_dir, node_id)
         self.puller = Puller(config.shm_dir, node_id, config.transfer_chunk_bytes,
                              config.transfer_window, config.transfer_timeout_s)
@@ -311,6 +314,7 @@ class NodeLoop:
             sock = self.ctx.socket(zmq.DEALER)
             configure_socket(sock, self.config)
             sock.setsockopt(zmq.IDENTITY, b"T" + self.node_id)
+            secure_client(sock, self.peer_endpoints[node_id], self.config)
             sock.connect(self.peer_endpoints[node_id])
             self.peers[node_id] = sock
             self.poller.register(sock, zmq.POLLIN)
