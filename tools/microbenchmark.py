@@ -9,6 +9,11 @@ workload once at tiny sizes), and then times N runs of the workload.  Only
 worker per run.  The driver prints the median of the N runs (all samples go
 to ``--json``).
 
+Workloads with a ``cluster`` (``tasks_async_2nodes``, ``transfer_100mb_cross_node``)
+start the framework as a ``cluster_utils.Cluster`` of several node managers on
+this machine, one CPU each (``--num-cpus`` does not apply), and connect the
+worker to it as the driver; its local node is the head node.
+
 Usage (from the repository root)::
 
     python tools/microbenchmark.py                     # zray, all workloads, 5 runs
@@ -36,17 +41,19 @@ workload by hand; prints one JSON object per line on stdout)::
     python tools/microbenchmark.py --worker zray tasks_async --runs 3 [--quick]
 
 Units: 1 MB = 10**6 bytes, 1 GB = 10**9 bytes; "100 MB" arrays are 12,500,000
-float64.
+float64 (100,000,000 uint8 in ``transfer_100mb_cross_node``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import importlib
 import json
 import math
+import multiprocessing
 import os
 import platform
 import queue
@@ -74,6 +81,8 @@ IDLE_SETTLE_S = 1.0          # idle_rss: pause after the task, before reading RS
 PROBE_TIMEOUT_S = 120.0      # importing ray can take a while on a loaded machine
 STOP_GRACE_S = 5.0           # how long leftover descendants get after their worker exits
 WARMUP_NOOP_TASKS = 20
+LOOPBACK = "127.0.0.1"
+RAW_ZMQ_TIMEOUT_MS = 60_000  # raw pyzmq baseline: longest wait for a frame or a request
 
 FRAMEWORKS = ("zray", "ray", "dask")
 PEERS = ("ray", "dask")
@@ -112,6 +121,7 @@ class Sizes:
     fanout_children: int
     map_tasks: int
     map_elements: int
+    transfer_rounds: int      # transfer_100mb_cross_node: zray/raw pairs per run
 
     @property
     def large_elements(self) -> int:
@@ -123,21 +133,24 @@ FULL_SIZES = Sizes(
     actor_calls_sync=1_000, actor_calls_async=10_000, actor_calls_per_actor=5_000,
     small_objects=10_000, large_bytes=100 * BYTES_PER_MB, large_puts=10,
     large_get_rounds=5, large_arg_tasks=10, wait_tasks=1_000,
-    fanout_parents=10, fanout_children=100, map_tasks=1_000, map_elements=100_000)
+    fanout_parents=10, fanout_children=100, map_tasks=1_000, map_elements=100_000,
+    transfer_rounds=5)
 
 QUICK_SIZES = Sizes(
     tasks_sync=200, tasks_async=2_000, ref_arg_tasks=1_000,
     actor_calls_sync=200, actor_calls_async=2_000, actor_calls_per_actor=1_000,
     small_objects=2_000, large_bytes=100 * BYTES_PER_MB, large_puts=3,
     large_get_rounds=2, large_arg_tasks=10, wait_tasks=1_000,
-    fanout_parents=10, fanout_children=100, map_tasks=200, map_elements=100_000)
+    fanout_parents=10, fanout_children=100, map_tasks=200, map_elements=100_000,
+    transfer_rounds=3)
 
 WARMUP_SIZES = Sizes(
     tasks_sync=10, tasks_async=50, ref_arg_tasks=50,
     actor_calls_sync=10, actor_calls_async=50, actor_calls_per_actor=25,
     small_objects=50, large_bytes=BYTES_PER_MB, large_puts=2,
     large_get_rounds=1, large_arg_tasks=2, wait_tasks=20,
-    fanout_parents=2, fanout_children=3, map_tasks=10, map_elements=1_000)
+    fanout_parents=2, fanout_children=3, map_tasks=10, map_elements=1_000,
+    transfer_rounds=1)
 
 
 # ---------------------------------------------------------------------------
@@ -173,6 +186,9 @@ class Target:
         return measured >= self.value if self.op == ">=" else measured <= self.value
 
 
+RATIO_UNIT = "ratio"        # a dimensionless "zray / baseline"; higher is better
+
+
 @dataclasses.dataclass(frozen=True)
 class Metric:
     key: str
@@ -181,7 +197,23 @@ class Metric:
 
     @property
     def higher_is_better(self) -> bool:
-        return self.unit.endswith("/s")
+        return self.unit.endswith("/s") or self.unit == RATIO_UNIT
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterSpec:
+    """Nodes to start with ``cluster_utils.Cluster`` instead of ``init(num_cpus=N)``.
+
+    ``head_node`` and each of ``nodes`` are keyword arguments of ``add_node``.
+    """
+    head_node: dict
+    nodes: tuple
+
+
+#: The head node and one more, one CPU each; only the second has resource "nodeB".
+TWO_NODES = ClusterSpec(head_node={"num_cpus": 1},
+                        nodes=({"num_cpus": 1, "resources": {"nodeB": 1}},))
+ON_NODE_B = {"nodeB": 1}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,6 +226,10 @@ class Workload:
     #: Sizes fields a total-time result grows with; where QUICK_SIZES differs on
     #: one of them, a --quick result cannot be held against the target.
     size_fields: tuple = ()
+    #: Start the framework as this cluster of nodes (None: ``init(num_cpus=N)``).
+    cluster: ClusterSpec | None = None
+    #: Why only zray runs this workload (None: peers run it too).
+    zray_only: str | None = None
 
     def comparable_in_quick_mode(self) -> bool:
         return all(getattr(QUICK_SIZES, f) == getattr(FULL_SIZES, f) for f in self.size_fields)
@@ -213,7 +249,8 @@ def at_most(value: float, text: str) -> Target:
 
 def workload(unit: str | None = None, target: Target | None = None, *, metrics=None,
              fresh_process: bool = False, skip_reason: str | None = None,
-             size_fields: tuple = ()):
+             size_fields: tuple = (), cluster: ClusterSpec | None = None,
+             zray_only: str | None = None):
     """Register the decorated function under its own name.
 
     Single-metric workloads give ``unit`` and ``target``; the sample key is the
@@ -223,7 +260,7 @@ def workload(unit: str | None = None, target: Target | None = None, *, metrics=N
         name = function.__name__
         metric_list = metrics or (Metric(name, unit, target),)
         WORKLOADS[name] = Workload(name, function, tuple(metric_list), fresh_process,
-                                   skip_reason, size_fields)
+                                   skip_reason, size_fields, cluster, zray_only)
         return function
     return register
 
@@ -246,6 +283,10 @@ def return_one():
 
 def make_array(num_elements):
     return np.full(num_elements, 1.0, dtype=np.float64)
+
+
+def make_bytes(size_bytes):
+    return np.ones(size_bytes, dtype=np.uint8)
 
 
 def sum_array(array):
@@ -287,6 +328,7 @@ class RayLikeAdapter:
         self.name = name
         self.module_name = module_name
         self.api = None
+        self.cluster = None
         self._remote_functions = {}
         self._actor_class = None
         self._actors = []
@@ -298,14 +340,37 @@ class RayLikeAdapter:
     def start(self, num_cpus: int) -> None:
         self.api.init(num_cpus=num_cpus)
 
-    def shutdown(self) -> None:
-        self.api.shutdown()
+    def start_cluster(self, spec: ClusterSpec) -> None:
+        """Start ``spec``'s nodes with ``<framework>.cluster_utils`` and connect to them."""
+        cluster_utils = importlib.import_module(f"{self.module_name}.cluster_utils")
+        self.cluster = cluster_utils.Cluster(initialize_head=True,
+                                             head_node_args=dict(spec.head_node))
+        try:
+            for node_args in spec.nodes:
+                self.cluster.add_node(**node_args)
+            self.api.init(address=self.cluster.address)
+        except BaseException:
+            self._shutdown_cluster()
+            raise
 
-    def task(self, function) -> Callable:
+    def shutdown(self) -> None:
+        try:
+            self.api.shutdown()
+        finally:
+            self._shutdown_cluster()
+
+    def _shutdown_cluster(self) -> None:
+        cluster, self.cluster = self.cluster, None
+        if cluster is not None:
+            cluster.shutdown()
+
+    def task(self, function, resources: dict | None = None) -> Callable:
         """A callable that submits ``function`` as a task and returns its ref."""
-        if function not in self._remote_functions:
-            self._remote_functions[function] = self.api.remote(function)
-        return self._remote_functions[function].remote
+        key = (function, tuple(sorted((resources or {}).items())))
+        if key not in self._remote_functions:
+            remote = self.api.remote(resources=resources) if resources else self.api.remote
+            self._remote_functions[key] = remote(function)
+        return self._remote_functions[key].remote
 
     def get(self, refs):
         return self.api.get(refs)
@@ -316,8 +381,8 @@ class RayLikeAdapter:
     def wait_all(self, refs) -> None:
         self.api.wait(refs, num_returns=len(refs))
 
-    def wait_ready(self, ref) -> None:
-        self.api.wait([ref], num_returns=1)
+    def wait_ready(self, ref, fetch_local: bool = True) -> None:
+        self.api.wait([ref], num_returns=1, fetch_local=fetch_local)
 
     def counter_actors(self, count: int) -> list:
         """``count`` Counter actors (created once per process); each item submits incr()."""
@@ -369,13 +434,18 @@ class DaskAdapter:
             n_workers=num_cpus, threads_per_worker=1, processes=True)
         self.client = self.distributed.Client(self.cluster)
 
+    def start_cluster(self, spec: ClusterSpec) -> None:
+        raise Unsupported("Dask has no cluster of separate node managers on one machine "
+                          "(no cluster_utils.Cluster); its LocalCluster of 2 workers is "
+                          "what the one-node workloads already run")
+
     def shutdown(self) -> None:
         self.client.close()
         self.cluster.close()
 
-    def task(self, function) -> Callable:
+    def task(self, function, resources: dict | None = None) -> Callable:
         client = self.client
-        return lambda *args: client.submit(function, *args, pure=False)
+        return lambda *args: client.submit(function, *args, pure=False, resources=resources)
 
     def get(self, futures):
         if isinstance(futures, list):
@@ -390,7 +460,7 @@ class DaskAdapter:
     def wait_all(self, futures) -> None:
         self.distributed.wait(futures)
 
-    def wait_ready(self, future) -> None:
+    def wait_ready(self, future, fetch_local: bool = True) -> None:
         self.distributed.wait([future])
 
     def counter_actors(self, count: int) -> list:
@@ -427,12 +497,23 @@ def tasks_sync(fw, sizes):
     return {"tasks_sync": rate(sizes.tasks_sync, time.perf_counter() - start)}
 
 
-@workload("tasks/s", at_least(6_000, "≥ 6,000 /s"))
-def tasks_async(fw, sizes):
+def submit_all_then_get_rate(fw, count: int) -> float:
+    """Submit ``count`` no-op tasks, then get them all; tasks per second."""
     submit = fw.task(noop)
     start = time.perf_counter()
-    fw.get([submit() for _ in range(sizes.tasks_async)])
-    return {"tasks_async": rate(sizes.tasks_async, time.perf_counter() - start)}
+    fw.get([submit() for _ in range(count)])
+    return rate(count, time.perf_counter() - start)
+
+
+@workload("tasks/s", at_least(6_000, "≥ 6,000 /s"))
+def tasks_async(fw, sizes):
+    return {"tasks_async": submit_all_then_get_rate(fw, sizes.tasks_async)}
+
+
+@workload("tasks/s", Target(None, None, "none set"), cluster=TWO_NODES)
+def tasks_async_2nodes(fw, sizes):
+    """tasks_async on two node managers of one CPU each (head node + one more)."""
+    return {"tasks_async_2nodes": submit_all_then_get_rate(fw, sizes.tasks_async)}
 
 
 @workload("tasks/s", at_least(5_000, "≥ 5,000 /s"))
@@ -600,18 +681,116 @@ def idle_rss(fw, sizes):
     return {"idle_rss": rss_bytes / BYTES_PER_MB, "processes": process_count}
 
 
-@workload("GB/s", Target(None, None, "≥ 80% of raw pyzmq"),
-          skip_reason="needs multi-node support")
+@workload(metrics=(
+    Metric("get", "GB/s", Target(None, None, "≥ 0.8 × raw (vs_raw)")),
+    Metric("raw_pyzmq", "GB/s", Target(None, None, "baseline")),
+    Metric("vs_raw", RATIO_UNIT, at_least(0.8, "≥ 0.8")),
+), cluster=TWO_NODES, zray_only=(
+    "measured for zray only: its target is a ratio to raw pyzmq in the same run, and "
+    "BENCHMARKS.md records no peer figure to compare with"))
 def transfer_100mb_cross_node(fw, sizes):
-    """A 100 MB object made on node A is read by a task on node B.
+    """A 100 MB object made on node B is pulled by the driver's get onto the head node.
 
-    To do once zray can start a second node: start two nodes (cluster_utils),
-    make the array with a task pinned to node A, read it with a task pinned to
-    node B (NodeAffinitySchedulingStrategy), and in the same run time one raw
-    zero-copy 100 MB pyzmq frame between two processes to report the target
-    as a fraction of it.
+    Each round makes a fresh object on node B (untimed), then times its get and
+    one raw zero-copy pyzmq frame of the same size between two processes over
+    TCP on loopback, in turn (ABBA order); the rounds' medians give one sample.
     """
-    raise Skipped("needs multi-node support")
+    size_bytes = sizes.large_bytes
+    make = fw.task(make_bytes, resources=ON_NODE_B)
+    get_s, raw_s = [], []
+    with raw_zmq_sender(size_bytes) as time_raw_frame_s:
+        for round_index in range(sizes.transfer_rounds):
+            ref = make(size_bytes)
+            fw.wait_ready(ref, fetch_local=False)      # made on node B, not yet pulled
+            get_round_s, raw_round_s = time_get_and_raw_s(
+                fw, ref, size_bytes, time_raw_frame_s, get_first=round_index % 2 == 0)
+            get_s.append(get_round_s)
+            raw_s.append(raw_round_s)
+            del ref                                    # freed while the next is made
+    get_gbps = size_bytes / BYTES_PER_GB / statistics.median(get_s)
+    raw_gbps = size_bytes / BYTES_PER_GB / statistics.median(raw_s)
+    return {"get": get_gbps, "raw_pyzmq": raw_gbps, "vs_raw": get_gbps / raw_gbps}
+
+
+def time_get_and_raw_s(fw, ref, size_bytes: int, time_raw_frame_s,
+                       get_first: bool) -> tuple[float, float]:
+    """Seconds for the get of ``ref`` and for one raw frame, timed in the order given."""
+    if not get_first:
+        raw_s = time_raw_frame_s()
+    start = time.perf_counter()
+    array = fw.get(ref)
+    get_s = time.perf_counter() - start
+    if get_first:
+        raw_s = time_raw_frame_s()
+    if array.nbytes != size_bytes:
+        raise AssertionError(f"got {array.nbytes} bytes, expected {size_bytes}")
+    return get_s, raw_s
+
+
+@contextlib.contextmanager
+def raw_zmq_sender(size_bytes: int):
+    """The transfer baseline: yields a function timing one raw frame of ``size_bytes``.
+
+    This process's DEALER asks; a ROUTER in a child process answers with one
+    zero-copy frame of a numpy buffer, over TCP on loopback.  Timed: request
+    sent until the whole frame is received (without a copy).
+    """
+    import zmq
+    with zmq.Context() as context, context.socket(zmq.DEALER) as dealer:
+        dealer.linger = 0
+        dealer.rcvtimeo = dealer.sndtimeo = RAW_ZMQ_TIMEOUT_MS
+        port = dealer.bind_to_random_port(f"tcp://{LOOPBACK}")
+        child = multiprocessing.get_context("spawn").Process(
+            target=serve_raw_frames, args=(f"tcp://{LOOPBACK}:{port}", size_bytes),
+            name="raw-zmq-sender", daemon=True)
+        child.start()
+        try:
+            dealer.send(b"ready?")             # untimed: the child is up, its buffer made
+            dealer.recv()
+            time_raw_frame_s(dealer, size_bytes)   # untimed: TCP buffers grow with use
+            yield lambda: time_raw_frame_s(dealer, size_bytes)
+        finally:
+            stop_raw_sender(child, dealer)
+
+
+def time_raw_frame_s(dealer, size_bytes: int) -> float:
+    start = time.perf_counter()
+    dealer.send(b"send")
+    frame = dealer.recv(copy=False)
+    elapsed_s = time.perf_counter() - start
+    if len(frame.buffer) != size_bytes:
+        raise AssertionError(f"raw frame has {len(frame.buffer)} bytes, expected {size_bytes}")
+    return elapsed_s
+
+
+def stop_raw_sender(child, dealer) -> None:
+    import zmq
+    try:
+        dealer.send(b"stop", zmq.NOBLOCK)
+    except zmq.Again:
+        pass                 # no connected child to tell: the join times out, then kill
+    child.join(timeout=STOP_GRACE_S)
+    if child.is_alive():
+        child.kill()
+        child.join()
+
+
+def serve_raw_frames(endpoint: str, size_bytes: int) -> None:
+    """Child process of the raw baseline: answer each request with one zero-copy frame.
+
+    Exits on "stop", or when no request came for RAW_ZMQ_TIMEOUT_MS (its parent is gone).
+    """
+    import zmq
+    payload = np.ones(size_bytes, dtype=np.uint8)
+    with zmq.Context() as context, context.socket(zmq.ROUTER) as router:
+        router.linger = 0
+        router.connect(endpoint)
+        while router.poll(RAW_ZMQ_TIMEOUT_MS):
+            peer, request = router.recv_multipart()
+            if request == b"stop":
+                return
+            reply = payload if request == b"send" else b"ready"
+            router.send_multipart([peer, reply], copy=False)
 
 
 def tree_rss(process) -> tuple[int, int]:
@@ -669,6 +848,8 @@ def run_worker(args) -> int:
     try:
         if bench.skip_reason:
             raise Skipped(bench.skip_reason)
+        if bench.zray_only and args.framework != "zray":
+            raise Unsupported(bench.zray_only)
         if bench.fresh_process:
             samples.append(bench.function(fw, sizes))
             channel.send(event="sample", run=0, sample=samples[0])
@@ -696,7 +877,10 @@ def run_in_process(fw, bench, sizes, args, channel, samples) -> None:
     """Start the framework, warm up, time ``args.runs`` runs, shut down."""
     fw.import_framework()
     started = time.perf_counter()
-    fw.start(args.num_cpus)
+    if bench.cluster:
+        fw.start_cluster(bench.cluster)
+    else:
+        fw.start(args.num_cpus)
     try:
         warm_up(fw, bench)
         channel.send(event="ready", setup_s=time.perf_counter() - started)
@@ -931,6 +1115,10 @@ def run_workload(bench: Workload, frameworks: list, pythons: dict, options,
         for outcome in outcomes.values():
             outcome.fail(SKIPPED, bench.skip_reason)
         return outcomes
+    if bench.zray_only:
+        for framework in frameworks:
+            if framework != "zray":
+                outcomes[framework].fail(UNSUPPORTED, bench.zray_only)
     runnable = [f for f in frameworks if outcomes[f].status == "ok"]
     if bench.fresh_process:
         run_fresh_processes(bench, runnable, pythons, options, outcomes)
