@@ -213,6 +213,10 @@ class ClusterSpec:
 #: The head node and one more, one CPU each; only the second has resource "nodeB".
 TWO_NODES = ClusterSpec(head_node={"num_cpus": 1},
                         nodes=({"num_cpus": 1, "resources": {"nodeB": 1}},))
+#: The same with CURVE off (zray's Cluster makes a key and encrypts by default).
+TWO_NODES_INSECURE = ClusterSpec(
+    head_node={"num_cpus": 1, "_system_config": {"insecure": True}},
+    nodes=({"num_cpus": 1, "resources": {"nodeB": 1}},))
 ON_NODE_B = {"nodeB": 1}
 
 
@@ -512,8 +516,16 @@ def tasks_async(fw, sizes):
 
 @workload("tasks/s", Target(None, None, "none set"), cluster=TWO_NODES)
 def tasks_async_2nodes(fw, sizes):
-    """tasks_async on two node managers of one CPU each (head node + one more)."""
+    """tasks_async on two node managers of one CPU each (head node + one more),
+    over CURVE (zray's default on TCP)."""
     return {"tasks_async_2nodes": submit_all_then_get_rate(fw, sizes.tasks_async)}
+
+
+@workload("tasks/s", Target(None, None, "CURVE costs < 20% (vs tasks_async_2nodes)"),
+          cluster=TWO_NODES_INSECURE)
+def tasks_async_2nodes_insecure(fw, sizes):
+    """tasks_async_2nodes with CURVE off (ZRAY_INSECURE)."""
+    return {"tasks_async_2nodes_insecure": submit_all_then_get_rate(fw, sizes.tasks_async)}
 
 
 @workload("tasks/s", at_least(5_000, "≥ 5,000 /s"))
@@ -583,122 +595,40 @@ def put_large(fw, sizes):
     return {"put_large": sizes.large_puts * array.nbytes / BYTES_PER_GB / elapsed_s}
 
 
-@workload(metrics=(
-    Metric("get", "GB/s", at_least(50.0, "≥ 50 GB/s (≤ 2 ms per 100 MB)")),
-    Metric("round", "s", at_most(0.08, "≤ 0.08 s")),
-))
-def get_large_from_task(fw, sizes):
-    submit = fw.task(make_array)
-    get_s = round_s = 0.0
-    for _ in range(sizes.large_get_rounds):
-        start = time.perf_counter()
-        ref = submit(sizes.large_elements)
-        fw.wait_ready(ref)
-        ready = time.perf_counter()
-        array = fw.get(ref)
-        done = time.perf_counter()
-        if array.nbytes != sizes.large_bytes:
-            raise AssertionError(f"got {array.nbytes} bytes, expected {sizes.large_bytes}")
-        get_s += done - ready
-        round_s += done - start
-        del array, ref
-    rounds = sizes.large_get_rounds
-    return {"get": rounds * sizes.large_bytes / BYTES_PER_GB / get_s,
-            "round": round_s / rounds,
-            "get_ms_per_100mb": 1000 * get_s / rounds * (100 * BYTES_PER_MB) / sizes.large_bytes}
-
-
-@workload("s", at_most(0.1, "≤ 0.1 s"), size_fields=("large_bytes", "large_arg_tasks"))
-def task_large_arg(fw, sizes):
-    array = make_array(sizes.large_elements)
-    submit = fw.task(sum_array)
-    start = time.perf_counter()
-    array_ref = fw.put(array)
-    sums = fw.get([submit(array_ref) for _ in range(sizes.large_arg_tasks)])
-    elapsed_s = time.perf_counter() - start
-    if sums[0] != float(sizes.large_elements):
-        raise AssertionError(f"sum {sums[0]} != {sizes.large_elements}")
-    return {"task_large_arg": elapsed_s}
-
-
-@workload("s", at_most(0.2, "≤ 0.2 s"), size_fields=("wait_tasks",))
-def wait_1000(fw, sizes):
-    submit = fw.task(noop)
-    start = time.perf_counter()
-    fw.wait_all([submit() for _ in range(sizes.wait_tasks)])
-    return {"wait_1000": time.perf_counter() - start}
-
-
-@workload("s", at_most(0.5, "≤ 0.5 s"), size_fields=("fanout_parents", "fanout_children"))
-def nested_fanout(fw, sizes):
-    submit_parent = fw.fanout_parent()
-    start = time.perf_counter()
-    totals = fw.get([submit_parent(sizes.fanout_children)
-                     for _ in range(sizes.fanout_parents)])
-    elapsed_s = time.perf_counter() - start
-    if sum(totals) != sizes.fanout_parents * sizes.fanout_children:
-        raise AssertionError(f"fan-out summed to {sum(totals)}")
-    return {"nested_fanout": elapsed_s}
-
-
-@workload("s", at_most(4.0, "≤ 4 s"), size_fields=("map_tasks", "map_elements"))
-def map_reduce(fw, sizes):
-    submit = fw.task(map_chunk)
-    n = sizes.map_elements
-    start = time.perf_counter()
-    total = sum(fw.get([submit(n, i * n) for i in range(sizes.map_tasks)]))
-    elapsed_s = time.perf_counter() - start
-    last = sizes.map_tasks * n - 1
-    if not math.isclose(total, last * (last + 1), rel_tol=1e-9):   # 2 * sum(0..last)
-        raise AssertionError(f"map_reduce total {total} is wrong")
-    return {"map_reduce": elapsed_s}
-
-
-@workload("s", at_most(0.5, "≤ 0.5 s"), fresh_process=True)
-def init_time(fw, sizes):
-    """Fresh process: init with 2 CPUs until the first task result (import not counted)."""
-    start = time.perf_counter()
-    fw.import_framework()
-    imported = time.perf_counter()
-    fw.start(NUM_CPUS)
-    fw.get(fw.task(noop)())
-    first_result = time.perf_counter()
-    fw.shutdown()
-    stopped = time.perf_counter()
-    return {"init_time": first_result - imported, "import_s": imported - start,
-            "shutdown_s": stopped - first_result}
-
-
-@workload("MB", at_most(150, "≤ 150 MB"), fresh_process=True)
-def idle_rss(fw, sizes):
-    """After init(num_cpus=2) and one task: RSS of this process and all its descendants."""
-    fw.import_framework()
-    fw.start(NUM_CPUS)
-    fw.get(fw.task(noop)())
-    time.sleep(IDLE_SETTLE_S)
-    rss_bytes, process_count = tree_rss(psutil.Process())
-    fw.shutdown()
-    return {"idle_rss": rss_bytes / BYTES_PER_MB, "processes": process_count}
-
-
-@workload(metrics=(
+TRANSFER_METRICS = (
     Metric("get", "GB/s", Target(None, None, "≥ 0.8 × raw (vs_raw)")),
-    Metric("raw_pyzmq", "GB/s", Target(None, None, "baseline")),
+    Metric("raw_pyzmq", "GB/s", Target(None, None, "baseline, same security")),
     Metric("vs_raw", RATIO_UNIT, at_least(0.8, "≥ 0.8")),
-), cluster=TWO_NODES, zray_only=(
+)
+TRANSFER_ZRAY_ONLY = (
     "measured for zray only: its target is a ratio to raw pyzmq in the same run, and "
-    "BENCHMARKS.md records no peer figure to compare with"))
+    "BENCHMARKS.md records no peer figure to compare with")
+
+
+@workload(metrics=TRANSFER_METRICS, cluster=TWO_NODES, zray_only=TRANSFER_ZRAY_ONLY)
 def transfer_100mb_cross_node(fw, sizes):
-    """A 100 MB object made on node B is pulled by the driver's get onto the head node.
+    """A 100 MB object made on node B is pulled by the driver's get onto the head node,
+    over CURVE (zray's default); the baseline is a raw frame over CURVE too.
 
     Each round makes a fresh object on node B (untimed), then times its get and
     one raw zero-copy pyzmq frame of the same size between two processes over
     TCP on loopback, in turn (ABBA order); the rounds' medians give one sample.
     """
+    return measure_transfer(fw, sizes, curve=True)
+
+
+@workload(metrics=TRANSFER_METRICS, cluster=TWO_NODES_INSECURE,
+          zray_only=TRANSFER_ZRAY_ONLY)
+def transfer_100mb_cross_node_insecure(fw, sizes):
+    """transfer_100mb_cross_node with CURVE off on both sides (ZRAY_INSECURE)."""
+    return measure_transfer(fw, sizes, curve=False)
+
+
+def measure_transfer(fw, sizes, curve: bool) -> dict:
     size_bytes = sizes.large_bytes
     make = fw.task(make_bytes, resources=ON_NODE_B)
     get_s, raw_s = [], []
-    with raw_zmq_sender(size_bytes) as time_raw_frame_s:
+    with raw_zmq_sender(size_bytes, curve) as time_raw_frame_s:
         for round_index in range(sizes.transfer_rounds):
             ref = make(size_bytes)
             fw.wait_ready(ref, fetch_local=False)      # made on node B, not yet pulled
@@ -728,7 +658,7 @@ def time_get_and_raw_s(fw, ref, size_bytes: int, time_raw_frame_s,
 
 
 @contextlib.contextmanager
-def raw_zmq_sender(size_bytes: int):
+def raw_zmq_sender(size_bytes: int, curve: bool = False):
     """The transfer baseline: yields a function timing one raw frame of ``size_bytes``.
 
     This process's DEALER asks; a ROUTER in a child process answers with one
@@ -739,9 +669,15 @@ def raw_zmq_sender(size_bytes: int):
     with zmq.Context() as context, context.socket(zmq.DEALER) as dealer:
         dealer.linger = 0
         dealer.rcvtimeo = dealer.sndtimeo = RAW_ZMQ_TIMEOUT_MS
+        keys = None
+        if curve:                 # the same encryption zray's cluster sockets use
+            server, client = zmq.curve_keypair(), zmq.curve_keypair()
+            dealer.curve_server = True
+            dealer.curve_secretkey = server[1]
+            keys = (server[0], client[0], client[1])
         port = dealer.bind_to_random_port(f"tcp://{LOOPBACK}")
         child = multiprocessing.get_context("spawn").Process(
-            target=serve_raw_frames, args=(f"tcp://{LOOPBACK}:{port}", size_bytes),
+            target=serve_raw_frames, args=(f"tcp://{LOOPBACK}:{port}", size_bytes, keys),
             name="raw-zmq-sender", daemon=True)
         child.start()
         try:
@@ -775,7 +711,7 @@ def stop_raw_sender(child, dealer) -> None:
         child.join()
 
 
-def serve_raw_frames(endpoint: str, size_bytes: int) -> None:
+def serve_raw_frames(endpoint: str, size_bytes: int, keys=None) -> None:
     """Child process of the raw baseline: answer each request with one zero-copy frame.
 
     Exits on "stop", or when no request came for RAW_ZMQ_TIMEOUT_MS (its parent is gone).
@@ -784,6 +720,8 @@ def serve_raw_frames(endpoint: str, size_bytes: int) -> None:
     payload = np.ones(size_bytes, dtype=np.uint8)
     with zmq.Context() as context, context.socket(zmq.ROUTER) as router:
         router.linger = 0
+        if keys is not None:
+            router.curve_serverkey, router.curve_publickey, router.curve_secretkey = keys
         router.connect(endpoint)
         while router.poll(RAW_ZMQ_TIMEOUT_MS):
             peer, request = router.recv_multipart()

@@ -233,11 +233,12 @@ def find_local_cluster(temp_dir: str) -> str:
 KEYS_FILE = "keys.json"
 
 
-def remember_cluster_key(temp_dir: str, address: str, key_file: str) -> None:
-    """Note that the cluster at ``address`` (HOST:PORT) uses ``key_file``."""
+def remember_cluster_key(temp_dir: str, address: str, key_file: str | None) -> None:
+    """Note that the cluster at ``address`` (HOST:PORT) uses ``key_file``
+    (None: it was started insecure, on purpose)."""
     path = os.path.join(temp_dir, KEYS_FILE)
     known = _known_keys(path)
-    known[address] = os.path.abspath(key_file)
+    known[address] = os.path.abspath(key_file) if key_file else None
     os.makedirs(temp_dir, mode=0o700, exist_ok=True)
     fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -251,7 +252,8 @@ def _known_keys(path: str) -> dict:
             known = json.load(f)
     except (OSError, ValueError):
         return {}
-    return {a: k for a, k in known.items() if isinstance(k, str) and os.path.exists(k)}
+    return {a: k for a, k in known.items()
+            if k is None or (isinstance(k, str) and os.path.exists(k))}
 
 
 def with_cluster_key(config: Config, endpoint: str) -> Config:
@@ -261,7 +263,10 @@ def with_cluster_key(config: Config, endpoint: str) -> Config:
     if config.insecure or config.cluster_key_file or not endpoint.startswith("tcp://"):
         return config
     address = endpoint[len("tcp://"):]
-    key_file = _known_keys(os.path.join(config.temp_dir, KEYS_FILE)).get(address)
+    known = _known_keys(os.path.join(config.temp_dir, KEYS_FILE))
+    if address in known and known[address] is None:    # started here with --insecure
+        return dataclasses.replace(config, insecure=True)
+    key_file = known.get(address)
     if key_file is None:
         from zray.security import KeyFileError
         raise KeyFileError(

@@ -140,8 +140,9 @@ def _start_head(config, port, ip, num_cpus, num_gpus, extra, store_bytes):
     node, node_id = _start_node(config, endpoint, session_dir, ip, num_cpus, num_gpus,
                                 extra, store_bytes, head=True)
     _wait_joined(endpoint, node_id, [head, node], config)
+    _launch.remember_cluster_key(config.temp_dir, address,
+                                 None if config.insecure else config.cluster_key_file)
     if config.cluster_key_file:
-        _launch.remember_cluster_key(config.temp_dir, address, config.cluster_key_file)
         join = f"zray start --address {address} --key /path/to/cluster.key"
         key_note = (f"  Cluster key: {config.cluster_key_file} (mode 0600). Other hosts "
                     "need a copy, kept owner-only\n  (e.g. `scp -p`); drivers elsewhere "

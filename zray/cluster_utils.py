@@ -176,9 +176,9 @@ class Cluster:
         self.head_process, self.address_endpoint = _launch.start_tcp_head(
             config, self._session[0], self._session[1], HOST, 0, os.getpid())
         self.address = self.address_endpoint[len("tcp://"):]
-        if config.cluster_key_file:     # so that drivers here find it
-            _launch.remember_cluster_key(config.temp_dir, self.address,
-                                         config.cluster_key_file)
+        # so that drivers here find the key (or know there is none)
+        _launch.remember_cluster_key(config.temp_dir, self.address,
+                                     None if config.insecure else config.cluster_key_file)
 
     def _await_workers_gone(self, node: NodeHandle, timeout_s: float = 5.0) -> None:
         """The node's workers exit once its fork server sees the node gone."""
