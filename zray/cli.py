@@ -275,8 +275,10 @@ def _block(processes, config) -> None:
 # --- stop ----------------------------------------------------------------------------
 
 @main.command()
-@click.option("--force", is_flag=True, help="SIGKILL at once instead of a clean stop.")
+@click.option("--force", is_flag=True, envvar="ZRAY_STOP_FORCE", show_envvar=True,
+              help="SIGKILL at once instead of a clean stop.")
 @click.option("--grace-s", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              envvar="ZRAY_STOP_GRACE_S", show_envvar=True,
               help="Seconds to wait for a clean exit before SIGKILL.")
 @click.option("--temp-dir", envvar="ZRAY_TEMP_DIR", show_envvar=True,
               help="The --temp-dir the processes were started with.")
@@ -387,9 +389,10 @@ LISTS = {"nodes": "nodes", "tasks": "list_tasks", "actors": "list_actors",
 
 @main.command(name="list")
 @click.argument("what", type=click.Choice(sorted(LISTS)))
-@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True,
+              envvar="ZRAY_LIST_LIMIT", show_envvar=True, help="Most rows to show.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-              show_default=True)
+              show_default=True, envvar="ZRAY_LIST_FORMAT", show_envvar=True)
 @address_option
 def list_(what, limit, fmt, address):
     """List nodes, tasks, actors or objects."""
@@ -406,7 +409,8 @@ def list_(what, limit, fmt, address):
 
 @main.command()
 @address_option
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
+              envvar="ZRAY_MEMORY_LIMIT", show_envvar=True, help="Most objects to list.")
 def memory(address, limit):
     """Objects by size, and where their copies live."""
     endpoint = _head(address)
