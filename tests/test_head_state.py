@@ -312,3 +312,32 @@ def test_lease_task_finishing_before_its_unblock_keeps_cpu_count():
            (task.task_id, 0, STATUS_OK, [(oid, KIND_INLINE, b"", 0, ())], 0.001))
     h.send(NODE_A, Msg.WORKER_UNBLOCKED, (task.task_id,))
     assert node.available["CPU"] == 1.0 and node.lease.task_id is None
+
+
+def test_dead_node_outputs_are_rebuilt_from_lineage_and_puts_are_lost():
+    h = Harness()
+    h.add_node()
+    node_b = b"N" + b"b" * 16
+    h.send(node_b, Msg.REGISTER_NODE, (node_b[1:], PROTOCOL_MAJOR, 0,
+                                       {"resources": {"CPU": 2.0}}))
+    h.connect_driver()
+    h.connect_worker()
+    first = spec()
+    h.send(DRIVER, Msg.SUBMIT_TASKS, (first,))
+    victim = h.state.tasks[first.task_id].node_id
+    survivor = node_b if victim == NODE_A[1:] else NODE_A
+    [oid] = first.return_ids()
+    h.send(WORKER, Msg.TASKS_FINISHED,
+           (first.task_id, 0, STATUS_OK, [(oid, KIND_SHM, None, 1 << 20, ())], 0.001))
+    second = spec(deps=(oid,))           # keeps the lineage of ``first`` pinned
+    h.send(DRIVER, Msg.SUBMIT_TASKS, (second,))
+    put_id = ids.new_put_id()
+    h.send(DRIVER, Msg.PUT_OBJECTS, (put_id, KIND_SHM, None, 1 << 20, victim, ()))
+    assert h.state.objects[oid].state is ObjectState.READY
+    out = h.send(b"N" + victim, Msg.SHUTDOWN, ("killed",))
+    record = h.state.tasks[first.task_id]
+    assert record.spec.attempt == 1 and record.node_id == survivor[1:]
+    assert [s.task_id for s in executed(out, survivor)] == [first.task_id]
+    assert h.state.objects[oid].state is ObjectState.PENDING
+    assert h.state.objects[put_id].kind == KIND_ERROR        # a put cannot be rebuilt
+    assert h.state.tasks[second.task_id].state is TaskState.WAITING

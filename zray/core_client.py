@@ -40,7 +40,7 @@ import zmq
 from zray import protocol
 from zray.ids import handle_id, is_handle_id
 from zray._process import has_input, recv_frames, send_frames
-from zray.exceptions import GetTimeoutError, ProtocolError, RaySystemError
+from zray.exceptions import GetTimeoutError, ObjectLostError, ProtocolError, RaySystemError
 from zray.protocol import Msg
 from zray.security import secure_client, secure_server
 from zray.serialization import (KIND_ERROR, KIND_INLINE, KIND_SHM, deserialize,
@@ -382,10 +382,38 @@ class CoreClient:
             raise _as_raisable(deserialize(data))
         if kind == KIND_SHM:
             if self.local_node_id not in node_ids:
-                self.pull(object_id, size, node_ids)
+                try:
+                    self.pull(object_id, size, node_ids)
+                except ObjectLostError:
+                    fresh = self._refetch(object_id, entry)
+                    if fresh is None:
+                        raise
+                    return self.value_of(object_id, fresh)
             return read_segment(segment_path(self.config.shm_dir, self.local_node_id,
                                              object_id))
         raise RaySystemError(f"unknown object kind {kind}")
+
+    def _refetch(self, object_id: bytes, stale: tuple, timeout_s: float = 300.0):
+        """Every copy we knew of is gone: ask the head again, which answers once
+        it has rebuilt the object from its lineage (or with the error saying why
+        it cannot).  None when the head still names the same copies."""
+        with self._lock:
+            if self._objects.get(object_id) == stale or \
+                    self._objects.get(object_id) is None:
+                self._objects.pop(object_id, None)
+                self._subscribed.discard(object_id)
+                self._pushed.discard(object_id)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            [fresh] = self.get_entries([object_id], max(0.1, deadline - time.monotonic()))
+            if fresh != stale:
+                return fresh
+            with self._lock:            # the head has not noticed the loss yet
+                if self._objects.get(object_id) == stale:
+                    self._objects.pop(object_id, None)
+                    self._subscribed.discard(object_id)
+            time.sleep(0.2)
+        return None
 
     def pull(self, object_id: bytes, size: int, node_ids) -> None:
         """Have this process's node copy a segment that lives on other nodes

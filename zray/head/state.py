@@ -51,10 +51,11 @@ class TaskState(str, enum.Enum):
 
 TASK_TRANSITIONS = {
     TaskState.WAITING: {TaskState.PENDING, TaskState.FAILED, TaskState.CANCELLED},
-    TaskState.PENDING: {TaskState.ASSIGNED, TaskState.FAILED, TaskState.CANCELLED},
+    TaskState.PENDING: {TaskState.ASSIGNED, TaskState.FAILED, TaskState.CANCELLED,
+                        TaskState.WAITING},    # an argument was lost: wait for its rebuild
     TaskState.ASSIGNED: {TaskState.FINISHED, TaskState.FAILED, TaskState.PENDING,
                          TaskState.CANCELLED},
-    TaskState.FINISHED: {TaskState.PENDING},
+    TaskState.FINISHED: {TaskState.PENDING, TaskState.WAITING},   # lineage re-execution
     TaskState.FAILED: set(),
     TaskState.CANCELLED: set(),
 }
@@ -369,13 +370,66 @@ class HeadState(ActorsMixin):
                 self._task_failed(task, zerr.NodeDiedError(
                     f"The node {node.node_id.hex()} running task {task.spec.name} "
                     f"died ({reason})."), retriable=True, now=now)
+        lost = []
         for obj in list(self.objects.values()):
             if node.node_id in obj.locations:
                 obj.locations.discard(node.node_id)
                 if not obj.locations and obj.kind == KIND_SHM:
-                    self._object_lost(obj, node)
+                    lost.append(obj)
+        self._rebuild_or_lose(lost, node)
         self._send_node_table()
         self.dirty = True
+
+    # --- lineage: re-running the tasks that made lost objects -----------------------
+
+    def _rebuild_or_lose(self, lost, node):
+        """Objects whose only copy was on ``node``: those a task made are made
+        again by re-running it (its own lost inputs first, since they are rebuilt
+        the same way); those made by put are lost for good."""
+        rebuild = []
+        for obj in lost:
+            task = self.tasks.get(obj.object_id[:16])
+            if is_put_id(obj.object_id) or task is None or task.spec.actor_id is not None:
+                self._object_lost(obj, node)
+            elif task.state is TaskState.FINISHED and not self._retries_left(task):
+                self._make_error(obj, zerr.ObjectReconstructionFailedError(
+                    obj.object_id.hex(), (
+                        f"Object {obj.object_id.hex()} was lost with node "
+                        f"{node.node_id.hex()} and cannot be rebuilt: task "
+                        f"{task.spec.name} that made it has used all "
+                        f"{task.spec.max_retries} retries (max_retries).")))
+                obj.state = ObjectState.LOST
+            else:
+                obj.state = ObjectState.PENDING      # readers wait for the new copy
+                obj.data, obj.size = None, 0
+                if task.state is TaskState.FINISHED and task not in rebuild:
+                    rebuild.append(task)
+        for task in list(self.tasks.values()):       # queued work on a lost input waits
+            if task.state is TaskState.PENDING and task.spec.actor_id is None and \
+                    any(self.objects.get(d) is not None and
+                        self.objects[d].state is ObjectState.PENDING
+                        for d in task.spec.dep_ids):
+                self._transition(task, TaskState.WAITING)
+                self._wait_for_deps(task)
+        for task in rebuild:
+            log.info("re-running %s to rebuild objects lost with node %s", task.spec.name,
+                     node.node_id.hex()[:12])
+            task.spec.attempt += 1
+            task.node_id = None
+            self._transition(task, TaskState.WAITING)
+            self._wait_for_deps(task)
+
+    def _wait_for_deps(self, task):
+        """A WAITING task: count its pending inputs, or go ahead if there are none."""
+        waiting = 0
+        for dep_id in task.spec.dep_ids:
+            dep = self.objects.get(dep_id) or self._unknown_object(dep_id)
+            if dep.state is ObjectState.PENDING:     # once per use, as _object_ready counts
+                dep.dependents.append(task.spec.task_id)
+                waiting += 1
+        task.waiting_on = waiting
+        if waiting == 0:
+            self._deps_ready(task)
 
     def _object_lost(self, obj, node):
         err = zerr.ObjectLostError(obj.object_id.hex(), (
@@ -424,15 +478,7 @@ class HeadState(ActorsMixin):
                 self._register_actor_call(task)
                 continue
             self._pin_task_args(task)
-            waiting = 0
-            for dep_id in spec.dep_ids:
-                dep = self.objects[dep_id]
-                if dep.state is ObjectState.PENDING:
-                    dep.dependents.append(spec.task_id)
-                    waiting += 1
-            task.waiting_on = waiting
-            if waiting == 0:
-                self._deps_ready(task)
+            self._wait_for_deps(task)
 
     def _unknown_object(self, object_id):
         """A placeholder for an object we have not heard of yet: its PUT or SUBMIT
@@ -684,7 +730,11 @@ class HeadState(ActorsMixin):
                     self._deps_ready(waiter)
 
     def _task_done(self, task):
-        self._unpin_task_args(task)
+        # A finished task keeps its arguments (its lineage) while its results may
+        # still be needed, so that a lost result can be made again.
+        if task.live_returns <= 0 or task.state is not TaskState.FINISHED \
+                or task.spec.actor_id is not None:
+            self._unpin_task_args(task)
         if task.live_returns <= 0:
             self.tasks.pop(task.spec.task_id, None)
 
@@ -975,6 +1025,7 @@ class HeadState(ActorsMixin):
             task.live_returns -= 1
             if task.live_returns <= 0 and task.state in TERMINAL:
                 self.tasks.pop(task.spec.task_id, None)
+                self._unpin_task_args(task)      # its lineage is no longer needed
 
     def _on_subscribe_objects(self, key, items, now):
         for (object_id,) in items:
