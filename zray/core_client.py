@@ -397,6 +397,14 @@ class CoreClient:
         """Every copy we knew of is gone: ask the head again, which answers once
         it has rebuilt the object from its lineage (or with the error saying why
         it cannot).  None when the head still names the same copies."""
+        from zray.object_ref import ObjectRef
+        holder = ObjectRef(object_id, _client=self)    # answers come only for our refs
+        try:
+            return self._refetch_held(object_id, stale, timeout_s)
+        finally:
+            del holder
+
+    def _refetch_held(self, object_id: bytes, stale: tuple, timeout_s: float):
         with self._lock:
             if self._objects.get(object_id) == stale or \
                     self._objects.get(object_id) is None:

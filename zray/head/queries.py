@@ -116,3 +116,4 @@ QUERIES = {
     "list_objects": list_objects,
     "summary": summary,
 }
+

@@ -92,7 +92,8 @@ class Task:
 
 class ObjectRecord:
     __slots__ = ("object_id", "state", "kind", "data", "size", "locations",
-                 "holders", "pins", "subscribers", "contained_ids", "dependents")
+                 "holders", "pins", "subscribers", "contained_ids", "dependents",
+                 "lost")
 
     def __init__(self, object_id, state=ObjectState.PENDING):
         self.object_id = object_id
@@ -106,6 +107,7 @@ class ObjectRecord:
         self.subscribers = set()
         self.contained_ids = ()
         self.dependents = []
+        self.lost = False     # its copies are gone; rebuilt from lineage when needed
 
     def ready_item(self) -> tuple:
         return (self.object_id, self.kind, self.data, self.size, tuple(self.locations))
@@ -402,8 +404,9 @@ class HeadState(ActorsMixin):
             else:
                 obj.state = ObjectState.PENDING      # readers wait for the new copy
                 obj.data, obj.size = None, 0
-                if task.state is TaskState.FINISHED and task not in rebuild:
-                    rebuild.append(task)
+                obj.lost = task.state is TaskState.FINISHED
+                if obj.lost:
+                    rebuild.append(obj)
         for task in list(self.tasks.values()):       # queued work on a lost input waits
             if task.state is TaskState.PENDING and task.spec.actor_id is None and \
                     any(self.objects.get(d) is not None and
@@ -411,13 +414,33 @@ class HeadState(ActorsMixin):
                         for d in task.spec.dep_ids):
                 self._transition(task, TaskState.WAITING)
                 self._wait_for_deps(task)
-        for task in rebuild:
-            log.info("re-running %s to rebuild objects lost with node %s", task.spec.name,
-                     node.node_id.hex()[:12])
-            task.spec.attempt += 1
-            task.node_id = None
-            self._transition(task, TaskState.WAITING)
-            self._wait_for_deps(task)
+        for obj in rebuild:
+            if obj.holders:              # someone may get it: rebuild now; the rest
+                self._rebuild(obj)       # only when a task or a reader needs it
+
+    def _rebuild(self, obj):
+        """Re-run the finished task that made ``obj`` (once, for all its results)."""
+        if not obj.lost:
+            return
+        task = self.tasks.get(obj.object_id[:16])
+        for object_id in task.spec.return_ids():
+            sibling = self.objects.get(object_id)
+            if sibling is not None:
+                sibling.lost = False
+        if not self._retries_left(task):
+            self._make_error(obj, zerr.ObjectReconstructionFailedError(
+                obj.object_id.hex(), (
+                    f"Object {obj.object_id.hex()} was lost with its node and cannot be "
+                    f"rebuilt: task {task.spec.name} that made it has used all "
+                    f"{task.spec.max_retries} retries (max_retries).")))
+            obj.state = ObjectState.LOST
+            return
+        log.info("re-running %s to rebuild lost object %s", task.spec.name,
+                 obj.object_id.hex()[:16])
+        task.spec.attempt += 1
+        task.node_id = None
+        self._transition(task, TaskState.WAITING)
+        self._wait_for_deps(task)
 
     def _wait_for_deps(self, task):
         """A WAITING task: count its pending inputs, or go ahead if there are none."""
@@ -427,6 +450,8 @@ class HeadState(ActorsMixin):
             if dep.state is ObjectState.PENDING:     # once per use, as _object_ready counts
                 dep.dependents.append(task.spec.task_id)
                 waiting += 1
+                if dep.lost:
+                    self._rebuild(dep)
         task.waiting_on = waiting
         if waiting == 0:
             self._deps_ready(task)
@@ -1034,6 +1059,8 @@ class HeadState(ActorsMixin):
                 obj = self._unknown_object(object_id)
             if obj.state is ObjectState.PENDING:
                 obj.subscribers.add(key)
+                if obj.lost:
+                    self._rebuild(obj)
             else:
                 self.out.send(key, Msg.OBJECTS_READY, obj.ready_item())
 
