@@ -57,3 +57,33 @@ def test_removed_node_is_reported_dead_and_work_moves_on():
         zray.shutdown()
         cluster.shutdown()
     assert not [name for name in os.listdir("/dev/shm") if doomed.node_id[:16] in name]
+
+
+def test_node_back_from_a_partition_rejoins_as_a_new_node():
+    import signal
+    import time
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "_system_config": FAST_FAILURE})
+    try:
+        frozen = cluster.add_node(num_cpus=1, resources={"frozen": 1})
+        zray.init(address=cluster.address)
+        os.kill(frozen.pid, signal.SIGSTOP)         # silent, like a cut link
+        try:
+            assert wait_for(lambda: not {n["NodeID"]: n for n in zray.nodes()}[
+                frozen.node_id]["Alive"])
+        finally:
+            os.kill(frozen.pid, signal.SIGCONT)
+
+        def rejoined():
+            return [n for n in zray.nodes() if n["Alive"] and n["pid"] == frozen.pid
+                    and n["NodeID"] != frozen.node_id]
+        assert wait_for(rejoined, timeout_s=20)
+        [fresh] = rejoined()
+        assert fresh["Resources"]["frozen"] == 1
+        assert zray.get(node_id.options(resources={"frozen": 1}).remote(),
+                        timeout=30) == fresh["NodeID"]
+        assert not {n["NodeID"]: n for n in zray.nodes()}[frozen.node_id]["Alive"]
+        frozen.node_id = fresh["NodeID"]            # so that shutdown cleans its store
+    finally:
+        zray.shutdown()
+        cluster.shutdown()

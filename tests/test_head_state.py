@@ -2,7 +2,7 @@
 
 import pytest
 
-from zray import ids
+from zray import ids, protocol
 from zray.config import Config
 from zray.head.state import HeadState, IllegalTransition, ObjectState, TaskState
 from zray.protocol import (Message, Msg, PROTOCOL_MAJOR, STATUS_ERROR, STATUS_OK,
@@ -341,3 +341,16 @@ def test_dead_node_outputs_are_rebuilt_from_lineage_and_puts_are_lost():
     assert h.state.objects[oid].state is ObjectState.PENDING
     assert h.state.objects[put_id].kind == KIND_ERROR        # a put cannot be rebuilt
     assert h.state.tasks[second.task_id].state is TaskState.WAITING
+
+
+def test_dead_node_heard_again_is_told_to_rejoin_and_ignored():
+    h = Harness(heartbeat_interval_s=1.0, heartbeat_missed_limit=2)
+    h.add_node()
+    h.connect_driver()
+    h.state.clients[DRIVER].last_seen = 3.0
+    h.state.tick(3.0)
+    assert h.state.nodes[NODE_A[1:]].state.value == "DEAD"
+    out = h.send(NODE_A, Msg.HEARTBEAT, (3.1,))
+    assert out[(NODE_A, Msg.SHUTDOWN)] == [(protocol.REJOIN,)]
+    h.send(NODE_A, Msg.LEASE_OFFER, (WORKER[1:],))
+    assert h.state.nodes[NODE_A[1:]].lease is None     # nothing from its old life

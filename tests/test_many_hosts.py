@@ -35,3 +35,17 @@ def test_map_reduce_over_three_hosts_before_and_after_a_cut_link():
         assert result["total"] == result["expected"]
         assert len(result["nodes"]) == 3
         assert "3 node(s) alive" in cluster.status()
+
+
+@pytest.mark.slow
+def test_chaos_map_reduce_over_four_hosts_with_cut_links():
+    from many_hosts import FAST_FAILURE_ENV
+    with ZrayHosts(n_hosts=4, env=FAST_FAILURE_ENV) as cluster:
+        result = cluster.chaos_map_reduce(num_maps=1000, every_s=1.5, cut_s=1.5)
+        assert result["ok"], result
+        assert result["cuts"] >= 1
+        assert "DEAD" in cluster.status()            # a cut node was declared dead
+        deadline = time.monotonic() + 30             # ... and comes back as a new node
+        while "4 node(s) alive" not in cluster.status():
+            assert time.monotonic() < deadline, cluster.status()
+            time.sleep(0.5)

@@ -60,6 +60,19 @@ print(json.dumps({"total": total, "expected": expected, "nodes": sorted(nodes)})
 """
 
 
+CHAOS_DRIVER = """\
+sys.path.insert(0, TOOLS)
+import chaos
+started = time.monotonic()
+total = chaos.map_reduce(NUM_MAPS)
+print(json.dumps({"ok": total == chaos.expected_total(NUM_MAPS),
+                  "elapsed_s": time.monotonic() - started}))
+"""
+
+#: Heartbeats fast enough that a cut link gets its node declared dead in ~1 s.
+FAST_FAILURE_ENV = {"ZRAY_HEARTBEAT_INTERVAL_S": "0.1", "ZRAY_HEARTBEAT_MISSED_LIMIT": "10"}
+
+
 class ZrayHosts:
     """A head on host 0 and a node on every other host, started with the CLI."""
 
@@ -148,6 +161,40 @@ class ZrayHosts:
         return json.loads(self.run_driver(index, MAP_REDUCE, NUM_MAPS=num_maps)
                           .strip().splitlines()[-1])
 
+    def chaos_map_reduce(self, num_maps: int = 1000, every_s: float = 3.0,
+                         cut_s: float = 2.0, seed: int = 1, log=print) -> dict:
+        """tools/chaos.py's map-reduce, driven from host 0, while every ``every_s``
+        a random other host's link is cut for ``cut_s`` (longer than the
+        dead-node limit, so its node is declared dead, its work redone elsewhere,
+        and it rejoins as a new node once healed)."""
+        import random
+        import threading
+        rng = random.Random(seed)
+        stop = threading.Event()
+        cuts = []
+
+        def inject():
+            started = time.monotonic()
+            while not stop.wait(every_s):
+                victim = rng.randrange(1, len(self.hosts))
+                self.cut(victim)
+                log(f"  t={time.monotonic() - started:5.1f}s cut host {victim} "
+                    f"({self.hosts[victim].ip}) for {cut_s:g} s")
+                stop.wait(cut_s)
+                self.heal(victim)
+                cuts.append(victim)
+        thread = threading.Thread(target=inject, daemon=True)
+        thread.start()
+        try:
+            out = self.run_driver(0, CHAOS_DRIVER, timeout_s=300, NUM_MAPS=num_maps,
+                                  TOOLS=os.path.dirname(os.path.abspath(__file__)))
+        finally:
+            stop.set()
+            thread.join()
+        result = json.loads(out.strip().splitlines()[-1])
+        result["cuts"] = len(cuts)
+        return result
+
     def status(self) -> str:
         return self._zray(0, "status")
 
@@ -178,11 +225,16 @@ def main(argv=None) -> int:
     parser.add_argument("--hosts", type=int, default=3)
     parser.add_argument("--cut-s", type=float, default=2.0,
                         help="seconds host 1's link stays cut")
+    parser.add_argument("--chaos", type=int, default=0, metavar="RUNS",
+                        help="instead: RUNS chaos map-reduces of 1,000 maps, cutting a "
+                             "random host's link for 2 s every 3 s")
     args = parser.parse_args(argv)
     ok, reason = available()
     if not ok:
         print(f"cannot make namespaces here: {reason}")
         return 2
+    if args.chaos:
+        return chaos_main(args.hosts, args.chaos)
     with ZrayHosts(args.hosts) as cluster:
         print(cluster.status())
         for round_name in ("before the cut", "after cut and heal"):
@@ -197,6 +249,18 @@ def main(argv=None) -> int:
             print(f"map-reduce {round_name}: {verdict} total={result['total']} over "
                   f"{len(result['nodes'])} nodes in {time.monotonic() - started:.2f} s")
     return 0
+
+
+def chaos_main(hosts: int, runs: int) -> int:
+    failures = 0
+    with ZrayHosts(hosts, env=FAST_FAILURE_ENV) as cluster:
+        for run in range(runs):
+            result = cluster.chaos_map_reduce(seed=run)
+            failures += not result["ok"]
+            print(f"chaos run {run + 1}: {'OK' if result['ok'] else 'WRONG'} in "
+                  f"{result['elapsed_s']:.1f} s with {result['cuts']} link cut(s)")
+        print(cluster.status())
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -284,6 +284,10 @@ def check_tag(tag: bytes) -> None:
 
 
 
+# SHUTDOWN's reason from the head to a node it had declared dead: start over as a
+# new node (new id, empty store, fresh workers).
+REJOIN = "rejoin"
+
 # Values of TASKS_FINISHED's ``status``.
 STATUS_OK = 0
 STATUS_ERROR = 1             # the task raised; results hold the error

@@ -26,7 +26,7 @@ from collections import deque
 from zray import exceptions as zerr
 from zray.protocol import (
     Msg, PROTOCOL_MAJOR, STATUS_OK, STATUS_RETRIABLE_ERROR, STATUS_CANCELLED,
-    REASON_CANCELLED,
+    REASON_CANCELLED, REJOIN,
 )
 from zray.head.actors import ActorsMixin
 from zray.ids import is_handle_id, is_put_id
@@ -239,6 +239,12 @@ class HeadState(ActorsMixin):
             return
         node = self.node_by_identity.get(identity)
         if node is not None:
+            if node.state is NodeState.DEAD and message.type is not Msg.REGISTER_NODE:
+                # back from a partition: nothing of its old life is trusted; it must
+                # start over as a new node (see the node's handling of REJOIN)
+                if message.type is Msg.HEARTBEAT:
+                    self.out.send(identity, Msg.SHUTDOWN, (REJOIN,))
+                return
             node.last_seen = now
         self.now = now
         handler(identity, message.items, now)

@@ -84,6 +84,7 @@ class NodeLoop:
         self.peers: dict[bytes, zmq.Socket] = {}      # DEALERs to pull from them
         self.poller = None
         self.head_gone = False
+        self.rejoin = False       # exit, then start again as a new node (see main)
         self.beat_every = config.heartbeat_interval_s   # the head's pace, once welcomed
         self.state = NodeManagerState(node_id, resources, config, time.monotonic())
         self.resources = resources
@@ -257,6 +258,10 @@ class NodeLoop:
                 self._set_peer(node_id, endpoint, alive)
         elif kind is Msg.SHUTDOWN:
             log.info("shutdown requested by the head: %s", message.items)
+            if message.items and message.items[0][0] == protocol.REJOIN:
+                log.warning("the head declared this node dead (a partition?); "
+                            "starting over as a new node")
+                self.rejoin = True
             self.head_gone = True
             self.flag["stop"] = True
         elif kind is Msg.WELCOME:
@@ -423,6 +428,11 @@ def main(argv=None) -> None:
     loop = NodeLoop(config, args.head, bytes.fromhex(args.node_id), json.loads(args.resources),
                     args.session_dir, args.host, args.parent_pid)
     run_profiled("node", loop.run)
+    if loop.rejoin:        # same process (pid), new node: nothing stale survives
+        argv = sys.argv[1:] if argv is None else list(argv)
+        position = argv.index("--node-id") + 1
+        argv[position] = os.urandom(16).hex()
+        os.execv(sys.executable, [sys.executable, "-m", "zray.node"] + argv)
 
 
 if __name__ == "__main__":
