@@ -142,3 +142,29 @@ def test_actor_on_a_killed_node_restarts_elsewhere(cluster):
                 raise
             time.sleep(0.2)
     assert where != victim.node_id
+
+
+@zray.remote
+def sleeper(path, seconds):
+    import time
+    with open(path, "a") as f:
+        f.write("x")
+    time.sleep(seconds)
+    return "woke"
+
+
+def test_task_timeout_kills_retries_then_raises(tmp_path):
+    from zray.exceptions import TaskTimeoutError
+    zray.init(num_cpus=1)
+    try:
+        marker = str(tmp_path / "sleeps")
+        quick = sleeper.options(timeout_s=5).remote(str(tmp_path / "quick"), 0.05)
+        assert zray.get(quick, timeout=30) == "woke"
+        slow = sleeper.options(timeout_s=0.5, max_retries=1).remote(marker, 30)
+        with pytest.raises(TaskTimeoutError) as info:
+            zray.get(slow, timeout=30)
+        assert "timeout_s=0.5" in str(info.value)
+        assert runs(marker) == 2                     # retried once, then gave up
+        assert zray.get(sleeper.remote(str(tmp_path / "after"), 0)) == "woke"
+    finally:
+        zray.shutdown()

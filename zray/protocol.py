@@ -296,3 +296,4 @@ STATUS_CANCELLED = 3         # the task was interrupted by zray.cancel
 
 # Values of TASKS_FAILED's ``reason``.
 REASON_CANCELLED = "cancelled"
+REASON_TIMEOUT = "timeout"        # ran past its timeout_s; the node kills the worker

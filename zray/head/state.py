@@ -26,7 +26,7 @@ from collections import deque
 from zray import exceptions as zerr
 from zray.protocol import (
     Msg, PROTOCOL_MAJOR, STATUS_OK, STATUS_RETRIABLE_ERROR, STATUS_CANCELLED,
-    REASON_CANCELLED, REJOIN,
+    REASON_CANCELLED, REASON_TIMEOUT, REJOIN,
 )
 from zray.head.actors import ActorsMixin
 from zray.ids import is_handle_id, is_put_id
@@ -830,6 +830,9 @@ class HeadState(ActorsMixin):
                 self._release(task)
                 self._finish_with_error(task, zerr.TaskCancelledError(task_id.hex()),
                                         TaskState.CANCELLED)
+            elif reason == REASON_TIMEOUT:        # a retriable failure, like a crash
+                self._task_failed(task, zerr.TaskTimeoutError(text), retriable=True,
+                                  now=now)
             else:
                 self._task_failed(task, zerr.RaySystemError(text), retriable=False, now=now)
 
@@ -872,7 +875,7 @@ class HeadState(ActorsMixin):
         """A node with an unused lease, when ``task`` is a plain 1-CPU task."""
         spec = task.spec
         if spec.resources != _ONE_CPU or spec.strategy is not None or spec.max_calls \
-                or spec.actor_id is not None:
+                or spec.actor_id is not None or spec.timeout_s:    # nodes enforce those
             return None
         wanted = None       # nodes holding its shared-memory arguments: locality first
         for dep_id in spec.dep_ids:

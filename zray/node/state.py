@@ -24,7 +24,7 @@ import os
 from collections import deque
 
 from zray.outbox import Outbox
-from zray.protocol import Msg, REASON_CANCELLED
+from zray.protocol import Msg, REASON_CANCELLED, REASON_TIMEOUT
 
 HEAD = b""
 
@@ -47,7 +47,7 @@ WORKER_TRANSITIONS = {
 class Worker:
     __slots__ = ("worker_id", "pid", "state", "tasks", "known_functions", "blocked",
                  "calls", "idle_since", "started_at", "retiring", "task_started_at",
-                 "leased")
+                 "leased", "timed_out")
 
     def __init__(self, worker_id, now):
         self.worker_id = worker_id
@@ -62,6 +62,7 @@ class Worker:
         self.retiring = False
         self.task_started_at = None
         self.leased = False     # the head sends it tasks directly (see offer_lease)
+        self.timed_out = False  # its task ran past timeout_s; it is being killed
 
     @property
     def task(self):
@@ -233,6 +234,7 @@ class NodeManagerState:
                 return
 
     def tick(self, now: float) -> None:
+        self._enforce_timeouts(now)
         idle = [w for w in self.workers.values()
                 if w.state is WorkerState.IDLE and not w.leased]
         pool = [w for w in self.workers.values()
@@ -244,6 +246,23 @@ class NodeManagerState:
             if now - worker.idle_since > self.config.idle_worker_timeout_s:
                 self._retire(worker)
                 surplus -= 1
+
+    def _enforce_timeouts(self, now: float) -> None:
+        """A task past its ``timeout_s`` fails (retriably) and its worker is killed."""
+        for worker in self.workers.values():
+            spec = worker.task
+            if spec is None or not spec.timeout_s or spec.actor_id is not None or \
+                    worker.state is not WorkerState.BUSY or worker.timed_out or \
+                    worker.task_started_at is None or \
+                    now - worker.task_started_at <= spec.timeout_s:
+                continue
+            worker.timed_out = True
+            self.out.send(HEAD, Msg.TASKS_FAILED, (
+                spec.task_id, spec.attempt, REASON_TIMEOUT,
+                f"Task {spec.name} ran longer than its timeout_s={spec.timeout_s:g} s; "
+                f"its worker (pid {worker.pid}) was killed."))
+            if worker.pid:
+                self.commands.append(("kill", worker.pid))
 
     # --- dispatch --------------------------------------------------------------------
 
