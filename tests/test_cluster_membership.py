@@ -53,6 +53,10 @@ def test_removed_node_is_reported_dead_and_work_moves_on():
         assert "heartbeat" in states()[doomed.node_id]["DeathReason"]
         assert zray.cluster_resources()["CPU"] == 1
         assert zray.get(node_id.remote()) == cluster.head_node.node_id
+        import psutil                      # a SIGKILLed node leaves no process behind
+        assert wait_for(lambda: not [p for p in psutil.process_iter(["cmdline"])
+                                     if doomed.node_id in " ".join(p.info["cmdline"] or ())],
+                        timeout_s=5)
     finally:
         zray.shutdown()
         cluster.shutdown()
