@@ -91,3 +91,45 @@ def test_node_back_from_a_partition_rejoins_as_a_new_node():
     finally:
         zray.shutdown()
         cluster.shutdown()
+
+
+KILLED_DRIVER = """
+import sys, time, zray
+zray.init(address=sys.argv[1])
+@zray.remote(num_cpus=1)
+class Holder:
+    def ping(self):
+        return 1
+@zray.remote
+def forever():
+    time.sleep(600)
+holder = Holder.remote()
+zray.get(holder.ping.remote())
+task = forever.remote()
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_killed_driver_frees_its_actors_and_tasks():
+    import subprocess
+    import sys
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "_system_config": FAST_FAILURE})
+    driver = None
+    try:
+        cluster.add_node(num_cpus=2)
+        zray.init(address=cluster.address)
+        driver = subprocess.Popen([sys.executable, "-c", KILLED_DRIVER, cluster.address],
+                                  stdout=subprocess.PIPE, text=True)
+        assert driver.stdout.readline().strip() == "ready"
+        assert wait_for(lambda: zray.available_resources().get("CPU", 0) <= 1)
+        driver.kill()
+        driver.wait()
+        assert wait_for(lambda: zray.available_resources().get("CPU", 0) == 3, timeout_s=20)
+        assert zray.get([node_id.remote() for _ in range(3)], timeout=30)
+    finally:
+        if driver is not None and driver.poll() is None:
+            driver.kill()
+        zray.shutdown()
+        cluster.shutdown()
