@@ -227,7 +227,7 @@ def main(argv=None) -> int:
                         help="seconds host 1's link stays cut")
     parser.add_argument("--chaos", type=int, default=0, metavar="RUNS",
                         help="instead: RUNS chaos map-reduces of 1,000 maps, cutting a "
-                             "random host's link for 2 s every 3 s")
+                             "random host's link for 1.5 s every 1.5 s")
     args = parser.parse_args(argv)
     ok, reason = available()
     if not ok:
@@ -255,7 +255,7 @@ def chaos_main(hosts: int, runs: int) -> int:
     failures = 0
     with ZrayHosts(hosts, env=FAST_FAILURE_ENV) as cluster:
         for run in range(runs):
-            result = cluster.chaos_map_reduce(seed=run)
+            result = cluster.chaos_map_reduce(every_s=1.5, cut_s=1.5, seed=run)
             failures += not result["ok"]
             print(f"chaos run {run + 1}: {'OK' if result['ok'] else 'WRONG'} in "
                   f"{result['elapsed_s']:.1f} s with {result['cuts']} link cut(s)")
