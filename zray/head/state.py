@@ -331,17 +331,22 @@ class HeadState(ActorsMixin):
                 "heartbeat_interval_s": self.config.heartbeat_interval_s},))
             self.infeasible_warned.clear()
             self.dirty = True
-            self._send_node_table()
+            self._send_node_table(node)
         self._send_welcomes()
 
-    def _send_node_table(self):
-        """Tell every alive node where each node serves object chunks."""
-        table = [(n.node_id, n.info.get("transfer_endpoint"), n.state is NodeState.ALIVE)
-                 for n in self.nodes.values() if n.info.get("transfer_endpoint")]
-        for node in self.nodes.values():
-            if node.state is NodeState.ALIVE:
-                for item in table:
-                    self.out.send(node.identity, Msg.NODE_TABLE, item)
+    def _send_node_table(self, changed):
+        """Tell every alive node about ``changed`` (joined or died), and a node that
+        just joined about every node: O(N) messages per change, not O(N^2)."""
+        def entry(n):
+            return (n.node_id, n.info.get("transfer_endpoint"), n.state is NodeState.ALIVE)
+        if changed.info.get("transfer_endpoint"):
+            for node in self.nodes.values():
+                if node.state is NodeState.ALIVE and node is not changed:
+                    self.out.send(node.identity, Msg.NODE_TABLE, entry(changed))
+        if changed.state is NodeState.ALIVE:
+            for other in self.nodes.values():
+                if other.info.get("transfer_endpoint"):
+                    self.out.send(changed.identity, Msg.NODE_TABLE, entry(other))
 
     def _on_object_copied(self, key, items, now):
         node = self.node_by_identity.get(key)
@@ -385,7 +390,7 @@ class HeadState(ActorsMixin):
                 if not obj.locations and obj.kind == KIND_SHM:
                     lost.append(obj)
         self._rebuild_or_lose(lost, node)
-        self._send_node_table()
+        self._send_node_table(node)
         self.dirty = True
 
     # --- lineage: re-running the tasks that made lost objects -----------------------
@@ -578,6 +583,7 @@ class HeadState(ActorsMixin):
     # --- scheduling ------------------------------------------------------------------
 
     def _schedule(self):
+        leases_returned = False
         for key, queue in list(self.queues.items()):
             while queue:
                 task = self.tasks.get(queue[0])
@@ -590,8 +596,9 @@ class HeadState(ActorsMixin):
                         queue.popleft()
                         self._assign_lease(task, lease_node)
                         continue
-                else:                        # a burst: nodes need all their CPUs
+                elif not leases_returned:    # a burst: nodes need all their CPUs
                     self._return_free_leases()
+                    leases_returned = True
                 node = self._pick_node(task)
                 if node is None:
                     break
@@ -691,11 +698,12 @@ class HeadState(ActorsMixin):
 
     def _on_tasks_finished(self, key, items, now):
         client = self.clients.get(key)
-        node = self.nodes.get(client.node_id) if client is not None else None
+        client_node = self.nodes.get(client.node_id) if client is not None else None
         for task_id, attempt, status, results, run_s in items:
             task = self.tasks.get(task_id)
             if task is not None:
                 self._record_run_time(task.spec.function_id, run_s)
+            node = client_node
             if node is None and task is not None:   # a dead worker's late result
                 node = self.nodes.get(task.node_id)
             if not _is_current(task, attempt, node):

@@ -1,0 +1,387 @@
+"""The head's own cost per scheduling decision, on simulated clusters of any size.
+
+Drives the real ``HeadState`` (no processes, no sockets) with N simulated nodes
+and one driver, far past what one machine can host.  Each node has one worker
+identity that reports its node's results.  The loop, per round:
+
+    driver ──SUBMIT_TASKS (batches)──▶ head ──EXECUTE_TASKS──▶ node N
+    worker W ──TASKS_FINISHED (instant run)──▶ head ──OBJECTS_READY──▶ driver
+    driver ──REMOVE_REFS (drops each result)──▶ head
+
+keeping at most ``--inflight-factor`` × total CPUs tasks submitted but not
+finished.  Only time spent inside ``HeadState`` calls (handle, after_batch,
+tick, outbox drain) is counted; the simulated clock advances by that time, so
+heartbeats (one per node and driver per simulated second) and ticks (every
+0.1 s) cost what they would.  Each run goes in a fresh child process so its RSS
+growth is its own.  Variants: ``default`` strategy, ``SPREAD``, and ``deps``
+(tasks in pairs, ``f(g())``: the second depends on the first, whose reference
+the driver drops at once).  By default the head reads one 1,000-task batch
+between placements, so nodes have room (the common path); ``--batches-per-round``
+above 1 fills them (the overcommit path).  ``--budget-s`` stops submitting once
+the head has been busy that long, so large clusters run fewer tasks (marked *).
+
+    python tools/head_simulator.py --nodes 10,100,1000 --tasks 100000 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import subprocess
+import sys
+import time
+import tracemalloc
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from zray import ids  # noqa: E402
+from zray.config import Config  # noqa: E402
+from zray.head.state import HeadState  # noqa: E402
+from zray.protocol import Message, Msg, PROTOCOL_MAJOR, STATUS_OK  # noqa: E402
+from zray.serialization import KIND_INLINE  # noqa: E402
+from zray.task_spec import TaskSpec  # noqa: E402
+
+DRIVER = b"Dsimulated-driver"
+FUNCTION_ID = b"fid-simulated"
+RUN_S = 0.0005            # reported run time: the function counts as short
+TICK_S = 0.1              # as zray.head.main
+HEARTBEAT_S = 1.0
+VARIANTS = ("default", "SPREAD", "deps")
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE_BYTES
+
+
+class TimedHead:
+    """HeadState with a stopwatch around every call; the simulated clock is the
+    head's own busy time."""
+
+    def __init__(self, config):
+        self.state = HeadState(config, "simulated", 0.0)
+        self.busy_s = collections.Counter()
+        self.now = 0.0
+
+    def _timed(self, phase, call, *args):
+        started = time.perf_counter()
+        result = call(*args)
+        spent = time.perf_counter() - started
+        self.busy_s[phase] += spent
+        self.now += spent
+        return result
+
+    def send(self, phase, identity, kind, items):
+        self._timed(phase, self.state.handle, identity, Message(kind, items, []), self.now)
+
+    def after_batch(self):
+        self._timed("schedule", self.state.after_batch, self.now)
+
+    def tick(self):
+        self._timed("tick", self.state.tick, self.now)
+
+    def drain(self) -> dict:
+        return self._timed("drain", self.state.out.drain)
+
+    @property
+    def total_s(self) -> float:
+        return sum(self.busy_s.values())
+
+
+class SimCluster:
+    """N nodes of ``cpus`` CPUs each, one worker identity per node, one driver."""
+
+    def __init__(self, head: TimedHead, nodes: int, cpus: float, endpoints: bool):
+        self.head = head
+        self.node_ids = [i.to_bytes(4, "big") + b"simnode-" + bytes(4) for i in range(nodes)]
+        self.worker_of = {b"N" + n: b"W" + n for n in self.node_ids}
+        self.total_cpus = nodes * cpus
+        for node_id in self.node_ids[:-1]:
+            self._join(node_id, {"resources": {"CPU": cpus}, "host": "sim"})
+        if endpoints:        # as if every node had sent its transfer endpoint
+            for node in head.state.nodes.values():
+                node.info["transfer_endpoint"] = f"tcp://10.0.0.1:{node.node_id.hex()}"
+        before = head.total_s
+        info = {"resources": {"CPU": cpus}, "host": "sim"}
+        if endpoints:        # real nodes send one; each join then sends O(N^2) items
+            info["transfer_endpoint"] = "tcp://10.0.0.1:last"
+        self._join(self.node_ids[-1], info)
+        self.last_join_s = head.total_s - before
+        head.send("join", DRIVER, Msg.HELLO, [("driver", PROTOCOL_MAJOR, 0, 1, {})])
+        head.after_batch()
+        head.drain()
+        self.last_heartbeat = head.now
+
+    def _join(self, node_id, info):
+        self.head.send("join", b"N" + node_id, Msg.REGISTER_NODE,
+                       [(node_id, PROTOCOL_MAJOR, 0, info)])
+        self.head.send("join", b"W" + node_id, Msg.HELLO,
+                       [("worker", PROTOCOL_MAJOR, 0, 1, {"node_id": node_id})])
+        self.head.after_batch()
+        self.head.drain()
+
+    def heartbeats(self):
+        """Every node and the driver say they are alive, once a simulated second."""
+        if self.head.now - self.last_heartbeat < HEARTBEAT_S:
+            return
+        self.last_heartbeat = self.head.now
+        for node_id in self.node_ids:
+            self.head.send("heartbeat", b"N" + node_id, Msg.HEARTBEAT, [()])
+        self.head.send("heartbeat", DRIVER, Msg.HEARTBEAT, [()])
+
+
+def make_specs(count: int, variant: str) -> list:
+    """(spec, driver keeps its result) in submission order."""
+    strategy = "SPREAD" if variant == "SPREAD" else None
+    specs = []
+    while len(specs) < count:
+        first = TaskSpec(ids.new_task_id(), b"\0\0\0\1", "f", FUNCTION_ID, b"",
+                         strategy=strategy)
+        if variant != "deps" or len(specs) + 1 == count:
+            specs.append((first, True))
+            continue
+        second = TaskSpec(ids.new_task_id(), b"\0\0\0\1", "g", FUNCTION_ID, b"",
+                          dep_ids=tuple(first.return_ids()), strategy=strategy)
+        specs += [(first, False), (second, True)]
+    return specs
+
+
+class Workload:
+    """The driver and the workers: submit, run instantly, drop the results."""
+
+    def __init__(self, head, cluster, specs, batch, window, budget_s, batches_per_round):
+        self.head, self.cluster = head, cluster
+        self.specs, self.batch, self.window = specs, batch, window
+        self.budget_s, self.batches_per_round = budget_s, batches_per_round
+        self.next_spec = 0
+        self.in_flight = 0
+        self.to_execute = set()     # submitted, not yet sent to a node: O(window)
+        self.to_return = set()      # kept results not yet pushed to the driver
+        self.executed = 0
+        self.returned = 0
+        self.dropped = []                        # results to drop in the next round
+        self.finished_now = []                   # (worker, items) to report next round
+        self.rounds = 0
+        self.peak_rss = rss_bytes()
+        self.peak_tasks = 0
+
+    def run(self):
+        next_tick = TICK_S
+        while self._more_work():
+            self._driver_turn()
+            self._workers_turn()
+            self.head.after_batch()
+            self._route(self.head.drain())
+            self.cluster.heartbeats()
+            if self.head.now >= next_tick:
+                self.head.tick()
+                self._route(self.head.drain())
+                next_tick = self.head.now + TICK_S
+            self._sample()
+        return self
+
+    def _more_work(self) -> bool:
+        if self.head.total_s > self.budget_s and self.next_spec < len(self.specs):
+            self.specs = self.specs[:self.next_spec]        # out of time: stop submitting
+        return self.next_spec < len(self.specs) or self.in_flight or self.dropped \
+            or self.finished_now
+
+    def _driver_turn(self):
+        if self.dropped:
+            self.head.send("remove_refs", DRIVER, Msg.REMOVE_REFS,
+                           [(oid,) for oid in self.dropped])
+            self.dropped = []
+        for _ in range(self.batches_per_round):
+            if self.in_flight >= self.window or self.next_spec >= len(self.specs):
+                break
+            room = min(self.batch, self.window - self.in_flight)
+            chunk = self.specs[self.next_spec:self.next_spec + room]
+            self.next_spec += len(chunk)
+            self.in_flight += len(chunk)
+            self.head.send("submit", DRIVER, Msg.SUBMIT_TASKS, [(s,) for s, _ in chunk])
+            self.to_execute.update(s.task_id for s, _ in chunk)
+            self.to_return.update(oid for s, keep in chunk if keep for oid in s.return_ids())
+            unkept = [(oid,) for s, keep in chunk if not keep for oid in s.return_ids()]
+            if unkept:                 # g() in f(g()): its ref dies at once
+                self.head.send("remove_refs", DRIVER, Msg.REMOVE_REFS, unkept)
+
+    def _workers_turn(self):
+        for worker, items in self.finished_now:
+            self.head.send("finish", worker, Msg.TASKS_FINISHED, items)
+            self.in_flight -= len(items)
+        self.finished_now = []
+
+    def _route(self, out: dict):
+        for (identity, kind), items in out.items():
+            if kind is Msg.EXECUTE_TASKS:
+                self._run_instantly(identity, items)
+            elif kind is Msg.OBJECTS_READY and identity == DRIVER:
+                for item in items:
+                    self.to_return.remove(item[0])       # KeyError: pushed twice
+                    self.returned += 1
+                    self.dropped.append(item[0])
+            elif kind in (Msg.WARNING, Msg.PROTOCOL_ERROR):
+                raise AssertionError(f"head said {kind.name}: {items}")
+
+    def _run_instantly(self, node_identity, items):
+        results = []
+        for (spec,) in items:
+            self.to_execute.remove(spec.task_id)      # KeyError: ran twice
+            self.executed += 1
+            outs = [(oid, KIND_INLINE, b"", 0, ()) for oid in spec.return_ids()]
+            results.append((spec.task_id, spec.attempt, STATUS_OK, outs, RUN_S))
+        self.finished_now.append((self.cluster.worker_of[node_identity], results))
+
+    def _sample(self):
+        self.rounds += 1
+        self.peak_rss = max(self.peak_rss, rss_bytes())        # outside the timing
+        self.peak_tasks = max(self.peak_tasks, len(self.head.state.tasks))
+        if self.rounds % 500 == 0:          # O(size): now and then, outside the timing
+            self.head.state.validate()
+
+
+def check_clean(head: TimedHead, work: Workload):
+    """Every task ran exactly once, every kept result reached the driver once,
+    and nothing is left once the driver dropped them all."""
+    state = head.state
+    submitted = work.specs
+    assert not work.to_execute and work.executed == len(submitted), "a task never ran"
+    assert not work.to_return, "a kept result never reached the driver"
+    assert work.returned == sum(1 for _, keep in submitted if keep)
+    state.validate()
+    assert not state.tasks, f"{len(state.tasks)} task records left"
+    assert not state.objects, f"{len(state.objects)} object records left"
+    assert not state.queues and not state.placeholders
+    for client in state.clients.values():
+        assert not client.holding, "a client still holds references"
+    for node in state.nodes.values():
+        assert node.available == node.total, f"node resources leaked: {node.available}"
+    assert state.dispatch_counts["node"] == len(submitted)
+
+
+def run_one(nodes, tasks, variant, cpus, batch, factor, budget_s, endpoints,
+            trace, batches_per_round=1) -> dict:
+    config = Config(lease_workers=False)
+    specs = make_specs(tasks, variant)
+    if trace:
+        tracemalloc.start()
+    rss_before = rss_bytes()
+    head = TimedHead(config)
+    cluster = SimCluster(head, nodes, cpus, endpoints)
+    join_s = head.total_s
+    head.busy_s.clear()
+    window = int(cluster.total_cpus * factor)
+    work = Workload(head, cluster, specs, min(batch, window), window, budget_s,
+                    batches_per_round)
+    head.state.validate()
+    work.run()
+    head.state.validate()
+    traced_peak = tracemalloc.get_traced_memory()[1] if trace else None
+    check_clean(head, work)
+    done = len(work.specs)
+    work_s = head.total_s - head.busy_s["heartbeat"]
+    return {
+        "nodes": nodes, "variant": variant, "tasks": done, "tasks_asked": tasks,
+        "join_s": round(join_s, 4), "last_join_ms": round(1e3 * cluster.last_join_s, 2), "head_s": round(head.total_s, 4),
+        "tasks_per_s": round(done / head.total_s), "us_per_task": round(
+            1e6 * head.total_s / done, 2), "us_per_task_no_heartbeat": round(
+            1e6 * work_s / done, 2),
+        "phases_us_per_task": {k: round(1e6 * v / done, 2) for k, v in head.busy_s.items()},
+        "rounds": work.rounds, "window": window, "peak_task_records": work.peak_tasks,
+        "rss_growth_mib": round((work.peak_rss - rss_before) / 2**20, 1),
+        "rss_left_mib": round((rss_bytes() - rss_before) / 2**20, 1),
+        "traced_peak_mib": None if traced_peak is None else round(traced_peak / 2**20, 1),
+        "validated": True,
+    }
+
+
+def run_in_child(args, nodes, variant) -> dict:
+    """One run in a fresh interpreter, so its memory growth is its own."""
+    command = [sys.executable, os.path.abspath(__file__), "--child", "--nodes", str(nodes),
+               "--variants", variant, "--tasks", str(args.tasks), "--cpus", str(args.cpus),
+               "--batch", str(args.batch), "--inflight-factor", str(args.inflight_factor),
+               "--budget-s", str(args.budget_s),
+               "--batches-per-round", str(args.batches_per_round)]
+    command += ["--no-endpoints"] if args.no_endpoints else []
+    command += ["--tracemalloc"] if args.tracemalloc else []
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        return {"nodes": nodes, "variant": variant, "error": done.stderr.strip()[-2000:]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def print_table(rows):
+    header = (f"{'nodes':>6} {'variant':>8} {'tasks':>8} {'join ms':>8} {'head s':>7} "
+              f"{'tasks/s':>8} {'us/task':>8} {'sched':>7} {'submit':>7} {'finish':>7} "
+              f"{'refs':>6} {'tick':>6} {'hb':>6} {'records':>8} {'RSS+MiB':>8} {'left':>6}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        if "error" in r:
+            print(f"{r['nodes']:>6} {r['variant']:>8}  FAILED: {r['error'][-300:]}")
+            continue
+        p = r["phases_us_per_task"]
+        tasks = f"{r['tasks']}" + ("*" if r["tasks"] < r["tasks_asked"] else "")
+        print(f"{r['nodes']:>6} {r['variant']:>8} {tasks:>8} {r['last_join_ms']:>8.1f} "
+              f"{r['head_s']:>7.2f} {r['tasks_per_s']:>8} {r['us_per_task']:>8.1f} "
+              f"{p.get('schedule', 0):>7.1f} {p.get('submit', 0):>7.1f} "
+              f"{p.get('finish', 0):>7.1f} {p.get('remove_refs', 0):>6.1f} "
+              f"{p.get('tick', 0):>6.1f} {p.get('heartbeat', 0):>6.1f} "
+              f"{r['peak_task_records']:>8} {r['rss_growth_mib']:>8.1f} {r['rss_left_mib']:>6.1f}")
+    print("us/task columns: head busy time per task, total and by phase (sched = "
+          "after_batch, i.e. placement); * = stopped at --budget-s; join ms = head time "
+          "for the N-th node to join (NODE_TABLE to all); records = "
+          "most task records held; RSS+MiB = peak growth during the run, left = after it.")
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", default="10,100,1000", help="comma-separated sizes")
+    parser.add_argument("--tasks", type=int, default=100_000)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--cpus", type=float, default=8.0, help="CPUs per node")
+    parser.add_argument("--batch", type=int, default=1000, help="tasks per SUBMIT_TASKS")
+    parser.add_argument("--inflight-factor", type=float, default=4.0,
+                        help="tasks in flight at most, as a multiple of total CPUs")
+    parser.add_argument("--budget-s", type=float, default=10.0,
+                        help="head busy seconds per run before it stops submitting")
+    parser.add_argument("--batches-per-round", type=int, default=1,
+                        help="SUBMIT_TASKS messages the head reads between placements; "
+                             "more keeps nodes full (the overcommit path)")
+    parser.add_argument("--no-endpoints", action="store_true",
+                        help="nodes register without a transfer endpoint (no NODE_TABLE)")
+    parser.add_argument("--tracemalloc", action="store_true",
+                        help="also trace Python allocations (slows every figure)")
+    parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    sizes = [int(n) for n in args.nodes.split(",")]
+    variants = args.variants.split(",")
+    if args.child:
+        print(json.dumps(run_one(sizes[0], args.tasks, variants[0], args.cpus, args.batch,
+                                 args.inflight_factor, args.budget_s,
+                                 not args.no_endpoints, args.tracemalloc,
+                                 args.batches_per_round)))
+        return 0
+    rows = []
+    for variant in variants:
+        for nodes in sizes:
+            rows.append(run_in_child(args, nodes, variant))
+            print(f"  {variant} x {nodes} nodes: {rows[-1].get('tasks_per_s', 'failed')} "
+                  "tasks/s", file=sys.stderr, flush=True)
+    print_table(rows)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+    return 0 if all("error" not in r for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
