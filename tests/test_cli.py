@@ -120,3 +120,9 @@ def test_options_read_environment_variables(temp_dir):
     for var in ("ZRAY_PORT", "ZRAY_NUM_CPUS", "ZRAY_RESOURCES", "ZRAY_ADDRESS",
                 "ZRAY_NODE_IP_ADDRESS", "ZRAY_OBJECT_STORE_MEMORY"):
         assert var in help_text
+
+
+def test_microbenchmark_command_runs_the_tool():
+    result = zray_cli("microbenchmark", "--only", "put_small", "--quick", timeout_s=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "put_small" in result.stdout and "puts/s" in result.stdout

@@ -432,6 +432,21 @@ def memory(address, limit):
         click.echo(_table(rows))
 
 
+@main.command(context_settings={"ignore_unknown_options": True,
+                                "allow_extra_args": True})
+@click.pass_context
+def microbenchmark(ctx):
+    """Run tools/microbenchmark.py (from a source checkout) with these arguments,
+    e.g. `zray microbenchmark --quick` or `--compare ray,dask`."""
+    import subprocess
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = os.path.join(here, "tools", "microbenchmark.py")
+    if not os.path.exists(script):
+        fail(f"the benchmark lives in the source tree ({script} is missing); run it "
+             "from a checkout of zray installed with `pip install -e .`")
+    sys.exit(subprocess.call([sys.executable, script, *ctx.args]))
+
+
 def _table(rows: list) -> str:
     if not rows:
         return "(none)"
