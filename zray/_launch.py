@@ -168,6 +168,27 @@ def start_tcp_head(config: Config, session_name: str, session_dir: str, host: st
     return head, endpoint
 
 
+def await_node_processes_gone(node_id_hex: str, timeout_s: float = 5.0) -> bool:
+    """Wait until no process carries ``node_id_hex`` in its arguments (a node's
+    fork server and workers do; they exit once the node manager is gone)."""
+    import psutil
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive = False
+        for process in psutil.process_iter(["cmdline"]):
+            try:
+                if node_id_hex in " ".join(process.info["cmdline"] or ()):
+                    alive = True
+                    break
+            except psutil.Error:
+                continue
+        if not alive:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+
+
 # --- what `zray start` started on this host ------------------------------------------
 
 STARTED_FILE = "started.json"

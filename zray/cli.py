@@ -303,22 +303,11 @@ def stop(force, grace_s, temp_dir):
         except psutil.NoSuchProcess:
             pass
         if entry.get("node_id"):
-            _await_workers_gone(entry["node_id"])
+            _launch.await_node_processes_gone(entry["node_id"])
             remove_segments(config.shm_dir, bytes.fromhex(entry["node_id"]))
     _launch.write_started(config.temp_dir, [])
     click.echo(f"stopped {stopped} zray process(es)" if stopped else
                "nothing to stop: no zray process started here is running")
-
-
-def _await_workers_gone(node_id_hex: str, timeout_s: float = 5.0) -> None:
-    """A node's fork server and workers exit once the node is gone."""
-    import psutil
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not any(node_id_hex in " ".join(p.info["cmdline"] or ())
-                   for p in psutil.process_iter(["cmdline"])):
-            return
-        time.sleep(0.05)
 
 
 # --- inspect -------------------------------------------------------------------------

@@ -111,7 +111,7 @@ class Cluster:
             node.process.popen.send_signal(signal.SIGKILL)
             node.process.popen.wait()
         # a killed node cannot clean its store; its fork server kills its workers
-        self._await_workers_gone(node)
+        _launch.await_node_processes_gone(node.node_id)
         remove_segments(self._config.shm_dir, bytes.fromhex(node.node_id))
 
     def list_all_nodes(self) -> list:
@@ -179,22 +179,3 @@ class Cluster:
         # so that drivers here find the key (or know there is none)
         _launch.remember_cluster_key(config.temp_dir, self.address,
                                      None if config.insecure else config.cluster_key_file)
-
-    def _await_workers_gone(self, node: NodeHandle, timeout_s: float = 5.0) -> None:
-        """The node's workers exit once its fork server sees the node gone."""
-        import psutil
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            children = [p for p in psutil.process_iter(["ppid", "cmdline"])
-                        if _belongs_to(p, node)]
-            if not children:
-                return
-            time.sleep(0.02)
-
-
-def _belongs_to(process, node: NodeHandle) -> bool:
-    """A worker or fork server of ``node`` (they carry its node id in their args)."""
-    try:
-        return any(node.node_id in part for part in (process.info["cmdline"] or []))
-    except Exception:
-        return False

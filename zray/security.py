@@ -155,7 +155,6 @@ class ZapHandler(threading.Thread):
         self.context = context
         self.member_public = z85.decode(keys.member_public)
         self.bound = threading.Event()
-        self.refused = 0
 
     def run(self) -> None:
         sock = self.context.socket(zmq.REP)
@@ -182,7 +181,6 @@ class ZapHandler(threading.Thread):
         credentials = request[6:]
         if mechanism == b"CURVE" and credentials and credentials[0] == self.member_public:
             return [version, request_id, b"200", b"OK", b"member", b""]
-        self.refused += 1
         log.warning("refused a connection from %s: it does not hold this cluster's key "
                     "(mechanism %s)", address.decode(errors="replace") or "?",
                     mechanism.decode(errors="replace"))
@@ -207,7 +205,6 @@ class HandshakeWatch:
         self.socket = sock.get_monitor_socket(self.EVENTS)
         self.peers: dict[int, str] = {}     # fd -> address, until its handshake ends
         self.failures = 0                   # failed handshakes not yet matched to a peer
-        self.refused = 0
         self.logged: dict[str, tuple] = {}  # host -> (last logged, refusals not logged)
 
     def drain(self) -> None:
@@ -228,7 +225,6 @@ class HandshakeWatch:
                 address = self.peers.pop(value, None)
                 if address is not None and self.failures:
                     self.failures -= 1
-                    self.refused += 1
                     self._log(address)
 
     def _log(self, address: str) -> None:

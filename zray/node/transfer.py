@@ -19,7 +19,7 @@ import mmap
 import os
 from collections import OrderedDict
 
-from zray.serialization import segment_path
+from zray.serialization import _pwrite_all, _unlink_quietly, segment_path
 
 OPEN_MAPS = 8      # segments a server keeps mapped between requests
 
@@ -130,7 +130,7 @@ class Puller:
         pull.last_progress = now
         self._fill_window(pull)
         self.send_requests()        # the peer sends the next chunk while we write this one
-        _pwrite_all(pull.fd, data, offset)
+        _pwrite_all(pull.fd, data, offset)   # pwrite beats a fresh map's page faults
         pull.received += len(data)
         if pull.received >= pull.size:
             self._complete(pull)
@@ -192,7 +192,7 @@ class Puller:
         del self.pulls[pull.object_id]
         _release(pull)
         if pull.freed:
-            _unlink(pull.part_path)
+            _unlink_quietly(pull.part_path)
             self.finished.append((pull.object_id, "the object was freed while it was "
                                   "being pulled", pull.waiters, pull.size))
             return
@@ -202,7 +202,7 @@ class Puller:
     def _fail(self, pull: Pull, error: str) -> None:
         self.pulls.pop(pull.object_id, None)
         _release(pull)
-        _unlink(pull.part_path)
+        _unlink_quietly(pull.part_path)
         self.finished.append((pull.object_id, error, pull.waiters, pull.size))
 
 
@@ -216,24 +216,8 @@ def _create_segment(path: str, size: int) -> int:
     return fd
 
 
-def _pwrite_all(fd: int, data, offset: int) -> None:
-    """Write a chunk (pwrite into tmpfs beats copying into a fresh memory map,
-    whose page faults cost twice as much on this kind of machine)."""
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
-
-
 def _release(pull: Pull) -> None:
     if pull.fd is not None:
         fd, pull.fd = pull.fd, None
         os.close(fd)
 
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
