@@ -126,3 +126,21 @@ def test_microbenchmark_command_runs_the_tool():
     result = zray_cli("microbenchmark", "--only", "put_small", "--quick", timeout_s=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "put_small" in result.stdout and "puts/s" in result.stdout
+
+
+#: Every workload BENCHMARKS.md defines (the shared spec lives outside the repo).
+SPEC_WORKLOADS = (
+    "tasks_sync", "tasks_async", "tasks_async_ref_arg", "actor_calls_sync",
+    "actor_calls_async", "actor_calls_2actors_async", "put_small", "get_small",
+    "put_large", "get_large_from_task", "task_large_arg", "wait_1000", "nested_fanout",
+    "map_reduce", "init_time", "idle_rss", "transfer_100mb_cross_node")
+
+
+def test_microbenchmark_defines_every_spec_workload():
+    listing = subprocess.run(
+        [sys.executable, "tools/microbenchmark.py", "--only", "no_such_workload"],
+        cwd=pathlib.Path(__file__).resolve().parent.parent,
+        capture_output=True, text=True, timeout=60)
+    known = listing.stderr.rsplit("known:", 1)[-1]
+    missing = [name for name in SPEC_WORKLOADS if name not in known.replace(",", " ").split()]
+    assert not missing, f"tools/microbenchmark.py lost workloads: {missing}"

@@ -595,6 +595,104 @@ def put_large(fw, sizes):
     return {"put_large": sizes.large_puts * array.nbytes / BYTES_PER_GB / elapsed_s}
 
 
+@workload(metrics=(
+    Metric("get", "GB/s", at_least(50.0, "≥ 50 GB/s (≤ 2 ms per 100 MB)")),
+    Metric("round", "s", at_most(0.08, "≤ 0.08 s")),
+))
+def get_large_from_task(fw, sizes):
+    submit = fw.task(make_array)
+    get_s = round_s = 0.0
+    for _ in range(sizes.large_get_rounds):
+        start = time.perf_counter()
+        ref = submit(sizes.large_elements)
+        fw.wait_ready(ref)
+        ready = time.perf_counter()
+        array = fw.get(ref)
+        done = time.perf_counter()
+        if array.nbytes != sizes.large_bytes:
+            raise AssertionError(f"got {array.nbytes} bytes, expected {sizes.large_bytes}")
+        get_s += done - ready
+        round_s += done - start
+        del array, ref
+    rounds = sizes.large_get_rounds
+    return {"get": rounds * sizes.large_bytes / BYTES_PER_GB / get_s,
+            "round": round_s / rounds,
+            "get_ms_per_100mb": 1000 * get_s / rounds * (100 * BYTES_PER_MB) / sizes.large_bytes}
+
+
+@workload("s", at_most(0.1, "≤ 0.1 s"), size_fields=("large_bytes", "large_arg_tasks"))
+def task_large_arg(fw, sizes):
+    array = make_array(sizes.large_elements)
+    submit = fw.task(sum_array)
+    start = time.perf_counter()
+    array_ref = fw.put(array)
+    sums = fw.get([submit(array_ref) for _ in range(sizes.large_arg_tasks)])
+    elapsed_s = time.perf_counter() - start
+    if sums[0] != float(sizes.large_elements):
+        raise AssertionError(f"sum {sums[0]} != {sizes.large_elements}")
+    return {"task_large_arg": elapsed_s}
+
+
+@workload("s", at_most(0.2, "≤ 0.2 s"), size_fields=("wait_tasks",))
+def wait_1000(fw, sizes):
+    submit = fw.task(noop)
+    start = time.perf_counter()
+    fw.wait_all([submit() for _ in range(sizes.wait_tasks)])
+    return {"wait_1000": time.perf_counter() - start}
+
+
+@workload("s", at_most(0.5, "≤ 0.5 s"), size_fields=("fanout_parents", "fanout_children"))
+def nested_fanout(fw, sizes):
+    submit_parent = fw.fanout_parent()
+    start = time.perf_counter()
+    totals = fw.get([submit_parent(sizes.fanout_children)
+                     for _ in range(sizes.fanout_parents)])
+    elapsed_s = time.perf_counter() - start
+    if sum(totals) != sizes.fanout_parents * sizes.fanout_children:
+        raise AssertionError(f"fan-out summed to {sum(totals)}")
+    return {"nested_fanout": elapsed_s}
+
+
+@workload("s", at_most(4.0, "≤ 4 s"), size_fields=("map_tasks", "map_elements"))
+def map_reduce(fw, sizes):
+    submit = fw.task(map_chunk)
+    n = sizes.map_elements
+    start = time.perf_counter()
+    total = sum(fw.get([submit(n, i * n) for i in range(sizes.map_tasks)]))
+    elapsed_s = time.perf_counter() - start
+    last = sizes.map_tasks * n - 1
+    if not math.isclose(total, last * (last + 1), rel_tol=1e-9):   # 2 * sum(0..last)
+        raise AssertionError(f"map_reduce total {total} is wrong")
+    return {"map_reduce": elapsed_s}
+
+
+@workload("s", at_most(0.5, "≤ 0.5 s"), fresh_process=True)
+def init_time(fw, sizes):
+    """Fresh process: init with 2 CPUs until the first task result (import not counted)."""
+    start = time.perf_counter()
+    fw.import_framework()
+    imported = time.perf_counter()
+    fw.start(NUM_CPUS)
+    fw.get(fw.task(noop)())
+    first_result = time.perf_counter()
+    fw.shutdown()
+    stopped = time.perf_counter()
+    return {"init_time": first_result - imported, "import_s": imported - start,
+            "shutdown_s": stopped - first_result}
+
+
+@workload("MB", at_most(150, "≤ 150 MB"), fresh_process=True)
+def idle_rss(fw, sizes):
+    """After init(num_cpus=2) and one task: RSS of this process and all its descendants."""
+    fw.import_framework()
+    fw.start(NUM_CPUS)
+    fw.get(fw.task(noop)())
+    time.sleep(IDLE_SETTLE_S)
+    rss_bytes, process_count = tree_rss(psutil.Process())
+    fw.shutdown()
+    return {"idle_rss": rss_bytes / BYTES_PER_MB, "processes": process_count}
+
+
 TRANSFER_METRICS = (
     Metric("get", "GB/s", Target(None, None, "≥ 0.8 × raw (vs_raw)")),
     Metric("raw_pyzmq", "GB/s", Target(None, None, "baseline, same security")),
@@ -964,8 +1062,14 @@ def kill_processes(processes, grace_s: float) -> None:
 
 
 def worker_environment() -> dict:
+    """The workers' environment: this checkout's zray comes first on the path, so
+    the tool measures the tree it lives in, installed or not."""
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if os.path.isdir(os.path.join(checkout, "zray")):
+        env["PYTHONPATH"] = os.pathsep.join(
+            [checkout] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     return env
 
 
