@@ -191,3 +191,15 @@ def test_malformed_messages_never_kill_the_head(fresh_cluster):
     sock.close()
     ctx.term()
     assert zray.get(t.add.remote(20, 22), timeout=30) == 42
+
+
+def test_workers_preload_only_the_modules_configured(fresh_cluster):
+    @zray.remote
+    def loaded(name):
+        return name in sys.modules
+
+    fresh_cluster(num_cpus=1)
+    assert zray.get(loaded.remote("numpy")) is False      # imported on first use only
+    zray.shutdown()
+    fresh_cluster(num_cpus=1, _system_config={"worker_preload_modules": "json, numpy"})
+    assert zray.get(loaded.remote("numpy")) is True

@@ -1,20 +1,65 @@
 """zray: Ray's core programming model (tasks, objects, actors) on ZeroMQ.
 
 ``import zray as ray`` and a Ray core program runs unchanged.
+
+The public names load on first use (PEP 562): the head, node manager, fork
+server and workers import ``zray.<module>`` for what they run, and would
+otherwise each pay for the whole driver API in memory (~2 MB a process).
 """
 
-from zray import actor, exceptions
-from zray.actor import method
-from zray.api import (available_resources, cancel, cluster_resources, get, get_actor,
-                      init, is_initialized, kill, nodes, put, remote, shutdown, wait)
-from zray.object_ref import ObjectRef
-from zray.runtime_context import get_gpu_ids, get_runtime_context
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ObjectRef", "actor", "available_resources", "cancel", "cluster_resources",
-    "exceptions", "get", "get_actor", "get_gpu_ids", "get_runtime_context", "init",
-    "is_initialized", "kill", "method", "nodes", "put", "remote", "shutdown", "wait",
-    "__version__",
-]
+#: Public name -> the module defining it.
+_API = {
+    "ObjectRef": "zray.object_ref",
+    "available_resources": "zray.api",
+    "cancel": "zray.api",
+    "cluster_resources": "zray.api",
+    "get": "zray.api",
+    "get_actor": "zray.api",
+    "get_gpu_ids": "zray.runtime_context",
+    "get_runtime_context": "zray.runtime_context",
+    "init": "zray.api",
+    "is_initialized": "zray.api",
+    "kill": "zray.api",
+    "method": "zray.actor",
+    "nodes": "zray.api",
+    "put": "zray.api",
+    "remote": "zray.api",
+    "shutdown": "zray.api",
+    "wait": "zray.api",
+}
+#: Subpackages reachable as attributes after a bare ``import zray``, as in Ray.
+_SUBMODULES = ("actor", "exceptions", "util")
+
+__all__ = sorted([*_API, "actor", "exceptions", "__version__"])
+
+
+def __getattr__(name: str):
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"zray.{name}")
+    else:
+        raise AttributeError(f"module 'zray' has no attribute {name!r}")
+    globals()[name] = value            # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *_API, *_SUBMODULES})
+
+
+if TYPE_CHECKING:                      # static analysers see the eager imports
+    from zray import actor, exceptions, util  # noqa: F401
+    from zray.actor import method  # noqa: F401
+    from zray.api import (  # noqa: F401
+        available_resources, cancel, cluster_resources, get, get_actor,
+        init, is_initialized, kill, nodes, put, remote, shutdown, wait)
+    from zray.object_ref import ObjectRef  # noqa: F401
+    from zray.runtime_context import get_gpu_ids, get_runtime_context  # noqa: F401

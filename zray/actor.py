@@ -63,8 +63,9 @@ def _method_table(cls) -> dict:
 
 
 class ActorClass:
-    def __init__(self, cls, options: dict):
+    def __init__(self, cls, options: dict, code_id: bytes | None = None):
         self._cls = cls
+        self._code_id = code_id
         self._class_name = cls.__name__
         self._options = opts.validate(dict(options), opts.ACTOR_OPTIONS,
                                       f"actor class {self._class_name}")
@@ -79,7 +80,7 @@ class ActorClass:
                         f"'{self._class_name}()', use '{self._class_name}.remote()'.")
 
     def __reduce__(self):
-        return (ActorClass, (self._cls, self._options))
+        return (ActorClass, (self._cls, self._options, self._code_id))
 
     def remote(self, *args, **kwargs) -> "ActorHandle":
         return self._create(args, kwargs, self._options)
@@ -99,9 +100,9 @@ class ActorClass:
 
     def _pickled_class(self):
         if self._pickled is None:
-            import hashlib
             blob = cloudpickle.dumps(self._cls, protocol=5)
-            self._pickled = (hashlib.sha1(blob).digest()[:16], blob)
+            self._code_id = self._code_id or ids.new_code_id()
+            self._pickled = (self._code_id, blob)
         return self._pickled
 
     def _create(self, args, kwargs, options) -> "ActorHandle":

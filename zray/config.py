@@ -63,6 +63,12 @@ class Config:
     #: Ports nodes, actors and drivers listen on between hosts, as "low-high"
     #: (e.g. "20000-20999", for a firewall rule); empty: any port the OS picks.
     port_range: str = ""
+    #: Modules the node's fork server imports before forking workers, comma
+    #: separated (e.g. "numpy,pandas"): each worker starts with them loaded
+    #: instead of importing them on first use (numpy: ~0.1 s once per worker
+    #: on a 2-core VM), at the cost of their memory in every worker's RSS
+    #: (numpy: ~6 MB each, ~10 MB in the fork server).
+    worker_preload_modules: str = ""
     #: Seconds an idle surplus worker (beyond num_cpus) lives before it exits.
     idle_worker_timeout_s: float = 10.0
     #: Seconds a process waits for its children to exit on shutdown before

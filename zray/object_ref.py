@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 
 from zray import _runtime
@@ -73,9 +72,10 @@ class ObjectRef:
         return future
 
     def __await__(self):
-        return asyncio.wrap_future(self.future()).__await__()
+        return self.as_future().__await__()
 
     def as_future(self):
+        import asyncio     # here, not at import: asyncio (and ssl) cost ~8 MB a process
         return asyncio.wrap_future(self.future())
 
 

@@ -3,8 +3,6 @@ to a TaskSpec handed to the client."""
 
 from __future__ import annotations
 
-import hashlib
-
 import cloudpickle
 
 from zray import _runtime, ids, options as opts
@@ -14,8 +12,9 @@ from zray.task_spec import ArgRef, TaskSpec
 
 
 class RemoteFunction:
-    def __init__(self, function, options: dict):
+    def __init__(self, function, options: dict, code_id: bytes | None = None):
         self._function = function
+        self._code_id = code_id
         self._function_name = getattr(function, "__qualname__", repr(function))
         self._options = opts.validate(dict(options), opts.TASK_OPTIONS,
                                       f"remote function {self._function_name}")
@@ -31,7 +30,7 @@ class RemoteFunction:
                         f"'{self.__name__}()', try '{self.__name__}.remote()'.")
 
     def __reduce__(self):
-        return (RemoteFunction, (self._function, self._options))
+        return (RemoteFunction, (self._function, self._options, self._code_id))
 
     def remote(self, *args, **kwargs):
         if self._template is None:
@@ -45,7 +44,8 @@ class RemoteFunction:
     def pickled(self):
         if self._pickled is None:
             blob = cloudpickle.dumps(self._function, protocol=5)
-            self._pickled = (hashlib.sha1(blob).digest()[:16], blob)
+            self._code_id = self._code_id or ids.new_code_id()
+            self._pickled = (self._code_id, blob)
         return self._pickled
 
 

@@ -19,8 +19,6 @@ import pickle
 import struct
 import threading
 
-import cloudpickle
-
 KIND_INLINE = 0
 KIND_ERROR = 1
 KIND_SHM = 2
@@ -59,6 +57,7 @@ def serialize(value, what: str = "value") -> SerializedObject:
     """Pickle ``value`` with out-of-band buffers; collect nested ObjectRefs."""
     if type(value) in _FAST_TYPES:
         return SerializedObject(pickle.dumps(value, 5), [], ())
+    import cloudpickle    # here: the head and node managers never need it (~1.4 MB each)
     buffers = []
     outer = getattr(_context, "refs", None)
     _context.refs = []
@@ -89,6 +88,7 @@ def deserialize(data: bytes, buffers=()):
 
 
 def dumps_error(exc: BaseException) -> bytes:
+    import cloudpickle
     try:
         return cloudpickle.dumps(exc, protocol=5)
     except Exception:

@@ -1,11 +1,11 @@
 """The fork server: a template process that forks workers in milliseconds.
 
 The node manager starts it once.  It imports what every worker needs (zmq,
-cloudpickle, numpy, zray's worker) and then waits for commands on a pipe;
-``spawn <worker_id>`` forks a worker, which starts with those modules already
-loaded instead of paying an interpreter's import time.  It reports
-``started <worker_id> <pid>`` and, when it reaps a child, ``exited <pid> <code>``
-on a second pipe.  It holds no ZeroMQ context, so forking is safe.  When the
+cloudpickle, zray's worker, and Config.worker_preload_modules) and then waits
+for commands on a pipe; ``spawn <worker_id>`` forks a worker, which starts
+with those modules already loaded instead of paying an interpreter's import
+time.  It reports ``started <worker_id> <pid>`` and, when it reaps a child,
+``exited <pid> <code>`` on a second pipe.  It holds no ZeroMQ context, so forking is safe.  When the
 command pipe closes (the node manager is gone) it kills its workers and exits.
 """
 
@@ -41,11 +41,24 @@ def main(argv=None) -> None:
     if os.getppid() != parent:
         sys.exit(0)
     from zray.worker import main as worker_main   # the imports workers inherit
-    try:
-        import numpy  # noqa: F401  (preloaded for tasks; optional)
-    except ImportError:
-        pass
+    preload(args.worker_args)
     Server(args.cmd_fd, args.event_fd, args.worker_args, worker_main).run()
+
+
+def preload(worker_args: str) -> None:
+    """Import the modules named by Config.worker_preload_modules, so that every
+    worker forked from here starts with them; one that fails to import is
+    reported on stderr (the node's log) and skipped."""
+    import importlib
+    import json
+    from zray.config import Config
+    config = Config.from_json(json.loads(worker_args)["config"])
+    for name in filter(None, (n.strip() for n in config.worker_preload_modules.split(","))):
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            print(f"zray fork server: cannot preload {name!r} for workers "
+                  f"(worker_preload_modules): {exc!r}", file=sys.stderr, flush=True)
 
 
 class Server:
