@@ -87,6 +87,27 @@ def test_task_is_placed_and_result_pushed_to_owner():
     assert oid not in h.state.objects and task.task_id not in h.state.tasks
 
 
+def test_results_sent_straight_to_the_owner_are_not_pushed_again():
+    h = Harness()
+    h.add_node()
+    h.connect_driver()
+    h.connect_worker()
+    small, large = spec(), spec()
+    for task in (small, large):
+        task.owner_address = "ipc:///tmp/driver.sock"   # the worker sends inline results there
+        h.send(DRIVER, Msg.SUBMIT_TASKS, (task,))
+    [small_id], [large_id] = small.return_ids(), large.return_ids()
+    out = h.send(WORKER, Msg.TASKS_FINISHED,
+                 (small.task_id, 0, STATUS_OK, [(small_id, KIND_INLINE, b"data", 4, ())], 0.001))
+    assert (DRIVER, Msg.OBJECTS_READY) not in out
+    assert h.state.objects[small_id].state is ObjectState.READY
+    out = h.send(WORKER, Msg.TASKS_FINISHED,
+                 (large.task_id, 0, STATUS_OK, [(large_id, KIND_SHM, None, 10**6, ())], 0.001))
+    assert [item[0] for item in out[(DRIVER, Msg.OBJECTS_READY)]] == [large_id]
+    out = h.send(DRIVER, Msg.SUBSCRIBE_OBJECTS, (small_id,))      # the driver's safety net
+    assert out[(DRIVER, Msg.OBJECTS_READY)] == [(small_id, KIND_INLINE, b"data", 4, ())]
+
+
 def test_dependency_waits_then_runs_with_value():
     h = Harness()
     h.add_node()

@@ -101,6 +101,7 @@ class CoreClient:
         self._serve_request = None
         self.server_endpoint = None
         self.owner_address = None          # a driver's ROUTER for results of its tasks
+        self.from_head = False             # handlers run for a message from the head
         self._owner_socks: dict[str, object] = {}
         self._served = threading.Event()
         self._pulls: dict[bytes, concurrent.futures.Future] = {}
@@ -321,12 +322,15 @@ class CoreClient:
                 self._waiters.setdefault(object_id, []).append(waiter)
             self._subscribe_missing(missing)
         blocked = self._notify_blocked(True)
+        started = time.monotonic()
         try:
             while not waiter.event.wait(0.5 if deadline is None
                                         else max(0.0, min(0.5, deadline - time.monotonic()))):
                 self._raise_if_fatal()
                 if self.liveness_check is not None:
                     self.liveness_check()
+                if time.monotonic() - started >= PUSH_GRACE_S:
+                    self._subscribe_pushed(missing)
                 if deadline is not None and time.monotonic() >= deadline:
                     break
             self._raise_if_fatal()
@@ -358,6 +362,20 @@ class CoreClient:
                     or object_id in self._subscribed:
                 continue
             self._subscribed.add(object_id)
+            self.send(Msg.SUBSCRIBE_OBJECTS, (object_id,))
+
+    def _subscribe_pushed(self, object_ids) -> None:
+        """Ask the head for returns of our own tasks that are still missing.
+
+        They are pushed to us (by the head, or straight from the worker for
+        inline results, which the head then does not repeat), so a push lost
+        with a worker that died between its two sends would leave a get
+        waiting forever; after PUSH_GRACE_S a subscription covers that."""
+        with self._lock:
+            late = [o for o in object_ids if o in self._pushed and o not in self._objects
+                    and o not in self._subscribed]
+            self._subscribed.update(late)
+        for object_id in late:
             self.send(Msg.SUBSCRIBE_OBJECTS, (object_id,))
 
     def _notify_blocked(self, blocked: bool) -> bool:
@@ -540,7 +558,9 @@ class CoreClient:
                 self._apply_releases()
                 self._flush(sockets)
                 if sock in events:
+                    self.from_head = True
                     self._drain(sock)
+                    self.from_head = False
                 node = sockets[1]
                 if node is not None and node in events:
                     self._drain(node)
@@ -945,6 +965,10 @@ class CoreClient:
         self.closed = True
         os.close(self._wake_fd)
 
+
+#: Seconds a get waits for a pushed return of its own task before it also
+#: subscribes to it at the head (see CoreClient._subscribe_pushed).
+PUSH_GRACE_S = 2.0
 
 _BOOKKEEPING = frozenset((Msg.ADD_REFS, Msg.REMOVE_REFS, Msg.ACTOR_TASKS_FINISHED))
 

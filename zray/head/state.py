@@ -722,8 +722,12 @@ class HeadState(ActorsMixin):
                 continue
             self._transition(task, TaskState.FINISHED if status == STATUS_OK
                              else TaskState.FAILED)
+            # The worker sent a successful task's inline results straight to an
+            # owner with a result socket; pushing them again would only cost both.
+            direct = status == STATUS_OK and bool(task.spec.owner_address)
             for object_id, kind, data, size, contained in results:
-                self._store_result(object_id, kind, data, size, contained, node)
+                self._store_result(object_id, kind, data, size, contained, node,
+                                   push_owner=not (direct and kind == KIND_INLINE))
             self._task_done(task)
 
     def _discard_results(self, results, node):

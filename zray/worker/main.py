@@ -73,6 +73,7 @@ class WorkerProcess:
         self.current = None
         self.interruptible = False
         self.cancelled = set()
+        self.leased_tasks = set()       # ids of tasks the head sent to this leased worker
         self.lock = threading.Lock()
         self.main_thread = threading.main_thread().ident
         runtime = _runtime.Runtime(self.client, "worker")
@@ -106,6 +107,9 @@ class WorkerProcess:
     # --- I/O thread callbacks --------------------------------------------------------
 
     def _on_execute(self, items) -> None:
+        if self.client.from_head:      # a leased worker: the node keeps no record of these
+            with self.lock:
+                self.leased_tasks.update(spec.task_id for (spec,) in items)
         for (spec,) in items:
             if spec.function_blob is not None:
                 self.function_blobs[spec.function_id] = spec.function_blob
@@ -161,7 +165,7 @@ class WorkerProcess:
         if skip:
             client.send(Msg.TASKS_FINISHED,
                         (spec.task_id, spec.attempt, STATUS_CANCELLED, [], 0.0))
-            client.send(Msg.TASKS_DONE, (spec.task_id,), to_node=True)
+            self._tell_node_done(spec.task_id)
             return
         client.job_id = spec.job_id
         client.current_task.task_id = spec.task_id
@@ -184,16 +188,27 @@ class WorkerProcess:
             sys.stderr.flush()
         if cancelled and status != STATUS_OK:
             status, results = STATUS_CANCELLED, []
-        client.send(Msg.TASKS_FINISHED, (spec.task_id, spec.attempt, status, results,
-                                         time.perf_counter() - started))
         if spec.owner_address and status == STATUS_OK:
+            # The owner waits for these: they go first, and straight to it (the
+            # head does not push inline results of such tasks again).
             target = ("owner", spec.owner_address)
             for object_id, kind, data, size, contained in results:
                 if kind == KIND_INLINE:     # large ones: the head's copy only
                     client.send(Msg.OBJECTS_READY, (object_id, kind, data, size, ()),
                                 target=target)
-        client.send(Msg.TASKS_DONE, (spec.task_id,), to_node=True)
+        client.send(Msg.TASKS_FINISHED, (spec.task_id, spec.attempt, status, results,
+                                         time.perf_counter() - started))
+        self._tell_node_done(spec.task_id)
         del keep_alive
+
+    def _tell_node_done(self, task_id: bytes) -> None:
+        """TASKS_DONE frees the task's resources at the node; a task the head
+        sent to this worker on lease holds none there, so the node is not told."""
+        with self.lock:
+            leased = task_id in self.leased_tasks
+            self.leased_tasks.discard(task_id)
+        if not leased:
+            self.client.send(Msg.TASKS_DONE, (task_id,), to_node=True)
 
     def _run(self, spec, keep_alive):
         try:
