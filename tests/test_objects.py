@@ -123,3 +123,23 @@ def test_many_small_objects(cluster):
     refs = [zray.put(i) for i in range(5000)]
     assert sum(zray.get(refs)) == sum(range(5000))
     assert os.getpid()
+
+
+def test_segment_maps_map_once_and_notice_a_segment_made_again(tmp_path):
+    from zray.serialization import SegmentMaps, serialize, write_segment
+    maps = SegmentMaps(capacity=2)
+    path = str(tmp_path / "segment")
+    write_segment(path, serialize(np.arange(100_000)))
+    first, second = maps.read(path), maps.read(path)
+    assert len(maps) == 1 and first.sum() == second.sum() == 4_999_950_000
+    assert np.shares_memory(first, second)           # one map, read twice
+    os.unlink(path)                                  # removed and made again: new content
+    write_segment(path, serialize(np.ones(100_000)))
+    assert maps.read(path).sum() == 100_000 and first.sum() == 4_999_950_000
+    os.unlink(path)
+    maps.sweep()                                     # a removed segment's map is let go
+    assert len(maps) == 0
+    for name in "abc":                               # at most `capacity` maps are kept
+        write_segment(str(tmp_path / name), serialize(np.zeros(20_000)))
+        maps.read(str(tmp_path / name))
+    assert len(maps) == 2

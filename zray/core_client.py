@@ -43,8 +43,8 @@ from zray._process import has_input, recv_frames, send_frames
 from zray.exceptions import GetTimeoutError, ObjectLostError, ProtocolError, RaySystemError
 from zray.protocol import Msg
 from zray.security import secure_client, secure_server
-from zray.serialization import (KIND_ERROR, KIND_INLINE, KIND_SHM, deserialize,
-                                read_segment, segment_path)
+from zray.serialization import (KIND_ERROR, KIND_INLINE, KIND_SHM, SegmentMaps,
+                                deserialize, segment_path)
 
 log = logging.getLogger("zray")
 
@@ -102,6 +102,7 @@ class CoreClient:
         self.server_endpoint = None
         self.owner_address = None          # a driver's ROUTER for results of its tasks
         self.from_head = False             # handlers run for a message from the head
+        self.segment_maps = SegmentMaps()   # large objects this process read lately
         self._owner_socks: dict[str, object] = {}
         self._served = threading.Event()
         self._pulls: dict[bytes, concurrent.futures.Future] = {}
@@ -288,7 +289,9 @@ class CoreClient:
                     self._refs[object_id] = count
                     continue
                 self._refs.pop(object_id, None)
-                self._objects.pop(object_id, None)
+                entry = self._objects.pop(object_id, None)
+                if entry is not None and entry[0] == KIND_SHM and len(self.segment_maps):
+                    self.segment_maps.forget(self._segment(object_id))
                 self._pushed.discard(object_id)
                 self._subscribed.discard(object_id)
                 task_id = object_id[:16]
@@ -407,9 +410,11 @@ class CoreClient:
                     if fresh is None:
                         raise
                     return self.value_of(object_id, fresh)
-            return read_segment(segment_path(self.config.shm_dir, self.local_node_id,
-                                             object_id))
+            return self.segment_maps.read(self._segment(object_id))
         raise RaySystemError(f"unknown object kind {kind}")
+
+    def _segment(self, object_id: bytes) -> str:
+        return segment_path(self.config.shm_dir, self.local_node_id, object_id)
 
     def _refetch(self, object_id: bytes, stale: tuple, timeout_s: float = 300.0):
         """Every copy we knew of is gone: ask the head again, which answers once
@@ -542,6 +547,7 @@ class CoreClient:
         self._poller = poller
         self.beat_every = self.config.heartbeat_interval_s    # the head's, once welcomed
         last_beat = time.monotonic() - self.beat_every
+        last_sweep = time.monotonic()
         try:
             while True:
                 timeout_ms = self.beat_every * 1000
@@ -572,6 +578,9 @@ class CoreClient:
                     self._flush(sockets, final=True)
                     break
                 now = time.monotonic()
+                if now >= last_sweep + 1.0:
+                    self.segment_maps.sweep()
+                    last_sweep = now
                 if self.role == "driver" and now >= last_beat + self.beat_every:
                     sock.send_multipart(protocol.encode(Msg.HEARTBEAT, [(time.time(),)]))
                     last_beat = now

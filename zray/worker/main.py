@@ -103,6 +103,7 @@ class WorkerProcess:
                 self.execute(spec)
             except KeyboardInterrupt:
                 pass
+            self.client.segment_maps.sweep()     # let go of maps of removed objects
 
     # --- I/O thread callbacks --------------------------------------------------------
 
