@@ -375,3 +375,85 @@ def test_dead_node_heard_again_is_told_to_rejoin_and_ignored():
     assert out[(NODE_A, Msg.SHUTDOWN)] == [(protocol.REJOIN,)]
     h.send(NODE_A, Msg.LEASE_OFFER, (WORKER[1:],))
     assert h.state.nodes[NODE_A[1:]].lease is None     # nothing from its old life
+
+
+# --- leases granted to a driver ------------------------------------------------------
+
+OWNER = "ipc:///tmp/driver-results.sock"
+
+
+def granted_harness():
+    """A node lending WORKER, and a driver that was granted it with its first task."""
+    h = Harness()
+    h.add_node(cpus=2.0)
+    h.connect_driver()
+    h.connect_worker()
+    h.send(NODE_A, Msg.LEASE_OFFER, (WORKER[1:],))
+    first = owned_spec()
+    out = h.send(DRIVER, Msg.SUBMIT_TASKS, (first,))
+    assert (WORKER, Msg.EXECUTE_TASKS) in out
+    assert out[(DRIVER, Msg.LEASE_GRANT)] == [(WORKER[1:],)]
+    finish(h, first)
+    return h, h.state.nodes[NODE_A[1:]]
+
+
+def owned_spec():
+    task = spec()
+    task.owner_address = OWNER
+    return task
+
+
+def finish(h, task, status=STATUS_OK):
+    [oid] = task.return_ids()
+    return h.send(WORKER, Msg.TASKS_FINISHED,
+                  (task.task_id, task.attempt, status, [(oid, KIND_INLINE, b"v", 1, ())],
+                   0.001))
+
+
+def test_granted_tasks_are_recorded_on_the_lease_in_either_order():
+    h, node = granted_harness()
+    on_time, early = owned_spec(), owned_spec()
+    h.send(DRIVER, Msg.SUBMIT_LEASED, (on_time, WORKER[1:]))
+    assert h.state.tasks[on_time.task_id].state is TaskState.ASSIGNED
+    assert node.lease.tasks == {on_time.task_id}
+    out = finish(h, on_time)
+    assert (DRIVER, Msg.OBJECTS_READY) not in out          # the worker sent it straight
+    assert h.state.tasks[on_time.task_id].state is TaskState.FINISHED and not node.lease.tasks
+    finish(h, early)                 # the worker's report overtakes the driver's
+    assert early.task_id in h.state.early_granted
+    h.send(DRIVER, Msg.SUBMIT_LEASED, (early, WORKER[1:]))
+    assert h.state.tasks[early.task_id].state is TaskState.FINISHED
+    assert h.state.objects[early.return_ids()[0]].state is ObjectState.READY
+    assert not h.state.early_granted and h.state.dispatch_counts["granted"] == 2
+    assert node.available["CPU"] == 1.0                     # the lease still holds its CPU
+
+
+def test_granted_worker_death_retries_its_task_and_recalls_the_grant():
+    h, node = granted_harness()
+    task = owned_spec()
+    h.send(DRIVER, Msg.SUBMIT_LEASED, (task, WORKER[1:]))
+    out = h.send(NODE_A, Msg.WORKER_DIED, (WORKER[1:], 99, -9, None, 0))
+    assert out[(DRIVER, Msg.LEASE_RECALL)] == [(WORKER[1:],)]
+    assert node.lease is None and node.available["CPU"] == 1.0    # the retry holds one
+    assert [s.task_id for s in executed(out)] == [task.task_id]    # retried on the node
+    assert h.state.tasks[task.task_id].spec.attempt == 1
+    late = owned_spec()              # sent to the worker just before it died
+    out = h.send(DRIVER, Msg.SUBMIT_LEASED, (late, WORKER[1:]))
+    assert [s.task_id for s in executed(out)] == [late.task_id]
+
+
+def test_a_burst_recalls_the_grant_and_the_return_frees_the_worker():
+    h, node = granted_harness()
+    out = h.send(DRIVER, Msg.SUBMIT_TASKS, (owned_spec(),), (owned_spec(),))
+    assert out[(DRIVER, Msg.LEASE_RECALL)] == [(WORKER[1:],)]
+    assert node.lease.granted_to == DRIVER            # until the driver gives it back
+    h.send(DRIVER, Msg.LEASE_RETURN, (WORKER[1:],))
+    assert node.lease.granted_to is None
+    out = h.send(DRIVER, Msg.SUBMIT_TASKS, (owned_spec(),), (owned_spec(),))
+    assert (NODE_A, Msg.LEASE_RETURN) in out and node.lease is None
+
+
+def test_a_gone_driver_leaves_its_grant_to_the_head():
+    h, node = granted_harness()
+    h.state._client_gone(h.state.clients[DRIVER])
+    assert node.lease.granted_to is None

@@ -9,6 +9,7 @@ import pytest
 import zray
 from zray import exceptions as zerr
 from tests import tasks as t
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -148,7 +149,9 @@ def test_runtime_env_env_vars(cluster):
 
 
 def test_resource_limits_concurrency(cluster, tmp_path):
-    # num_cpus=2: never more than two 1-CPU tasks at once
+    # num_cpus=2: never more than two 1-CPU tasks at once (once earlier tests'
+    # slow tasks, which still hold a CPU, have finished)
+    assert wait_for(lambda: zray.available_resources().get("CPU") == 2.0)
     counts = zray.get([t.concurrency_probe.remote(str(tmp_path), 0.2) for _ in range(6)])
     assert max(counts) <= 2
     assert max(counts) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import sys
@@ -21,6 +22,12 @@ _NOBLOCK = int(zmq.NOBLOCK)
 def has_input(sock) -> bool:
     """A message is waiting (cheaper than catching zmq.Again after the last one)."""
     return bool(sock.get(_EVENTS) & _POLLIN)
+
+
+def poll_ms(seconds: float) -> int:
+    """A poll timeout in whole milliseconds, rounded up: pyzmq truncates a float,
+    so 0.4 ms would poll with 0 and spin until the deadline passed."""
+    return max(0, math.ceil(seconds * 1000))
 
 
 def recv_frames(sock) -> list:

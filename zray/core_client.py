@@ -39,7 +39,7 @@ import zmq
 
 from zray import protocol
 from zray.ids import handle_id, is_handle_id
-from zray._process import has_input, recv_frames, send_frames
+from zray._process import has_input, poll_ms, recv_frames, send_frames
 from zray.exceptions import GetTimeoutError, ObjectLostError, ProtocolError, RaySystemError
 from zray.protocol import Msg
 from zray.security import secure_client, secure_server
@@ -101,7 +101,19 @@ class CoreClient:
         self._serve_request = None
         self.server_endpoint = None
         self.owner_address = None          # a driver's ROUTER for results of its tasks
-        self.from_head = False             # handlers run for a message from the head
+        self.direct_dispatch = False       # handlers run for a message from the head or
+                                           # a driver (a leased worker's tasks), not the node
+        self.from_driver = False           # ... from a driver that was granted this worker
+        self._grant = None                 # _Grant: a leased worker the head granted us
+        self._grant_failed: set = set()    # task ids that could not go to the grant
+        self._server_mandatory = False
+        # driver: granted tasks the head may not know finished yet (REPORT_NOW); a
+        # worker holds a report back 2 ms at most, so the last few suffice
+        self._granted_unreported: deque = deque(maxlen=64)
+        self.lazy_finishes: set = set()       # worker: granted tasks whose TASKS_FINISHED
+                                              # may wait as bookkeeping
+        self._report_now = False
+        self._function_blobs: dict[bytes, bytes] = {}
         self.segment_maps = SegmentMaps()   # large objects this process read lately
         self._owner_socks: dict[str, object] = {}
         self._served = threading.Event()
@@ -117,6 +129,9 @@ class CoreClient:
             Msg.ACTOR_INFO: self._on_actor_info,
             Msg.ACTOR_RESULTS: self._on_actor_results,
             Msg.OBJECT_PULLED: self._on_object_pulled,
+            Msg.LEASE_GRANT: self._on_lease_grant,
+            Msg.LEASE_RECALL: self._on_lease_recall,
+            Msg.REPORT_NOW: self._on_report_now,
         }
         self._thread = threading.Thread(target=self._io_main, name="zray-io", daemon=True)
         self._thread.start()
@@ -154,17 +169,88 @@ class CoreClient:
     def register_function(self, function_id: bytes, blob: bytes) -> None:
         if function_id not in self._functions_sent:
             self._functions_sent.add(function_id)
+            if self.role == "driver":            # for a granted worker that lacks it
+                self._function_blobs[function_id] = blob
             self.send(Msg.REGISTER_FUNCTIONS, (function_id, blob))
 
     def submit(self, spec) -> list:
-        """Send a task; return the ids of its returns (already referenced once)."""
+        """Send a task; return the ids of its returns (already referenced once).
+
+        With a granted lease (see ``_on_lease_grant``) and nothing of ours
+        running on it, a plain task goes straight to that worker, and the head
+        is told with SUBMIT_LEASED; a second one while it runs means a burst,
+        so the grant goes back and nodes share the work out."""
         return_ids = spec.return_ids()
+        returned = None
         with self._lock:
             for object_id in return_ids:
                 self._refs[object_id] = self._refs.get(object_id, 0) + 1
                 self._pushed.add(object_id)
+            grant = self._grant
+            if grant is not None and _grantable(spec):
+                if grant.busy is None:
+                    grant.busy = spec.task_id
+                    grant.last_used = time.monotonic()
+                else:                   # a burst: give it back
+                    returned, self._grant, grant = grant, None, None
+            else:
+                grant = None
+        if grant is not None:
+            send = spec
+            if spec.function_id not in grant.known_functions:
+                grant.known_functions.add(spec.function_id)
+                send = spec.copy()
+                send.function_blob = self._function_blobs.get(spec.function_id)
+            self._outbox.append((("grant", grant.identity, spec.task_id),
+                                 Msg.EXECUTE_TASKS, (send,)))
+            self._granted_unreported.append(spec.task_id)
+            self.send(Msg.SUBMIT_LEASED, (spec, grant.worker_id))
+            return return_ids
+        if returned is not None:
+            self.send(Msg.LEASE_RETURN, (returned.worker_id,))
         self.send(Msg.SUBMIT_TASKS, (spec,))
         return return_ids
+
+    def _on_lease_grant(self, items) -> None:
+        for (worker_id,) in items:
+            with self._lock:
+                if self._grant is None and self.owner_address:
+                    self._grant = _Grant(worker_id)
+                    continue
+            self.send(Msg.LEASE_RETURN, (worker_id,))     # one at a time is enough
+
+    def _on_lease_recall(self, items) -> None:
+        for (worker_id,) in items:
+            with self._lock:
+                grant = self._grant
+                if grant is None or grant.worker_id != worker_id:
+                    continue
+                self._grant = None
+            self.send(Msg.LEASE_RETURN, (worker_id,))
+
+    def _on_report_now(self, items) -> None:
+        """Worker: a driver waits, through the head, on these granted tasks."""
+        for (task_id,) in items:
+            self.lazy_finishes.discard(task_id)
+        self._report_now = True
+
+    def _return_idle_grant(self, now: float) -> None:
+        with self._lock:
+            grant = self._grant
+            if grant is None or grant.busy is not None or \
+                    now - grant.last_used < self.config.lease_idle_s:
+                return
+            self._grant = None
+        self.send(Msg.LEASE_RETURN, (grant.worker_id,))
+
+    def _grant_unreachable(self, task_id: bytes) -> None:
+        """The granted worker is not connected (gone, or not yet): this task goes
+        to the head instead, and the grant back."""
+        self._grant_failed.add(task_id)
+        with self._lock:
+            grant, self._grant = self._grant, None
+        if grant is not None:
+            self._outbox.append((0, Msg.LEASE_RETURN, (grant.worker_id,)))
 
     def submit_actor_call(self, spec, max_pending: int = -1) -> list:
         """Send a method call straight to the actor; the head is told only if the
@@ -550,11 +636,12 @@ class CoreClient:
         last_sweep = time.monotonic()
         try:
             while True:
-                timeout_ms = self.beat_every * 1000
+                timeout_s = self.beat_every
+                if self._grant is not None:
+                    timeout_s = min(timeout_s, self.config.lease_idle_s)
                 if self._deferred:
-                    timeout_ms = max(0.0, (self._deferred_since + self._defer_s
-                                           - time.monotonic()) * 1000)
-                events = dict(poller.poll(timeout_ms))
+                    timeout_s = self._deferred_since + self._defer_s - time.monotonic()
+                events = dict(poller.poll(poll_ms(timeout_s)))
                 if self._wake_fd in events:
                     try:
                         os.eventfd_read(self._wake_fd)
@@ -564,12 +651,17 @@ class CoreClient:
                 self._apply_releases()
                 self._flush(sockets)
                 if sock in events:
-                    self.from_head = True
+                    self.direct_dispatch = True
                     self._drain(sock)
-                    self.from_head = False
+                    self.direct_dispatch = False
                 node = sockets[1]
                 if node is not None and node in events:
                     self._drain(node)
+                for owner_sock in self._owner_socks.values():
+                    if owner_sock in events:
+                        self.direct_dispatch = self.from_driver = True
+                        self._drain(owner_sock)
+                        self.direct_dispatch = self.from_driver = False
                 if self._actor_conns or self._server is not None or \
                         self._serve_request is not None:
                     self._drain_extra(ctx, events)
@@ -578,6 +670,8 @@ class CoreClient:
                     self._flush(sockets, final=True)
                     break
                 now = time.monotonic()
+                if self._grant is not None:
+                    self._return_idle_grant(now)
                 if now >= last_sweep + 1.0:
                     self.segment_maps.sweep()
                     last_sweep = now
@@ -609,26 +703,39 @@ class CoreClient:
         """Send the outbox in order, consecutive items of one type as one message.
 
         Bookkeeping for the head (reference counts, registrations of actor
-        calls, actor results the caller already has) may wait up to
-        ``bookkeeping_delay_s`` so that it leaves in batches; anything else for
-        the head sends it, and everything before it, at once."""
+        calls and granted tasks, actor results the caller already has, a
+        granted task's report) may wait up to ``bookkeeping_delay_s`` so that it
+        leaves in batches; anything else for the head sends it, and everything
+        before it, at once.  REMOVE_REFS leave last, as one message: a reference
+        dropped later than the program did only keeps an object a little longer,
+        and a loop of submit-then-get would otherwise alternate types and send
+        one-item messages."""
         outbox = self._outbox
         deferred = self._deferred
-        urgent = final
+        urgent = final or self._report_now
+        self._report_now = False
         while outbox:
             entry = outbox.popleft()
             if entry[0] == 0:
+                if entry[1] is Msg.SUBMIT_LEASED and entry[2][0].task_id in self._grant_failed:
+                    self._grant_failed.discard(entry[2][0].task_id)
+                    entry = (0, Msg.SUBMIT_TASKS, (entry[2][0],))
                 if not deferred:
                     self._deferred_since = time.monotonic()
                 deferred.append(entry)
-                if not urgent and not _is_bookkeeping(entry[1], entry[2]):
+                if not urgent and not self._is_bookkeeping(entry[1], entry[2]):
                     urgent = True
+                    if self._granted_unreported:
+                        self._ask_report(sockets)
             else:
                 self._route(sockets, (entry[0], entry[1]), [entry[2]])
         if deferred and (urgent or time.monotonic() - self._deferred_since >= self._defer_s):
             self._deferred = []
-            current, items = None, []
+            current, items, removes = None, [], []
             for target, msg_type, item in deferred:
+                if msg_type is Msg.REMOVE_REFS:
+                    removes.append(item)
+                    continue
                 if msg_type is not current and items:
                     self._route(sockets, (0, current), items)
                     items = []
@@ -636,6 +743,25 @@ class CoreClient:
                 items.append(item)
             if items:
                 self._route(sockets, (0, current), items)
+            if removes:
+                self._route(sockets, (0, Msg.REMOVE_REFS), removes)
+
+    def _is_bookkeeping(self, msg_type, item) -> bool:
+        if msg_type is Msg.TASKS_FINISHED and item[0] in self.lazy_finishes:
+            self.lazy_finishes.discard(item[0])     # its driver already has the results
+            return True
+        return _is_bookkeeping(msg_type, item)
+
+    def _ask_report(self, sockets) -> None:
+        """Driver: a message the head acts on now may wait on our granted tasks
+        (a task taking their results, a subscription...); their worker holds its
+        reports as bookkeeping, so ask for them at once."""
+        ids = list(self._granted_unreported)
+        self._granted_unreported.clear()
+        grant = self._grant
+        if grant is not None:
+            self._route(sockets, (("grant", grant.identity, None), Msg.REPORT_NOW),
+                        [(task_id,) for task_id in ids])
 
     def _route(self, sockets, key, items) -> None:
         target, msg_type = key
@@ -651,11 +777,23 @@ class CoreClient:
                           "head" if target == 0 else "node")
         elif type(target) is bytes:
             self._send_actor_calls(target, [item[0] for item in items])
+        elif target[0] == "grant":
+            if not self._server_mandatory:
+                # A worker that is not connected raises instead of the task
+                # vanishing (set here: only the I/O thread touches the socket).
+                self._server.setsockopt(zmq.ROUTER_MANDATORY, 1)
+                self._server_mandatory = True
+            try:
+                send_frames(self._server, [target[1]] + protocol.encode(msg_type, items))
+            except zmq.ZMQError:            # not connected: the head runs it instead
+                if target[2] is not None:
+                    self._grant_unreachable(target[2])
         elif target[0] == "owner":
             sock = self._owner_socks.get(target[1])
             if sock is None:
                 sock = self._owner_socks[target[1]] = \
                     self._connect(self._ctx, target[1], self.identity)
+                self._poller.register(sock, zmq.POLLIN)    # a granted driver's tasks
             send_frames(sock, protocol.encode(msg_type, items))
         elif target[0] == "cancel":
             conn = self._conn(target[1])
@@ -894,8 +1032,12 @@ class CoreClient:
             for item in items:
                 self._actor_call_done(item[0][:16])
         with self._lock:
+            grant = self._grant
             for item in items:
                 object_id = item[0]
+                if grant is not None and grant.busy == object_id[:16]:
+                    grant.busy = None           # our granted worker is free again
+                    grant.last_used = time.monotonic()
                 if object_id not in self._refs or object_id in self._objects:
                     continue            # not ours any more, or already answered
                 entry = item[1:]
@@ -979,7 +1121,8 @@ class CoreClient:
 #: subscribes to it at the head (see CoreClient._subscribe_pushed).
 PUSH_GRACE_S = 2.0
 
-_BOOKKEEPING = frozenset((Msg.ADD_REFS, Msg.REMOVE_REFS, Msg.ACTOR_TASKS_FINISHED))
+_BOOKKEEPING = frozenset((Msg.ADD_REFS, Msg.REMOVE_REFS, Msg.ACTOR_TASKS_FINISHED,
+                          Msg.SUBMIT_LEASED))
 
 
 def _is_bookkeeping(msg_type, item) -> bool:
@@ -987,6 +1130,30 @@ def _is_bookkeeping(msg_type, item) -> bool:
         return True
     return msg_type is Msg.SUBMIT_TASKS and item[0].actor_id is not None \
         and item[0].method != "__init__"
+
+
+class _Grant:
+    """A leased worker the head granted this driver (see CoreClient.submit)."""
+
+    __slots__ = ("worker_id", "identity", "busy", "last_used", "known_functions")
+
+    def __init__(self, worker_id: bytes):
+        self.worker_id = worker_id
+        self.identity = b"W" + worker_id    # the worker's identity on our results socket
+        self.busy = None                    # the id of our task running there
+        self.last_used = time.monotonic()
+        self.known_functions: set = set()
+
+
+def _grantable(spec) -> bool:
+    """A task a granted worker may run: what the head itself sends to leases, with
+    nothing to resolve first and one return to tell us it finished."""
+    return spec.resources == _ONE_CPU and spec.strategy is None and not spec.max_calls \
+        and spec.actor_id is None and not spec.timeout_s and not spec.dep_ids \
+        and not spec.nested_ids and spec.num_returns == 1 and bool(spec.owner_address)
+
+
+_ONE_CPU = {"CPU": 1.0}
 
 
 class _ActorConn:

@@ -78,6 +78,10 @@ class Msg(enum.IntEnum):
     CHUNK_REQUEST = 41
     CHUNK = 42
     OBJECT_COPIED = 43
+    LEASE_GRANT = 44
+    SUBMIT_LEASED = 45
+    LEASE_RECALL = 46
+    REPORT_NOW = 47
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,7 @@ SPECS: dict[Msg, MessageSpec] = {
         "driver/worker→head", ("spec",),
         "New tasks (zray.task_spec.TaskSpec); their return ids were made by the caller."),
     Msg.EXECUTE_TASKS: MessageSpec(
-        "head→node, node→worker, head→leased worker", ("spec",),
+        "head→node, node→worker, head→leased worker, driver→granted worker", ("spec",),
         "Run these tasks; dependency values are resolved into the spec."),
     Msg.TASKS_FINISHED: MessageSpec(
         "worker→head", ("task_id", "attempt", "status", "results", "run_s"),
@@ -202,8 +206,24 @@ SPECS: dict[Msg, MessageSpec] = {
         "node→head", ("worker_id",),
         "An idle worker the head may send 1-CPU tasks to directly (one CPU reserved)."),
     Msg.LEASE_RETURN: MessageSpec(
-        "head→node", ("worker_id",),
-        "The head gives a leased worker back (unused for a while)."),
+        "head→node, driver→head", ("worker_id",),
+        "The head gives a leased worker back to its node (unused for a while); a driver "
+        "gives a granted one back to the head (idle, recalled, or a burst began)."),
+    Msg.LEASE_GRANT: MessageSpec(
+        "head→driver", ("worker_id",),
+        "The driver may send its plain 1-CPU tasks straight to this leased worker, one "
+        "at a time, registering each with SUBMIT_LEASED."),
+    Msg.SUBMIT_LEASED: MessageSpec(
+        "driver→head", ("spec", "worker_id"),
+        "A task the driver sent straight to the worker it was granted: the head records "
+        "it as running there (or queues it, if that lease is gone)."),
+    Msg.REPORT_NOW: MessageSpec(
+        "driver→granted worker", ("task_id",),
+        "Send these granted tasks' TASKS_FINISHED to the head at once, not with the "
+        "next batch: something now waits on them there."),
+    Msg.LEASE_RECALL: MessageSpec(
+        "head→driver", ("worker_id",),
+        "Stop sending tasks to this granted worker and return it (LEASE_RETURN)."),
     Msg.NODE_TABLE: MessageSpec(
         "head→node", ("node_id", "transfer_endpoint", "alive"),
         "Where every node serves object chunks; sent in full whenever membership changes."),

@@ -18,7 +18,7 @@ import time
 import zmq
 
 from zray import protocol
-from zray._process import (bind_private, configure_socket, has_input,
+from zray._process import (bind_private, configure_socket, has_input, poll_ms,
                            install_stop_handler, parent_alive, recv_frames, run_profiled,
                            send_frames, setup_logging)
 from zray.config import Config
@@ -62,8 +62,7 @@ class HeadLoop:
             poller.register(self.watch.socket, zmq.POLLIN)
         next_tick = time.monotonic() + TICK_S
         while not self.flag["stop"] and not self.state.exit_requested:
-            timeout_ms = max(0.0, next_tick - time.monotonic()) * 1000
-            if poller.poll(timeout_ms):
+            if poller.poll(poll_ms(next_tick - time.monotonic())):
                 self._drain(time.monotonic())
                 if self.watch is not None:
                     self.watch.drain()

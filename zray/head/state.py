@@ -149,15 +149,26 @@ class Client:
 
 
 class Lease:
-    """A worker its node lent us: the next 1-CPU task can go straight to it."""
+    """A worker its node lent us: the next 1-CPU task can go straight to it.
 
-    __slots__ = ("worker_id", "task_id", "last_used", "known_functions")
+    The head may grant it on to a driver (``granted_to``), which then sends its
+    plain tasks to the worker itself, one at a time, and registers each with
+    SUBMIT_LEASED; ``tasks`` holds those the head has heard of and not seen
+    finish.  While granted, the head neither uses the lease nor returns it; it
+    recalls it from the driver when nodes need all their workers.
+    """
+
+    __slots__ = ("worker_id", "task_id", "last_used", "known_functions", "granted_to",
+                 "tasks", "recalled")
 
     def __init__(self, worker_id, now):
         self.worker_id = worker_id
         self.task_id = None
         self.last_used = now
         self.known_functions = set()
+        self.granted_to = None      # the driver (client key) holding it, if any
+        self.tasks = set()          # ids of its granted tasks the head knows are running
+        self.recalled = False       # LEASE_RECALL sent; waiting for the LEASE_RETURN
 
 
 _ONE_CPU = {"CPU": 1.0}
@@ -187,7 +198,10 @@ class HeadState(ActorsMixin):
         self.job_namespaces: dict = {}
         self.placeholders: dict[bytes, float] = {}
         self.run_times: dict[bytes, float] = {}    # function id -> recent run time (s)
-        self.dispatch_counts = {"node": 0, "lease": 0}
+        self.dispatch_counts = {"node": 0, "lease": 0, "granted": 0}
+        #: TASKS_FINISHED of granted tasks that arrived before their SUBMIT_LEASED:
+        #: task id -> (worker key, item, when, node id).
+        self.early_granted = {}
         self.now = now
         self.queues: dict[tuple, deque] = {}
         self.infeasible_warned: set = set()
@@ -223,6 +237,8 @@ class HeadState(ActorsMixin):
             Msg.KILL_ACTOR: self._on_kill_actor,
             Msg.ACTOR_TASKS_FINISHED: self._on_actor_tasks_finished,
             Msg.LEASE_OFFER: self._on_lease_offer,
+            Msg.LEASE_RETURN: self._on_lease_return,
+            Msg.SUBMIT_LEASED: self._on_submit_leased,
             Msg.OBJECT_COPIED: self._on_object_copied,
         }
         from zray.head.queries import QUERIES
@@ -268,6 +284,7 @@ class HeadState(ActorsMixin):
                             client.job_id.hex())
                 self._client_gone(client)
         self._expire_early_results(now)
+        self._expire_early_granted(now)
         self._expire_placeholders(now)
         self._return_idle_leases(now)
         self.after_batch(now)
@@ -366,6 +383,8 @@ class HeadState(ActorsMixin):
 
     def _node_died(self, node, now, reason):
         node.state = NodeState.DEAD
+        if node.lease is not None:
+            self._end_grant(node.lease)
         node.lease = None
         node.death_reason = reason
         node.death_time = now
@@ -476,6 +495,10 @@ class HeadState(ActorsMixin):
 
     def _client_gone(self, client):
         self.clients.pop(client.key, None)
+        for node in self.nodes.values():
+            if node.lease is not None and node.lease.granted_to == client.key:
+                node.lease.granted_to = None      # back to the head's own use
+                node.lease.recalled = False
         for object_id, count in list(client.holding.items()):
             obj = self.objects.get(object_id)
             if obj is not None:
@@ -497,24 +520,31 @@ class HeadState(ActorsMixin):
     def _on_submit_tasks(self, key, items, now):
         client = self._client(key, now)
         for (spec,) in items:
-            task = Task(spec, key)
-            self.tasks[spec.task_id] = task
-            for object_id in spec.return_ids():
-                obj = self.objects.get(object_id)
-                if obj is None:
-                    obj = self.objects[object_id] = ObjectRecord(object_id)
-                else:
-                    self.placeholders.pop(object_id, None)
-                obj.holders[key] = obj.holders.get(key, 0) + 1
-                client.holding[object_id] = client.holding.get(object_id, 0) + 1
-            for object_id in spec.dep_ids + tuple(spec.nested_ids):
-                if object_id not in self.objects:
-                    self._unknown_object(object_id)
+            task = self._new_task(spec, client)
             if spec.actor_id is not None:
                 self._register_actor_call(task)
                 continue
             self._pin_task_args(task)
             self._wait_for_deps(task)
+
+    def _new_task(self, spec, client):
+        """The task record, its return objects held by the submitter, and
+        placeholders for arguments not heard of yet."""
+        key = client.key
+        task = Task(spec, key)
+        self.tasks[spec.task_id] = task
+        for object_id in spec.return_ids():
+            obj = self.objects.get(object_id)
+            if obj is None:
+                obj = self.objects[object_id] = ObjectRecord(object_id)
+            else:
+                self.placeholders.pop(object_id, None)
+            obj.holders[key] = obj.holders.get(key, 0) + 1
+            client.holding[object_id] = client.holding.get(object_id, 0) + 1
+        for object_id in spec.dep_ids + tuple(spec.nested_ids):
+            if object_id not in self.objects:
+                self._unknown_object(object_id)
+        return task
 
     def _unknown_object(self, object_id):
         """A placeholder for an object we have not heard of yet: its PUT or SUBMIT
@@ -679,6 +709,7 @@ class HeadState(ActorsMixin):
             if task.blocked and node is not None:   # it finished before its unblock
                 node.available["CPU"] = node.available.get("CPU", 0.0) - 1.0
                 task.blocked = False
+            lease.tasks.discard(task.spec.task_id)
             if node is not None and node.lease is lease and lease.task_id == \
                     task.spec.task_id:
                 lease.task_id = None
@@ -699,10 +730,18 @@ class HeadState(ActorsMixin):
     def _on_tasks_finished(self, key, items, now):
         client = self.clients.get(key)
         client_node = self.nodes.get(client.node_id) if client is not None else None
-        for task_id, attempt, status, results, run_s in items:
+        for item in items:
+            task_id, attempt, status, results, run_s = item
             task = self.tasks.get(task_id)
             if task is not None:
                 self._record_run_time(task.spec.function_id, run_s)
+            elif client_node is not None and client_node.lease is not None and \
+                    client_node.lease.granted_to is not None and \
+                    client_node.lease.worker_id == key[1:]:
+                # A granted task whose SUBMIT_LEASED (from its driver) is still on
+                # its way: keep the finish until it arrives.
+                self.early_granted[task_id] = (key, item, now, client_node.node_id)
+                continue
             node = client_node
             if node is None and task is not None:   # a dead worker's late result
                 node = self.nodes.get(task.node_id)
@@ -897,7 +936,7 @@ class HeadState(ActorsMixin):
         for node in self.nodes.values():
             lease = node.lease
             if lease is not None and lease.task_id is None and \
-                    node.state is NodeState.ALIVE and \
+                    lease.granted_to is None and node.state is NodeState.ALIVE and \
                     (wanted is None or node.node_id in wanted):
                 return node
         return None
@@ -913,6 +952,75 @@ class HeadState(ActorsMixin):
         lease.task_id = spec.task_id
         self.out.send(b"W" + lease.worker_id, Msg.EXECUTE_TASKS,
                       (self._to_send(spec, lease.known_functions),))
+        if spec.owner_address and spec.num_returns == 1 and not spec.dep_ids and \
+                not spec.nested_ids and \
+                not any(n.lease is not None and n.lease.granted_to == task.owner
+                        for n in self.nodes.values()):
+            # A driver that serves results and submits one task at a time: let it
+            # send the next ones to this worker itself, two hops instead of three
+            # (only after a task it could have sent: a lease picked for where a
+            # task's arguments are stays the head's, for the next such task).
+            client = self.clients.get(task.owner)
+            if client is not None and client.kind == "driver":
+                lease.granted_to = task.owner
+                self.out.send(task.owner, Msg.LEASE_GRANT, (lease.worker_id,))
+
+    def _on_submit_leased(self, key, items, now):
+        """Tasks a driver sent straight to the worker it was granted."""
+        client = self._client(key, now)
+        for spec, worker_id in items:
+            task = self._new_task(spec, client)
+            self._pin_task_args(task)
+            node = self._granted_node(key, worker_id)
+            early = self.early_granted.pop(spec.task_id, None)
+            if node is None and early is None:
+                # The lease died before this arrived: the worker is gone, so the
+                # task did not finish there; run it like any other.
+                self._wait_for_deps(task)
+                continue
+            self.dispatch_counts["granted"] += 1
+            self._transition(task, TaskState.PENDING)
+            self._transition(task, TaskState.ASSIGNED)
+            if node is not None:
+                task.node_id = node.node_id
+                task.lease = node.lease
+                node.lease.tasks.add(spec.task_id)
+                node.lease.known_functions.add(spec.function_id)
+                node.lease.last_used = now
+            else:
+                task.node_id = early[3]          # it finished there before the lease died
+            if early is not None:
+                self._on_tasks_finished(early[0], [early[1]], now)
+
+    def _granted_node(self, driver_key, worker_id):
+        for node in self.nodes.values():
+            lease = node.lease
+            if lease is not None and lease.worker_id == worker_id and \
+                    lease.granted_to == driver_key and node.state is NodeState.ALIVE:
+                return node
+        return None
+
+    def _on_lease_return(self, key, items, now):
+        """A driver gives back the lease it was granted."""
+        for (worker_id,) in items:
+            node = self._granted_node(key, worker_id)
+            if node is not None:
+                node.lease.granted_to = None
+                node.lease.recalled = False
+                node.lease.last_used = now
+                self.dirty = True
+
+    def _recall_grant(self, lease):
+        if lease.granted_to is not None and not lease.recalled:
+            lease.recalled = True
+            self.out.send(lease.granted_to, Msg.LEASE_RECALL, (lease.worker_id,))
+
+    def _expire_early_granted(self, now, limit_s: float = 60.0):
+        """Drop finishes whose SUBMIT_LEASED never came (its driver died)."""
+        for task_id, (_key, item, since, node_id) in list(self.early_granted.items()):
+            if now - since >= limit_s:
+                del self.early_granted[task_id]
+                self._discard_results(item[3], self.nodes.get(node_id))
 
     def _lease_worker_died(self, node, pid, exit_code, now):
         lease = node.lease
@@ -922,19 +1030,37 @@ class HeadState(ActorsMixin):
                 f"The worker (pid {pid}) running task {task.spec.name} died with exit "
                 f"code {exit_code}; the task was tried {task.spec.attempt + 1} time(s)."),
                 retriable=True, now=now)
+        for task_id in list(lease.tasks):         # granted tasks it was running
+            task = self.tasks.get(task_id)
+            if task is not None and task.state is TaskState.ASSIGNED and task.lease is lease:
+                self._task_failed(task, zerr.WorkerCrashedError(
+                    f"The worker (pid {pid}) running task {task.spec.name} died with "
+                    f"exit code {exit_code}; the task was tried {task.spec.attempt + 1} "
+                    "time(s)."), retriable=True, now=now)
+        self._end_grant(lease)
         node.lease = None
         node.available["CPU"] = node.available.get("CPU", 0.0) + 1.0
         self.dirty = True
 
+    def _end_grant(self, lease):
+        """The lease is gone: its driver must stop using it."""
+        if lease.granted_to is not None:
+            self.out.send(lease.granted_to, Msg.LEASE_RECALL, (lease.worker_id,))
+            lease.granted_to = None
+
     def _return_free_leases(self):
+        """A burst: nodes need all their workers, granted ones included."""
+        for node in self.nodes.values():
+            if node.lease is not None:
+                self._recall_grant(node.lease)
         self._return_idle_leases(self.now, idle_s=-1.0)
 
     def _return_idle_leases(self, now, idle_s=None):
         idle_s = self.config.lease_idle_s if idle_s is None else idle_s
         for node in self.nodes.values():
             lease = node.lease
-            if lease is not None and lease.task_id is None and \
-                    now - lease.last_used > idle_s:
+            if lease is not None and lease.task_id is None and not lease.tasks and \
+                    lease.granted_to is None and now - lease.last_used > idle_s:
                 node.lease = None
                 node.available["CPU"] = node.available.get("CPU", 0.0) + 1.0
                 if node.state is NodeState.ALIVE:

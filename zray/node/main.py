@@ -32,7 +32,7 @@ import time
 import zmq
 
 from zray import protocol
-from zray._process import (bind_private, configure_socket, has_input,
+from zray._process import (bind_private, configure_socket, has_input, poll_ms,
                            install_stop_handler, parent_alive, recv_frames, run_profiled,
                            send_frames, serve_endpoint, setup_logging)
 from zray.config import Config
@@ -117,8 +117,7 @@ class NodeLoop:
         next_tick = time.monotonic()
         last_beat = next_tick - self.beat_every
         while not self.flag["stop"]:
-            timeout_ms = max(0.0, next_tick - time.monotonic()) * 1000
-            ready = dict(poller.poll(timeout_ms))
+            ready = dict(poller.poll(poll_ms(next_tick - time.monotonic())))
             now = time.monotonic()
             if ready.get(self.workers):
                 self._drain_workers(now)

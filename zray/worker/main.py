@@ -108,7 +108,9 @@ class WorkerProcess:
     # --- I/O thread callbacks --------------------------------------------------------
 
     def _on_execute(self, items) -> None:
-        if self.client.from_head:      # a leased worker: the node keeps no record of these
+        if self.client.from_driver:        # granted: its driver gets the results itself
+            self.client.lazy_finishes.update(spec.task_id for (spec,) in items)
+        if self.client.direct_dispatch:    # leased: the node keeps no record of these
             with self.lock:
                 self.leased_tasks.update(spec.task_id for (spec,) in items)
         for (spec,) in items:
@@ -164,6 +166,7 @@ class WorkerProcess:
             skip = spec.task_id in self.cancelled
             self.cancelled.discard(spec.task_id)
         if skip:
+            client.lazy_finishes.discard(spec.task_id)
             client.send(Msg.TASKS_FINISHED,
                         (spec.task_id, spec.attempt, STATUS_CANCELLED, [], 0.0))
             self._tell_node_done(spec.task_id)
@@ -197,6 +200,9 @@ class WorkerProcess:
                 if kind == KIND_INLINE:     # large ones: the head's copy only
                     client.send(Msg.OBJECTS_READY, (object_id, kind, data, size, ()),
                                 target=target)
+        if status != STATUS_OK or not spec.owner_address or \
+                any(result[1] != KIND_INLINE for result in results):
+            client.lazy_finishes.discard(spec.task_id)   # the head must push these
         client.send(Msg.TASKS_FINISHED, (spec.task_id, spec.attempt, status, results,
                                          time.perf_counter() - started))
         self._tell_node_done(spec.task_id)
