@@ -20,6 +20,12 @@ def zray_segments() -> set:
         return set()
 
 
+def object_segments() -> set:
+    """Segments holding objects (not the spares a node keeps for reuse, nor
+    freed ones waiting to become spares)."""
+    return {n for n in zray_segments() if "_spare" not in n and "_drain_" not in n}
+
+
 def zray_processes(since: float) -> list:
     """zray processes started after ``since`` that are ours: our descendants, and
     orphans (adopted by init, or whose ancestor chain leads to us)."""

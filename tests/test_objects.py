@@ -9,7 +9,7 @@ import pytest
 
 import zray
 from tests import tasks as t
-from tests.conftest import wait_for, zray_segments
+from tests.conftest import object_segments, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -22,7 +22,7 @@ def test_put_get_roundtrip_values(cluster):
 def test_large_put_is_shared_memory_and_zero_copy(cluster):
     array = np.arange(100 * 1024 * 1024 // 8, dtype=np.float64)   # 100 MB
     ref = zray.put(array)
-    assert any(ref.hex() in name for name in zray_segments())
+    assert any(ref.hex() in name for name in object_segments())
     start = time.perf_counter()
     view = zray.get(ref)
     elapsed = time.perf_counter() - start
@@ -42,26 +42,26 @@ def test_large_task_result_read_zero_copy(cluster):
 
 def test_segments_freed_when_refs_go(cluster):
     ref = zray.put(np.ones(1_000_000))
-    name = next(n for n in zray_segments() if ref.hex() in n)
+    name = next(n for n in object_segments() if ref.hex() in n)
     del ref
     gc.collect()
-    assert wait_for(lambda: name not in zray_segments())
+    assert wait_for(lambda: name not in object_segments())
 
 
 def test_result_segments_freed_when_refs_go(cluster):
     ref = t.make_array.remote(1_000_000)
     zray.wait([ref])
     hex_id = ref.hex()
-    assert wait_for(lambda: any(hex_id in n for n in zray_segments()))
+    assert wait_for(lambda: any(hex_id in n for n in object_segments()))
     del ref
-    assert wait_for(lambda: not any(hex_id in n for n in zray_segments()))
+    assert wait_for(lambda: not any(hex_id in n for n in object_segments()))
 
 
 def test_dropped_result_of_running_task_is_freed(cluster):
     t.make_array.remote(1_000_000)        # ref dropped at once: result discarded
     zray.get(t.noop.remote())
     time.sleep(0.5)
-    assert wait_for(lambda: not zray_segments())
+    assert wait_for(lambda: not object_segments())
 
 
 def test_put_get_loop_does_not_grow(cluster):
@@ -74,7 +74,7 @@ def test_put_get_loop_does_not_grow(cluster):
     for _ in range(300):
         zray.get(zray.put(np.ones(1_000_000)))   # 8 MB each, 2.4 GB in all
     gc.collect()
-    assert wait_for(lambda: len(zray_segments()) <= 2)
+    assert wait_for(lambda: len(object_segments()) <= 2)
     assert proc.memory_info().rss - rss_before < 100 * 1024 * 1024
 
 
@@ -143,3 +143,18 @@ def test_segment_maps_map_once_and_notice_a_segment_made_again(tmp_path):
         write_segment(str(tmp_path / name), serialize(np.zeros(20_000)))
         maps.read(str(tmp_path / name))
     assert len(maps) == 2
+
+
+def test_freed_segments_are_reused_but_never_under_a_live_array(cluster):
+    from tests.conftest import zray_segments
+    spares = lambda: {n for n in zray_segments() if "_spare" in n}   # noqa: E731
+    ref = zray.put(np.full(1_000_000, 7.0))
+    held = zray.get(ref)          # a zero-copy view into the segment
+    del ref                       # freed, but mapped here: must not be reused
+    for _ in range(20):
+        assert zray.get(zray.put(np.full(1_000_000, 1.0)))[-1] == 1.0
+    assert (held == 7.0).all()
+    assert wait_for(lambda: spares())          # unmapped ones were kept for reuse
+    before = spares()
+    kept = zray.put(np.full(1_000_000, 3.0))   # takes a spare
+    assert zray.get(kept)[0] == 3.0 and spares() != before

@@ -337,9 +337,10 @@ class CoreClient:
             if self.local_node_id is None:
                 raise RaySystemError("this process has no local node to store a large "
                                      "object in")
-            from zray.serialization import write_segment
+            from zray.serialization import spare_paths, write_segment
             size = write_segment(
-                segment_path(self.config.shm_dir, self.local_node_id, object_id), obj)
+                segment_path(self.config.shm_dir, self.local_node_id, object_id), obj,
+                spare_paths(self.config.shm_dir, self.local_node_id))
             entry = (KIND_SHM, None, size, (self.local_node_id,))
             item = (object_id, KIND_SHM, None, size, self.local_node_id, obj.contained_ids)
         with self._lock:
@@ -637,6 +638,8 @@ class CoreClient:
         try:
             while True:
                 timeout_s = self.beat_every
+                if len(self.segment_maps):      # let go of removed segments' maps soon
+                    timeout_s = min(timeout_s, MAP_SWEEP_S)
                 if self._grant is not None:
                     timeout_s = min(timeout_s, self.config.lease_idle_s)
                 if self._deferred:
@@ -672,7 +675,7 @@ class CoreClient:
                 now = time.monotonic()
                 if self._grant is not None:
                     self._return_idle_grant(now)
-                if now >= last_sweep + 1.0:
+                if now >= last_sweep + MAP_SWEEP_S:
                     self.segment_maps.sweep()
                     last_sweep = now
                 if self.role == "driver" and now >= last_beat + self.beat_every:
@@ -1116,6 +1119,10 @@ class CoreClient:
         self.closed = True
         os.close(self._wake_fd)
 
+
+#: How often the I/O thread lets go of kept maps of removed segments (a node
+#: reuses a freed segment only once nobody maps it, see SpareSegments).
+MAP_SWEEP_S = 0.1
 
 #: Seconds a get waits for a pushed return of its own task before it also
 #: subscribes to it at the head (see CoreClient._subscribe_pushed).

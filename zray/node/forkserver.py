@@ -5,8 +5,9 @@ cloudpickle, zray's worker, and Config.worker_preload_modules) and then waits
 for commands on a pipe; ``spawn <worker_id>`` forks a worker, which starts
 with those modules already loaded instead of paying an interpreter's import
 time.  It reports ``started <worker_id> <pid>`` and, when it reaps a child,
-``exited <pid> <code>`` on a second pipe.  It holds no ZeroMQ context, so forking is safe.  When the
-command pipe closes (the node manager is gone) it kills its workers and exits.
+``exited <pid> <code>`` on a second pipe.  It holds no ZeroMQ context, so
+forking is safe.  When the command pipe closes (the node manager is gone) it
+kills its workers and exits.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import signal
 import sys
 
 _PR_SET_PDEATHSIG = 1
+_M_TRIM_THRESHOLD = -1      # glibc mallopt parameters
+_M_MMAP_THRESHOLD = -3
 
 
 def set_parent_death_signal(sig=signal.SIGKILL) -> None:
@@ -41,18 +44,33 @@ def main(argv=None) -> None:
     if os.getppid() != parent:
         sys.exit(0)
     from zray.worker import main as worker_main   # the imports workers inherit
-    preload(args.worker_args)
+    prepare_workers(args.worker_args)
     Server(args.cmd_fd, args.event_fd, args.worker_args, worker_main).run()
 
 
-def preload(worker_args: str) -> None:
-    """Import the modules named by Config.worker_preload_modules, so that every
-    worker forked from here starts with them; one that fails to import is
+def keep_freed_heap(keep_bytes: int) -> None:
+    """Tune glibc's malloc for workers (inherited by every fork); see
+    Config.worker_heap_keep_bytes.  Elsewhere than glibc this does nothing."""
+    if keep_bytes <= 0:
+        return
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(min(keep_bytes, 2**31 - 1)))
+        libc.mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(min(keep_bytes // 4, 2**31 - 1)))
+    except (OSError, AttributeError):
+        pass
+
+
+def prepare_workers(worker_args: str) -> None:
+    """What every worker forked from here inherits: glibc's malloc tuned
+    (Config.worker_heap_keep_bytes) and the modules named by
+    Config.worker_preload_modules imported; one that fails to import is
     reported on stderr (the node's log) and skipped."""
     import importlib
     import json
     from zray.config import Config
     config = Config.from_json(json.loads(worker_args)["config"])
+    keep_freed_heap(config.worker_heap_keep_bytes)
     for name in filter(None, (n.strip() for n in config.worker_preload_modules.split(","))):
         try:
             importlib.import_module(name)

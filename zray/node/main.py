@@ -41,7 +41,7 @@ from zray.node.state import HEAD, NodeManagerState
 from zray.node.transfer import ChunkServer, Puller
 from zray.security import secure_client, secure_server
 from zray.protocol import Msg
-from zray.serialization import remove_segments, segment_path
+from zray.serialization import SpareSegments, remove_segments, segment_path
 
 log = logging.getLogger("zray.node")
 
@@ -76,6 +76,7 @@ class NodeLoop:
         secure_server(self.transfer, endpoint, config)
         self.transfer_endpoint = bind_private(self.transfer, endpoint, config.port_range)
         self.chunks = ChunkServer(config.shm_dir, node_id)
+        self.spares = SpareSegments(config.shm_dir, node_id, config.spare_segment_bytes)
         self.puller = Puller(config.shm_dir, node_id, config.transfer_chunk_bytes,
                              config.transfer_window, config.transfer_timeout_s)
         self.puller.reachable = lambda peer: peer in self.peer_endpoints
@@ -106,6 +107,9 @@ class NodeLoop:
 
     def run(self) -> None:
         install_stop_handler(self.flag)
+        # SpareSegments tests files with a write lease, dropped at once; a lease
+        # broken meanwhile would signal SIGIO, whose default is to terminate.
+        signal.signal(signal.SIGIO, signal.SIG_IGN)
         self._start_forkserver()
         self._register()
         self.state.start(time.monotonic())
@@ -133,6 +137,7 @@ class NodeLoop:
             if now >= next_tick:
                 self.state.tick(now)
                 self.puller.tick(now)
+                self.spares.tick(now)
                 next_tick = now + TICK_S
                 if not parent_alive(self.parent_pid):
                     log.warning("parent process %s is gone; shutting down", self.parent_pid)
@@ -242,10 +247,8 @@ class NodeLoop:
             for (object_id,) in message.items:
                 self.chunks.forget(object_id)
                 self.puller.on_freed(object_id)
-                try:
-                    os.unlink(segment_path(self.config.shm_dir, self.node_id, object_id))
-                except FileNotFoundError:
-                    pass
+                self.spares.free(segment_path(self.config.shm_dir, self.node_id, object_id),
+                                 now)
         elif kind is Msg.CANCEL_TASKS:
             for task_id, force in message.items:
                 self.state.on_cancel(task_id, force, now)

@@ -35,7 +35,8 @@ from zray.exceptions import RayTaskError
 from zray.protocol import (Msg, STATUS_CANCELLED, STATUS_ERROR, STATUS_OK,
                            STATUS_RETRIABLE_ERROR)
 from zray.serialization import (KIND_ERROR, KIND_INLINE, KIND_SHM, dumps_error,
-                                inline_bytes, segment_path, serialize, write_segment)
+                                inline_bytes, segment_path, serialize, spare_paths,
+                                write_segment)
 from zray.task_spec import ArgRef
 
 log = logging.getLogger("zray.worker")
@@ -73,6 +74,7 @@ class WorkerProcess:
         self.current = None
         self.interruptible = False
         self.cancelled = set()
+        self.spares = spare_paths(self.config.shm_dir, self.node_id)   # see recycle_segment
         self.leased_tasks = set()       # ids of tasks the head sent to this leased worker
         self.lock = threading.Lock()
         self.main_thread = threading.main_thread().ident
@@ -306,7 +308,7 @@ class WorkerProcess:
                                 obj.contained_ids))
             else:
                 path = segment_path(self.config.shm_dir, self.node_id, object_id)
-                size = write_segment(path, obj)
+                size = write_segment(path, obj, self.spares)
                 results.append((object_id, KIND_SHM, None, size, obj.contained_ids))
         return results
 
