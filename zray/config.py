@@ -37,14 +37,16 @@ class Config:
     #: are queued at a worker.  1 turns prefetching off.
     worker_prefetch: int = 32
     #: Let idle nodes lend one worker to the head, which then sends 1-CPU tasks
-    #: straight to it (one hop less for synchronous tasks).
+    #: straight to it, and grants it on to a driver submitting one plain task
+    #: at a time, which then sends them itself (driver -> worker -> driver).
     lease_workers: bool = True
     #: Seconds the head keeps an unused leased worker before giving it back.
     lease_idle_s: float = 0.05
     #: Tasks of functions that recently ran longer than this are never prefetched.
     prefetch_max_task_s: float = 0.002
     #: Seconds a client may hold bookkeeping for the head (reference counts,
-    #: registrations and results of actor calls) to send it in batches.
+    #: registrations and results of actor calls, registrations and reports of
+    #: tasks sent on a granted lease) to send it in batches.
     bookkeeping_delay_s: float = 0.002
     #: Largest inbound frame any socket accepts, in bytes (-1: no limit).
     max_message_bytes: int = 512 * 1024 * 1024

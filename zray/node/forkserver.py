@@ -24,6 +24,50 @@ _M_TRIM_THRESHOLD = -1      # glibc mallopt parameters
 _M_MMAP_THRESHOLD = -3
 
 
+def worker_endpoint(session_dir: str, node_id_hex: str) -> str:
+    """Where a node manager's workers reach it (its ROUTER binds there)."""
+    return f"ipc://{session_dir}/node-{node_id_hex[:12]}.sock"
+
+
+def spawn(worker_args: str) -> tuple:
+    """Start a fork server; return (its Popen, command pipe, event pipe)."""
+    import subprocess
+    cmd_r, cmd_w = os.pipe()
+    events_r, events_w = os.pipe()
+    popen = subprocess.Popen(
+        [sys.executable, "-m", "zray.node.forkserver", "--cmd-fd", str(cmd_r),
+         "--event-fd", str(events_w), "--worker-args", worker_args],
+        pass_fds=(cmd_r, events_w), stdin=subprocess.DEVNULL)
+    os.close(cmd_r)
+    os.close(events_w)
+    return popen, cmd_w, events_r
+
+
+def worker_args(node_id_hex, head_endpoint, session_dir, config_json, host) -> str:
+    import json
+    return json.dumps({
+        "node_endpoint": worker_endpoint(session_dir, node_id_hex), "node_id": node_id_hex,
+        "head_endpoint": head_endpoint, "session_dir": session_dir,
+        "config": config_json, "host": host})
+
+
+def spawn_for_node(argv) -> tuple | None:
+    """``python -m zray.node`` calls this before importing the node manager, so
+    the fork server's imports overlap the node's own (~0.1-0.15 s off a
+    cluster's start).  None if the arguments do not parse: the node then
+    starts one itself."""
+    parser = argparse.ArgumentParser(add_help=False)
+    for name in ("--config", "--head", "--node-id", "--session-dir"):
+        parser.add_argument(name, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    try:
+        args, _ = parser.parse_known_args(argv)
+    except SystemExit:
+        return None
+    return spawn(worker_args(args.node_id, args.head, args.session_dir, args.config,
+                             args.host))
+
+
 def set_parent_death_signal(sig=signal.SIGKILL) -> None:
     """Linux: have the kernel send ``sig`` to this process when its parent dies."""
     try:

@@ -37,6 +37,7 @@ from zray._process import (bind_private, configure_socket, has_input, poll_ms,
                            send_frames, serve_endpoint, setup_logging)
 from zray.config import Config
 from zray.exceptions import ProtocolError
+from zray.node import forkserver
 from zray.node.state import HEAD, NodeManagerState
 from zray.node.transfer import ChunkServer, Puller
 from zray.security import secure_client, secure_server
@@ -51,7 +52,7 @@ DRAIN_BUDGET = 2000
 
 class NodeLoop:
     def __init__(self, config: Config, head_address: str, node_id: bytes, resources: dict,
-                 session_dir: str, host: str, parent_pid: int | None):
+                 session_dir: str, host: str, parent_pid: int | None, early_forkserver=None):
         self.config = config
         self.head_address = head_address
         self.node_id = node_id
@@ -68,7 +69,7 @@ class NodeLoop:
         self.workers = self.ctx.socket(zmq.ROUTER)
         configure_socket(self.workers, config)
         self.worker_endpoint = bind_private(
-            self.workers, f"ipc://{session_dir}/node-{node_id.hex()[:12]}.sock")
+            self.workers, forkserver.worker_endpoint(session_dir, node_id.hex()))
         self.transfer = self.ctx.socket(zmq.ROUTER)
         configure_socket(self.transfer, config)
         endpoint = serve_endpoint(session_dir, f"transfer-{node_id.hex()[:12]}", host,
@@ -90,6 +91,7 @@ class NodeLoop:
         self.state = NodeManagerState(node_id, resources, config, time.monotonic())
         self.resources = resources
         self.forkserver = None
+        self.early_forkserver = early_forkserver   # started by zray.node.__main__
         self.events_buffer = b""
         state = self.state
         self.worker_handlers = {
@@ -157,18 +159,18 @@ class NodeLoop:
             self.node_id, protocol.PROTOCOL_MAJOR, protocol.PROTOCOL_MINOR, info))
 
     def _start_forkserver(self) -> None:
-        cmd_r, self.cmd_w = os.pipe()
-        self.events_fd, events_w = os.pipe()
-        worker_args = json.dumps({
-            "node_endpoint": self.worker_endpoint, "node_id": self.node_id.hex(),
-            "head_endpoint": self.head_address, "session_dir": self.session_dir,
-            "config": self.config.to_json(), "host": self.host})
-        self.forkserver = subprocess.Popen(
-            [sys.executable, "-m", "zray.node.forkserver", "--cmd-fd", str(cmd_r),
-             "--event-fd", str(events_w), "--worker-args", worker_args],
-            pass_fds=(cmd_r, events_w), stdin=subprocess.DEVNULL)
-        os.close(cmd_r)
-        os.close(events_w)
+        if self.early_forkserver is not None and self.worker_endpoint == \
+                forkserver.worker_endpoint(self.session_dir, self.node_id.hex()):
+            self.forkserver, self.cmd_w, self.events_fd = self.early_forkserver
+            return
+        if self.early_forkserver is not None:     # it would dial the wrong address
+            popen, cmd_w, events_fd = self.early_forkserver
+            os.close(cmd_w)                       # it kills its workers and exits
+            os.close(events_fd)
+            popen.wait()
+        self.forkserver, self.cmd_w, self.events_fd = forkserver.spawn(forkserver.worker_args(
+            self.node_id.hex(), self.head_address, self.session_dir, self.config.to_json(),
+            self.host))
 
     def _shutdown(self) -> None:
         if not self.head_gone:
@@ -414,7 +416,7 @@ class NodeLoop:
                 pass
 
 
-def main(argv=None) -> None:
+def main(argv=None, early_forkserver=None) -> None:
     parser = argparse.ArgumentParser(prog="zray.node")
     parser.add_argument("--config", required=True)
     parser.add_argument("--head", required=True)
@@ -428,7 +430,7 @@ def main(argv=None) -> None:
     config = Config.from_json(args.config)
     setup_logging("node", config.log_level, args.log_file)
     loop = NodeLoop(config, args.head, bytes.fromhex(args.node_id), json.loads(args.resources),
-                    args.session_dir, args.host, args.parent_pid)
+                    args.session_dir, args.host, args.parent_pid, early_forkserver)
     run_profiled("node", loop.run)
     if loop.rejoin:        # same process (pid), new node: nothing stale survives
         argv = sys.argv[1:] if argv is None else list(argv)
