@@ -392,7 +392,7 @@ def granted_harness():
     first = owned_spec()
     out = h.send(DRIVER, Msg.SUBMIT_TASKS, (first,))
     assert (WORKER, Msg.EXECUTE_TASKS) in out
-    assert out[(DRIVER, Msg.LEASE_GRANT)] == [(WORKER[1:],)]
+    assert out[(DRIVER, Msg.LEASE_GRANT)] == [(WORKER[1:], first.task_id)]
     finish(h, first)
     return h, h.state.nodes[NODE_A[1:]]
 
@@ -457,3 +457,35 @@ def test_a_gone_driver_leaves_its_grant_to_the_head():
     h, node = granted_harness()
     h.state._client_gone(h.state.clients[DRIVER])
     assert node.lease.granted_to is None
+
+
+def test_a_granted_task_blocking_before_its_registration_lends_its_cpu():
+    h, node = granted_harness()
+    task = owned_spec()
+    h.send(NODE_A, Msg.WORKER_BLOCKED, (task.task_id, ()))    # overtakes SUBMIT_LEASED
+    assert node.available["CPU"] == 1.0
+    h.send(DRIVER, Msg.SUBMIT_LEASED, (task, WORKER[1:]))
+    assert node.available["CPU"] == 2.0 and h.state.tasks[task.task_id].blocked
+    h.send(NODE_A, Msg.WORKER_UNBLOCKED, (task.task_id,))
+    assert node.available["CPU"] == 1.0
+
+
+def test_an_early_report_from_a_worker_that_died_credits_no_cpu():
+    h, node = granted_harness()
+    task = owned_spec()
+    finish(h, task)                                     # kept: not registered yet
+    h.send(NODE_A, Msg.WORKER_DIED, (WORKER[1:], 99, -9, None, 0))
+    assert node.lease is None and node.available["CPU"] == 2.0
+    h.send(DRIVER, Msg.SUBMIT_LEASED, (task, WORKER[1:]))    # validate() checks the books
+    assert h.state.tasks[task.task_id].state is TaskState.FINISHED
+    assert node.available["CPU"] == 2.0
+
+
+def test_a_returned_lease_is_not_reused_while_a_granted_task_runs_there():
+    h, node = granted_harness()
+    running = owned_spec()
+    h.send(DRIVER, Msg.SUBMIT_LEASED, (running, WORKER[1:]))
+    h.send(DRIVER, Msg.LEASE_RETURN, (WORKER[1:],))
+    out = h.send(DRIVER, Msg.SUBMIT_TASKS, (owned_spec(),))
+    assert (WORKER, Msg.EXECUTE_TASKS) not in out and (DRIVER, Msg.LEASE_GRANT) not in out
+    assert len(executed(out)) == 1                      # the node runs it

@@ -80,3 +80,12 @@ def test_errors_and_large_results_of_granted_tasks_reach_the_driver(fresh_cluste
     array = zray.get(t.make_array.remote(1_000_000, 2.0))     # 8 MB: shared memory
     assert array.sum() == 2_000_000.0
     assert zray.get(t.echo.remote("still")) == "still"
+
+
+def test_a_granted_task_that_waits_on_its_own_children_on_one_cpu(fresh_cluster):
+    fresh_cluster(num_cpus=1)
+    for i in range(10):
+        assert zray.get(t.echo.remote(i)) == i
+    assert _runtime.client()._grant is not None
+    for _ in range(5):          # the parent blocks in get: its CPU must be lent back
+        assert zray.get(t.nested_sum.remote(4), timeout=30) == 12

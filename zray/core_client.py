@@ -38,7 +38,7 @@ from collections import deque
 import zmq
 
 from zray import protocol
-from zray.ids import handle_id, is_handle_id
+from zray.ids import handle_id, is_handle_id, object_id_for_return
 from zray._process import has_input, poll_ms, recv_frames, send_frames
 from zray.exceptions import GetTimeoutError, ObjectLostError, ProtocolError, RaySystemError
 from zray.protocol import Msg
@@ -181,7 +181,8 @@ class CoreClient:
         is told with SUBMIT_LEASED; a second one while it runs means a burst,
         so the grant goes back and nodes share the work out."""
         return_ids = spec.return_ids()
-        returned = None
+        # Under the lock: a LEASE_RETURN (a recall, a burst on another thread)
+        # must never be queued between a granted task and its SUBMIT_LEASED.
         with self._lock:
             for object_id in return_ids:
                 self._refs[object_id] = self._refs.get(object_id, 0) + 1
@@ -191,33 +192,33 @@ class CoreClient:
                 if grant.busy is None:
                     grant.busy = spec.task_id
                     grant.last_used = time.monotonic()
-                else:                   # a burst: give it back
-                    returned, self._grant, grant = grant, None, None
-            else:
-                grant = None
-        if grant is not None:
-            send = spec
-            if spec.function_id not in grant.known_functions:
-                grant.known_functions.add(spec.function_id)
-                send = spec.copy()
-                send.function_blob = self._function_blobs.get(spec.function_id)
-            self._outbox.append((("grant", grant.identity, spec.task_id),
-                                 Msg.EXECUTE_TASKS, (send,)))
-            self._granted_unreported.append(spec.task_id)
-            self.send(Msg.SUBMIT_LEASED, (spec, grant.worker_id))
-            return return_ids
-        if returned is not None:
-            self.send(Msg.LEASE_RETURN, (returned.worker_id,))
-        self.send(Msg.SUBMIT_TASKS, (spec,))
+                    send = spec
+                    if spec.function_id not in grant.known_functions:
+                        grant.known_functions.add(spec.function_id)
+                        send = spec.copy()
+                        send.function_blob = self._function_blobs.get(spec.function_id)
+                    self._outbox.append((("grant", grant.identity, spec.task_id),
+                                         Msg.EXECUTE_TASKS, (send,)))
+                    self._granted_unreported.append(spec.task_id)
+                    self.send(Msg.SUBMIT_LEASED, (spec, grant.worker_id))
+                    return return_ids
+                self._grant = None          # a burst: give it back
+                self.send(Msg.LEASE_RETURN, (grant.worker_id,))
+            self.send(Msg.SUBMIT_TASKS, (spec,))
         return return_ids
 
     def _on_lease_grant(self, items) -> None:
-        for (worker_id,) in items:
+        for worker_id, task_id in items:
             with self._lock:
                 if self._grant is None and self.owner_address:
-                    self._grant = _Grant(worker_id)
+                    grant = self._grant = _Grant(worker_id)
+                    # The task the head ran there may still be running: the
+                    # worker is ours once its result is here (or gone from us).
+                    result = object_id_for_return(task_id, 1)
+                    if result in self._refs and result not in self._objects:
+                        grant.busy = task_id
                     continue
-            self.send(Msg.LEASE_RETURN, (worker_id,))     # one at a time is enough
+                self.send(Msg.LEASE_RETURN, (worker_id,))   # one at a time is enough
 
     def _on_lease_recall(self, items) -> None:
         for (worker_id,) in items:
@@ -226,22 +227,28 @@ class CoreClient:
                 if grant is None or grant.worker_id != worker_id:
                     continue
                 self._grant = None
-            self.send(Msg.LEASE_RETURN, (worker_id,))
+                self.send(Msg.LEASE_RETURN, (worker_id,))
 
     def _on_report_now(self, items) -> None:
         """Worker: a driver waits, through the head, on these granted tasks."""
         for (task_id,) in items:
             self.lazy_finishes.discard(task_id)
         self._report_now = True
+        self._wake()                    # flush the held reports on this loop turn
 
     def _return_idle_grant(self, now: float) -> None:
         with self._lock:
             grant = self._grant
-            if grant is None or grant.busy is not None or \
-                    now - grant.last_used < self.config.lease_idle_s:
+            if grant is None or now - grant.last_used < self.config.lease_idle_s:
                 return
+            if grant.busy is not None and (
+                    object_id_for_return(grant.busy, 1) in self._refs
+                    or now - grant.last_used < ORPHAN_GRANT_S):
+                return
+            # Idle, or busy with a task whose result we dropped and may never be
+            # told of (the head tells holders only): the head takes it back.
             self._grant = None
-        self.send(Msg.LEASE_RETURN, (grant.worker_id,))
+            self.send(Msg.LEASE_RETURN, (grant.worker_id,))
 
     def _grant_unreachable(self, task_id: bytes) -> None:
         """The granted worker is not connected (gone, or not yet): this task goes
@@ -249,8 +256,8 @@ class CoreClient:
         self._grant_failed.add(task_id)
         with self._lock:
             grant, self._grant = self._grant, None
-        if grant is not None:
-            self._outbox.append((0, Msg.LEASE_RETURN, (grant.worker_id,)))
+            if grant is not None:
+                self._outbox.append((0, Msg.LEASE_RETURN, (grant.worker_id,)))
 
     def submit_actor_call(self, spec, max_pending: int = -1) -> list:
         """Send a method call straight to the actor; the head is told only if the
@@ -1119,6 +1126,10 @@ class CoreClient:
         self.closed = True
         os.close(self._wake_fd)
 
+
+#: Seconds after which a grant still busy with a task whose result this driver
+#: dropped goes back to the head (see CoreClient._return_idle_grant).
+ORPHAN_GRANT_S = 1.0
 
 #: How often the I/O thread lets go of kept maps of removed segments (a node
 #: reuses a freed segment only once nobody maps it, see SpareSegments).

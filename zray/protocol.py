@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from zray.exceptions import ProtocolError
 
-PROTOCOL_MAJOR = 1
+PROTOCOL_MAJOR = 2
 PROTOCOL_MINOR = 0
 TAG = b"ZR" + bytes([PROTOCOL_MAJOR, PROTOCOL_MINOR])
 
@@ -210,7 +210,7 @@ SPECS: dict[Msg, MessageSpec] = {
         "The head gives a leased worker back to its node (unused for a while); a driver "
         "gives a granted one back to the head (idle, recalled, or a burst began)."),
     Msg.LEASE_GRANT: MessageSpec(
-        "head→driver", ("worker_id",),
+        "head→driver", ("worker_id", "task_id"),
         "The driver may send its plain 1-CPU tasks straight to this leased worker, one "
         "at a time, registering each with SUBMIT_LEASED."),
     Msg.SUBMIT_LEASED: MessageSpec(

@@ -13,6 +13,7 @@ head can keep them alive as long as the object that contains them.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import mmap
 import os
@@ -128,9 +129,10 @@ def _layout(meta_len: int, buffer_lengths) -> tuple[list, int]:
 def write_segment(path: str, obj: SerializedObject, spares=()) -> int:
     """Write ``obj`` to a new segment at ``path``; return its size in bytes.
 
-    ``spares``: the node's spare segment paths (see ``recycle_segment``); a
+    ``spares``: the node's spare segment paths (see ``SpareSegments``); a
     spare at least as large is renamed to ``path`` and written over, which is
-    ~3x faster than into fresh tmpfs pages."""
+    ~3x faster than into fresh tmpfs pages.  A store that is full drops the
+    spares and tries once more."""
     spans, total = _layout(len(obj.meta), [b.nbytes for b in obj.buffers])
     header = _HEAD.pack(_MAGIC, len(spans), len(obj.meta)) + b"".join(
         _SPAN.pack(*span) for span in spans) + obj.meta
@@ -142,9 +144,13 @@ def write_segment(path: str, obj: SerializedObject, spares=()) -> int:
         _pwrite_all(fd, header, 0)
         for (offset, _), buf in zip(spans, obj.buffers):
             _pwrite_all(fd, buf, offset)
-    except BaseException:
+    except BaseException as exc:
         os.close(fd)
         _unlink_quietly(path)
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC and spares:
+            for spare in spares:          # their pages are what fills the store
+                _unlink_quietly(spare)
+            return write_segment(path, obj)
         raise
     os.close(fd)
     return total
@@ -179,8 +185,12 @@ def _claim_spare(path: str, total: int, spares) -> int | None:
         return None
     try:
         os.rename(best[1], path)       # atomic: of two writers, one gets it
+    except OSError:
+        return None
+    try:
         return os.open(path, os.O_RDWR)
     except OSError:
+        _unlink_quietly(path)
         return None
 
 
@@ -203,6 +213,11 @@ class SpareSegments:
     def __init__(self, shm_dir: str, node_id: bytes, budget_bytes: int):
         self.slots = spare_paths(shm_dir, node_id)
         self.prefix = segment_prefix(shm_dir, node_id)
+        try:                   # never more than a quarter of the store's file system
+            stat = os.statvfs(shm_dir)
+            budget_bytes = min(budget_bytes, stat.f_blocks * stat.f_frsize // 4)
+        except OSError:
+            pass
         self.budget_bytes = budget_bytes
         self.draining: dict[str, float] = {}    # path -> when to give up on it
 
@@ -245,7 +260,10 @@ class SpareSegments:
                 free_slot = free_slot or slot
         if free_slot is None or used + size > self.budget_bytes:
             return "no"
-        if not _unused(path):
+        unused = _unused(path)
+        if unused is None:
+            return "no"             # no leases here: cannot tell, so never reuse
+        if not unused:
             return "in use"
         try:
             os.rename(path, free_slot)
@@ -254,18 +272,19 @@ class SpareSegments:
         return "kept"
 
 
-def _unused(path: str) -> bool:
-    """Nobody (this process included) has the file open or mapped."""
+def _unused(path: str) -> bool | None:
+    """Nobody (this process included) has the file open or mapped; None when
+    this file system or kernel setting offers no leases to tell."""
     try:
         fd = os.open(path, os.O_RDWR)
     except OSError:
-        return False
+        return None
     try:
         fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
         fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
         return True
-    except OSError:           # EAGAIN: open or mapped elsewhere; EINVAL: no leases here
-        return False
+    except OSError as exc:
+        return False if exc.errno in (errno.EAGAIN, errno.EBUSY) else None
     finally:
         os.close(fd)
 

@@ -202,6 +202,9 @@ class HeadState(ActorsMixin):
         #: TASKS_FINISHED of granted tasks that arrived before their SUBMIT_LEASED:
         #: task id -> (worker key, item, when, node id).
         self.early_granted = {}
+        #: WORKER_BLOCKED/UNBLOCKED of granted tasks not registered yet:
+        #: task id -> (blocked, when).
+        self.early_blocked = {}
         self.now = now
         self.queues: dict[tuple, deque] = {}
         self.infeasible_warned: set = set()
@@ -935,7 +938,7 @@ class HeadState(ActorsMixin):
                 wanted = (wanted or set()) | obj.locations
         for node in self.nodes.values():
             lease = node.lease
-            if lease is not None and lease.task_id is None and \
+            if lease is not None and lease.task_id is None and not lease.tasks and \
                     lease.granted_to is None and node.state is NodeState.ALIVE and \
                     (wanted is None or node.node_id in wanted):
                 return node
@@ -962,8 +965,8 @@ class HeadState(ActorsMixin):
             # task's arguments are stays the head's, for the next such task).
             client = self.clients.get(task.owner)
             if client is not None and client.kind == "driver":
-                lease.granted_to = task.owner
-                self.out.send(task.owner, Msg.LEASE_GRANT, (lease.worker_id,))
+                lease.granted_to = task.owner      # busy with this task until it ends
+                self.out.send(task.owner, Msg.LEASE_GRANT, (lease.worker_id, spec.task_id))
 
     def _on_submit_leased(self, key, items, now):
         """Tasks a driver sent straight to the worker it was granted."""
@@ -978,6 +981,12 @@ class HeadState(ActorsMixin):
                 # task did not finish there; run it like any other.
                 self._wait_for_deps(task)
                 continue
+            early_node = self.nodes.get(early[3]) if node is None else None
+            if node is None and (early_node is None or early_node.state is not NodeState.ALIVE):
+                # It finished on a node that died since: its results went with it.
+                self._discard_results(early[1][3], None)
+                self._wait_for_deps(task)
+                continue
             self.dispatch_counts["granted"] += 1
             self._transition(task, TaskState.PENDING)
             self._transition(task, TaskState.ASSIGNED)
@@ -987,8 +996,16 @@ class HeadState(ActorsMixin):
                 node.lease.tasks.add(spec.task_id)
                 node.lease.known_functions.add(spec.function_id)
                 node.lease.last_used = now
+                blocked = self.early_blocked.pop(spec.task_id, (False,))[0]
+                if blocked:                # it waits in get: its CPU is lent back
+                    node.available["CPU"] = node.available.get("CPU", 0.0) + 1.0
+                    task.blocked = True
+                    self.dirty = True
             else:
-                task.node_id = early[3]          # it finished there before the lease died
+                # It finished there before its worker died: the lease (and its
+                # CPU) is gone, so a detached one stands in for the books.
+                task.node_id = early[3]
+                task.lease = Lease(b"", now)
             if early is not None:
                 self._on_tasks_finished(early[0], [early[1]], now)
 
@@ -1010,6 +1027,11 @@ class HeadState(ActorsMixin):
                 node.lease.last_used = now
                 self.dirty = True
 
+    def _granted_on(self, node_key) -> bool:
+        node = self.node_by_identity.get(node_key)
+        return node is not None and node.lease is not None and \
+            node.lease.granted_to is not None
+
     def _recall_grant(self, lease):
         if lease.granted_to is not None and not lease.recalled:
             lease.recalled = True
@@ -1021,6 +1043,9 @@ class HeadState(ActorsMixin):
             if now - since >= limit_s:
                 del self.early_granted[task_id]
                 self._discard_results(item[3], self.nodes.get(node_id))
+        for task_id, (_blocked, since) in list(self.early_blocked.items()):
+            if now - since >= limit_s:
+                del self.early_blocked[task_id]
 
     def _lease_worker_died(self, node, pid, exit_code, now):
         lease = node.lease
@@ -1070,6 +1095,9 @@ class HeadState(ActorsMixin):
     def _on_worker_blocked(self, key, items, now):
         for task_id, _returned in items:
             task = self.tasks.get(task_id)
+            if task is None and self._granted_on(key):
+                self.early_blocked[task_id] = (True, now)   # its SUBMIT_LEASED is due
+                continue
             if task is None or task.state is not TaskState.ASSIGNED or task.blocked:
                 continue
             node = self.nodes.get(task.node_id)
@@ -1082,6 +1110,9 @@ class HeadState(ActorsMixin):
     def _on_worker_unblocked(self, key, items, now):
         for (task_id,) in items:
             task = self.tasks.get(task_id)
+            if task is None and task_id in self.early_blocked:
+                self.early_blocked[task_id] = (False, now)
+                continue
             if task is None or task.state is not TaskState.ASSIGNED or not task.blocked:
                 continue
             node = self.nodes.get(task.node_id)
@@ -1269,8 +1300,8 @@ class HeadState(ActorsMixin):
                     f"node {node.node_id.hex()} has more {name} free than it owns"
             lease = node.lease
             if lease is not None:
-                task = self.tasks.get(lease.task_id) if lease.task_id else None
-                lent = task is not None and task.blocked
+                running = [self.tasks.get(t) for t in (lease.task_id, *lease.tasks) if t]
+                lent = any(task is not None and task.blocked for task in running)
                 assert lent or node.available.get("CPU", 0.0) + 1.0 <= \
                     node.total.get("CPU", 0.0) + 1e-6, "a lease's CPU counted as free"
 

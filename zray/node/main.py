@@ -109,10 +109,11 @@ class NodeLoop:
 
     def run(self) -> None:
         install_stop_handler(self.flag)
+        self._start_forkserver()
         # SpareSegments tests files with a write lease, dropped at once; a lease
         # broken meanwhile would signal SIGIO, whose default is to terminate.
+        # (After the fork server starts: an ignored signal survives exec.)
         signal.signal(signal.SIGIO, signal.SIG_IGN)
-        self._start_forkserver()
         self._register()
         self.state.start(time.monotonic())
         poller = self.poller = zmq.Poller()

@@ -74,7 +74,7 @@ class WorkerProcess:
         self.current = None
         self.interruptible = False
         self.cancelled = set()
-        self.spares = spare_paths(self.config.shm_dir, self.node_id)   # see recycle_segment
+        self.spares = spare_paths(self.config.shm_dir, self.node_id)   # see SpareSegments
         self.leased_tasks = set()       # ids of tasks the head sent to this leased worker
         self.lock = threading.Lock()
         self.main_thread = threading.main_thread().ident
@@ -143,15 +143,23 @@ class WorkerProcess:
             self.blocked_task = None
 
     def _hand_back_unstarted(self) -> list:
-        """The running task blocked: give prefetched tasks back to the node."""
+        """The running task blocked: give prefetched tasks back to the node.
+
+        Tasks the head or a driver sent on a lease stay: the node never had
+        them and could not run them elsewhere."""
         with self.lock:
             self.blocked_task = self.current
-        returned = []
+            leased = self.leased_tasks
+        returned, kept = [], []
         while True:
             try:
-                returned.append(self.inbox.get_nowait().task_id)
+                spec = self.inbox.get_nowait()
             except queue.Empty:
-                return returned
+                break
+            (kept if spec.task_id in leased else returned).append(spec)
+        for spec in kept:
+            self.inbox.put(spec)
+        return [spec.task_id for spec in returned]
 
     def _on_sigint(self, signum, frame):
         if self.interruptible:
