@@ -202,8 +202,7 @@ class CoreClient:
                     self._granted_unreported.append(spec.task_id)
                     self.send(Msg.SUBMIT_LEASED, (spec, grant.worker_id))
                     return return_ids
-                self._grant = None          # a burst: give it back
-                self.send(Msg.LEASE_RETURN, (grant.worker_id,))
+                self._drop_grant()          # a burst: give it back
             self.send(Msg.SUBMIT_TASKS, (spec,))
         return return_ids
 
@@ -224,10 +223,8 @@ class CoreClient:
         for (worker_id,) in items:
             with self._lock:
                 grant = self._grant
-                if grant is None or grant.worker_id != worker_id:
-                    continue
-                self._grant = None
-                self.send(Msg.LEASE_RETURN, (worker_id,))
+                if grant is not None and grant.worker_id == worker_id:
+                    self._drop_grant()
 
     def _on_report_now(self, items) -> None:
         """Worker: a driver waits, through the head, on these granted tasks."""
@@ -247,17 +244,21 @@ class CoreClient:
                 return
             # Idle, or busy with a task whose result we dropped and may never be
             # told of (the head tells holders only): the head takes it back.
-            self._grant = None
-            self.send(Msg.LEASE_RETURN, (grant.worker_id,))
+            self._drop_grant()
 
     def _grant_unreachable(self, task_id: bytes) -> None:
         """The granted worker is not connected (gone, or not yet): this task goes
         to the head instead, and the grant back."""
         self._grant_failed.add(task_id)
         with self._lock:
-            grant, self._grant = self._grant, None
-            if grant is not None:
-                self._outbox.append((0, Msg.LEASE_RETURN, (grant.worker_id,)))
+            if self._grant is not None:
+                self._drop_grant()
+
+    def _drop_grant(self) -> None:
+        """Give the grant back to the head.  Call with the lock held, so that no
+        granted task's SUBMIT_LEASED can be queued after the LEASE_RETURN."""
+        grant, self._grant = self._grant, None
+        self.send(Msg.LEASE_RETURN, (grant.worker_id,))
 
     def submit_actor_call(self, spec, max_pending: int = -1) -> list:
         """Send a method call straight to the actor; the head is told only if the

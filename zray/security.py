@@ -108,11 +108,14 @@ def keys_for(config) -> ClusterKeys | None:
         return keys
 
 
+def _tcp_keys(endpoint: str, config):
+    """The cluster's keys when ``endpoint`` is TCP and the cluster has keys."""
+    return keys_for(config) if endpoint.startswith("tcp://") else None
+
+
 def secure_server(sock, endpoint: str, config) -> None:
     """Before binding: a TCP listener presents the server key and admits members only."""
-    if not endpoint.startswith("tcp://"):
-        return
-    keys = keys_for(config)
+    keys = _tcp_keys(endpoint, config)
     if keys is None:
         return
     ZapHandler.ensure(sock.context, keys)
@@ -123,9 +126,7 @@ def secure_server(sock, endpoint: str, config) -> None:
 
 def secure_client(sock, endpoint: str, config) -> None:
     """Before connecting: a TCP connection presents the member key."""
-    if not endpoint.startswith("tcp://"):
-        return
-    keys = keys_for(config)
+    keys = _tcp_keys(endpoint, config)
     if keys is None:
         return
     sock.setsockopt(zmq.CURVE_SERVERKEY, keys.server_public)
