@@ -10,7 +10,9 @@ import pytest
 
 import zray
 
-SHM_DIR = "/dev/shm"
+# ZRAY_SHM_DIR lets two checkouts run their suites side by side without
+# seeing each other's segments.
+SHM_DIR = os.environ.get("ZRAY_SHM_DIR", "/dev/shm")
 
 
 def zray_segments() -> set:

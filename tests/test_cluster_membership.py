@@ -9,7 +9,7 @@ import pytest
 import zray
 from zray.cluster_utils import Cluster
 
-from tests.conftest import wait_for
+from tests.conftest import SHM_DIR, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -60,7 +60,7 @@ def test_removed_node_is_reported_dead_and_work_moves_on():
     finally:
         zray.shutdown()
         cluster.shutdown()
-    assert not [name for name in os.listdir("/dev/shm") if doomed.node_id[:16] in name]
+    assert not [name for name in os.listdir(SHM_DIR) if doomed.node_id[:16] in name]
 
 
 def test_node_back_from_a_partition_rejoins_as_a_new_node():

@@ -9,7 +9,7 @@ import pytest
 
 import zray
 from tests import tasks as t
-from tests.conftest import object_segments, wait_for
+from tests.conftest import SHM_DIR, object_segments, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -156,8 +156,8 @@ def test_freed_segments_are_reused_but_never_under_a_live_array(cluster):
     assert (held == 7.0).all()
     assert wait_for(lambda: spares())          # unmapped ones were kept for reuse
     time.sleep(0.5)                            # the loop's last frees settle
-    before = {os.stat(os.path.join("/dev/shm", n)).st_ino for n in spares()}
+    before = {os.stat(os.path.join(SHM_DIR, n)).st_ino for n in spares()}
     kept = zray.put(np.full(1_000_000, 3.0))   # written over a spare
     name = next(n for n in object_segments() if kept.hex() in n)
-    assert os.stat(os.path.join("/dev/shm", name)).st_ino in before
+    assert os.stat(os.path.join(SHM_DIR, name)).st_ino in before
     assert zray.get(kept)[0] == 3.0
