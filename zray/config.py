@@ -23,6 +23,11 @@ class Config:
     heartbeat_interval_s: float = 1.0
     #: A peer that misses this many heartbeats in a row is declared dead.
     heartbeat_missed_limit: int = 10
+    #: Seconds a driver or node manager goes without hearing from the head
+    #: (it answers every heartbeat) before it presumes the head dead: a
+    #: driver's blocked and new calls then raise an error naming the head, and
+    #: a node manager stops its workers and exits.
+    head_timeout_s: float = 30.0
     #: How far the head may commit a node beyond its resources, as a multiple of
     #: its totals.  Tasks beyond capacity wait in the node's queue, which keeps
     #: the pipeline to the workers full; the node never runs more than fits.

@@ -132,6 +132,7 @@ class CoreClient:
             Msg.LEASE_GRANT: self._on_lease_grant,
             Msg.LEASE_RECALL: self._on_lease_recall,
             Msg.REPORT_NOW: self._on_report_now,
+            Msg.HEARTBEAT: _ignore,          # the head's answer: heard, nothing to do
         }
         self._thread = threading.Thread(target=self._io_main, name="zray-io", daemon=True)
         self._thread.start()
@@ -180,6 +181,7 @@ class CoreClient:
         running on it, a plain task goes straight to that worker, and the head
         is told with SUBMIT_LEASED; a second one while it runs means a burst,
         so the grant goes back and nodes share the work out."""
+        self._raise_if_fatal()
         return_ids = spec.return_ids()
         # Under the lock: a LEASE_RETURN (a recall, a burst on another thread)
         # must never be queued between a granted task and its SUBMIT_LEASED.
@@ -263,6 +265,7 @@ class CoreClient:
     def submit_actor_call(self, spec, max_pending: int = -1) -> list:
         """Send a method call straight to the actor; the head is told only if the
         results' refs leave this process (see ``register_escaping``)."""
+        self._raise_if_fatal()
         return_ids = spec.return_ids()
         with self._lock:
             pending = self._actor_pending.get(spec.actor_id, 0)
@@ -336,6 +339,7 @@ class CoreClient:
 
     def put_serialized(self, object_id: bytes, obj) -> None:
         """Register an object made by put: inline, or written to the local store."""
+        self._raise_if_fatal()
         self.register_escaping(obj.contained_ids)
         if obj.size <= self.config.max_inline_object_bytes:
             from zray.serialization import inline_bytes
@@ -433,6 +437,7 @@ class CoreClient:
                     break
             self._raise_if_fatal()
         finally:
+            # no return in here: it would swallow KeyboardInterrupt and errors
             if blocked:
                 self._notify_blocked(False)
             with self._lock:
@@ -442,7 +447,8 @@ class CoreClient:
                         waiters.remove(waiter)
                         if not waiters:
                             del self._waiters[object_id]
-                return {o for o in unique if o in self._objects}
+        with self._lock:
+            return {o for o in unique if o in self._objects}
 
     def get_entries(self, object_ids, timeout_s):
         wanted = len(set(object_ids))
@@ -642,7 +648,7 @@ class CoreClient:
         self._poller = poller
         self.beat_every = self.config.heartbeat_interval_s    # the head's, once welcomed
         last_beat = time.monotonic() - self.beat_every
-        last_sweep = time.monotonic()
+        last_sweep = head_heard = time.monotonic()
         try:
             while True:
                 timeout_s = self.beat_every
@@ -662,6 +668,7 @@ class CoreClient:
                 self._apply_releases()
                 self._flush(sockets)
                 if sock in events:
+                    head_heard = time.monotonic()
                     self.direct_dispatch = True
                     self._drain(sock)
                     self.direct_dispatch = False
@@ -689,6 +696,8 @@ class CoreClient:
                 if self.role == "driver" and now >= last_beat + self.beat_every:
                     sock.send_multipart(protocol.encode(Msg.HEARTBEAT, [(time.time(),)]))
                     last_beat = now
+                    if self.fatal is None and now - head_heard > self.config.head_timeout_s:
+                        self._set_fatal(self._head_lost(now - head_heard))
         except Exception as exc:  # a bug here must not hang every waiter silently
             log.exception("zray I/O thread failed")
             self._set_fatal(RaySystemError(f"zray's I/O thread failed: {exc!r}"))
@@ -1109,6 +1118,15 @@ class CoreClient:
             if not future.done():
                 future.set_exception(error)
 
+    def _head_lost(self, silent_s: float) -> RaySystemError:
+        log.error("no answer from the head at %s for %.0f s; presuming it dead",
+                  self.endpoint, silent_s)
+        return RaySystemError(
+            f"the head at {self.endpoint} has not answered for {silent_s:.0f} s "
+            f"(head_timeout_s={self.config.head_timeout_s:g}): it is presumed dead, and "
+            "the work and objects of this session are lost. Start the cluster again "
+            "(zray start --head) and call zray.init() anew.")
+
     def _raise_if_fatal(self) -> None:
         if self.fatal is not None:
             raise self.fatal
@@ -1142,6 +1160,10 @@ PUSH_GRACE_S = 2.0
 
 _BOOKKEEPING = frozenset((Msg.ADD_REFS, Msg.REMOVE_REFS, Msg.ACTOR_TASKS_FINISHED,
                           Msg.SUBMIT_LEASED))
+
+
+def _ignore(items) -> None:
+    pass
 
 
 def _is_bookkeeping(msg_type, item) -> bool:

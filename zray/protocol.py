@@ -105,8 +105,9 @@ SPECS: dict[Msg, MessageSpec] = {
         "node→head", ("node_id", "major", "minor", "info"),
         "A node manager joins: host, resources, pid, store."),
     Msg.HEARTBEAT: MessageSpec(
-        "driver→head, node→head", ("sent_at",),
-        "Liveness; a peer that misses enough of them is declared dead."),
+        "driver→head, node→head, head→driver/node", ("sent_at",),
+        "Liveness; a peer that misses enough of them is declared dead. The head answers "
+        "each one, so drivers and nodes notice its death (Config.head_timeout_s)."),
     Msg.REGISTER_FUNCTIONS: MessageSpec(
         "driver/worker→head, head→node", ("function_id", "blob"),
         "A pickled function, sent once per peer and then named by id."),

@@ -383,6 +383,8 @@ class HeadState(ActorsMixin):
         client = self.clients.get(key)
         if client is not None:
             client.last_seen = now
+        if client is not None or key in self.node_by_identity:
+            self.out.send(key, Msg.HEARTBEAT, (now,))   # drivers and nodes watch the head
 
     def _node_died(self, node, now, reason):
         node.state = NodeState.DEAD

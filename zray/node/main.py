@@ -121,7 +121,7 @@ class NodeLoop:
         poller.register(self.workers, zmq.POLLIN)
         poller.register(self.events_fd, zmq.POLLIN)
         poller.register(self.transfer, zmq.POLLIN)
-        next_tick = time.monotonic()
+        next_tick = self.head_heard = time.monotonic()
         last_beat = next_tick - self.beat_every
         while not self.flag["stop"]:
             ready = dict(poller.poll(poll_ms(next_tick - time.monotonic())))
@@ -148,6 +148,12 @@ class NodeLoop:
             if now >= last_beat + self.beat_every:
                 self.state.out.send(HEAD, Msg.HEARTBEAT, (time.time(),))
                 last_beat = now
+                if now - self.head_heard > self.config.head_timeout_s:
+                    log.error("no answer from the head at %s for %.0f s (head_timeout_s); "
+                              "presuming it dead: stopping this node and its workers",
+                              self.head_address, now - self.head_heard)
+                    self.head_gone = True
+                    break
             self._flush()
         self._shutdown()
 
@@ -227,6 +233,7 @@ class NodeLoop:
         for _ in range(DRAIN_BUDGET):
             if not has_input(self.head):
                 return
+            self.head_heard = now
             frames = recv_frames(self.head)
             try:
                 message = protocol.decode(frames)
@@ -269,6 +276,8 @@ class NodeLoop:
                 self.rejoin = True
             self.head_gone = True
             self.flag["stop"] = True
+        elif kind is Msg.HEARTBEAT:
+            pass                        # the head is alive: heard in _drain_head
         elif kind is Msg.WELCOME:
             log.info("registered with the head")
             self.beat_every = message.items[0][0].get("heartbeat_interval_s", self.beat_every)
