@@ -164,3 +164,19 @@ def test_leased_worker_death_frees_the_reserved_cpu():
     [(dead, _pid, _code, task_id, _attempt)] = state.out.drain()[(HEAD, Msg.WORKER_DIED)]
     assert dead == worker_id and task_id is None
     assert state.available["CPU"] == 1.0
+
+
+def test_nested_blocking_gets_stop_spawning_workers_at_the_cap():
+    state, _ = started_node(cpus=1, worker_prefetch=1, max_workers_per_node=4)
+    for level in range(10):            # each task blocks on the next one
+        state.on_execute_tasks([spec()], float(level))
+        for worker_id, specs in sent_tasks(state.out.drain()).items():
+            state.on_worker_blocked(worker_id, specs[0].task_id, (), float(level))
+        for command in state.commands:
+            if command[0] == "spawn":
+                state.on_worker_started(command[1], 1000 + level)
+                state.on_worker_hello(command[1], 1000 + level, float(level))
+        state.commands = []
+    assert len(state.workers) == 4
+    assert len(state.queue) == 6       # they wait for a worker; nothing is lost
+    assert state.snapshot()["workers"] == 4

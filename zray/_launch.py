@@ -33,7 +33,8 @@ def make_session_dir(config: Config) -> tuple[str, str]:
     os.makedirs(config.temp_dir, mode=0o700, exist_ok=True)
     prune_sessions(config.temp_dir)
     path = os.path.join(config.temp_dir, name)
-    os.makedirs(os.path.join(path, "logs"), mode=0o700)
+    os.mkdir(path, mode=0o700)       # (makedirs gives the parents 0777 & ~umask)
+    os.mkdir(os.path.join(path, "logs"), mode=0o700)
     return name, path
 
 
@@ -91,7 +92,8 @@ class ManagedProcess:
     def __init__(self, name: str, argv: list, log_path: str, new_session: bool = True):
         self.name = name
         self.log_path = log_path
-        with open(log_path, "ab") as log_file:
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "ab") as log_file:
             self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file,
                                           stderr=log_file, start_new_session=new_session,
                                           env=child_environment())
@@ -150,11 +152,15 @@ def start_node(config: Config, head_address: str, node_id: bytes, resources: dic
 
 
 def start_tcp_head(config: Config, session_name: str, session_dir: str, host: str,
-                   port: int, parent_pid: int | None) -> tuple[ManagedProcess, str]:
-    """A head on TCP (``port`` 0: any free port); returns it and its endpoint."""
+                   port: int, parent_pid: int | None,
+                   bind_host: str | None = None) -> tuple[ManagedProcess, str]:
+    """A head on TCP (``port`` 0: any free port) listening on ``bind_host``
+    (default ``host``; "0.0.0.0": every interface); returns it and its endpoint
+    as others reach it, on ``host``."""
     ready = os.path.join(session_dir, "head.json")
     head = start_head(config, session_name, session_dir,
-                      [f"tcp://{host}:{port or '*'}"], parent_pid, ready_file=ready)
+                      [f"tcp://{bind_host or host}:{port or '*'}"], parent_pid,
+                      ready_file=ready)
     deadline = time.monotonic() + config.startup_timeout_s
     while not os.path.exists(ready):
         head.check()
@@ -165,7 +171,7 @@ def start_tcp_head(config: Config, session_name: str, session_dir: str, host: st
         time.sleep(0.01)
     with open(ready) as f:
         endpoint = json.load(f)["endpoints"][0]
-    return head, endpoint
+    return head, f"tcp://{host}:{endpoint.rpartition(':')[2]}"
 
 
 def await_node_processes_gone(node_id_hex: str, timeout_s: float = 5.0) -> bool:
@@ -198,14 +204,17 @@ def _started_path(temp_dir: str) -> str:
     return os.path.join(temp_dir, STARTED_FILE)
 
 
-def read_started(temp_dir: str) -> list:
-    """Processes `zray start` recorded here that still run (pid and start time match)."""
+def read_started(temp_dir: str, alive_only: bool = True) -> list:
+    """Processes `zray start` recorded here that still run (pid and start time
+    match); with ``alive_only`` False, the dead ones too."""
     import psutil
     try:
         with open(_started_path(temp_dir)) as f:
             entries = json.load(f)
     except (FileNotFoundError, ValueError):
         return []
+    if not alive_only:
+        return [e for e in entries if isinstance(e, dict) and "pid" in e]
     alive = []
     for entry in entries:
         try:
@@ -229,17 +238,41 @@ def record_started(temp_dir: str, entries: list) -> None:
 def write_started(temp_dir: str, entries: list) -> None:
     os.makedirs(temp_dir, mode=0o700, exist_ok=True)
     path = _started_path(temp_dir)
-    with open(path + ".tmp", "w") as f:
+    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
         json.dump(entries, f, indent=1)
     os.replace(path + ".tmp", path)
+
+
+# --- which nodes a session ran (for cleaning up after crashed ones) ------------------
+
+def record_node(session_dir: str, node_id_hex: str) -> None:
+    """Note that a node of this id ran from ``session_dir`` (a node that rejoins
+    gets a new id, so the entry `zray start` made is not enough)."""
+    folder = os.path.join(session_dir, "nodes")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    os.close(os.open(os.path.join(folder, node_id_hex), os.O_CREAT | os.O_WRONLY, 0o600))
+
+
+def session_node_ids(session_dir: str) -> list:
+    try:
+        names = os.listdir(os.path.join(session_dir, "nodes"))
+    except OSError:
+        return []
+    return [n for n in names if len(n) == 32 and all(c in "0123456789abcdef" for c in n)]
 
 
 def find_local_cluster(temp_dir: str) -> str:
     """The head address of the cluster `zray start` started on this host."""
     entries = read_started(temp_dir)
-    for entry in entries:
-        if entry.get("role") == "head":
-            return entry["address"]
+    heads = [entry["address"] for entry in entries if entry.get("role") == "head"]
+    if len(heads) > 1:
+        raise ConnectionError(
+            f"address='auto' found {len(heads)} clusters started on this host "
+            f"({', '.join(heads)}, recorded in {_started_path(temp_dir)}); pass the one "
+            "you mean as address='HOST:PORT' (or --address HOST:PORT)")
+    if heads:
+        return heads[0]
     for entry in entries:
         if entry.get("address"):
             return entry["address"]
@@ -277,6 +310,27 @@ def _known_keys(path: str) -> dict:
             if k is None or (isinstance(k, str) and os.path.exists(k))}
 
 
+def local_addresses() -> set:
+    """This host's IPv4 addresses (in this network namespace), and "localhost"."""
+    import psutil
+    found = {"localhost", "127.0.0.1"}
+    for addresses in psutil.net_if_addrs().values():
+        found.update(a.address for a in addresses if a.family == socket.AF_INET)
+    return found
+
+
+def _same_cluster_here(address: str, known: dict) -> str | None:
+    """The recorded address of the head that ``address`` reaches when both are
+    this host's: same port, another of its interfaces."""
+    host, _, port = address.rpartition(":")
+    local = local_addresses()
+    if host not in local:
+        return None
+    matches = [a for a in known if a.rpartition(":")[2] == port
+               and a.rpartition(":")[0] in local]
+    return matches[0] if len(matches) == 1 else None
+
+
 def with_cluster_key(config: Config, endpoint: str) -> Config:
     """``config`` with the key file of the cluster at ``endpoint``: the one
     configured, else the one this host recorded when it started that cluster."""
@@ -285,6 +339,8 @@ def with_cluster_key(config: Config, endpoint: str) -> Config:
         return config
     address = endpoint[len("tcp://"):]
     known = _known_keys(os.path.join(config.temp_dir, KEYS_FILE))
+    if address not in known:          # e.g. 127.0.0.1:PORT for a head started here
+        address = _same_cluster_here(address, known) or address
     if address in known and known[address] is None:    # started here with --insecure
         return dataclasses.replace(config, insecure=True)
     key_file = known.get(address)

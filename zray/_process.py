@@ -45,6 +45,8 @@ def send_frames(sock, frames) -> None:
 
 
 def setup_logging(role: str, level: str, log_path: str | None = None) -> None:
+    if log_path:            # owner-only, as the session directory holding it
+        os.close(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
     handler = logging.FileHandler(log_path) if log_path else logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(
         f"%(asctime)s %(levelname)s {role}[%(process)d] %(name)s: %(message)s"))

@@ -149,6 +149,10 @@ def _local_node(endpoint: str, nodes: list):
     alive = [n for n in nodes if n["Alive"]]
     if endpoint.startswith("tcp://"):
         mine = [n for n in alive if n["NodeManagerAddress"] == _my_ip(endpoint)]
+        if not mine:            # e.g. the head reached on loopback, nodes on the LAN
+            from zray._launch import local_addresses
+            here = local_addresses()
+            mine = [n for n in alive if n["NodeManagerAddress"] in here]
     else:
         mine = [n for n in alive if n["NodeManagerHostname"] == hostname()]
     mine.sort(key=lambda n: "node:__internal_head__" not in n["Resources"])

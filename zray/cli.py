@@ -24,6 +24,7 @@ import click
 
 from zray import _launch
 from zray.config import Config
+from zray.exceptions import RaySystemError
 
 DEFAULT_PORT = 6380
 
@@ -87,8 +88,14 @@ def parse_resources(text: str | None) -> dict:
                    "when the head runs on this host).")
 @click.option("--insecure", is_flag=True, envvar="ZRAY_INSECURE", show_envvar=True,
               help="No CURVE authentication or encryption: trusted networks only.")
+@click.option("--bind-address", envvar="ZRAY_BIND_ADDRESS", show_envvar=True,
+              default="0.0.0.0", show_default=True,
+              help="Interface the head listens on (with --head): every one by default "
+                   "(every TCP socket is CURVE-authenticated), so it answers on loopback "
+                   "and on the address it advertises; give one address to listen there "
+                   "only.")
 def start(head, address, port, node_ip_address, num_cpus, num_gpus, resources,
-          object_store_memory, temp_dir, block, key_file, insecure):
+          object_store_memory, temp_dir, block, key_file, insecure, bind_address):
     """Start a head, or a node that joins one."""
     if head == bool(address):
         fail("give exactly one of --head (start a new cluster) or --address HOST:PORT "
@@ -104,7 +111,7 @@ def start(head, address, port, node_ip_address, num_cpus, num_gpus, resources,
         _check_key(config.cluster_key_file)
     if head:
         started = _start_head(config, port, node_ip_address, num_cpus, num_gpus, extra,
-                              object_store_memory)
+                              object_store_memory, bind_address)
     else:
         started = _start_worker_node(config, address, node_ip_address, num_cpus, num_gpus,
                                      extra, object_store_memory)
@@ -121,12 +128,12 @@ def _check_key(path: str) -> None:
         fail(str(exc))
 
 
-def _start_head(config, port, ip, num_cpus, num_gpus, extra, store_bytes):
+def _start_head(config, port, ip, num_cpus, num_gpus, extra, store_bytes, bind_address):
     import dataclasses
     from zray._process import route_ip
     from zray.security import KEY_FILE_NAME, create_key_file
     ip = ip or route_ip()
-    _check_port_free(ip, port)
+    _check_port_free(bind_address, port)
     session_name, session_dir = _session_dir(config)
     if not config.insecure:
         key_file = os.path.abspath(config.cluster_key_file) if config.cluster_key_file \
@@ -134,8 +141,11 @@ def _start_head(config, port, ip, num_cpus, num_gpus, extra, store_bytes):
         if not config.cluster_key_file:
             create_key_file(key_file)
         config = dataclasses.replace(config, cluster_key_file=key_file)
-    head, endpoint = _launch.start_tcp_head(config, session_name, session_dir, ip, port,
-                                            None)
+    try:
+        head, endpoint = _launch.start_tcp_head(config, session_name, session_dir, ip, port,
+                                                None, bind_host=bind_address)
+    except RaySystemError as exc:
+        fail(str(exc))
     address = endpoint[len("tcp://"):]
     node, node_id = _start_node(config, endpoint, session_dir, ip, num_cpus, num_gpus,
                                 extra, store_bytes, head=True)
@@ -222,6 +232,8 @@ def _check_port_free(ip: str, port: int) -> None:
     if port == 0:
         return
     probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # as ZeroMQ binds: a port held only by TIME-WAIT connections is free
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         probe.bind((ip, port))
     except OSError as exc:
@@ -287,27 +299,39 @@ def stop(force, grace_s, temp_dir):
     import psutil
     from zray.serialization import remove_segments
     config = Config.from_env(temp_dir=temp_dir)
-    entries = _launch.read_started(config.temp_dir)
-    entries.sort(key=lambda e: e.get("role") == "head")       # nodes first
-    stopped = 0
-    for entry in entries:
+    alive = _launch.read_started(config.temp_dir)
+    alive.sort(key=lambda e: e.get("role") == "head")       # nodes first
+    stopped = sum(_stop_pid(psutil, entry["pid"], force, grace_s) for entry in alive)
+    entries = _launch.read_started(config.temp_dir, alive_only=False)
+    # what every node started from here left, dead (crashed, SIGKILLed) or alive
+    node_ids = {e["node_id"] for e in entries if isinstance(e.get("node_id"), str)}
+    for session_dir in {e.get("session_dir") for e in entries if e.get("session_dir")}:
+        node_ids.update(_launch.session_node_ids(session_dir))
+    for node_id in sorted(node_ids):
+        _launch.await_node_processes_gone(node_id)
         try:
-            process = psutil.Process(entry["pid"])
-            process.send_signal(signal.SIGKILL if force else signal.SIGTERM)
-            try:
-                process.wait(grace_s)
-            except psutil.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-            stopped += 1
-        except psutil.NoSuchProcess:
-            pass
-        if entry.get("node_id"):
-            _launch.await_node_processes_gone(entry["node_id"])
-            remove_segments(config.shm_dir, bytes.fromhex(entry["node_id"]))
+            remove_segments(config.shm_dir, bytes.fromhex(node_id))
+        except ValueError:
+            continue
     _launch.write_started(config.temp_dir, [])
     click.echo(f"stopped {stopped} zray process(es)" if stopped else
                "nothing to stop: no zray process started here is running")
+
+
+def _stop_pid(psutil, pid: int, force: bool, grace_s: float) -> int:
+    """Stop one recorded process (SIGTERM, then SIGKILL after ``grace_s``); 1 if
+    it was running."""
+    try:
+        process = psutil.Process(pid)
+        process.send_signal(signal.SIGKILL if force else signal.SIGTERM)
+        try:
+            process.wait(grace_s)
+        except psutil.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+        return 1
+    except psutil.NoSuchProcess:
+        return 0
 
 
 # --- inspect -------------------------------------------------------------------------

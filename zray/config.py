@@ -88,6 +88,11 @@ class Config:
     #: task making two 800 KB arrays ran 1.3 ms instead of 0.15 ms. 0 keeps
     #: glibc's defaults.
     worker_heap_keep_bytes: int = 64 * 1024 * 1024
+    #: Most workers for tasks (actors not counted) a node runs at once, those
+    #: blocked in get/wait (their CPU lent back) included; at the cap, tasks
+    #: wait in the node's queue and the node logs a warning. Deeply nested
+    #: blocking gets start a worker per level. 0: 8 x the node's CPUs, at least 32.
+    max_workers_per_node: int = 0
     #: Seconds an idle surplus worker (beyond num_cpus) lives before it exits.
     idle_worker_timeout_s: float = 10.0
     #: Seconds a process waits for its children to exit on shutdown before

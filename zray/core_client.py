@@ -162,10 +162,20 @@ class CoreClient:
             if self.liveness_check is not None:
                 self.liveness_check()
             if time.monotonic() > deadline:
-                raise RaySystemError(f"the head at {self.endpoint} did not answer within "
-                                     f"{timeout_s:.0f} s; is it running and reachable?")
+                raise RaySystemError(self._no_welcome_text(timeout_s))
         self._raise_if_fatal()
         return self.welcome
+
+    def _no_welcome_text(self, timeout_s: float) -> str:
+        text = f"the head at {self.endpoint} did not answer within {timeout_s:.0f} s. "
+        if self.endpoint.startswith("tcp://") and not self.config.insecure:
+            return text + (
+                "The likely cause is a cluster key that is not the head's: a head "
+                "refuses the handshake of a wrong key without a word (this driver used "
+                f"{self.config.cluster_key_file or 'no key file'}; set "
+                "ZRAY_CLUSTER_KEY_FILE to a copy of the head's cluster.key). Otherwise "
+                "check that the head runs and that its port is reachable.")
+        return text + "Is it running and reachable?"
 
     def register_function(self, function_id: bytes, blob: bytes) -> None:
         if function_id not in self._functions_sent:

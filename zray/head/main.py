@@ -138,6 +138,7 @@ def main(argv=None) -> None:
     parser.add_argument("--log-file")
     parser.add_argument("--ready-file")
     args = parser.parse_args(argv)
+    os.umask(0o077)            # its log and ready file are owner-only
     config = Config.from_json(args.config)
     setup_logging("head", config.log_level, args.log_file)
     loop = HeadLoop(config, args.bind, args.session_name, args.parent_pid)

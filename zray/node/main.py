@@ -35,6 +35,7 @@ from zray import protocol
 from zray._process import (bind_private, configure_socket, has_input, poll_ms,
                            install_stop_handler, parent_alive, recv_frames, run_profiled,
                            send_frames, serve_endpoint, setup_logging)
+from zray._launch import record_node
 from zray.config import Config
 from zray.exceptions import ProtocolError
 from zray.node import forkserver
@@ -439,6 +440,7 @@ def main(argv=None, early_forkserver=None) -> None:
     args = parser.parse_args(argv)
     config = Config.from_json(args.config)
     setup_logging("node", config.log_level, args.log_file)
+    record_node(args.session_dir, args.node_id)    # `zray stop` cleans up after us
     loop = NodeLoop(config, args.head, bytes.fromhex(args.node_id), json.loads(args.resources),
                     args.session_dir, args.host, args.parent_pid, early_forkserver)
     run_profiled("node", loop.run)

@@ -20,11 +20,14 @@ behind their parent.
 from __future__ import annotations
 
 import enum
+import logging
 import os
 from collections import deque
 
 from zray.outbox import Outbox
 from zray.protocol import Msg, REASON_CANCELLED, REASON_TIMEOUT
+
+log = logging.getLogger("zray.node")
 
 HEAD = b""
 
@@ -104,6 +107,8 @@ class NodeManagerState:
         self.out = Outbox()
         self.commands: list = []
         self.pool_size = max(0, int(resources.get("CPU", 0)))
+        self.max_workers = config.max_workers_per_node or max(32, 8 * self.pool_size)
+        self.at_worker_cap = False      # warned that tasks wait for a worker
         self.durations: dict[bytes, float] = {}   # function id -> recent run time (s)
         self.lease = None       # worker id leased to the head, if any
 
@@ -273,7 +278,7 @@ class NodeManagerState:
             return
         idle = [w for w in self.workers.values()
                 if w.state is WorkerState.IDLE and not w.retiring and not w.leased]
-        shortfall = 0
+        shortfall = actor_shortfall = 0
         kept = deque()
         available = self.available
         unstarted = None
@@ -287,7 +292,10 @@ class NodeManagerState:
                     unstarted = dict(available)
                 for name, amount in spec.resources.items():
                     unstarted[name] = unstarted.get(name, 0.0) - amount
-                shortfall += 1
+                if spec.actor_id is None:
+                    shortfall += 1
+                else:
+                    actor_shortfall += 1
                 kept.append(spec)
                 continue
             worker = self._pick_worker(idle, spec)
@@ -296,8 +304,24 @@ class NodeManagerState:
         if self.queue and self.config.worker_prefetch > 1:
             self._prefetch(now)
         starting = sum(1 for w in self.workers.values() if w.state is WorkerState.STARTING)
-        for _ in range(shortfall - starting):
+        wanted = shortfall + actor_shortfall - starting
+        for _ in range(min(wanted, actor_shortfall + self._room_for_task_workers())):
             self._spawn(now)
+
+    def _room_for_task_workers(self) -> int:
+        """How many more task workers fit under ``max_workers``; warn once at the cap."""
+        in_use = sum(1 for w in self.workers.values()
+                     if w.state is not WorkerState.DEAD
+                     and (w.task is None or w.task.actor_id is None))
+        room = self.max_workers - in_use
+        if room <= 0 and not self.at_worker_cap:
+            log.warning(
+                "this node runs %d task workers (max_workers_per_node), most of them "
+                "blocked in get/wait on other tasks; new tasks wait for one to finish. "
+                "Deeply nested blocking gets start a worker per level: restructure them, "
+                "or raise ZRAY_MAX_WORKERS_PER_NODE", in_use)
+        self.at_worker_cap = room <= 0
+        return max(0, room)
 
     # --- leases: the synchronous fast path ------------------------------------------
 
