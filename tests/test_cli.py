@@ -107,7 +107,7 @@ def test_bad_input_gets_one_line_errors(temp_dir):
         line = _one_line_error(zray_cli("start", "--head", "--port", str(port),
                                         "--node-ip-address", "127.0.0.1",
                                         temp_dir=temp_dir))
-    assert f"127.0.0.1:{port}" in line and "--port" in line
+    assert f":{port}" in line and "--port" in line
     assert "nothing to stop" in zray_cli("stop", temp_dir=temp_dir).stdout
 
 
