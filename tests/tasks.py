@@ -192,3 +192,29 @@ def read_pool_init_value(_=None):
 
 def failing_initializer():
     raise RuntimeError("initializer failed")
+
+
+# --- compatibility (tests/test_compat.py) -------------------------------------------
+
+class TwoArgError(Exception):
+    """An exception whose __init__ takes other arguments than its args: it
+    cannot be unpickled by the default reduce."""
+
+    def __init__(self, code, detail):
+        super().__init__(f"code {code}: {detail}")
+        self.code = code
+
+
+@zray.remote(max_retries=0)
+def raise_memory_error():
+    raise MemoryError("pretend the heap ran out")
+
+
+@zray.remote(max_retries=0)
+def raise_two_arg_error():
+    raise TwoArgError(7, "needs two arguments")
+
+
+@zray.remote(max_retries=0)
+def raise_exception_group():
+    raise ExceptionGroup("several", [ValueError("one"), KeyError("two")])
