@@ -11,6 +11,21 @@ from tests import tasks as t
 pytestmark = pytest.mark.timeout(60)
 
 
+# --- tests with clusters of their own (before the module's shared one starts) --------
+
+def test_ref_from_an_earlier_init_raises_at_once(fresh_cluster):
+    fresh_cluster(num_cpus=1)
+    put_ref, task_ref = zray.put(1), t.echo.remote(2)
+    assert zray.get(task_ref) == 2
+    zray.shutdown()
+    fresh_cluster(num_cpus=1)
+    for use in (lambda: zray.get(put_ref), lambda: zray.get([task_ref]),
+                lambda: zray.wait([task_ref]), lambda: t.echo.remote(put_ref)):
+        with pytest.raises(zerr.OwnerDiedError, match="earlier zray.init"):
+            use()
+    assert zray.get(t.echo.remote(3), timeout=30) == 3
+
+
 # --- task errors that cannot become RayTaskError(cause) ------------------------------
 
 def test_memory_error_arrives_as_plain_ray_task_error(cluster):
@@ -38,3 +53,18 @@ def test_exception_group_is_also_an_exception_group(cluster):
     assert isinstance(info.value, ExceptionGroup)
     assert [type(e) for e in info.value.exceptions] == [ValueError, KeyError]
     assert "raise_exception_group" in str(info.value)
+
+
+# --- ObjectRefs, get and wait ---------------------------------------------------------
+
+def test_wait_on_no_refs_returns_two_empty_lists(cluster):
+    assert zray.wait([]) == ([], [])
+    assert zray.wait([], num_returns=0, timeout=0) == ([], [])
+
+
+def test_object_ref_of_a_wrong_id_is_a_clear_error():
+    with pytest.raises(ValueError, match="18 bytes"):
+        zray.ObjectRef(b"abc")
+    with pytest.raises(TypeError, match="bytes"):
+        zray.ObjectRef("a" * 18)
+    assert zray.ObjectRef(bytes(18)).is_nil()

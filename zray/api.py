@@ -12,7 +12,7 @@ from zray._launch import LocalCluster, default_resources
 from zray.config import Config
 from zray.core_client import CoreClient
 from zray.exceptions import RaySystemError
-from zray.object_ref import ObjectRef
+from zray.object_ref import ObjectRef, stale_ref_error
 from zray.protocol import Msg
 from zray.remote_function import RemoteFunction, put_value
 
@@ -207,7 +207,7 @@ def _make_remote(target, options):
     return RemoteFunction(target, options)
 
 
-def _object_ids(refs, what: str):
+def _object_ids(refs, what: str, client):
     if not isinstance(refs, (list, tuple)):
         raise TypeError(f"{what} expects an ObjectRef or a list of ObjectRefs, got "
                         f"{type(refs).__name__}")
@@ -215,6 +215,8 @@ def _object_ids(refs, what: str):
         if not isinstance(ref, ObjectRef):
             raise TypeError(f"{what} expects ObjectRefs, but the list holds a "
                             f"{type(ref).__name__}: {ref!r}")
+        if ref._client is not client and ref._client is not None:
+            raise stale_ref_error(ref)
     return [ref._id for ref in refs]
 
 
@@ -224,9 +226,11 @@ def get(object_refs, *, timeout: float | None = None):
     if timeout is not None and timeout < 0:
         raise ValueError("'timeout' must be a non-negative number or None")
     if isinstance(object_refs, ObjectRef):
+        if object_refs._client is not client and object_refs._client is not None:
+            raise stale_ref_error(object_refs)
         entry = client.get_entries([object_refs._id], timeout)[0]
         return client.value_of(object_refs._id, entry)
-    ids = _object_ids(object_refs, "zray.get")
+    ids = _object_ids(object_refs, "zray.get", client)
     entries = client.get_entries(ids, timeout)
     return [client.value_of(object_id, entry) for object_id, entry in zip(ids, entries)]
 
@@ -242,7 +246,9 @@ def wait(object_refs, *, num_returns: int = 1, timeout: float | None = None,
     client = _runtime.client()
     if isinstance(object_refs, ObjectRef):
         raise TypeError("wait() expected a list of ObjectRef, got a single ObjectRef")
-    ids = _object_ids(object_refs, "zray.wait")
+    if isinstance(object_refs, (list, tuple)) and not object_refs:
+        return [], []
+    ids = _object_ids(object_refs, "zray.wait", client)
     if len(set(ids)) != len(ids):
         raise ValueError("Wait requires a list of unique object refs.")
     if num_returns <= 0 or num_returns > len(ids):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import cloudpickle
 
 from zray import _runtime, ids, options as opts
-from zray.object_ref import ObjectRef
+from zray.object_ref import ObjectRef, stale_ref_error
 from zray.serialization import inline_bytes, serialize
 from zray.task_spec import ArgRef, TaskSpec
 
@@ -115,6 +115,8 @@ def pack_args(args, kwargs, client, what: str):
 
     def swap(value, force_put=False):
         if type(value) is ObjectRef:
+            if value._client is not client and value._client is not None:
+                raise stale_ref_error(value)
             dep_ids.append(value._id)
             return ArgRef(len(dep_ids) - 1)
         if force_put or getattr(value, "nbytes", 0) > limit or \
