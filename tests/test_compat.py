@@ -68,3 +68,59 @@ def test_object_ref_of_a_wrong_id_is_a_clear_error():
     with pytest.raises(TypeError, match="bytes"):
         zray.ObjectRef("a" * 18)
     assert zray.ObjectRef(bytes(18)).is_nil()
+
+
+# --- options checked at decoration and .options() time --------------------------------
+
+def _function():
+    return None
+
+
+class _Plain:
+    pass
+
+
+@pytest.mark.parametrize("options, error, words", [
+    ({"num_cpus": "2"}, TypeError, "num_cpus"),
+    ({"num_returns": 1.5}, TypeError, "num_returns"),
+    ({"max_retries": "3"}, TypeError, "max_retries"),
+    ({"resources": ["GPU"]}, TypeError, "resources"),
+    ({"scheduling_strategy": 3}, TypeError, "scheduling_strategy"),
+    ({"num_cpus": -1}, ValueError, "num_cpus"),
+    ({"max_retries": -2}, ValueError, "max_retries"),
+    ({"retry_exceptions": [int]}, ValueError, "retry_exceptions"),
+    ({"runtime_env": {"no_such_field": 1}}, ValueError, "no_such_field"),
+    ({"num_cpu": 1}, ValueError, "num_cpu"),
+])
+def test_bad_task_option_is_an_error_naming_it(options, error, words):
+    with pytest.raises(error, match=words):
+        zray.remote(**options)(_function)
+    with pytest.raises(error, match=words):
+        zray.remote(_function).options(**options)
+
+
+@pytest.mark.parametrize("options, error, words", [
+    ({"get_if_exists": 1}, TypeError, "get_if_exists"),
+    ({"max_restarts": 1.0}, TypeError, "max_restarts"),
+    ({"namespace": 5}, TypeError, "namespace"),
+    ({"lifetime": "forever"}, ValueError, "lifetime"),
+    ({"max_concurrency": 0}, ValueError, "max_concurrency"),
+    ({"max_restart": 1}, ValueError, "max_restart"),
+])
+def test_bad_actor_option_is_an_error_naming_it(options, error, words):
+    with pytest.raises(error, match=words):
+        zray.remote(**options)(_Plain)
+    with pytest.raises(error, match=words):
+        zray.remote(_Plain).options(**options)
+
+
+def test_decorator_only_options_are_refused_by_options():
+    chained = zray.remote(max_calls=2)(_function).options(num_cpus=1).options(num_gpus=0)
+    assert chained is not None
+    with pytest.raises(ValueError, match="concurrency_groups"):
+        zray.remote(_Plain).options(concurrency_groups={"io": 1})
+    assert zray.remote(_Plain).options(num_cpus=1).options(name="x") is not None
+
+
+def test_none_means_the_default(cluster):
+    assert zray.get(t.echo.options(num_cpus=None, max_retries=None).remote(5)) == 5

@@ -86,17 +86,9 @@ class ActorClass:
         return self._create(args, kwargs, self._options)
 
     def options(self, **options):
-        opts.validate(options, opts.ACTOR_OPTIONS, f"actor class {self._class_name}")
-        merged = {**self._options, **options}
-        outer = self
-
-        class _Bound:
-            def remote(self, *args, **kwargs):
-                return outer._create(args, kwargs, merged)
-
-            def options(self, **more):
-                return outer.options(**{**merged, **more})
-        return _Bound()
+        opts.validate(options, opts.ACTOR_OPTIONS, f"actor class {self._class_name}",
+                      in_options=True)
+        return _BoundActorOptions(self, {**self._options, **options})
 
     def _pickled_class(self):
         if self._pickled is None:
@@ -166,6 +158,22 @@ class ActorClass:
         return ActorHandle(actor_id, self._methods, self._class_name,
                            resolved["max_pending_calls"], resolved["max_task_retries"],
                            _client=client, _registered=True)
+
+
+class _BoundActorOptions:
+    """What ``Cls.options(...)`` returns: ``.remote()`` with those options."""
+
+    def __init__(self, actor_class: ActorClass, options: dict):
+        self._actor_class = actor_class
+        self._options = options
+
+    def remote(self, *args, **kwargs) -> "ActorHandle":
+        return self._actor_class._create(args, kwargs, self._options)
+
+    def options(self, **options):
+        opts.validate(options, opts.ACTOR_OPTIONS,
+                      f"actor class {self._actor_class._class_name}", in_options=True)
+        return _BoundActorOptions(self._actor_class, {**self._options, **options})
 
 
 class ActorMethod:

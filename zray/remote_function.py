@@ -38,7 +38,8 @@ class RemoteFunction:
         return self._template.submit(args, kwargs)
 
     def options(self, **options):
-        opts.validate(options, opts.TASK_OPTIONS, f"remote function {self._function_name}")
+        opts.validate(options, opts.TASK_OPTIONS, f"remote function {self._function_name}",
+                      in_options=True)
         return _BoundOptions(self, {**self._options, **options})
 
     def pickled(self):
@@ -60,7 +61,10 @@ class _BoundOptions:
         return self._template.submit(args, kwargs)
 
     def options(self, **options):
-        return self._function.options(**{**self._template.options, **options})
+        function = self._function
+        opts.validate(options, opts.TASK_OPTIONS, f"remote function {function._function_name}",
+                      in_options=True)
+        return _BoundOptions(function, {**self._template.options, **options})
 
 
 class _Template:
