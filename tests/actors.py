@@ -107,3 +107,32 @@ def call_counter(counter, times):
 class Forwarder:
     def forward(self, counter):
         return zray.get(counter.increment.remote())
+
+
+# --- compatibility (tests/test_compat.py) -------------------------------------------
+
+@zray.remote
+class Signatures:
+    """Methods of every shape, for the argument checks at .remote() time."""
+
+    def __init__(self, start, *, step=1):
+        self.value = start
+        self.step = step
+
+    def add(self, amount, times=1):
+        self.value += amount * times * self.step
+        return self.value
+
+    def keyword_only(self, *, name):
+        return name
+
+    def anything(self, *args, **kwargs):
+        return len(args) + len(kwargs)
+
+    @staticmethod
+    def double(x):
+        return 2 * x
+
+    @classmethod
+    def kind(cls, suffix):
+        return cls.__name__ + suffix

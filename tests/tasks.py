@@ -218,3 +218,8 @@ def raise_two_arg_error():
 @zray.remote(max_retries=0)
 def raise_exception_group():
     raise ExceptionGroup("several", [ValueError("one"), KeyError("two")])
+
+
+@zray.remote
+def two_and_keyword(a, b=2, *, c=3):
+    return a + b + c

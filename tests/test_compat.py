@@ -6,7 +6,7 @@ import pytest
 
 import zray
 from zray import exceptions as zerr
-from tests import tasks as t
+from tests import actors as a, tasks as t
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -124,3 +124,77 @@ def test_decorator_only_options_are_refused_by_options():
 
 def test_none_means_the_default(cluster):
     assert zray.get(t.echo.options(num_cpus=None, max_retries=None).remote(5)) == 5
+
+
+# --- arguments checked at .remote() time ----------------------------------------------
+
+@pytest.mark.parametrize("call, words", [
+    (lambda: t.two_and_keyword.remote(), "missing a required argument: 'a'"),
+    (lambda: t.two_and_keyword.remote(1, 2, 3), "too many positional arguments"),
+    (lambda: t.two_and_keyword.remote(1, d=4), "unexpected keyword argument 'd'"),
+    (lambda: t.two_and_keyword.options(num_cpus=1).remote(), "required argument"),
+    (lambda: a.Signatures.remote(), "missing a required argument: 'start'"),
+    (lambda: a.Signatures.remote(1, 2), "too many positional arguments"),
+    (lambda: a.Signatures.options(num_cpus=0).remote(1, stride=2), "'stride'"),
+])
+def test_wrong_arguments_are_a_type_error_in_the_caller(cluster, call, words):
+    with pytest.raises(TypeError, match=words):
+        call()
+
+
+def test_wrong_arguments_to_actor_methods(cluster):
+    actor = a.Signatures.remote(10, step=2)
+    for call, words in [
+            (lambda: actor.add.remote(), "missing a required argument: 'amount'"),
+            (lambda: actor.add.remote(1, 2, 3), "too many positional"),
+            (lambda: actor.add.remote(1, tims=2), "unexpected keyword argument 'tims'"),
+            (lambda: actor.keyword_only.remote("x"), "too many positional"),
+            (lambda: actor.double.remote(), "missing a required argument: 'x'"),
+            (lambda: actor.kind.remote(), "missing a required argument: 'suffix'")]:
+        with pytest.raises(TypeError, match=words):
+            call()
+    refs = [actor.add.remote(1), actor.add.remote(1, times=2), actor.keyword_only.remote(
+        name="n"), actor.anything.remote(1, 2, k=3), actor.double.remote(4),
+        actor.kind.remote("!")]
+    assert zray.get(refs, timeout=30) == [12, 16, "n", 3, 8, "Signatures!"]
+
+
+def test_a_handle_passed_to_a_task_checks_arguments_too(cluster):
+    actor = a.Signatures.remote(0)
+
+    @zray.remote
+    def call_without_arguments(handle):
+        try:
+            handle.add.remote()
+        except TypeError as exc:
+            return str(exc)
+        return "no error"
+
+    assert "amount" in zray.get(call_without_arguments.remote(actor), timeout=30)
+
+
+def test_argument_check_agrees_with_signature_bind():
+    import inspect
+    from zray._signature import check_for, shape_of
+
+    def f1(a, b=1, *args, c, d=2, **kw): pass
+    def f2(a, /, b, *, c=1): pass
+    def f3(*args): pass
+    def f4(): pass
+    def f5(a, b=2): pass
+
+    for function in (f1, f2, f3, f4, f5):
+        check, signature = check_for(shape_of(function)), inspect.signature(function)
+        for args in ((), (1,), (1, 2), (1, 2, 3)):
+            for kwargs in ({}, {"c": 1}, {"b": 1}, {"z": 1}):
+                try:
+                    signature.bind(*args, **kwargs)
+                    expected = None
+                except TypeError:
+                    expected = TypeError
+                try:
+                    check(args, kwargs, function.__name__)
+                    got = None
+                except TypeError:
+                    got = TypeError
+                assert got is expected, (function.__name__, args, kwargs)

@@ -13,6 +13,7 @@ import inspect
 import cloudpickle
 
 from zray import _runtime, ids, options as opts
+from zray._signature import check_call, shape_of
 from zray.ids import handle_id
 from zray.object_ref import ObjectRef
 from zray.protocol import Msg
@@ -47,18 +48,20 @@ class ActorExit(SystemExit):
 
 
 def _method_table(cls) -> dict:
+    """name -> {num_returns, is_async, signature} for each method callable remotely;
+    the signature is a shape (see zray._signature) without ``self``."""
     table = {}
     for name, member in inspect.getmembers(cls):
         if name.startswith("__") and name != "__call__":
             continue
-        function = member
-        if isinstance(inspect.getattr_static(cls, name, None), (staticmethod, classmethod)):
-            function = member
-        if not callable(function):
+        if not callable(member):
             continue
-        table[name] = {"num_returns": getattr(function, "__zray_num_returns__", 1),
-                       "is_async": inspect.iscoroutinefunction(function)
-                       or inspect.isasyncgenfunction(function)}
+        static = isinstance(inspect.getattr_static(cls, name, None), staticmethod)
+        table[name] = {"num_returns": getattr(member, "__zray_num_returns__", 1),
+                       "is_async": inspect.iscoroutinefunction(member)
+                       or inspect.isasyncgenfunction(member),
+                       "signature": shape_of(member, drop_first=inspect.isfunction(member)
+                                             and not static)}
     return table
 
 
@@ -71,6 +74,7 @@ class ActorClass:
                                       f"actor class {self._class_name}")
         self._methods = _method_table(cls)
         self._pickled = None
+        self._init_shape = False      # the constructor's signature, once known
         self.__doc__ = cls.__doc__
         self.__name__ = cls.__name__
         self.__module__ = cls.__module__
@@ -98,6 +102,9 @@ class ActorClass:
         return self._pickled
 
     def _create(self, args, kwargs, options) -> "ActorHandle":
+        if self._init_shape is False:
+            self._init_shape = shape_of(self._cls)
+        check_call(self._init_shape, args, kwargs, f"{self._class_name}.__init__")
         runtime = _runtime.runtime()
         client = runtime.client
         resolved = opts.resolve(options, opts.ACTOR_OPTIONS)
@@ -187,7 +194,12 @@ class ActorMethod:
                         f"'object.{self._name}()', try 'object.{self._name}.remote()'.")
 
     def remote(self, *args, **kwargs):
-        return self._handle._call(self._name, args, kwargs, self._num_returns)
+        handle = self._handle
+        entry = handle._methods.get(self._name)
+        if entry is not None:
+            check_call(entry.get("signature"), args, kwargs,
+                       f"{handle._class_name}.{self._name}")
+        return handle._call(self._name, args, kwargs, self._num_returns)
 
     def options(self, **options):
         unknown = set(options) - {"num_returns", "name", "concurrency_group"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import cloudpickle
 
 from zray import _runtime, ids, options as opts
+from zray._signature import check_for, shape_of
 from zray.object_ref import ObjectRef, stale_ref_error
 from zray.serialization import inline_bytes, serialize
 from zray.task_spec import ArgRef, TaskSpec
@@ -20,6 +21,7 @@ class RemoteFunction:
                                       f"remote function {self._function_name}")
         self._template = None
         self._pickled = None
+        self._check = None
         self.__doc__ = function.__doc__
         self.__name__ = getattr(function, "__name__", self._function_name)
         self.__module__ = getattr(function, "__module__", None)
@@ -41,6 +43,12 @@ class RemoteFunction:
         opts.validate(options, opts.TASK_OPTIONS, f"remote function {self._function_name}",
                       in_options=True)
         return _BoundOptions(self, {**self._options, **options})
+
+    def argument_check(self):
+        """Checks a call's arguments against the function's signature."""
+        if self._check is None:
+            self._check = check_for(shape_of(self._function)) or _unchecked
+        return self._check
 
     def pickled(self):
         if self._pickled is None:
@@ -85,8 +93,10 @@ class _Template:
         self.max_calls = resolved["max_calls"]
         self.strategy = opts.strategy_wire(resolved["scheduling_strategy"])
         self.timeout_s = resolved["timeout_s"]
+        self.check = function.argument_check()
 
     def submit(self, args, kwargs):
+        self.check(args, kwargs, self.function._function_name)
         client = _runtime.client()
         function_id, blob = self.function.pickled()
         client.register_function(function_id, blob)
@@ -103,6 +113,10 @@ class _Template:
         if self.num_returns == 1:
             return refs[0]
         return refs if refs else None
+
+
+def _unchecked(args, kwargs, what: str) -> None:
+    """The check of a function whose signature Python cannot read."""
 
 
 def pack_args(args, kwargs, client, what: str):
