@@ -136,3 +136,59 @@ class Signatures:
     @classmethod
     def kind(cls, suffix):
         return cls.__name__ + suffix
+
+
+class Grandparent:
+    GRANDPARENT = 2
+
+    @staticmethod
+    def grandparent_static():
+        return 1
+
+    def inherited(self):
+        return "from Grandparent"
+
+
+class Parent(Grandparent):
+    PARENT = 6
+
+    @classmethod
+    def parent_class_method(cls):
+        return cls.__name__
+
+
+@zray.remote
+class WithClassAttributes(Parent):
+    """Class attributes, static and class methods, and inherited ones, used on
+    the actor class itself (as Ray's tests do) and remotely."""
+
+    X = 3
+
+    @staticmethod
+    def static_f():
+        return WithClassAttributes.X + WithClassAttributes.GRANDPARENT
+
+    @classmethod
+    def class_f(cls):
+        return cls.PARENT
+
+    def g(self):
+        return (WithClassAttributes.X, WithClassAttributes.static_f(),
+                WithClassAttributes.class_f(), WithClassAttributes.grandparent_static())
+
+
+class PlainBase:
+    def __init__(self, start=0):
+        self.value = start
+
+    def get(self):
+        return self.value
+
+
+RemoteBase = zray.remote(PlainBase)
+
+
+@zray.remote
+class SubclassOfTheUnderlyingClass(PlainBase):
+    def doubled(self):
+        return 2 * self.get()

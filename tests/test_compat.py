@@ -198,3 +198,35 @@ def test_argument_check_agrees_with_signature_bind():
                 except TypeError:
                     got = TypeError
                 assert got is expected, (function.__name__, args, kwargs)
+
+
+# --- actor classes keep what their class has ------------------------------------------
+
+def test_actor_class_keeps_class_attributes_static_and_class_methods(cluster):
+    cls = a.WithClassAttributes
+    assert cls.__name__ == "WithClassAttributes"
+    assert cls.__qualname__ == "WithClassAttributes"
+    assert (cls.X, cls.PARENT, cls.GRANDPARENT) == (3, 6, 2)
+    assert cls.static_f() == 5 and cls.class_f() == 6
+    assert cls.grandparent_static() == 1
+    assert cls.parent_class_method() == "WithClassAttributes"
+    with pytest.raises(AttributeError):
+        cls.no_such_attribute
+    actor = cls.remote()
+    assert zray.get(actor.g.remote(), timeout=30) == (3, 5, 6, 1)
+    assert zray.get([actor.static_f.remote(), actor.class_f.remote(),
+                     actor.inherited.remote(), actor.grandparent_static.remote(),
+                     actor.parent_class_method.remote()], timeout=30) == \
+        [5, 6, "from Grandparent", 1, "WithClassAttributes"]
+
+
+def test_subclassing_an_actor_class_is_refused_and_the_plain_class_works(cluster):
+    from zray.actor import ActorClassInheritanceException
+    with pytest.raises(ActorClassInheritanceException, match="Inheriting from actor"):
+        class Derived(a.RemoteBase):
+            pass
+    assert issubclass(ActorClassInheritanceException, TypeError)
+    sub = a.SubclassOfTheUnderlyingClass.remote(21)
+    base = a.RemoteBase.remote(4)
+    assert zray.get([sub.doubled.remote(), sub.get.remote(), base.get.remote()],
+                    timeout=30) == [42, 21, 4]

@@ -43,6 +43,10 @@ def exit_actor():
     raise ActorExit()
 
 
+class ActorClassInheritanceException(TypeError):
+    """A class statement named an actor class (not a plain class) as a base."""
+
+
 class ActorExit(SystemExit):
     """Raised by exit_actor(); the actor worker finishes the call and exits."""
 
@@ -77,11 +81,27 @@ class ActorClass:
         self._init_shape = False      # the constructor's signature, once known
         self.__doc__ = cls.__doc__
         self.__name__ = cls.__name__
+        self.__qualname__ = cls.__qualname__
         self.__module__ = cls.__module__
 
     def __call__(self, *args, **kwargs):
         raise TypeError(f"Actors cannot be instantiated directly. Instead of "
                         f"'{self._class_name}()', use '{self._class_name}.remote()'.")
+
+    def __getattr__(self, name):
+        """The user's class attributes, static methods and class methods
+        (``Counter.LIMIT``, ``Counter.default()``), as in Ray, whose actor
+        class derives from the user's class."""
+        cls = self.__dict__.get("_cls")
+        if cls is None or (name.startswith("__") and name.endswith("__")):
+            raise AttributeError(name)
+        return getattr(cls, name)
+
+    def __mro_entries__(self, bases):
+        raise ActorClassInheritanceException(
+            f"Attempted to subclass the actor class '{self._class_name}'. Inheriting "
+            "from actor classes is not currently supported (as in Ray): inherit from "
+            "the plain class instead and make the subclass an actor with @zray.remote.")
 
     def __reduce__(self):
         return (ActorClass, (self._cls, self._options, self._code_id))
