@@ -192,3 +192,35 @@ RemoteBase = zray.remote(PlainBase)
 class SubclassOfTheUnderlyingClass(PlainBase):
     def doubled(self):
         return 2 * self.get()
+
+
+@zray.remote
+class LeavesAMark:
+    """Registers an atexit handler that writes ``path``; exit() ends the actor."""
+
+    def __init__(self, path):
+        import atexit
+
+        def mark():
+            with open(path, "w") as f:
+                f.write(str(os.getpid()))
+        atexit.register(mark)
+
+    def exit(self):
+        zray.actor.exit_actor()
+
+    def pid(self):
+        return os.getpid()
+
+
+@zray.remote
+class AsyncLeavesAMark:
+    def __init__(self, path):
+        import atexit
+        atexit.register(lambda: open(path, "w").write("async"))
+
+    async def exit(self):
+        zray.actor.exit_actor()
+
+    async def pid(self):
+        return os.getpid()

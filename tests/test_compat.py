@@ -7,6 +7,7 @@ import pytest
 import zray
 from zray import exceptions as zerr
 from tests import actors as a, tasks as t
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -230,3 +231,28 @@ def test_subclassing_an_actor_class_is_refused_and_the_plain_class_works(cluster
     base = a.RemoteBase.remote(4)
     assert zray.get([sub.doubled.remote(), sub.get.remote(), base.get.remote()],
                     timeout=30) == [42, 21, 4]
+
+
+# --- leaving an actor: __ray_terminate__, exit_actor() and atexit ---------------------
+
+def test_ray_ready_and_ray_call(cluster):
+    actor = a.Signatures.remote(5)
+    assert zray.get(actor.__ray_ready__.remote(), timeout=30) is True
+    assert zray.get(actor.__ray_call__.remote(lambda self, n: self.value + n, 2),
+                    timeout=30) == 7
+
+
+@pytest.mark.parametrize("how", ["exit_actor", "__ray_terminate__", "async exit_actor"])
+def test_leaving_an_actor_runs_its_atexit_handlers(cluster, tmp_path, how):
+    marker = tmp_path / "atexit-ran"
+    if how == "async exit_actor":
+        actor = a.AsyncLeavesAMark.remote(str(marker))
+    else:
+        actor = a.LeavesAMark.remote(str(marker))
+    assert zray.get(actor.pid.remote(), timeout=30)
+    call = actor.__ray_terminate__ if how == "__ray_terminate__" else actor.exit
+    with pytest.raises(zerr.RayActorError):
+        zray.get(call.remote(), timeout=30)
+    assert wait_for(marker.exists, timeout_s=20)
+    with pytest.raises(zerr.RayActorError):
+        zray.get(actor.pid.remote(), timeout=30)

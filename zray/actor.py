@@ -36,11 +36,21 @@ def method(*args, **kwargs):
 
 
 def exit_actor():
-    """End the current actor from inside one of its methods; it is not restarted."""
+    """End the current actor from inside one of its methods; it is not restarted.
+
+    The call that made it fails with ActorDiedError; the process runs its
+    ``atexit`` handlers and exits."""
     worker = getattr(_runtime.runtime(), "worker", None)
     if worker is None or getattr(worker, "actor", None) is None:
         raise TypeError("exit_actor() may only be called inside an actor method")
     raise ActorExit()
+
+
+#: Methods every actor has, as in Ray (run by zray.worker.actor_runtime):
+#: ``__ray_ready__()`` answers True once the constructor has run;
+#: ``__ray_terminate__()`` ends the actor like exit_actor(), after the calls
+#: sent before it; ``__ray_call__(fn, *args)`` runs ``fn(instance, *args)``.
+BUILTIN_METHODS = frozenset({"__ray_ready__", "__ray_terminate__", "__ray_call__"})
 
 
 class ActorClassInheritanceException(TypeError):
@@ -261,6 +271,8 @@ class ActorHandle:
 
     def __getattr__(self, name):
         if name.startswith("__"):
+            if name in BUILTIN_METHODS:
+                return ActorMethod(self, name, 1)
             raise AttributeError(name)
         entry = self._methods.get(name)
         if entry is None:
