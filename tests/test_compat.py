@@ -27,6 +27,33 @@ def test_ref_from_an_earlier_init_raises_at_once(fresh_cluster):
     assert zray.get(t.echo.remote(3), timeout=30) == 3
 
 
+def test_large_function_or_actor_class_warns_then_is_refused(fresh_cluster):
+    fresh_cluster(num_cpus=1, _system_config={"function_size_warn_bytes": 100_000,
+                                              "function_size_error_bytes": 1_000_000})
+    medium, large = b"m" * 300_000, b"l" * 3_000_000
+
+    @zray.remote
+    def captures_medium():
+        return len(medium)
+
+    @zray.remote
+    def captures_large():
+        return len(large)
+
+    @zray.remote
+    class CapturesLarge:
+        def size(self):
+            return len(large)
+
+    with pytest.warns(UserWarning, match="remote function .*captures_medium is very large"):
+        ref = captures_medium.remote()
+    assert zray.get(ref, timeout=30) == 300_000
+    with pytest.raises(ValueError, match="captures_large is too large .2.9 MiB > .*1.0 MiB"):
+        captures_large.remote()
+    with pytest.raises(ValueError, match="actor class CapturesLarge is too large"):
+        CapturesLarge.remote()
+
+
 # --- task errors that cannot become RayTaskError(cause) ------------------------------
 
 def test_memory_error_arrives_as_plain_ray_task_error(cluster):

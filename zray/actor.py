@@ -18,7 +18,7 @@ from zray.ids import handle_id
 from zray.object_ref import ObjectRef
 from zray.protocol import Msg
 from zray.remote_function import pack_args
-from zray.serialization import record_contained_ref
+from zray.serialization import check_code_size, record_contained_ref
 from zray.task_spec import TaskSpec
 
 def method(*args, **kwargs):
@@ -124,9 +124,10 @@ class ActorClass:
                       in_options=True)
         return _BoundActorOptions(self, {**self._options, **options})
 
-    def _pickled_class(self):
+    def _pickled_class(self, config):
         if self._pickled is None:
             blob = cloudpickle.dumps(self._cls, protocol=5)
+            check_code_size(blob, f"actor class {self._class_name}", config)
             self._code_id = self._code_id or ids.new_code_id()
             self._pickled = (self._code_id, blob)
         return self._pickled
@@ -141,7 +142,7 @@ class ActorClass:
         is_async = any(m["is_async"] for m in self._methods.values())
         if resolved["max_concurrency"] is None:
             resolved["max_concurrency"] = 1000 if is_async else 1
-        function_id, blob = self._pickled_class()
+        function_id, blob = self._pickled_class(client.config)
         client.register_function(function_id, blob)
         args_blob, dep_ids, nested_ids, keep = pack_args(
             args, kwargs, client, f"actor {self._class_name}")

@@ -225,10 +225,10 @@ def warn_once(key: str, message: str) -> None:
     """A UserWarning the first time ``key`` comes up in this process."""
     if key not in _warned:
         _warned.add(key)
-        warnings.warn(message, UserWarning, stacklevel=_user_stacklevel())
+        warnings.warn(message, UserWarning, stacklevel=user_stacklevel())
 
 
-def _user_stacklevel() -> int:
+def user_stacklevel() -> int:
     """The stacklevel of the first caller outside zray, so that a warning
     points at the user's line."""
     frame, level = sys._getframe(2), 2

@@ -8,7 +8,7 @@ import cloudpickle
 from zray import _runtime, ids, options as opts
 from zray._signature import check_for, shape_of
 from zray.object_ref import ObjectRef, stale_ref_error
-from zray.serialization import inline_bytes, serialize
+from zray.serialization import check_code_size, inline_bytes, serialize
 from zray.task_spec import ArgRef, TaskSpec
 
 
@@ -50,9 +50,10 @@ class RemoteFunction:
             self._check = check_for(shape_of(self._function)) or _unchecked
         return self._check
 
-    def pickled(self):
+    def pickled(self, config):
         if self._pickled is None:
             blob = cloudpickle.dumps(self._function, protocol=5)
+            check_code_size(blob, f"remote function {self._function_name}", config)
             self._code_id = self._code_id or ids.new_code_id()
             self._pickled = (self._code_id, blob)
         return self._pickled
@@ -98,7 +99,7 @@ class _Template:
     def submit(self, args, kwargs):
         self.check(args, kwargs, self.function._function_name)
         client = _runtime.client()
-        function_id, blob = self.function.pickled()
+        function_id, blob = self.function.pickled(client.config)
         client.register_function(function_id, blob)
         args_blob, dep_ids, nested_ids, keep = pack_args(
             args, kwargs, client, f"task {self.name}")
