@@ -224,3 +224,10 @@ class AsyncLeavesAMark:
 
     async def pid(self):
         return os.getpid()
+
+
+@zray.remote
+class ThreadCounts:
+    def read(self):
+        return [os.environ.get(name) for name in
+                ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")]

@@ -223,3 +223,27 @@ def raise_exception_group():
 @zray.remote
 def two_and_keyword(a, b=2, *, c=3):
     return a + b + c
+
+
+THREAD_COUNT_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+@zray.remote
+def thread_count_vars():
+    return [os.environ.get(name) for name in THREAD_COUNT_VARS]
+
+
+@zray.remote
+def blas_threads():
+    """How many threads numpy's OpenBLAS runs with here (None: no OpenBLAS)."""
+    import ctypes
+    with open("/proc/self/maps") as maps:
+        paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower()})
+    for path in paths:
+        lib = ctypes.CDLL(path)
+        for symbol in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_",
+                       "openblas_get_num_threads"):
+            function = getattr(lib, symbol, None)
+            if function is not None:
+                return function()
+    return None

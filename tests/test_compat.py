@@ -1,5 +1,6 @@
 """Ray compatibility details: errors, argument checks, options, actor classes."""
 
+import os
 import sys
 
 import pytest
@@ -52,6 +53,24 @@ def test_large_function_or_actor_class_warns_then_is_refused(fresh_cluster):
         captures_large.remote()
     with pytest.raises(ValueError, match="actor class CapturesLarge is too large"):
         CapturesLarge.remote()
+
+
+def test_preloaded_numpy_starts_one_blas_thread_per_worker(fresh_cluster):
+    fresh_cluster(num_cpus=2, _system_config={"worker_preload_modules": "numpy"})
+    assert zray.get(t.thread_count_vars.remote(), timeout=30) == ["1", "1", "1"]
+    threads = zray.get(t.blas_threads.remote(), timeout=30)
+    if threads is None:
+        pytest.skip("numpy here has no OpenBLAS to ask")
+    assert threads == 1
+
+
+def test_thread_count_variables_the_user_set_are_kept(fresh_cluster, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    fresh_cluster(num_cpus=2)
+    assert zray.get(t.thread_count_vars.options(num_cpus=2).remote(), timeout=30) == \
+        ["3", "2", "2"]
 
 
 # --- task errors that cannot become RayTaskError(cause) ------------------------------
@@ -283,3 +302,22 @@ def test_leaving_an_actor_runs_its_atexit_handlers(cluster, tmp_path, how):
     assert wait_for(marker.exists, timeout_s=20)
     with pytest.raises(zerr.RayActorError):
         zray.get(actor.pid.remote(), timeout=30)
+
+
+# --- OMP_NUM_THREADS and friends follow the task's num_cpus ---------------------------
+
+def test_thread_count_variables_follow_num_cpus(cluster, monkeypatch):
+    for name in t.THREAD_COUNT_VARS:
+        if name in os.environ:
+            pytest.skip(f"{name} is set in this environment; workers keep it")
+    assert zray.get(t.thread_count_vars.remote(), timeout=30) == ["1", "1", "1"]
+    assert zray.get(t.thread_count_vars.options(num_cpus=2).remote(),
+                    timeout=30) == ["2", "2", "2"]
+    assert zray.get(t.thread_count_vars.options(num_cpus=0.5).remote(),
+                    timeout=30) == ["1", "1", "1"]
+    own = {"env_vars": {"OMP_NUM_THREADS": "7"}}
+    assert zray.get(t.thread_count_vars.options(runtime_env=own, num_cpus=2).remote(),
+                    timeout=30) == ["7", "2", "2"]
+    assert zray.get(t.thread_count_vars.remote(), timeout=30) == ["1", "1", "1"]
+    actor = a.ThreadCounts.options(num_cpus=2).remote()
+    assert zray.get(actor.read.remote(), timeout=30) == ["2", "2", "2"]
