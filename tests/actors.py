@@ -231,3 +231,9 @@ class ThreadCounts:
     def read(self):
         return [os.environ.get(name) for name in
                 ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")]
+
+
+@zray.remote
+class EnvReader:
+    def read(self, names):
+        return [os.environ.get(n) for n in names]

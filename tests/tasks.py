@@ -247,3 +247,23 @@ def blas_threads():
             if function is not None:
                 return function()
     return None
+
+
+@zray.remote
+def env_here_and_in_a_child(names):
+    """The variables here and in a task this one submits (runtime_env inheritance)."""
+    return ([os.environ.get(n) for n in names],
+            zray.get(env_of.remote(names)))
+
+
+@zray.remote
+def env_of(names):
+    return [os.environ.get(n) for n in names]
+
+
+@zray.remote
+def shout_large(text):
+    """Prints, then returns an object the head must forward (shared memory): its
+    log lines reach the head first on the same socket."""
+    print(text)
+    return np.zeros(200_000)

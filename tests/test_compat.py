@@ -73,6 +73,40 @@ def test_thread_count_variables_the_user_set_are_kept(fresh_cluster, monkeypatch
         ["3", "2", "2"]
 
 
+def test_init_runtime_env_vars_reach_every_task_actor_and_child(fresh_cluster):
+    fresh_cluster(num_cpus=2, runtime_env={"env_vars": {"ZC_JOB": "job", "ZC_BOTH": "job"}})
+    names = ["ZC_JOB", "ZC_BOTH", "ZC_TASK"]
+    assert zray.get(t.env_of.remote(names), timeout=30) == ["job", "job", None]
+    own = {"env_vars": {"ZC_BOTH": "task", "ZC_TASK": "task"}}
+    here, child = zray.get(t.env_here_and_in_a_child.options(runtime_env=own).remote(
+        names), timeout=30)
+    assert here == child == ["job", "task", "task"]
+    actor = a.EnvReader.remote()
+    assert zray.get(actor.read.remote(names), timeout=30) == ["job", "job", None]
+
+
+def test_init_warns_about_what_it_ignores(fresh_cluster):
+    with pytest.raises(ValueError, match="no_such_field"):
+        zray.init(num_cpus=1, runtime_env={"no_such_field": 1})
+    assert not zray.is_initialized()
+    with pytest.warns(UserWarning) as warned:
+        fresh_cluster(num_cpus=1, local_mode=True, runtime_env={"working_dir": "."})
+    messages = " ".join(str(w.message) for w in warned)
+    assert "local_mode" in messages and "'working_dir' is ignored" in messages
+    assert zray.get(t.echo.remote(1), timeout=30) == 1
+
+
+def test_log_to_driver_false_keeps_worker_output_away(fresh_cluster, capfd):
+    fresh_cluster(num_cpus=1)
+    zray.get(t.shout_large.remote("echoed-by-default"), timeout=30)
+    assert wait_for(lambda: "echoed-by-default" in capfd.readouterr().out)
+    zray.shutdown()
+    fresh_cluster(num_cpus=1, log_to_driver=False)
+    zray.get(t.shout_large.remote("kept-in-the-worker"), timeout=30)
+    zray.get(t.shout_large.remote("kept-in-the-worker"), timeout=30)
+    assert "kept-in-the-worker" not in capfd.readouterr().out
+
+
 # --- task errors that cannot become RayTaskError(cause) ------------------------------
 
 def test_memory_error_arrives_as_plain_ray_task_error(cluster):

@@ -166,9 +166,9 @@ class ActorClass:
             "max_concurrency": resolved["max_concurrency"], "is_async": is_async,
             "max_pending_calls": resolved["max_pending_calls"],
         }
+        runtime_env = opts.merge_runtime_env(runtime.runtime_env, resolved["runtime_env"])
         spec = TaskSpec(actor_id, client.job_id, f"{self._class_name}.__init__", function_id,
-                        args_blob, dep_ids, nested_ids, 0, placement, 0, False,
-                        resolved["runtime_env"], 0,
+                        args_blob, dep_ids, nested_ids, 0, placement, 0, False, runtime_env, 0,
                         opts.strategy_wire(resolved["scheduling_strategy"]), None,
                         actor_id=actor_id, method="__init__", actor_options=actor_options)
         with client._lock:   # the head registers our handle with CREATE_ACTOR

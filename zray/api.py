@@ -7,7 +7,7 @@ import inspect
 import os
 import threading
 
-from zray import _runtime
+from zray import _runtime, options as opts
 from zray._launch import LocalCluster, default_resources
 from zray.config import Config
 from zray.core_client import CoreClient
@@ -46,6 +46,8 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
                              "local_mode", "_node_ip_address", "job_config"}
     if ignored:
         raise TypeError(f"init() got unexpected keyword argument(s) {sorted(ignored)}")
+    job_env = _job_runtime_env(runtime_env)
+    _warn_ignored_init_options(kwargs)
     with _init_lock:
         if _runtime.get_runtime() is not None:
             if ignore_reinit_error:
@@ -68,11 +70,33 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
             runtime = _start_local(config, namespace, default_resources(
                 num_cpus, num_gpus, resources, object_store_memory=object_store_memory,
                 head=True))
+        runtime.runtime_env = job_env
+        runtime.client.log_to_driver = bool(log_to_driver)
         _runtime.set_runtime(runtime)
         if not _atexit_registered:
             atexit.register(shutdown)
             _atexit_registered = True
         return _context(runtime)
+
+
+def _job_runtime_env(runtime_env) -> dict | None:
+    """The job's runtime_env, checked as a task's is: its env_vars apply to every
+    task and actor of this driver (and, inherited, to theirs), as in Ray."""
+    if runtime_env is None:
+        return None
+    opts.validate({"runtime_env": runtime_env}, opts.TASK_OPTIONS, "init()")
+    env_vars = runtime_env.get("env_vars")
+    return {"env_vars": dict(env_vars)} if env_vars else None
+
+
+def _warn_ignored_init_options(kwargs) -> None:
+    if kwargs.get("local_mode"):
+        opts.warn_once("init:local_mode", "init(local_mode=True) is not supported by zray "
+                       "(Ray deprecated it): tasks and actors run in worker processes as "
+                       "usual.")
+    if kwargs.get("job_config") is not None:
+        opts.warn_once("init:job_config", "init(job_config=...) is ignored by zray; pass "
+                       "runtime_env= and namespace= to init() instead.")
 
 
 def _start_local(config, namespace, resources) -> _runtime.Runtime:

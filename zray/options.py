@@ -237,6 +237,20 @@ def user_stacklevel() -> int:
     return level
 
 
+def merge_runtime_env(parent: dict | None, child: dict | None) -> dict | None:
+    """A task's runtime_env over the one it inherits (its job's or its parent
+    task's), as in Ray: env_vars are merged (the child's win), other fields
+    are the child's."""
+    if not parent:
+        return child
+    if not child:
+        return parent
+    merged = {**parent, **child}
+    if parent.get("env_vars") and "env_vars" in child:
+        merged["env_vars"] = {**parent["env_vars"], **(child["env_vars"] or {})}
+    return merged
+
+
 def resource_request(options: dict) -> dict:
     """The logical resources a task asks for, as the scheduler sees them."""
     request = {}

@@ -98,14 +98,17 @@ class _Template:
 
     def submit(self, args, kwargs):
         self.check(args, kwargs, self.function._function_name)
-        client = _runtime.client()
+        runtime = _runtime.runtime()
+        client = runtime.client
+        runtime_env = self.runtime_env if runtime.runtime_env is None else \
+            opts.merge_runtime_env(runtime.runtime_env, self.runtime_env)
         function_id, blob = self.function.pickled(client.config)
         client.register_function(function_id, blob)
         args_blob, dep_ids, nested_ids, keep = pack_args(
             args, kwargs, client, f"task {self.name}")
         spec = TaskSpec(ids.new_task_id(), client.job_id, self.name, function_id, args_blob,
                         dep_ids, nested_ids, self.num_returns, self.resources,
-                        self.max_retries, self.retry_exceptions, self.runtime_env,
+                        self.max_retries, self.retry_exceptions, runtime_env,
                         self.max_calls, self.strategy, self.timeout_s,
                         owner_address=client.owner_address)
         return_ids = client.submit(spec)

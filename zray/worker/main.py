@@ -83,6 +83,7 @@ class WorkerProcess:
         self.main_thread = threading.main_thread().ident
         runtime = _runtime.Runtime(self.client, "worker")
         runtime.worker = self
+        self.runtime = runtime
         _runtime.set_runtime(runtime)
 
     def run(self) -> int:
@@ -344,6 +345,7 @@ class WorkerProcess:
         return False
 
     def _apply_env(self, spec):
+        self.runtime.runtime_env = spec.runtime_env     # what its own tasks inherit
         if self.thread_vars:
             self._set_thread_count(spec)
         changes = dict((spec.runtime_env or {}).get("env_vars") or {})
