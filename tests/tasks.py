@@ -216,6 +216,14 @@ def raise_two_arg_error():
 
 
 @zray.remote(max_retries=0)
+def raise_unpicklable_error():
+    import threading
+    error = RuntimeError("holds a lock")
+    error.lock = threading.Lock()
+    raise error
+
+
+@zray.remote(max_retries=0)
 def raise_exception_group():
     raise ExceptionGroup("several", [ValueError("one"), KeyError("two")])
 

@@ -127,6 +127,15 @@ def test_exception_whose_init_takes_other_arguments(cluster):
     assert "TwoArgError" in str(info.value.cause)
 
 
+def test_exception_that_cannot_be_pickled_keeps_its_traceback(cluster):
+    with pytest.raises(zerr.RayTaskError) as info:
+        zray.get(t.raise_unpicklable_error.remote())
+    text = str(info.value)
+    assert "raise_unpicklable_error" in text and "holds a lock" in text
+    assert "Traceback" in text
+    assert "could not be pickled" in str(info.value.cause)
+
+
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="ExceptionGroup is Python 3.11+")
 def test_exception_group_is_also_an_exception_group(cluster):
     with pytest.raises(zerr.RayTaskError) as info:
