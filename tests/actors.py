@@ -107,3 +107,133 @@ def call_counter(counter, times):
 class Forwarder:
     def forward(self, counter):
         return zray.get(counter.increment.remote())
+
+
+# --- compatibility (tests/test_compat.py) -------------------------------------------
+
+@zray.remote
+class Signatures:
+    """Methods of every shape, for the argument checks at .remote() time."""
+
+    def __init__(self, start, *, step=1):
+        self.value = start
+        self.step = step
+
+    def add(self, amount, times=1):
+        self.value += amount * times * self.step
+        return self.value
+
+    def keyword_only(self, *, name):
+        return name
+
+    def anything(self, *args, **kwargs):
+        return len(args) + len(kwargs)
+
+    @staticmethod
+    def double(x):
+        return 2 * x
+
+    @classmethod
+    def kind(cls, suffix):
+        return cls.__name__ + suffix
+
+
+class Grandparent:
+    GRANDPARENT = 2
+
+    @staticmethod
+    def grandparent_static():
+        return 1
+
+    def inherited(self):
+        return "from Grandparent"
+
+
+class Parent(Grandparent):
+    PARENT = 6
+
+    @classmethod
+    def parent_class_method(cls):
+        return cls.__name__
+
+
+@zray.remote
+class WithClassAttributes(Parent):
+    """Class attributes, static and class methods, and inherited ones, used on
+    the actor class itself (as Ray's tests do) and remotely."""
+
+    X = 3
+
+    @staticmethod
+    def static_f():
+        return WithClassAttributes.X + WithClassAttributes.GRANDPARENT
+
+    @classmethod
+    def class_f(cls):
+        return cls.PARENT
+
+    def g(self):
+        return (WithClassAttributes.X, WithClassAttributes.static_f(),
+                WithClassAttributes.class_f(), WithClassAttributes.grandparent_static())
+
+
+class PlainBase:
+    def __init__(self, start=0):
+        self.value = start
+
+    def get(self):
+        return self.value
+
+
+RemoteBase = zray.remote(PlainBase)
+
+
+@zray.remote
+class SubclassOfTheUnderlyingClass(PlainBase):
+    def doubled(self):
+        return 2 * self.get()
+
+
+@zray.remote
+class LeavesAMark:
+    """Registers an atexit handler that writes ``path``; exit() ends the actor."""
+
+    def __init__(self, path):
+        import atexit
+
+        def mark():
+            with open(path, "w") as f:
+                f.write(str(os.getpid()))
+        atexit.register(mark)
+
+    def exit(self):
+        zray.actor.exit_actor()
+
+    def pid(self):
+        return os.getpid()
+
+
+@zray.remote
+class AsyncLeavesAMark:
+    def __init__(self, path):
+        import atexit
+        atexit.register(lambda: open(path, "w").write("async"))
+
+    async def exit(self):
+        zray.actor.exit_actor()
+
+    async def pid(self):
+        return os.getpid()
+
+
+@zray.remote
+class ThreadCounts:
+    def read(self):
+        return [os.environ.get(name) for name in
+                ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")]
+
+
+@zray.remote
+class EnvReader:
+    def read(self, names):
+        return [os.environ.get(n) for n in names]

@@ -192,3 +192,86 @@ def read_pool_init_value(_=None):
 
 def failing_initializer():
     raise RuntimeError("initializer failed")
+
+
+# --- compatibility (tests/test_compat.py) -------------------------------------------
+
+class TwoArgError(Exception):
+    """An exception whose __init__ takes other arguments than its args: it
+    cannot be unpickled by the default reduce."""
+
+    def __init__(self, code, detail):
+        super().__init__(f"code {code}: {detail}")
+        self.code = code
+
+
+@zray.remote(max_retries=0)
+def raise_memory_error():
+    raise MemoryError("pretend the heap ran out")
+
+
+@zray.remote(max_retries=0)
+def raise_two_arg_error():
+    raise TwoArgError(7, "needs two arguments")
+
+
+@zray.remote(max_retries=0)
+def raise_unpicklable_error():
+    import threading
+    error = RuntimeError("holds a lock")
+    error.lock = threading.Lock()
+    raise error
+
+
+@zray.remote(max_retries=0)
+def raise_exception_group():
+    raise ExceptionGroup("several", [ValueError("one"), KeyError("two")])
+
+
+@zray.remote
+def two_and_keyword(a, b=2, *, c=3):
+    return a + b + c
+
+
+THREAD_COUNT_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+@zray.remote
+def thread_count_vars():
+    return [os.environ.get(name) for name in THREAD_COUNT_VARS]
+
+
+@zray.remote
+def blas_threads():
+    """How many threads numpy's OpenBLAS runs with here (None: no OpenBLAS)."""
+    import ctypes
+    with open("/proc/self/maps") as maps:
+        paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower()})
+    for path in paths:
+        lib = ctypes.CDLL(path)
+        for symbol in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_",
+                       "openblas_get_num_threads"):
+            function = getattr(lib, symbol, None)
+            if function is not None:
+                return function()
+    return None
+
+
+@zray.remote
+def env_here_and_in_a_child(names):
+    """The variables here and in a task this one submits (runtime_env inheritance)."""
+    return ([os.environ.get(n) for n in names],
+            zray.get(env_of.remote(names)))
+
+
+@zray.remote
+def env_of(names):
+    return [os.environ.get(n) for n in names]
+
+
+@zray.remote
+def shout_large(text):
+    """Prints, then returns an object the head must forward (shared memory): its
+    log lines reach the head first on the same socket."""
+    print(text)
+    return np.zeros(200_000)

@@ -15,6 +15,9 @@ class Runtime:
         self.namespace = namespace
         self.cluster = None       # the local cluster a driver started, if any
         self.address = None
+        #: What tasks and actors submitted from here inherit (Ray's runtime_env
+        #: inheritance): the job's in a driver, the running task's in a worker.
+        self.runtime_env = None
 
 
 def set_runtime(runtime) -> None:

@@ -13,11 +13,12 @@ import inspect
 import cloudpickle
 
 from zray import _runtime, ids, options as opts
+from zray._signature import check_call, shape_of
 from zray.ids import handle_id
 from zray.object_ref import ObjectRef
 from zray.protocol import Msg
 from zray.remote_function import pack_args
-from zray.serialization import record_contained_ref
+from zray.serialization import check_code_size, record_contained_ref
 from zray.task_spec import TaskSpec
 
 def method(*args, **kwargs):
@@ -35,11 +36,25 @@ def method(*args, **kwargs):
 
 
 def exit_actor():
-    """End the current actor from inside one of its methods; it is not restarted."""
+    """End the current actor from inside one of its methods; it is not restarted.
+
+    The call that made it fails with ActorDiedError; the process runs its
+    ``atexit`` handlers and exits."""
     worker = getattr(_runtime.runtime(), "worker", None)
     if worker is None or getattr(worker, "actor", None) is None:
         raise TypeError("exit_actor() may only be called inside an actor method")
     raise ActorExit()
+
+
+#: Methods every actor has, as in Ray (run by zray.worker.actor_runtime):
+#: ``__ray_ready__()`` answers True once the constructor has run;
+#: ``__ray_terminate__()`` ends the actor like exit_actor(), after the calls
+#: sent before it; ``__ray_call__(fn, *args)`` runs ``fn(instance, *args)``.
+BUILTIN_METHODS = frozenset({"__ray_ready__", "__ray_terminate__", "__ray_call__"})
+
+
+class ActorClassInheritanceException(TypeError):
+    """A class statement named an actor class (not a plain class) as a base."""
 
 
 class ActorExit(SystemExit):
@@ -47,18 +62,20 @@ class ActorExit(SystemExit):
 
 
 def _method_table(cls) -> dict:
+    """name -> {num_returns, is_async, signature} for each method callable remotely;
+    the signature is a shape (see zray._signature) without ``self``."""
     table = {}
     for name, member in inspect.getmembers(cls):
         if name.startswith("__") and name != "__call__":
             continue
-        function = member
-        if isinstance(inspect.getattr_static(cls, name, None), (staticmethod, classmethod)):
-            function = member
-        if not callable(function):
+        if not callable(member):
             continue
-        table[name] = {"num_returns": getattr(function, "__zray_num_returns__", 1),
-                       "is_async": inspect.iscoroutinefunction(function)
-                       or inspect.isasyncgenfunction(function)}
+        static = isinstance(inspect.getattr_static(cls, name, None), staticmethod)
+        table[name] = {"num_returns": getattr(member, "__zray_num_returns__", 1),
+                       "is_async": inspect.iscoroutinefunction(member)
+                       or inspect.isasyncgenfunction(member),
+                       "signature": shape_of(member, drop_first=inspect.isfunction(member)
+                                             and not static)}
     return table
 
 
@@ -71,13 +88,30 @@ class ActorClass:
                                       f"actor class {self._class_name}")
         self._methods = _method_table(cls)
         self._pickled = None
+        self._init_shape = False      # the constructor's signature, once known
         self.__doc__ = cls.__doc__
         self.__name__ = cls.__name__
+        self.__qualname__ = cls.__qualname__
         self.__module__ = cls.__module__
 
     def __call__(self, *args, **kwargs):
         raise TypeError(f"Actors cannot be instantiated directly. Instead of "
                         f"'{self._class_name}()', use '{self._class_name}.remote()'.")
+
+    def __getattr__(self, name):
+        """The user's class attributes, static methods and class methods
+        (``Counter.LIMIT``, ``Counter.default()``), as in Ray, whose actor
+        class derives from the user's class."""
+        cls = self.__dict__.get("_cls")
+        if cls is None or (name.startswith("__") and name.endswith("__")):
+            raise AttributeError(name)
+        return getattr(cls, name)
+
+    def __mro_entries__(self, bases):
+        raise ActorClassInheritanceException(
+            f"Attempted to subclass the actor class '{self._class_name}'. Inheriting "
+            "from actor classes is not currently supported (as in Ray): inherit from "
+            "the plain class instead and make the subclass an actor with @zray.remote.")
 
     def __reduce__(self):
         return (ActorClass, (self._cls, self._options, self._code_id))
@@ -86,33 +120,29 @@ class ActorClass:
         return self._create(args, kwargs, self._options)
 
     def options(self, **options):
-        opts.validate(options, opts.ACTOR_OPTIONS, f"actor class {self._class_name}")
-        merged = {**self._options, **options}
-        outer = self
+        opts.validate(options, opts.ACTOR_OPTIONS, f"actor class {self._class_name}",
+                      in_options=True)
+        return _BoundActorOptions(self, {**self._options, **options})
 
-        class _Bound:
-            def remote(self, *args, **kwargs):
-                return outer._create(args, kwargs, merged)
-
-            def options(self, **more):
-                return outer.options(**{**merged, **more})
-        return _Bound()
-
-    def _pickled_class(self):
+    def _pickled_class(self, config):
         if self._pickled is None:
             blob = cloudpickle.dumps(self._cls, protocol=5)
+            check_code_size(blob, f"actor class {self._class_name}", config)
             self._code_id = self._code_id or ids.new_code_id()
             self._pickled = (self._code_id, blob)
         return self._pickled
 
     def _create(self, args, kwargs, options) -> "ActorHandle":
+        if self._init_shape is False:
+            self._init_shape = shape_of(self._cls)
+        check_call(self._init_shape, args, kwargs, f"{self._class_name}.__init__")
         runtime = _runtime.runtime()
         client = runtime.client
         resolved = opts.resolve(options, opts.ACTOR_OPTIONS)
         is_async = any(m["is_async"] for m in self._methods.values())
         if resolved["max_concurrency"] is None:
             resolved["max_concurrency"] = 1000 if is_async else 1
-        function_id, blob = self._pickled_class()
+        function_id, blob = self._pickled_class(client.config)
         client.register_function(function_id, blob)
         args_blob, dep_ids, nested_ids, keep = pack_args(
             args, kwargs, client, f"actor {self._class_name}")
@@ -136,9 +166,9 @@ class ActorClass:
             "max_concurrency": resolved["max_concurrency"], "is_async": is_async,
             "max_pending_calls": resolved["max_pending_calls"],
         }
+        runtime_env = opts.merge_runtime_env(runtime.runtime_env, resolved["runtime_env"])
         spec = TaskSpec(actor_id, client.job_id, f"{self._class_name}.__init__", function_id,
-                        args_blob, dep_ids, nested_ids, 0, placement, 0, False,
-                        resolved["runtime_env"], 0,
+                        args_blob, dep_ids, nested_ids, 0, placement, 0, False, runtime_env, 0,
                         opts.strategy_wire(resolved["scheduling_strategy"]), None,
                         actor_id=actor_id, method="__init__", actor_options=actor_options)
         with client._lock:   # the head registers our handle with CREATE_ACTOR
@@ -168,6 +198,22 @@ class ActorClass:
                            _client=client, _registered=True)
 
 
+class _BoundActorOptions:
+    """What ``Cls.options(...)`` returns: ``.remote()`` with those options."""
+
+    def __init__(self, actor_class: ActorClass, options: dict):
+        self._actor_class = actor_class
+        self._options = options
+
+    def remote(self, *args, **kwargs) -> "ActorHandle":
+        return self._actor_class._create(args, kwargs, self._options)
+
+    def options(self, **options):
+        opts.validate(options, opts.ACTOR_OPTIONS,
+                      f"actor class {self._actor_class._class_name}", in_options=True)
+        return _BoundActorOptions(self._actor_class, {**self._options, **options})
+
+
 class ActorMethod:
     def __init__(self, handle, name: str, num_returns: int):
         self._handle = handle
@@ -179,7 +225,12 @@ class ActorMethod:
                         f"'object.{self._name}()', try 'object.{self._name}.remote()'.")
 
     def remote(self, *args, **kwargs):
-        return self._handle._call(self._name, args, kwargs, self._num_returns)
+        handle = self._handle
+        entry = handle._methods.get(self._name)
+        if entry is not None:
+            check_call(entry.get("signature"), args, kwargs,
+                       f"{handle._class_name}.{self._name}")
+        return handle._call(self._name, args, kwargs, self._num_returns)
 
     def options(self, **options):
         unknown = set(options) - {"num_returns", "name", "concurrency_group"}
@@ -221,6 +272,8 @@ class ActorHandle:
 
     def __getattr__(self, name):
         if name.startswith("__"):
+            if name in BUILTIN_METHODS:
+                return ActorMethod(self, name, 1)
             raise AttributeError(name)
         entry = self._methods.get(name)
         if entry is None:

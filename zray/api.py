@@ -7,12 +7,12 @@ import inspect
 import os
 import threading
 
-from zray import _runtime
+from zray import _runtime, options as opts
 from zray._launch import LocalCluster, default_resources
 from zray.config import Config
 from zray.core_client import CoreClient
 from zray.exceptions import RaySystemError
-from zray.object_ref import ObjectRef
+from zray.object_ref import ObjectRef, stale_ref_error
 from zray.protocol import Msg
 from zray.remote_function import RemoteFunction, put_value
 
@@ -46,6 +46,8 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
                              "local_mode", "_node_ip_address", "job_config"}
     if ignored:
         raise TypeError(f"init() got unexpected keyword argument(s) {sorted(ignored)}")
+    job_env = _job_runtime_env(runtime_env)
+    _warn_ignored_init_options(kwargs)
     with _init_lock:
         if _runtime.get_runtime() is not None:
             if ignore_reinit_error:
@@ -68,11 +70,33 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
             runtime = _start_local(config, namespace, default_resources(
                 num_cpus, num_gpus, resources, object_store_memory=object_store_memory,
                 head=True))
+        runtime.runtime_env = job_env
+        runtime.client.log_to_driver = bool(log_to_driver)
         _runtime.set_runtime(runtime)
         if not _atexit_registered:
             atexit.register(shutdown)
             _atexit_registered = True
         return _context(runtime)
+
+
+def _job_runtime_env(runtime_env) -> dict | None:
+    """The job's runtime_env, checked as a task's is: its env_vars apply to every
+    task and actor of this driver (and, inherited, to theirs), as in Ray."""
+    if runtime_env is None:
+        return None
+    opts.validate({"runtime_env": runtime_env}, opts.TASK_OPTIONS, "init()")
+    env_vars = runtime_env.get("env_vars")
+    return {"env_vars": dict(env_vars)} if env_vars else None
+
+
+def _warn_ignored_init_options(kwargs) -> None:
+    if kwargs.get("local_mode"):
+        opts.warn_once("init:local_mode", "init(local_mode=True) is not supported by zray "
+                       "(Ray deprecated it): tasks and actors run in worker processes as "
+                       "usual.")
+    if kwargs.get("job_config") is not None:
+        opts.warn_once("init:job_config", "init(job_config=...) is ignored by zray; pass "
+                       "runtime_env= and namespace= to init() instead.")
 
 
 def _start_local(config, namespace, resources) -> _runtime.Runtime:
@@ -211,7 +235,7 @@ def _make_remote(target, options):
     return RemoteFunction(target, options)
 
 
-def _object_ids(refs, what: str):
+def _object_ids(refs, what: str, client):
     if not isinstance(refs, (list, tuple)):
         raise TypeError(f"{what} expects an ObjectRef or a list of ObjectRefs, got "
                         f"{type(refs).__name__}")
@@ -219,6 +243,8 @@ def _object_ids(refs, what: str):
         if not isinstance(ref, ObjectRef):
             raise TypeError(f"{what} expects ObjectRefs, but the list holds a "
                             f"{type(ref).__name__}: {ref!r}")
+        if ref._client is not client and ref._client is not None:
+            raise stale_ref_error(ref)
     return [ref._id for ref in refs]
 
 
@@ -228,9 +254,11 @@ def get(object_refs, *, timeout: float | None = None):
     if timeout is not None and timeout < 0:
         raise ValueError("'timeout' must be a non-negative number or None")
     if isinstance(object_refs, ObjectRef):
+        if object_refs._client is not client and object_refs._client is not None:
+            raise stale_ref_error(object_refs)
         entry = client.get_entries([object_refs._id], timeout)[0]
         return client.value_of(object_refs._id, entry)
-    ids = _object_ids(object_refs, "zray.get")
+    ids = _object_ids(object_refs, "zray.get", client)
     entries = client.get_entries(ids, timeout)
     return [client.value_of(object_id, entry) for object_id, entry in zip(ids, entries)]
 
@@ -246,7 +274,9 @@ def wait(object_refs, *, num_returns: int = 1, timeout: float | None = None,
     client = _runtime.client()
     if isinstance(object_refs, ObjectRef):
         raise TypeError("wait() expected a list of ObjectRef, got a single ObjectRef")
-    ids = _object_ids(object_refs, "zray.wait")
+    if isinstance(object_refs, (list, tuple)) and not object_refs:
+        return [], []
+    ids = _object_ids(object_refs, "zray.wait", client)
     if len(set(ids)) != len(ids):
         raise ValueError("Wait requires a list of unique object refs.")
     if num_returns <= 0 or num_returns > len(ids):

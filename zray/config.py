@@ -53,6 +53,13 @@ class Config:
     #: registrations and results of actor calls, registrations and reports of
     #: tasks sent on a granted lease) to send it in batches.
     bookkeeping_delay_s: float = 0.002
+    #: A remote function or actor class whose pickle is larger than this warns
+    #: once, when first used (Ray's FUNCTION_SIZE_WARN_THRESHOLD): it probably
+    #: captures a large object that should be put in the store instead.
+    function_size_warn_bytes: int = 10 ** 7
+    #: One whose pickle is larger than this is refused with ValueError (Ray's
+    #: FUNCTION_SIZE_ERROR_THRESHOLD); every worker would hold a copy.
+    function_size_error_bytes: int = 10 ** 8
     #: Largest inbound frame any socket accepts, in bytes (-1: no limit).
     max_message_bytes: int = 512 * 1024 * 1024
     #: Bytes in one chunk of an object pulled from another node.

@@ -68,6 +68,7 @@ class CoreClient:
         self.blocked_hook = None
         self.unblocked_hook = None
         self.message_handlers = {}
+        self.log_to_driver = True      # init(log_to_driver=False): drop LOG_LINES
         self.current_task = threading.local()
         self._lock = threading.RLock()
         self._outbox = deque()
@@ -1102,6 +1103,8 @@ class CoreClient:
         self._welcomed.set()
 
     def _on_log_lines(self, items) -> None:
+        if not self.log_to_driver:
+            return
         for job_id, prefix, stream, text in items:
             out = sys.stderr if stream == "stderr" else sys.stdout
             try:

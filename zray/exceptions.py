@@ -7,6 +7,12 @@ so ``except ValueError`` works around ``zray.get`` exactly as in Ray.
 
 from __future__ import annotations
 
+import builtins
+import logging
+import pickle
+
+log = logging.getLogger("zray")
+
 
 class RayError(Exception):
     """Base of every error zray raises for a remote failure."""
@@ -34,31 +40,45 @@ class RayTaskError(RayError):
                 f"{self.traceback_str}".rstrip())
 
     def __reduce__(self):
-        return (_rebuild_task_error,
-                (self.function_name, self.traceback_str, self.cause, self.pid, self.ip))
+        return (_rebuild_task_error, (self.function_name, self.traceback_str,
+                                      _pickle_cause(self.cause), self.pid, self.ip))
 
     def as_instanceof_cause(self) -> "RayTaskError":
-        """Return an equivalent error that is also an instance of the cause's class."""
-        cause_cls = type(self.cause) if self.cause is not None else None
-        if cause_cls is None or isinstance(self.cause, RayTaskError) \
-                or not _can_subclass(cause_cls):
+        """Return an equivalent error that is also an instance of the cause's class.
+
+        As in Ray, a cause whose class cannot be combined with RayTaskError
+        (``MemoryError``, classes with their own ``__new__`` or layout) gives
+        back this plain RayTaskError: its ``cause`` and its message still carry
+        the cause's type, message and remote traceback."""
+        cause = self.cause
+        if cause is None or isinstance(cause, RayError):
             return self
-        derived = _derived_class(cause_cls)
-        err = derived.__new__(derived)
+        try:
+            err = _dual_instance(type(cause), cause)
+        except TypeError as exc:
+            if type(cause) not in _plain_only:
+                _plain_only.add(type(cause))
+                log.warning("Exception type %s cannot be combined with RayTaskError (%s): "
+                            "it is raised as a plain RayTaskError; its .cause is the "
+                            "original exception.", type(cause).__name__, exc)
+            return self
         RayTaskError.__init__(err, self.function_name, self.traceback_str,
-                              self.cause, self.pid, self.ip)
+                              cause, self.pid, self.ip)
         return err
 
 
 _derived_classes: dict = {}
+_plain_only: set = set()
+_GROUP = getattr(builtins, "BaseExceptionGroup", ())     # Python >= 3.11
 
 
-def _can_subclass(cls) -> bool:
-    try:
-        type("_probe", (RayTaskError, cls), {})
-        return True
-    except TypeError:
-        return False
+def _dual_instance(cause_cls, cause):
+    """An empty instance of the class deriving from RayTaskError and ``cause_cls``
+    (TypeError when Python refuses to make or instantiate one)."""
+    derived = _derived_class(cause_cls)
+    if _GROUP and isinstance(cause, _GROUP):
+        return _GROUP.__new__(derived, cause.message, cause.exceptions)
+    return derived.__new__(derived)
 
 
 def _derived_class(cause_cls):
@@ -83,8 +103,41 @@ def _derived_class(cause_cls):
     return derived
 
 
-def _rebuild_task_error(function_name, traceback_str, cause, pid, ip):
-    return RayTaskError(function_name, traceback_str, cause, pid, ip).as_instanceof_cause()
+def _pickle_cause(cause):
+    """The cause as (its own pickle or None, type name, message): the caller can
+    still raise a RayTaskError with the traceback when the cause cannot be
+    pickled here or unpickled there."""
+    if cause is None:
+        return None
+    import cloudpickle     # here: the head never pickles causes
+    type_name = f"{type(cause).__module__}.{type(cause).__qualname__}"
+    try:
+        message = str(cause)
+    except Exception:
+        message = "<str() failed>"
+    try:
+        return cloudpickle.dumps(cause, protocol=5), type_name, message
+    except Exception as exc:
+        return None, type_name, f"{message} (the cause could not be pickled: {exc!r})"
+
+
+def _unpickle_cause(state):
+    """The cause back from ``_pickle_cause``, or a RayError naming its type and
+    message when it cannot be rebuilt here (as Ray replaces an unserializable cause)."""
+    if state is None or isinstance(state, BaseException):
+        return state
+    blob, type_name, message = state
+    if blob is not None:
+        try:
+            return pickle.loads(blob)
+        except Exception as exc:
+            message = f"{message} (the cause could not be unpickled here: {exc!r})"
+    return RayError(f"{type_name}: {message}")
+
+
+def _rebuild_task_error(function_name, traceback_str, cause_state, pid, ip):
+    return RayTaskError(function_name, traceback_str, _unpickle_cause(cause_state),
+                        pid, ip).as_instanceof_cause()
 
 
 class GetTimeoutError(RayError, TimeoutError):

@@ -7,11 +7,18 @@ import concurrent.futures
 from zray import _runtime
 from zray.serialization import record_contained_ref
 
+#: A task id (16 bytes) and a return index (2 bytes); see zray.ids.
+OBJECT_ID_BYTES = 18
+
 
 class ObjectRef:
     __slots__ = ("_id", "_client", "__weakref__")
 
     def __init__(self, object_id: bytes, *, _client=None, _registered: bool = False):
+        if not _registered and (type(object_id) is not bytes or
+                                len(object_id) != OBJECT_ID_BYTES):
+            self._client = None         # for __del__
+            _bad_id(object_id)
         self._id = object_id
         if _client is None:
             active = _runtime.get_runtime()
@@ -77,6 +84,24 @@ class ObjectRef:
     def as_future(self):
         import asyncio     # here, not at import: asyncio (and ssl) cost ~8 MB a process
         return asyncio.wrap_future(self.future())
+
+
+def _bad_id(object_id) -> None:
+    if not isinstance(object_id, bytes):
+        raise TypeError(f"ObjectRef() takes the object's id as bytes, got "
+                        f"{type(object_id).__name__}: {object_id!r}")
+    raise ValueError(f"An ObjectRef's id is {OBJECT_ID_BYTES} bytes, got "
+                     f"{len(object_id)}: {object_id!r}")
+
+
+def stale_ref_error(ref: ObjectRef):
+    """The error for a ref made before the current ``init``: its object went
+    with the cluster (or connection) that ``shutdown`` ended."""
+    from zray.exceptions import OwnerDiedError
+    return OwnerDiedError(ref.hex(), (
+        f"{ref!r} was made before zray.shutdown() and belongs to an earlier "
+        "zray.init(); its object went away with that session. Create it again "
+        "after init (ObjectRefs cannot outlive the session that made them)."))
 
 
 def _rebuild(object_id: bytes) -> ObjectRef:

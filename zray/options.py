@@ -1,124 +1,122 @@
-"""Every option of remote functions (and, later, actors), declared once.
+"""Every option of remote functions and actors, declared once.
 
-``TASK_OPTIONS`` maps an option's name to its default and its check; the
-decorator, ``.options()`` and the task spec all read from here, so an option is
-never listed twice.  Unknown options raise ValueError naming the valid ones.
+``TASK_OPTIONS`` and ``ACTOR_OPTIONS`` map an option's name to its default, the
+types it takes and a check of its value; the decorator, ``.options()`` and the
+task spec all read from here, so an option is never listed twice.  As in Ray, an
+unknown option or a bad value raises ValueError and a wrong type TypeError, each
+naming the option, when the decorator or ``.options()`` is called.
 """
 
 from __future__ import annotations
 
-import numbers
+import sys
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
 
+_NONE = type(None)
+_NUMBER = (int, float, _NONE)
+
+
 @dataclass(frozen=True)
 class Option:
+    """An option's default, the types it may have (a wrong type is a TypeError,
+    as in Ray) and a check of its value (which raises ValueError)."""
     default: Any
-    check: Callable[[str, Any], None]
+    types: tuple
+    check: Callable[[str, Any], None] | None = None
 
 
-def _number(name, value):
-    if value is not None and (not isinstance(value, numbers.Real) or isinstance(value, bool)
-                              or value < 0):
-        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+def _non_negative(name, value):
+    if value is not None and value < 0:
+        raise ValueError(f"The option '{name}' cannot be negative, got {value!r}")
 
 
 def _int_at_least(low):
     def check(name, value):
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if value is not None and value < low:
+            raise ValueError(f"The option '{name}' must be an integer >= {low}, "
+                             f"got {value!r}")
     return check
 
 
 def _resources(name, value):
     if value is None:
         return
-    if not isinstance(value, dict):
-        raise ValueError(f"resources must be a dict of name -> amount, got {value!r}")
     for key, amount in value.items():
         if key in ("CPU", "GPU"):
             raise ValueError(f"Use the 'num_cpus' and 'num_gpus' keywords instead of "
                              f"'{key}' in 'resources'.")
         if not isinstance(key, str):
-            raise ValueError(f"resource names must be strings, got {key!r}")
-        _number(f"resources[{key!r}]", amount)
+            raise TypeError(f"resource names must be strings, got {key!r}")
+        if not isinstance(amount, (int, float)):
+            raise TypeError(f"The amount of resource {key!r} must be a number, got "
+                            f"{type(amount).__name__}: {amount!r}")
+        _non_negative(f"resources[{key!r}]", amount)
+
+
+def _num_returns(name, value):
+    if isinstance(value, str):
+        raise ValueError(f"num_returns={value!r} (generators) is not supported by zray; "
+                         "num_returns takes a non-negative integer")
+    _int_at_least(0)(name, value)
 
 
 def _retry_exceptions(name, value):
     if isinstance(value, bool):
         return
-    if isinstance(value, (list, tuple)) and all(
-            isinstance(e, type) and issubclass(e, BaseException) for e in value):
+    if all(isinstance(e, type) and issubclass(e, BaseException) for e in value):
         return
-    raise ValueError("retry_exceptions must be a bool or a list of exception classes, "
+    raise ValueError("retry_exceptions must be either a boolean or a list of exceptions, "
                      f"got {value!r}")
+
+
+#: runtime_env fields zray applies, and those Ray knows that zray ignores (with a
+#: warning, once per field): the code is expected to be on every node already.
+RUNTIME_ENV_FIELDS = frozenset({"env_vars"})
+RUNTIME_ENV_IGNORED = frozenset({
+    "working_dir", "py_modules", "excludes", "pip", "conda", "uv", "container",
+    "image_uri", "config", "nsight", "worker_process_setup_hook", "java_jars",
+    "py_executable", "_ray_release", "_ray_commit", "eager_install"})
 
 
 def _runtime_env(name, value):
     if value is None:
         return
-    if not isinstance(value, dict):
-        raise ValueError(f"runtime_env must be a dict, got {value!r}")
-    unsupported = set(value) - {"env_vars"}
-    if unsupported:
-        raise ValueError(f"runtime_env fields {sorted(unsupported)} are not supported by "
-                         "zray; supported: ['env_vars']")
+    unknown = set(value) - RUNTIME_ENV_FIELDS - RUNTIME_ENV_IGNORED
+    if unknown:
+        raise ValueError(f"Unknown runtime_env field(s) {sorted(unknown)}; zray applies "
+                         f"{sorted(RUNTIME_ENV_FIELDS)} and ignores "
+                         f"{sorted(RUNTIME_ENV_IGNORED)}")
+    for field in sorted(set(value) & RUNTIME_ENV_IGNORED):
+        warn_once(f"runtime_env:{field}",
+                  f"runtime_env field {field!r} is ignored by zray: only 'env_vars' is "
+                  "applied; the code and packages must already be on every node.")
     env_vars = value.get("env_vars") or {}
     if not isinstance(env_vars, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in env_vars.items()):
-        raise ValueError("runtime_env['env_vars'] must be a dict of str -> str")
+        raise TypeError("runtime_env['env_vars'] must be a dict of str -> str")
 
 
 def _strategy(name, value):
-    from zray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-    if value is None or value in ("DEFAULT", "SPREAD") or \
-            isinstance(value, NodeAffinitySchedulingStrategy):
+    if value is None or value in ("DEFAULT", "SPREAD") or not isinstance(value, str):
         return
     raise ValueError("scheduling_strategy must be 'DEFAULT', 'SPREAD' or a "
                      f"NodeAffinitySchedulingStrategy, got {value!r}")
 
 
-def _name(name, value):
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"name must be a string, got {value!r}")
-
-
-def _timeout(name, value):
-    if value is not None:
-        _number(name, value)
-
-
-def _anything(name, value):
-    return None
-
-
-TASK_OPTIONS = {
-    "num_cpus": Option(1, _number),
-    "num_gpus": Option(0, _number),
-    "resources": Option(None, _resources),
-    "memory": Option(None, _number),
-    "num_returns": Option(1, _int_at_least(0)),
-    "max_retries": Option(3, _int_at_least(-1)),
-    "retry_exceptions": Option(False, _retry_exceptions),
-    "name": Option(None, _name),
-    "max_calls": Option(0, _int_at_least(0)),
-    "runtime_env": Option(None, _runtime_env),
-    "scheduling_strategy": Option(None, _strategy),
-    "timeout_s": Option(None, _timeout),
-    "accelerator_type": Option(None, _anything),
-    "_metadata": Option(None, _anything),
-}
+def _strategy_types() -> tuple:
+    """The types scheduling_strategy takes (its Option lists none: they are
+    looked up when needed, as zray.util imports this module)."""
+    from zray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    return (str, NodeAffinitySchedulingStrategy, _NONE)
 
 
 def _lifetime(name, value):
     if value not in (None, "detached", "non_detached"):
-        raise ValueError(f"lifetime must be 'detached', 'non_detached' or None, got {value!r}")
-
-
-def _concurrency(name, value):
-    if value is not None:
-        _int_at_least(1)(name, value)
+        raise ValueError("actor `lifetime` argument must be one of 'detached', "
+                         f"'non_detached' and 'None', got {value!r}")
 
 
 def _pending(name, value):
@@ -127,45 +125,130 @@ def _pending(name, value):
         raise ValueError("max_pending_calls must be -1 (no limit) or a positive integer")
 
 
-def _bool(name, value):
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
+def _ignored_by_zray(what):
+    def check(name, value):
+        if value:
+            warn_once(f"option:{name}", f"The option {name!r} is accepted for Ray "
+                      f"compatibility but ignored by zray: {what}.")
+    return check
 
 
-ACTOR_OPTIONS = {
-    "num_cpus": Option(None, _number),
-    "num_gpus": Option(0, _number),
-    "resources": Option(None, _resources),
-    "memory": Option(None, _number),
-    "name": Option(None, _name),
-    "namespace": Option(None, _name),
-    "lifetime": Option(None, _lifetime),
-    "get_if_exists": Option(False, _bool),
-    "max_restarts": Option(0, _int_at_least(-1)),
-    "max_task_retries": Option(0, _int_at_least(-1)),
-    "max_concurrency": Option(None, _concurrency),
-    "max_pending_calls": Option(-1, _pending),
-    "runtime_env": Option(None, _runtime_env),
-    "scheduling_strategy": Option(None, _strategy),
-    "accelerator_type": Option(None, _anything),
-    "concurrency_groups": Option(None, _anything),
-    "_metadata": Option(None, _anything),
+def _task_object_store_memory(name, value):
+    if value is not None:
+        raise ValueError("Setting 'object_store_memory' is not implemented for tasks")
+
+
+TASK_OPTIONS = {
+    "num_cpus": Option(1, _NUMBER, _non_negative),
+    "num_gpus": Option(0, _NUMBER, _non_negative),
+    "resources": Option(None, (dict, _NONE), _resources),
+    "memory": Option(None, _NUMBER, _non_negative),
+    "object_store_memory": Option(None, (int, _NONE), _task_object_store_memory),
+    "num_returns": Option(1, (int, str, _NONE), _num_returns),
+    "max_retries": Option(3, (int, _NONE), _int_at_least(-1)),
+    "retry_exceptions": Option(False, (bool, list, tuple), _retry_exceptions),
+    "name": Option(None, (str, _NONE)),
+    "max_calls": Option(0, (int, _NONE), _int_at_least(0)),
+    "runtime_env": Option(None, (dict, _NONE), _runtime_env),
+    "scheduling_strategy": Option(None, (), _strategy),
+    "timeout_s": Option(None, _NUMBER, _non_negative),
+    "accelerator_type": Option(None, (str, _NONE)),
+    "_metadata": Option(None, (dict, _NONE)),
 }
 
+ACTOR_OPTIONS = {
+    "num_cpus": Option(None, _NUMBER, _non_negative),
+    "num_gpus": Option(0, _NUMBER, _non_negative),
+    "resources": Option(None, (dict, _NONE), _resources),
+    "memory": Option(None, _NUMBER, _non_negative),
+    "object_store_memory": Option(None, (int, _NONE), _ignored_by_zray(
+        "it reserves nothing (as in Ray, where it is deprecated)")),
+    "name": Option(None, (str, _NONE)),
+    "namespace": Option(None, (str, _NONE)),
+    "lifetime": Option(None, (str, _NONE), _lifetime),
+    "get_if_exists": Option(False, (bool,)),
+    "max_restarts": Option(0, (int, _NONE), _int_at_least(-1)),
+    "max_task_retries": Option(0, (int, _NONE), _int_at_least(-1)),
+    "max_concurrency": Option(None, (int, _NONE), _int_at_least(1)),
+    "max_pending_calls": Option(-1, (int, _NONE), _pending),
+    "runtime_env": Option(None, (dict, _NONE), _runtime_env),
+    "scheduling_strategy": Option(None, (), _strategy),
+    "accelerator_type": Option(None, (str, _NONE)),
+    "concurrency_groups": Option(None, (list, dict, _NONE), _ignored_by_zray(
+        "every method shares the actor's one pool of max_concurrency")),
+    "_metadata": Option(None, (dict, _NONE)),
+}
 
-def validate(options: dict, table: dict, what: str) -> dict:
-    """Check ``options`` against ``table``; return them merged over the defaults."""
+#: Options that only the decorator may set, not ``.options()`` (as in Ray; Ray
+#: refuses max_calls there too, which zray applies either way).
+DECORATOR_ONLY = frozenset({"concurrency_groups"})
+
+
+def validate(options: dict, table: dict, what: str, in_options: bool = False) -> dict:
+    """Check ``options`` against ``table`` (unknown name: ValueError; wrong type:
+    TypeError; bad value: ValueError, each naming the option, as Ray does)."""
     unknown = sorted(set(options) - set(table))
     if unknown:
         raise ValueError(f"Invalid option(s) {unknown} for {what}; valid options are: "
                          f"{sorted(k for k in table if not k.startswith('_'))}")
     for name, value in options.items():
-        table[name].check(name, value)
+        if in_options and name in DECORATOR_ONLY:
+            raise ValueError(f"Setting '{name}' is not supported in '.options()'.")
+        option = table[name]
+        types = option.types or _strategy_types()
+        if not isinstance(value, types):
+            raise TypeError(f"The type of option '{name}' of {what} must be one of "
+                            f"{_type_names(types)}, but got {type(value).__name__}: "
+                            f"{value!r}")
+        if option.check is not None:
+            option.check(name, value)
     return options
 
 
+def _type_names(types) -> str:
+    return "(" + ", ".join("None" if t is _NONE else t.__name__ for t in types) + ")"
+
+
 def resolve(options: dict, table: dict) -> dict:
-    return {name: options.get(name, opt.default) for name, opt in table.items()}
+    """Every option of ``table``: the value given, or its default (also for None)."""
+    resolved = {}
+    for name, opt in table.items():
+        value = options.get(name)
+        resolved[name] = opt.default if value is None else value
+    return resolved
+
+
+_warned: set = set()
+
+
+def warn_once(key: str, message: str) -> None:
+    """A UserWarning the first time ``key`` comes up in this process."""
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, UserWarning, stacklevel=user_stacklevel())
+
+
+def user_stacklevel() -> int:
+    """The stacklevel of the first caller outside zray, so that a warning
+    points at the user's line."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("zray"):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def merge_runtime_env(parent: dict | None, child: dict | None) -> dict | None:
+    """A task's runtime_env over the one it inherits (its job's or its parent
+    task's), as in Ray: env_vars are merged (the child's win), other fields
+    are the child's."""
+    if not parent:
+        return child
+    if not child:
+        return parent
+    merged = {**parent, **child}
+    if parent.get("env_vars") and "env_vars" in child:
+        merged["env_vars"] = {**parent["env_vars"], **(child["env_vars"] or {})}
+    return merged
 
 
 def resource_request(options: dict) -> dict:

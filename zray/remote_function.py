@@ -6,8 +6,9 @@ from __future__ import annotations
 import cloudpickle
 
 from zray import _runtime, ids, options as opts
-from zray.object_ref import ObjectRef
-from zray.serialization import inline_bytes, serialize
+from zray._signature import check_for, shape_of
+from zray.object_ref import ObjectRef, stale_ref_error
+from zray.serialization import check_code_size, inline_bytes, serialize
 from zray.task_spec import ArgRef, TaskSpec
 
 
@@ -20,6 +21,7 @@ class RemoteFunction:
                                       f"remote function {self._function_name}")
         self._template = None
         self._pickled = None
+        self._check = None
         self.__doc__ = function.__doc__
         self.__name__ = getattr(function, "__name__", self._function_name)
         self.__module__ = getattr(function, "__module__", None)
@@ -38,12 +40,20 @@ class RemoteFunction:
         return self._template.submit(args, kwargs)
 
     def options(self, **options):
-        opts.validate(options, opts.TASK_OPTIONS, f"remote function {self._function_name}")
+        opts.validate(options, opts.TASK_OPTIONS, f"remote function {self._function_name}",
+                      in_options=True)
         return _BoundOptions(self, {**self._options, **options})
 
-    def pickled(self):
+    def argument_check(self):
+        """Checks a call's arguments against the function's signature."""
+        if self._check is None:
+            self._check = check_for(shape_of(self._function)) or _unchecked
+        return self._check
+
+    def pickled(self, config):
         if self._pickled is None:
             blob = cloudpickle.dumps(self._function, protocol=5)
+            check_code_size(blob, f"remote function {self._function_name}", config)
             self._code_id = self._code_id or ids.new_code_id()
             self._pickled = (self._code_id, blob)
         return self._pickled
@@ -60,7 +70,10 @@ class _BoundOptions:
         return self._template.submit(args, kwargs)
 
     def options(self, **options):
-        return self._function.options(**{**self._template.options, **options})
+        function = self._function
+        opts.validate(options, opts.TASK_OPTIONS, f"remote function {function._function_name}",
+                      in_options=True)
+        return _BoundOptions(function, {**self._template.options, **options})
 
 
 class _Template:
@@ -81,16 +94,21 @@ class _Template:
         self.max_calls = resolved["max_calls"]
         self.strategy = opts.strategy_wire(resolved["scheduling_strategy"])
         self.timeout_s = resolved["timeout_s"]
+        self.check = function.argument_check()
 
     def submit(self, args, kwargs):
-        client = _runtime.client()
-        function_id, blob = self.function.pickled()
+        self.check(args, kwargs, self.function._function_name)
+        runtime = _runtime.runtime()
+        client = runtime.client
+        runtime_env = self.runtime_env if runtime.runtime_env is None else \
+            opts.merge_runtime_env(runtime.runtime_env, self.runtime_env)
+        function_id, blob = self.function.pickled(client.config)
         client.register_function(function_id, blob)
         args_blob, dep_ids, nested_ids, keep = pack_args(
             args, kwargs, client, f"task {self.name}")
         spec = TaskSpec(ids.new_task_id(), client.job_id, self.name, function_id, args_blob,
                         dep_ids, nested_ids, self.num_returns, self.resources,
-                        self.max_retries, self.retry_exceptions, self.runtime_env,
+                        self.max_retries, self.retry_exceptions, runtime_env,
                         self.max_calls, self.strategy, self.timeout_s,
                         owner_address=client.owner_address)
         return_ids = client.submit(spec)
@@ -99,6 +117,10 @@ class _Template:
         if self.num_returns == 1:
             return refs[0]
         return refs if refs else None
+
+
+def _unchecked(args, kwargs, what: str) -> None:
+    """The check of a function whose signature Python cannot read."""
 
 
 def pack_args(args, kwargs, client, what: str):
@@ -115,6 +137,8 @@ def pack_args(args, kwargs, client, what: str):
 
     def swap(value, force_put=False):
         if type(value) is ObjectRef:
+            if value._client is not client and value._client is not None:
+                raise stale_ref_error(value)
             dep_ids.append(value._id)
             return ArgRef(len(dep_ids) - 1)
         if force_put or getattr(value, "nbytes", 0) > limit or \

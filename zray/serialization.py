@@ -99,6 +99,26 @@ def dumps_error(exc: BaseException) -> bytes:
         return pickle.dumps(RaySystemError(f"unpicklable error {exc!r}"), 5)
 
 
+def check_code_size(blob: bytes, what: str, config) -> None:
+    """Refuse (ValueError) or warn about a remote function or actor class whose
+    pickle is large, as Ray does: it almost always captures a large object."""
+    size = len(blob)
+    if size <= config.function_size_warn_bytes:
+        return
+    advice = ("Check that its definition is not implicitly capturing a large array or "
+              "other object in scope. Tip: use zray.put() to put large objects in the "
+              "object store and pass the ObjectRef.")
+    mib = f"{size / 2**20:.1f} MiB"
+    if size > config.function_size_error_bytes:
+        raise ValueError(f"The {what} is too large ({mib} > function_size_error_bytes="
+                         f"{config.function_size_error_bytes / 2**20:.1f} MiB, "
+                         f"ZRAY_FUNCTION_SIZE_ERROR_BYTES). {advice}")
+    import warnings
+    from zray.options import user_stacklevel
+    warnings.warn(f"The {what} is very large ({mib}). {advice}", UserWarning,
+                  stacklevel=user_stacklevel())
+
+
 def _describe(value) -> str:
     text = repr(value)
     if len(text) > 80:

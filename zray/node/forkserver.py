@@ -19,6 +19,12 @@ import select
 import signal
 import sys
 
+#: How many threads OpenMP and BLAS libraries start; see default_thread_counts.
+THREAD_COUNT_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+#: Names the THREAD_COUNT_VARS zray set (the user did not): workers change those
+#: to their task's num_cpus.
+DEFAULTED_THREAD_VARS = "ZRAY_DEFAULTED_THREAD_VARS"
+
 _PR_SET_PDEATHSIG = 1
 _M_TRIM_THRESHOLD = -1      # glibc mallopt parameters
 _M_MMAP_THRESHOLD = -3
@@ -87,9 +93,23 @@ def main(argv=None) -> None:
     set_parent_death_signal()
     if os.getppid() != parent:
         sys.exit(0)
+    default_thread_counts(os.environ)
     from zray.worker import main as worker_main   # the imports workers inherit
     prepare_workers(args.worker_args)
     Server(args.cmd_fd, args.event_fd, args.worker_args, worker_main).run()
+
+
+def default_thread_counts(environ) -> None:
+    """One OpenMP/BLAS thread per worker unless the user set the variables, as
+    Ray does; a worker then sets them to its task's num_cpus (see
+    WorkerProcess._apply_env).  Set here, before anything is imported, because
+    the libraries read them once, when loaded: a module preloaded here
+    (worker_preload_modules=numpy) keeps this one thread in every worker
+    whatever its task's num_cpus; one a task imports sees that task's count."""
+    defaulted = [name for name in THREAD_COUNT_VARS if name not in environ]
+    for name in defaulted:
+        environ[name] = "1"
+    environ[DEFAULTED_THREAD_VARS] = ",".join(defaulted)
 
 
 def keep_freed_heap(keep_bytes: int) -> None:

@@ -16,7 +16,9 @@ memory; otherwise the caller forwards them if their refs ever leave it.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
+import functools
 import logging
 import os
 import queue
@@ -113,7 +115,7 @@ class ActorRuntime:
         keep_alive = []
         try:
             args, kwargs = self.worker.resolve_args(spec)
-            value = getattr(self.instance, spec.method)(*args, **kwargs)
+            value = self.method(spec.method)(*args, **kwargs)
             keep_alive.append(value)
             status, results = STATUS_OK, self.worker.pack_returns(spec, value)
         except ActorExit:
@@ -138,7 +140,7 @@ class ActorRuntime:
                         None, self.worker.resolve_args, spec)
                 else:
                     args, kwargs = self.worker.resolve_args(spec)
-                value = getattr(self.instance, spec.method)(*args, **kwargs)
+                value = self.method(spec.method)(*args, **kwargs)
                 if asyncio.iscoroutine(value):
                     value = await value
                 keep_alive.append(value)
@@ -153,6 +155,16 @@ class ActorRuntime:
             with self.lock:
                 self.running.pop(spec.task_id, None)
         self.reply(caller, spec, status, results)
+
+    def method(self, name: str):
+        """The instance's method ``name``, or one that every actor has."""
+        try:
+            return getattr(self.instance, name)
+        except AttributeError:
+            builtin = _BUILTIN_METHODS.get(name)
+            if builtin is None:
+                raise
+            return functools.partial(builtin, self.instance)
 
     def _take_cancelled(self, task_id) -> bool:
         with self.lock:
@@ -198,8 +210,27 @@ class ActorRuntime:
         return [(oid, KIND_ERROR, blob, len(blob), ()) for oid in spec.return_ids()]
 
     def finish_exit(self) -> None:
-        """exit_actor() ran: tell the head, flush, and end the process."""
+        """exit_actor() ran: run the process's atexit handlers (as a Python
+        process that exits does), tell the head, flush, and end the process."""
+        atexit._run_exitfuncs()
         self.client.send(Msg.ACTOR_DIED, (self.actor_id, "The actor exited by calling "
                                           "exit_actor().", True))
         self.client.close()
         os._exit(0)
+
+
+def _ray_ready(instance) -> bool:
+    return True
+
+
+def _ray_terminate(instance) -> None:
+    raise ActorExit()
+
+
+def _ray_call(instance, function, *args, **kwargs):
+    return function(instance, *args, **kwargs)
+
+
+#: What zray.actor.BUILTIN_METHODS names.
+_BUILTIN_METHODS = {"__ray_ready__": _ray_ready, "__ray_terminate__": _ray_terminate,
+                    "__ray_call__": _ray_call}

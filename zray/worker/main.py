@@ -76,10 +76,14 @@ class WorkerProcess:
         self.cancelled = set()
         self.spares = spare_paths(self.config.shm_dir, self.node_id)   # see SpareSegments
         self.leased_tasks = set()       # ids of tasks the head sent to this leased worker
+        self.thread_vars = [name for name in os.environ.get(
+            "ZRAY_DEFAULTED_THREAD_VARS", "").split(",") if name]
+        self.thread_count = 1           # their value (see forkserver.default_thread_counts)
         self.lock = threading.Lock()
         self.main_thread = threading.main_thread().ident
         runtime = _runtime.Runtime(self.client, "worker")
         runtime.worker = self
+        self.runtime = runtime
         _runtime.set_runtime(runtime)
 
     def run(self) -> int:
@@ -341,12 +345,25 @@ class WorkerProcess:
         return False
 
     def _apply_env(self, spec):
+        self.runtime.runtime_env = spec.runtime_env     # what its own tasks inherit
+        if self.thread_vars:
+            self._set_thread_count(spec)
         changes = dict((spec.runtime_env or {}).get("env_vars") or {})
         if spec.gpu_ids:
             changes["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in spec.gpu_ids)
         saved = {k: os.environ.get(k) for k in changes}
         os.environ.update(changes)
         return saved
+
+    def _set_thread_count(self, spec) -> None:
+        """OMP/MKL/OPENBLAS_NUM_THREADS (those the user did not set) = the task's
+        num_cpus, at least 1, as in Ray; they stay until a task needs another
+        count (one putenv per variable per change, not per task)."""
+        count = max(1, int(spec.resources.get("CPU", 1)))
+        if count != self.thread_count:
+            self.thread_count = count
+            for name in self.thread_vars:
+                os.environ[name] = str(count)
 
     @staticmethod
     def _restore_env(saved):
