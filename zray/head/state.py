@@ -28,7 +28,7 @@ from zray.protocol import (
     Msg, PROTOCOL_MAJOR, STATUS_OK, STATUS_RETRIABLE_ERROR, STATUS_CANCELLED,
     REASON_CANCELLED, REASON_TIMEOUT, REJOIN,
 )
-from zray.head.actors import ActorsMixin
+from zray.head.actors import ActorsMixin, ActorState
 from zray.ids import is_handle_id, is_put_id
 from zray.outbox import Outbox
 from zray.serialization import KIND_INLINE, KIND_ERROR, KIND_SHM, dumps_error
@@ -1133,7 +1133,7 @@ class HeadState(ActorsMixin):
             actor = self.actors.get(task.spec.actor_id)
             if task.state is not TaskState.ASSIGNED or actor is None:
                 return
-            if actor.state.value == "ALIVE" and actor.worker_key:
+            if actor.state is ActorState.ALIVE and actor.worker_key:
                 self.out.send(actor.worker_key, Msg.CANCEL_TASKS, (task.spec.task_id, force))
             else:
                 actor.pending_cancels.add(task.spec.task_id)
