@@ -275,22 +275,34 @@ class HeadState(ActorsMixin):
             self._schedule()
 
     def tick(self, now: float) -> None:
-        """Periodic work: liveness of nodes and drivers."""
-        limit = self.config.heartbeat_interval_s * self.config.heartbeat_missed_limit
+        """Periodic work: liveness of nodes and drivers, expiries, idle leases."""
+        for sweep in self.sweeps():
+            sweep(now)
+
+    def sweeps(self) -> tuple:
+        """The steps of ``tick``, in order: the process loop runs each on its own,
+        so that one that fails is logged and the others still run."""
+        return (self._expire_nodes, self._expire_drivers, self._expire_early_results,
+                self._expire_early_granted, self._expire_placeholders,
+                self._return_idle_leases, self.after_batch)
+
+    def _heartbeat_limit_s(self) -> float:
+        return self.config.heartbeat_interval_s * self.config.heartbeat_missed_limit
+
+    def _expire_nodes(self, now: float) -> None:
+        limit = self._heartbeat_limit_s()
         for node in list(self.nodes.values()):
             if node.state is NodeState.ALIVE and now - node.last_seen > limit:
                 self._node_died(node, now, f"missed {self.config.heartbeat_missed_limit} "
                                            "heartbeats")
+
+    def _expire_drivers(self, now: float) -> None:
+        limit = self._heartbeat_limit_s()
         for client in list(self.clients.values()):
             if client.kind == "driver" and now - client.last_seen > limit:
                 log.warning("driver %s missed its heartbeats; releasing its job",
                             client.job_id.hex())
                 self._client_gone(client)
-        self._expire_early_results(now)
-        self._expire_early_granted(now)
-        self._expire_placeholders(now)
-        self._return_idle_leases(now)
-        self.after_batch(now)
 
     # --- membership ------------------------------------------------------------------
 
