@@ -164,3 +164,15 @@ def test_leased_worker_death_frees_the_reserved_cpu():
     [(dead, _pid, _code, task_id, _attempt)] = state.out.drain()[(HEAD, Msg.WORKER_DIED)]
     assert dead == worker_id and task_id is None
     assert state.available["CPU"] == 1.0
+
+
+def test_a_pull_of_an_absurd_size_fails_instead_of_raising(tmp_path):
+    """ftruncate raised OverflowError, which escaped the pull and left it without a
+    source, so every later timeout sweep raised on it."""
+    from zray.node.transfer import Puller
+    puller = Puller(str(tmp_path), b"n" * 16, 4 << 20, 4, 30.0)
+    puller.request(b"o" * 18, 2**70, [b"p" * 16], b"waiter", 0.0)
+    [(object_id, error, waiters, _)] = puller.finished
+    assert object_id == b"o" * 18 and "could not make room" in error and waiters == [b"waiter"]
+    assert not puller.pulls and not list(tmp_path.iterdir())
+    puller.tick(100.0)

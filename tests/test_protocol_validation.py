@@ -107,7 +107,7 @@ def test_nested_results_are_checked():
     item = _sample_item(Msg.TASKS_FINISHED)
     bad_result = (b"o" * 18, 0, b"data", -4, ())
     with pytest.raises(ProtocolError, match=r"field results .*element 0 .*its size should "
-                                            r"be int >= 0"):
+                                            r"be int in \[0, 2\*\*63\)"):
         _decode(Msg.TASKS_FINISHED, [item[:3] + ([bad_result],) + item[4:]])
 
 

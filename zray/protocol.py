@@ -434,7 +434,9 @@ ANY = FieldType("any value", "True")
 BYTES = FieldType("bytes", "type({v}) is bytes")
 STR = FieldType("str", "type({v}) is str")
 INT = FieldType("int", "(type({v}) is int or _is_int({v}))")
-COUNT = FieldType("int >= 0", "((type({v}) is int or _is_int({v})) and {v} >= 0)")
+# Sizes and offsets reach system calls (ftruncate, pwrite): below 2**63 there.
+COUNT = FieldType("int in [0, 2**63)",
+                  "((type({v}) is int or _is_int({v})) and 0 <= {v} < 9223372036854775808)")
 NUMBER = FieldType("number", "(type({v}) is float or type({v}) is int or _is_number({v}))")
 BOOL = FieldType("bool", "(type({v}) is bool or _is_int({v}))")
 DICT = FieldType("dict", "type({v}) is dict")
