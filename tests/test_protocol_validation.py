@@ -5,6 +5,7 @@ Unit tests: no processes, no sockets."""
 from __future__ import annotations
 
 import pickle
+from fractions import Fraction
 
 import pytest
 
@@ -91,6 +92,7 @@ def test_a_wrong_type_in_any_field_is_refused_naming_the_field(msg):
     ("num_returns", 70000, r"num_returns should be int in \[0, 65534\]"),
     ("strategy", ("node_affinity", b"n" * 16), "strategy should be None, a str or"),
     ("timeout_s", "soon", "timeout_s should be number or None"),
+    ("timeout_s", Fraction(1, 2), "timeout_s should be number or None"),   # no :g in 3.11
     ("actor_options", {"held": {"CPU": -1.0}}, "actor_options should be a dict of actor "
                                                ".*its key 'held' should be a dict"),
 ])

@@ -420,12 +420,14 @@ def _resources_ok(v) -> bool:
     return True
 
 
-def _is_int(v) -> bool:        # the slow path: numpy integers and the like
-    return isinstance(v, numbers.Integral)
+def _is_int(v) -> bool:        # the slow path: int's subclasses and numpy's integers
+    return isinstance(v, int) or (
+        isinstance(v, numbers.Integral) and type(v).__module__ == "numpy")
 
 
-def _is_number(v) -> bool:
-    return isinstance(v, numbers.Real)
+def _is_number(v) -> bool:      # floats' subclasses and numpy's, not Fraction & co
+    return isinstance(v, (int, float)) or (
+        isinstance(v, numbers.Real) and type(v).__module__ == "numpy")
 
 
 _NAMESPACE.update(_is_int=_is_int, _is_number=_is_number)
