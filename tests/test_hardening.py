@@ -27,7 +27,7 @@ from zray.serialization import segment_path
 
 from tests.conftest import SHM_DIR
 from tests.tasks import make_array
-from tests.test_security import _answer, _dealer
+from tests.test_security import _answer, _dealer, _logs
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -48,6 +48,31 @@ def _endpoints(node) -> dict:
     [info] = [n for n in zray.nodes() if n["NodeID"] == node.node_id]
     return {"workers": info["NodeManagerEndpoint"],
             "chunks": info["ObjectTransferEndpoint"]}
+
+
+# --- ids that are not bytes --------------------------------------------------------
+
+def test_references_to_ids_that_are_not_bytes_are_refused_and_logged(cluster):
+    """ADD_REFS/SUBSCRIBE_OBJECTS (12345,) used to leave a placeholder keyed by
+    12345, and the head's next expiry sweep (30 s later) died on 12345.hex()."""
+    cluster, _ = cluster
+    head = _dealer(cluster.address_endpoint, cluster._config)
+    good = b"g" * 18
+    try:
+        head.send_multipart(protocol.encode(Msg.ADD_REFS, [(12345,), (good,)]))
+        head.send_multipart(protocol.encode(Msg.SUBSCRIBE_OBJECTS, [(12345,), (good,)]))
+        head.send_multipart(protocol.encode(Msg.QUERY, [(1, "list_objects", None)]))
+        reply = _answer(head, lambda kind, item: kind is Msg.QUERY_REPLY)
+    finally:
+        head.close()
+    _, ok, objects = reply
+    assert ok, objects
+    ids = {entry["object_id"] for entry in objects}
+    assert good.hex() in ids                         # the good item of the batch counted
+    log = _logs(cluster)
+    for kind in ("ADD_REFS", "SUBSCRIBE_OBJECTS"):
+        assert f"malformed {kind} item 0: field object_id should be bytes (18), got int" \
+            in log
 
 
 # --- a malformed CHUNK_REQUEST --------------------------------------------------------

@@ -246,7 +246,7 @@ def _answer(sock, wanted, timeout_s: float = 60.0):
     while True:
         left_ms = int((deadline - time.monotonic()) * 1000)
         assert left_ms > 0 and sock.poll(left_ms), "no answer: the peer is gone or stuck"
-        message = protocol.decode(sock.recv_multipart(), keep_good_items=True)
+        message = protocol.decode(sock.recv_multipart())
         for item in message.items:
             if wanted(message.type, item):
                 return item
