@@ -18,7 +18,8 @@ WORKER = b"Wworker1"
 
 
 def msg(kind, *items):
-    return Message(kind, list(items), [])
+    """A message as decode hands it over: typed items (not checked here)."""
+    return Message(kind, [protocol.ITEMS[kind]._make(item) for item in items], [])
 
 
 class Harness:

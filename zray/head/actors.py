@@ -220,8 +220,8 @@ class ActorsMixin:
                 client = self.clients.get(key)
                 self.early_actor_results[task_id] = (
                     now, status, results, client.node_id if client is not None else None)
-                for result in results:
-                    for cid in result[4]:
+                for _object_id, _kind, _data, _size, contained in results:
+                    for cid in contained:
                         inner = self.objects.get(cid)
                         if inner is not None:
                             inner.pins += 1
@@ -246,8 +246,8 @@ class ActorsMixin:
         self._task_done(task)
 
     def _unpin_early(self, results):
-        for result in results:
-            for cid in result[4]:
+        for _object_id, _kind, _data, _size, contained in results:
+            for cid in contained:
                 inner = self.objects.get(cid)
                 if inner is not None:
                     inner.pins -= 1

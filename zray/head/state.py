@@ -996,7 +996,7 @@ class HeadState(ActorsMixin):
             early_node = self.nodes.get(early[3]) if node is None else None
             if node is None and (early_node is None or early_node.state is not NodeState.ALIVE):
                 # It finished on a node that died since: its results went with it.
-                self._discard_results(early[1][3], None)
+                self._discard_results(early[1].results, None)
                 self._wait_for_deps(task)
                 continue
             self.dispatch_counts["granted"] += 1
@@ -1054,7 +1054,7 @@ class HeadState(ActorsMixin):
         for task_id, (_key, item, since, node_id) in list(self.early_granted.items()):
             if now - since >= limit_s:
                 del self.early_granted[task_id]
-                self._discard_results(item[3], self.nodes.get(node_id))
+                self._discard_results(item.results, self.nodes.get(node_id))
         for task_id, (_blocked, since) in list(self.early_blocked.items()):
             if now - since >= limit_s:
                 del self.early_blocked[task_id]
@@ -1259,7 +1259,7 @@ class HeadState(ActorsMixin):
     def _on_log_lines(self, key, items, now):
         drivers = {c.job_id: c.key for c in self.clients.values() if c.kind == "driver"}
         for item in items:
-            target = drivers.get(item[0])
+            target = drivers.get(item.job_id)
             if target is not None:
                 self.out.send(target, Msg.LOG_LINES, item)
 
@@ -1281,10 +1281,11 @@ class HeadState(ActorsMixin):
         node = self.node_by_identity.get(key)
         if node is not None:        # a node manager stopping on its own
             if node.state is NodeState.ALIVE:
-                self._node_died(node, now, f"it stopped ({items[0][0] if items else ''})")
+                self._node_died(node, now, f"it stopped ({items[0].reason if items else ''})")
             return
         client = self.clients.get(key)
-        if client is not None and client.kind == "driver" and items and items[0][0] == "cluster":
+        if client is not None and client.kind == "driver" and items and \
+                items[0].reason == "cluster":
             for node in self.nodes.values():
                 if node.state is NodeState.ALIVE:
                     self.out.send(node.identity, Msg.SHUTDOWN, ("head shutting down",))
