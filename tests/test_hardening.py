@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import struct
+import time
 
 import psutil
 import pytest
@@ -25,7 +26,7 @@ from zray.head.main import HeadLoop
 from zray.protocol import Msg
 from zray.serialization import segment_path
 
-from tests.conftest import SHM_DIR
+from tests.conftest import SHM_DIR, wait_for
 from tests.tasks import make_array
 from tests.test_security import _answer, _dealer, _logs
 
@@ -100,6 +101,33 @@ def test_malformed_chunk_requests_leave_the_node_its_workers_and_its_segments(cl
     assert all(psutil.pid_exists(pid) for pid in workers)
     assert os.path.exists(segment)
     assert float(zray.get(ref, timeout=60).sum()) == 2.0 * (TWO_MB // 8)
+
+
+# --- a peer with an endpoint nobody can connect to ----------------------------------
+
+def test_a_pull_from_a_node_with_a_bad_endpoint_fails_at_once(cluster):
+    """A member may register a node whose chunk server endpoint does not parse:
+    a pull from it used to raise out of the node's flush (its other messages
+    waited a turn, the socket leaked) and hang until the 30 s transfer timeout."""
+    cluster, node = cluster
+    fake_id = os.urandom(16)
+    fake = _dealer(cluster.address_endpoint, cluster._config, b"N" + fake_id)
+    puller = _dealer(_endpoints(node)["workers"], cluster._config, os.urandom(8))
+    try:
+        fake.send_multipart(protocol.encode(Msg.REGISTER_NODE, [(
+            fake_id, protocol.PROTOCOL_MAJOR, protocol.PROTOCOL_MINOR,
+            {"resources": {}, "transfer_endpoint": "tcp://not a host:1"})]))
+        _answer(fake, lambda kind, item: kind is Msg.WELCOME)
+        assert wait_for(lambda: any(n["NodeID"] == fake_id.hex() for n in zray.nodes()))
+        started = time.monotonic()
+        puller.send_multipart(protocol.encode(Msg.PULL_OBJECT, [(b"f" * 18, 10, (fake_id,))]))
+        _, error = _answer(puller, lambda kind, item: kind is Msg.OBJECT_PULLED, 20)
+        assert error and time.monotonic() - started < 5
+    finally:
+        fake.send_multipart(protocol.encode(Msg.SHUTDOWN, [("leaving",)]))
+        fake.close()
+        puller.close()
+    assert node.alive()
 
 
 # --- frames over the limit, before authentication -------------------------------------

@@ -335,8 +335,12 @@ class NodeLoop:
             sock = self.ctx.socket(zmq.DEALER)
             configure_socket(sock, self.config, transfer_frame_limit(self.config))
             sock.setsockopt(zmq.IDENTITY, b"T" + self.node_id)
-            secure_client(sock, self.peer_endpoints[node_id], self.config)
-            sock.connect(self.peer_endpoints[node_id])
+            try:
+                secure_client(sock, self.peer_endpoints[node_id], self.config)
+                sock.connect(self.peer_endpoints[node_id])
+            except zmq.ZMQError:
+                sock.close()
+                raise
             self.peers[node_id] = sock
             self.poller.register(sock, zmq.POLLIN)
         return sock
@@ -397,8 +401,14 @@ class NodeLoop:
     def _send_chunk_requests(self) -> None:
         requests, self.puller.requests = self.puller.requests, []
         for peer, item in requests:    # one request per message: chunks come back apace
-            if peer in self.peer_endpoints:
+            if peer not in self.peer_endpoints:
+                continue
+            try:
                 send_frames(self._peer(peer), protocol.encode(Msg.CHUNK_REQUEST, [item]))
+            except zmq.ZMQError as exc:     # its endpoint does not parse: no use waiting
+                log.warning("cannot reach node %s at %r: %s", peer.hex()[:12],
+                            self.peer_endpoints.pop(peer), exc)
+                self.puller.on_node_dead(peer)
 
     def _flush_transfers(self) -> None:
         puller = self.puller
