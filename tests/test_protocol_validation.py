@@ -85,8 +85,9 @@ def test_a_wrong_type_in_any_field_is_refused_naming_the_field(msg):
 
 @pytest.mark.parametrize("field, value, why", [
     ("task_id", b"short", r"task_id should be bytes \(16\), got bytes of length 5"),
-    ("resources", {"CPU": "one"}, "resources should be a dict of str -> number >= 0"),
+    ("resources", {"CPU": "one"}, "resources should be a dict of str -> number in \\[0, 1e18\\]"),
     ("resources", {"CPU": float("nan")}, "resources should be a dict"),
+    ("resources", {"CPU": 2**1000}, "resources should be a dict"),   # float() overflows
     ("dep_ids", [b"d" * 18], r"dep_ids should be a tuple of bytes \(18\), got list"),
     ("dep_ids", (b"d" * 17,), r"dep_ids should be a tuple of bytes \(18\)"),
     ("num_returns", 70000, r"num_returns should be int in \[0, 65534\]"),

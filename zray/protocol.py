@@ -265,11 +265,12 @@ SPECS: dict[Msg, MessageSpec] = {
 # (_compile_checker): a loop over the items with no call per field.
 
 _SEQ = (tuple, list)
-_INF = float("inf")
 _MISSING = object()
+# Amounts of a resource: finite, and small enough that float arithmetic on them
+# (what the scheduler does) cannot overflow.  1e18 bytes of memory is an exabyte.
+_MAX_AMOUNT = 1e18
 # Helpers the compiled checks may call; every composite type adds its function.
-_NAMESPACE: dict = {"_SEQ": _SEQ, "_INF": _INF, "_MISSING": _MISSING,
-                    "_Integral": numbers.Integral, "_Real": numbers.Real}
+_NAMESPACE: dict = {"_MISSING": _MISSING}
 
 
 def _compile(source: str, name: str):
@@ -415,7 +416,7 @@ def _resources_ok(v) -> bool:
         return False
     for name, amount in v.items():
         if type(name) is not str or not (type(amount) is float or type(amount) is int) \
-                or not 0 <= amount < _INF:
+                or not 0 <= amount <= _MAX_AMOUNT:
             return False
     return True
 
@@ -449,10 +450,11 @@ ACTOR_ID = _bytes_of(16)
 WORKER_ID = _bytes_of(8)
 FUNCTION_ID = _bytes_of(16)
 JOB_ID = optional(_bytes_of(4))
-RESOURCES = _function_type("a dict of str -> number >= 0", _resources_ok)
+RESOURCES = _function_type("a dict of str -> number in [0, 1e18]", _resources_ok)
 # Most tasks ask for one CPU and most actor calls for nothing: no call for those.
 _NAMESPACE["_ONE_CPU"] = {"CPU": 1.0}
-RESOURCES.check = f"((type({{v}}) is dict and (not {{v}} or {{v}} == _ONE_CPU)) or {RESOURCES.check})"
+RESOURCES.check = (f"((type({{v}}) is dict and (not {{v}} or {{v}} == _ONE_CPU)) "
+                   f"or {RESOURCES.check})")
 OBJECT_IDS = sequence_of(OBJECT_ID)
 NODE_IDS = sequence_of(NODE_ID)
 RETURNS = FieldType("int in [0, 65534]",
