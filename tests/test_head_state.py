@@ -18,7 +18,8 @@ WORKER = b"Wworker1"
 
 
 def msg(kind, *items):
-    return Message(kind, list(items), [])
+    """A message as decode hands it over: typed items (not checked here)."""
+    return Message(kind, [protocol.ITEMS[kind]._make(item) for item in items], [])
 
 
 class Harness:
@@ -489,3 +490,33 @@ def test_a_returned_lease_is_not_reused_while_a_granted_task_runs_there():
     out = h.send(DRIVER, Msg.SUBMIT_TASKS, (owned_spec(),))
     assert (WORKER, Msg.EXECUTE_TASKS) not in out and (DRIVER, Msg.LEASE_GRANT) not in out
     assert len(executed(out)) == 1                      # the node runs it
+
+
+def actor_spec(max_restarts=-1):
+    actor_id = ids.new_task_id()
+    return TaskSpec(actor_id, b"job1", "A.__init__", b"cid", b"", (), (), 0, {"CPU": 1.0},
+                    0, actor_id=actor_id, method="__init__",
+                    actor_options={"held": {}, "methods": {}, "class_name": "A",
+                                   "max_restarts": max_restarts})
+
+
+def test_actor_restarting_while_its_creation_waits_for_room_survives_its_node_dying():
+    """A creation already PENDING (restarted, no room yet) is not moved to PENDING
+    again when the actor's node then dies (that raised IllegalTransition)."""
+    h = Harness()
+    h.add_node(cpus=1.0)
+    h.connect_driver()
+    h.connect_worker()
+    creation = actor_spec()
+    out = h.send(DRIVER, Msg.CREATE_ACTOR, (creation, 0))
+    assert [s.task_id for s in executed(out)] == [creation.task_id]
+    h.send(WORKER, Msg.ACTOR_READY, (creation.actor_id, "ipc:///tmp/a.sock", 42))
+    busy = spec()                                   # takes the node's only CPU
+    assert [s.task_id for s in executed(h.send(DRIVER, Msg.SUBMIT_TASKS, (busy,)))] == \
+        [busy.task_id]
+    h.send(NODE_A, Msg.WORKER_DIED, (WORKER[1:], 42, -9, creation.task_id, 0))
+    assert h.state.tasks[creation.task_id].state is TaskState.PENDING   # waits for room
+    h.send(NODE_A, Msg.SHUTDOWN, ("node manager stopping",))
+    assert h.state.actors[creation.actor_id].state.value == "RESTARTING"
+    assert h.state.tasks[creation.task_id].state is TaskState.PENDING
+    assert sum(list(q).count(creation.task_id) for q in h.state.queues.values()) == 1

@@ -180,3 +180,15 @@ def test_nested_blocking_gets_stop_spawning_workers_at_the_cap():
     assert len(state.workers) == 4
     assert len(state.queue) == 6       # they wait for a worker; nothing is lost
     assert state.snapshot()["workers"] == 4
+
+
+def test_a_pull_of_an_absurd_size_fails_instead_of_raising(tmp_path):
+    """ftruncate raised OverflowError, which escaped the pull and left it without a
+    source, so every later timeout sweep raised on it."""
+    from zray.node.transfer import Puller
+    puller = Puller(str(tmp_path), b"n" * 16, 4 << 20, 4, 30.0)
+    puller.request(b"o" * 18, 2**70, [b"p" * 16], b"waiter", 0.0)
+    [(object_id, error, waiters, _)] = puller.finished
+    assert object_id == b"o" * 18 and "could not make room" in error and waiters == [b"waiter"]
+    assert not puller.pulls and not list(tmp_path.iterdir())
+    puller.tick(100.0)

@@ -65,6 +65,35 @@ def test_doc_sections_name_every_field():
     assert not missing, f"fields not mentioned in their docs/protocol.md section: {missing}"
 
 
+def field_table(section: str) -> list:
+    """The field names of a section's '| field | type | meaning |' table, in order."""
+    names, in_table = [], False
+    for line in section.splitlines():
+        if line.startswith("| field |"):
+            assert not in_table and not names, "a message section has one field table"
+            in_table = True
+        elif in_table and line.startswith("| `"):
+            names.append(re.match(r"^\| `([A-Za-z0-9_]+)` \|", line).group(1))
+        elif in_table and not line.startswith("|---"):
+            in_table = False
+    return names
+
+
+@pytest.mark.timeout(10)
+def test_doc_field_tables_list_exactly_the_spec_fields_in_order():
+    """Each message's table of fields is SPECS[msg].fields, which are also the
+    names of its typed items (protocol.ITEMS) and have a type (FIELD_TYPES)."""
+    sections = doc_sections()
+    wrong = {}
+    for msg, spec in SPECS.items():
+        documented = field_table(sections.get(msg.name, ""))
+        if tuple(documented) != spec.fields:
+            wrong[msg.name] = (documented, spec.fields)
+        assert protocol.ITEMS[msg]._fields == spec.fields
+        assert len(protocol.field_types(msg)) == len(spec.fields)
+    assert not wrong, f"docs/protocol.md field tables differ from SPECS: {wrong}"
+
+
 def _sample_spec() -> TaskSpec:
     return TaskSpec(b"t" * 16, b"\x00\x00\x00\x01", "f", b"F" * 16, b"args",
                     dep_ids=(b"d" * 18,), resources={"CPU": 1.0})

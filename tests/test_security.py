@@ -7,22 +7,28 @@ import dataclasses
 import glob
 import json
 import os
+import pickle
 import random
 import stat
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import zmq
 
 import zray
 from zray import _launch, protocol
 from zray.cluster_utils import Cluster
-from zray.protocol import Msg
+from zray.protocol import Msg, SPECS
 from zray.security import create_key_file, load_key_file, secure_client
+from zray.task_spec import TaskSpec
 
+from tests.actors import Counter
 from tests.conftest import wait_for
+from tests.tasks import make_array
+from tests.test_protocol_docs import _sample_item
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -30,7 +36,8 @@ pytestmark = pytest.mark.timeout(90)
 @pytest.fixture(scope="module")
 def secure_cluster():
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "_system_config": {"max_message_bytes": 16 * 2**20}})
+        "num_cpus": 1, "_system_config": {"max_message_bytes": 16 * 2**20,
+                                          "max_head_message_bytes": 16 * 2**20}})
     node = cluster.add_node(num_cpus=1, resources={"member": 1})
     zray.init(address=cluster.address)
     yield cluster, node
@@ -57,6 +64,7 @@ def _logs(cluster) -> str:
 
 
 def _dealer(endpoint, config=None, identity=None):
+    """A DEALER; with ``config``, a member's (CURVE keys on TCP; ipc needs none)."""
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.IDENTITY, identity or b"Q" + os.urandom(8))
@@ -117,43 +125,203 @@ def test_wrong_key_and_no_key_nodes_are_refused(secure_cluster, tmp_path):
             process.stop(2.0)
 
 
+def _garbage_envelopes(rng, count: int) -> list:
+    """Frames that fail before the items: random, truncated, wrong major, unknown type."""
+    valid = _query_frames()[0]
+    out = []
+    for i in range(count):
+        kind = i % 5
+        if kind == 0:
+            frames = [rng.randbytes(rng.randrange(0, 64))]
+        elif kind == 1:
+            frames = [valid[:rng.randrange(0, len(valid))]]           # truncated
+        elif kind == 2:
+            frames = [b"ZR" + bytes([9, 0, 7]) + valid[5:]]           # wrong major
+        elif kind == 3:
+            frames = [protocol.TAG + bytes([250]) + valid[5:]]        # unknown type
+        else:
+            frames = [valid[:5] + rng.randbytes(rng.randrange(1, 40)),
+                      rng.randbytes(rng.randrange(0, 100))]
+        out.append(frames)
+    return out
+
+
+# Well-typed items of these types are harmless from a stranger (unknown ids are
+# ignored or kept briefly); well-typed HELLO, REGISTER_NODE, SUBMIT_TASKS,
+# SHUTDOWN... would legitimately change the cluster, so only malformed ones go.
+_HARMLESS = {Msg.HEARTBEAT, Msg.REGISTER_FUNCTIONS, Msg.TASKS_FINISHED, Msg.TASKS_FAILED,
+             Msg.WORKER_BLOCKED, Msg.WORKER_UNBLOCKED, Msg.ADD_REFS, Msg.REMOVE_REFS,
+             Msg.SUBSCRIBE_OBJECTS, Msg.CANCEL_TASKS, Msg.LOG_LINES, Msg.QUERY,
+             Msg.WORKER_DIED, Msg.TASKS_DONE, Msg.ACTOR_READY, Msg.ACTOR_DIED,
+             Msg.SUBSCRIBE_ACTOR, Msg.KILL_ACTOR, Msg.ACTOR_TASKS_FINISHED,
+             Msg.LEASE_RETURN, Msg.OBJECT_COPIED, Msg.PULL_OBJECT, Msg.CHUNK_REQUEST,
+             Msg.OBJECTS_READY, Msg.WARNING, Msg.OBJECT_PULLED}
+
+
+class Fuzzer:
+    """Items of every shape but the right one, from a seeded generator."""
+
+    def __init__(self, seed: int):
+        self.rng = random.Random(seed)
+
+    def value(self, depth: int = 0):
+        rng = self.rng
+        kind = rng.randrange(13 if depth < 2 else 7)
+        if kind == 0:
+            return rng.randrange(-2**70, 2**70)
+        if kind == 1:
+            return rng.choice([rng.uniform(-1e9, 1e9), float("nan"), float("inf"), -0.0])
+        if kind == 2:
+            return None
+        if kind == 3:
+            return rng.randbytes(rng.choice([0, 1, 4, 7, 8, 9, 15, 16, 17, 18, 19, 64]))
+        if kind == 4:
+            return "".join(rng.choice("ab\u00e9\u4e2d\n\0") for _ in range(rng.randrange(12)))
+        if kind == 5:
+            return rng.choice([True, False, 0, 1, -1, 2**64])
+        if kind == 6:
+            return rng.choice([1j, b"ZR", (), [], {}, Ellipsis])
+        if kind == 7:
+            return tuple(self.value(depth + 1) for _ in range(rng.randrange(6)))
+        if kind == 8:
+            return [self.value(depth + 1) for _ in range(rng.randrange(6))]
+        if kind == 9:
+            return {rng.choice(["CPU", "held", 0, b"k", None, 1.5, ("t",)]):
+                    self.value(depth + 1) for _ in range(rng.randrange(4))}
+        if kind == 10:
+            return self.task_spec()
+        if kind == 11:      # a huge list, now and then
+            return [0] * 50_000 if rng.random() < 0.05 else list(range(rng.randrange(300)))
+        return ((self.value(depth + 1),),)              # nested tuples
+
+    def task_spec(self) -> TaskSpec:
+        spec = TaskSpec(self.rng.randbytes(16), b"\0\0\0\1", "f", self.rng.randbytes(16), b"")
+        name = self.rng.choice(TaskSpec.__slots__)
+        setattr(spec, name, self.value(1))
+        return spec
+
+    def item(self, msg: Msg):
+        rng, fields = self.rng, SPECS[msg].fields
+        while True:
+            mode = rng.randrange(6)
+            if mode == 0:                       # wrong arity
+                arity = rng.choice([n for n in range(8) if n != len(fields)])
+                item = tuple(self.value() for _ in range(arity))
+            elif mode == 1:                     # not a tuple at all
+                item = self.value()
+            elif mode == 2:                     # right arity, random values
+                item = tuple(self.value() for _ in fields)
+            elif mode in (3, 4):                # a good item with one field spoiled
+                item = list(self.well_typed(msg))
+                item[rng.randrange(len(fields))] = self.value()
+                item = tuple(item)
+            else:                               # well-typed nonsense (harmless types)
+                if msg not in _HARMLESS:
+                    continue
+                return self.well_typed(msg)
+            if protocol.why_malformed(msg, item) is not None:
+                return item
+
+    def well_typed(self, msg: Msg) -> tuple:
+        """A sample item with fresh random ids and counts."""
+        rng = self.rng
+
+        def fresh(value):
+            if type(value) is bytes:
+                return rng.randbytes(len(value))
+            if type(value) is int and value > 1:
+                return rng.randrange(0, 1 << 20)
+            return value
+        return tuple(fresh(v) for v in _sample_item(msg))
+
+    def message(self, msg: Msg) -> list:
+        items = [self.item(msg) for _ in range(self.rng.randrange(1, 4))]
+        return protocol.encode(msg, items)
+
+
+def _answer(sock, wanted, timeout_s: float = 60.0):
+    """The first item ``wanted`` accepts among what the peer sends back (after
+    the fuzz, answers to its well-typed items come first)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left_ms = int((deadline - time.monotonic()) * 1000)
+        assert left_ms > 0 and sock.poll(left_ms), "no answer: the peer is gone or stuck"
+        message = protocol.decode(sock.recv_multipart())
+        for item in message.items:
+            if wanted(message.type, item):
+                return item
+
+
+def _small_workload() -> None:
+    """Exact results from tasks on both nodes, an actor, and 2 MB objects (one made
+    on the member node and pulled in chunks through its chunk server)."""
+    refs = [square.options(resources={"member": 1} if i % 2 else {}).remote(i)
+            for i in range(50)]
+    assert zray.get(refs, timeout=60) == [i * i for i in range(50)]
+    counter = Counter.remote(5)
+    assert zray.get(counter.increment.remote(2), timeout=60) == 7
+    zray.kill(counter)
+    value = np.arange(2 * 2**20 // 8, dtype=np.int64)
+    assert np.array_equal(zray.get(zray.put(value), timeout=60), value)
+    pulled = zray.get(make_array.options(resources={"member": 1}).remote(2 * 2**20 // 8, 3.0),
+                      timeout=60)
+    assert pulled.shape == value.shape and float(pulled.sum()) == 3.0 * len(value)
+
+
 def test_fuzzed_messages_from_a_member_do_not_bring_anything_down(secure_cluster):
+    """1,000 broken envelopes and 10,200 messages of every type with malformed
+    items (wrong arity, wrong types, wrong-length ids, nested tuples, huge
+    lists, spoiled task specs) or well-typed nonsense, from members of the
+    cluster to the head, to a node's workers' ROUTER (ipc) and to its chunk
+    server; then every process is alive and a workload gives exact results."""
     cluster, node = secure_cluster
     rng = random.Random(20261125)
-    head = _dealer(cluster.address_endpoint, cluster._config)
+    fuzzer = Fuzzer(seed=20261207)
     [info] = [n for n in zray.nodes() if n["NodeID"] == node.node_id]
-    chunk_server = _dealer(info["ObjectTransferEndpoint"], cluster._config)
-    valid = _query_frames()[0]
+    config = cluster._config
+    targets = {"head": _dealer(cluster.address_endpoint, config),
+               "workers": _dealer(info["NodeManagerEndpoint"], config, os.urandom(8)),
+               "chunks": _dealer(info["ObjectTransferEndpoint"], config)}
+    sent = dict.fromkeys(targets, 0)
+    types = list(Msg)
     try:
-        for i in range(1000):
-            kind = i % 6
-            if kind == 0:
-                frames = [rng.randbytes(rng.randrange(0, 64))]
-            elif kind == 1:
-                frames = [valid[:rng.randrange(0, len(valid))]]           # truncated
-            elif kind == 2:
-                frames = [b"ZR" + bytes([9, 0, 7]) + valid[5:]]           # wrong major
-            elif kind == 3:
-                frames = [protocol.TAG + bytes([250]) + valid[5:]]        # unknown type
-            elif kind == 4:                                               # wrong shapes
-                msg_type = rng.choice(list(Msg))
-                frames = protocol.encode(msg_type, [tuple(rng.randbytes(3) for _ in
-                                                         range(rng.randrange(0, 7)))])
-            else:
-                frames = [valid[:5] + rng.randbytes(rng.randrange(1, 40)),
-                          rng.randbytes(rng.randrange(0, 100))]
-            (head if i % 2 else chunk_server).send_multipart(frames)
-        too_big = protocol.encode(Msg.QUERY, [(1, "nodes", None)]) + [b"\0" * (17 * 2**20)]
-        head.send_multipart(too_big)                   # over max_message_bytes: dropped
+        for i, frames in enumerate(_garbage_envelopes(rng, 1000)):
+            (targets["head"] if i % 2 else targets["chunks"]).send_multipart(frames)
+        for i in range(10_200):
+            name = ("head", "head", "workers", "chunks")[i % 4]
+            targets[name].send_multipart(fuzzer.message(types[i % len(types)]))
+            sent[name] += 1
+        too_big = _query_frames() + [b"\0" * (17 * 2**20)]
+        targets["head"].send_multipart(too_big)      # over the head's limit: dropped
+        # A good message sent last to each: its answer shows the rest got through.
+        last = {"head": (Msg.QUERY, (2**40, "nodes", None), Msg.QUERY_REPLY),
+                "workers": (Msg.PULL_OBJECT, (b"p" * 18, 10, ()), Msg.OBJECT_PULLED),
+                "chunks": (Msg.CHUNK_REQUEST, (b"c" * 18, 0, 10), Msg.CHUNK)}
+        for name, (kind, item, _) in last.items():
+            sock = targets[name]
+            if name == "head":        # the oversized frame cost the head connection
+                sock.close()
+                sock = targets[name] = _dealer(cluster.address_endpoint, config)
+            sock.send_multipart(protocol.encode(kind, [item]))
+        for name, (_, item, answer) in last.items():
+            _answer(targets[name], lambda kind, got: kind is answer and got[0] == item[0])
     finally:
-        head.close()
-        chunk_server.close()
-    time.sleep(0.5)
+        for sock in targets.values():
+            sock.close()
+    assert sum(sent.values()) >= 10_000
     assert cluster.head_process.popen.poll() is None
     assert all(n.alive() for n in cluster.list_all_nodes())
-    assert zray.get([square.options(resources={"member": 1}).remote(i) for i in range(20)]) \
-        == [i * i for i in range(20)]
     assert len([n for n in zray.nodes() if n["Alive"]]) == 2
+    _small_workload()
+    assert all(n.alive() for n in cluster.list_all_nodes())
+
+
+def test_fuzz_items_are_all_malformed_or_harmless():
+    fuzzer = Fuzzer(seed=1)
+    for msg in Msg:
+        for _ in range(50):
+            item = pickle.loads(pickle.dumps(fuzzer.item(msg), 5))
+            assert msg in _HARMLESS or protocol.why_malformed(msg, item) is not None
 
 
 def test_version_mismatch_names_both_versions(secure_cluster):

@@ -39,7 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from zray import ids  # noqa: E402
 from zray.config import Config  # noqa: E402
 from zray.head.state import HeadState  # noqa: E402
-from zray.protocol import Message, Msg, PROTOCOL_MAJOR, STATUS_OK  # noqa: E402
+from zray.protocol import ITEMS, Message, Msg, PROTOCOL_MAJOR, STATUS_OK  # noqa: E402
 from zray.serialization import KIND_INLINE  # noqa: E402
 from zray.task_spec import TaskSpec  # noqa: E402
 
@@ -75,7 +75,8 @@ class TimedHead:
         return result
 
     def send(self, phase, identity, kind, items):
-        self._timed(phase, self.state.handle, identity, Message(kind, items, []), self.now)
+        typed = [ITEMS[kind]._make(item) for item in items]     # as decode hands them over
+        self._timed(phase, self.state.handle, identity, Message(kind, typed, []), self.now)
 
     def after_batch(self):
         self._timed("schedule", self.state.after_batch, self.now)

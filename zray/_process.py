@@ -67,12 +67,42 @@ def parent_alive(parent_pid: int | None) -> bool:
     return parent_pid is None or os.getppid() == parent_pid
 
 
-def configure_socket(sock, config) -> None:
+def configure_socket(sock, config, max_message_bytes: int | None = None) -> None:
+    """Loop socket options.  ``max_message_bytes`` bounds every inbound frame
+    (``Config.max_message_bytes`` unless given; <= 0: no bound): ZeroMQ drops a
+    peer that declares a larger one, before buffering it and before the CURVE
+    handshake is done, so a socket should allow only what it can legitimately
+    receive."""
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)
-    if config.max_message_bytes > 0:
-        sock.setsockopt(zmq.MAXMSGSIZE, config.max_message_bytes)
+    limit = config.max_message_bytes if max_message_bytes is None else max_message_bytes
+    if limit > 0:
+        sock.setsockopt(zmq.MAXMSGSIZE, limit)
+
+
+#: Room for a CHUNK's header next to its chunk of data, and for a CHUNK_REQUEST.
+TRANSFER_HEADROOM_BYTES = 64 * 1024
+
+
+def transfer_frame_limit(config) -> int:
+    """The largest frame a transfer socket legitimately receives: one chunk."""
+    return config.transfer_chunk_bytes + TRANSFER_HEADROOM_BYTES
+
+
+def guarded(log, what: str, function, *args) -> None:
+    """Run one step of a process loop (a periodic sweep, a flush): a failure is
+    logged with ``what`` and the loop goes on, as it does for a failing handler."""
+    try:
+        function(*args)
+    except Exception:
+        log.exception("%s failed; the loop goes on", what)
+
+
+def log_rejected(log, message, peer: str) -> None:
+    """decode(keep_good_items=True) left out malformed items: say which, from whom."""
+    for why in message.rejected:
+        log.warning("dropped an item from %s: %s", peer, why)
 
 
 def bind_private(sock, address: str, port_range: str = "") -> str:

@@ -60,8 +60,19 @@ class Config:
     #: One whose pickle is larger than this is refused with ValueError (Ray's
     #: FUNCTION_SIZE_ERROR_THRESHOLD); every worker would hold a copy.
     function_size_error_bytes: int = 10 ** 8
-    #: Largest inbound frame any socket accepts, in bytes (-1: no limit).
+    #: Largest inbound frame a driver's, worker's or actor's socket, and a node's
+    #: socket to the head, accepts, in bytes (-1: no limit).
     max_message_bytes: int = 512 * 1024 * 1024
+    #: Largest inbound frame the head (and a node's socket for its workers)
+    #: accepts, in bytes (-1: no limit).  ZeroMQ drops a peer that declares a
+    #: larger frame before buffering it, even before the CURVE handshake, so this
+    #: bounds what an unauthenticated peer can make the head allocate.  Bulk data
+    #: never crosses the head: what reaches it is task specs (arguments over
+    #: ``max_inline_object_bytes`` are put first), inline objects and results
+    #: (each at most ``max_inline_object_bytes``), pickled functions (Ray warns
+    #: above 10 MB) and reference batches; clients split batches to stay under
+    #: this, so only a single item (a function) larger than it cannot be sent.
+    max_head_message_bytes: int = 64 * 1024 * 1024
     #: Bytes in one chunk of an object pulled from another node.
     transfer_chunk_bytes: int = 4 * 1024 * 1024
     #: Chunk requests a pull keeps outstanding (its window of credits).

@@ -801,8 +801,14 @@ class CoreClient:
                 sockets[1] = self._connect(self._ctx, self.node_endpoint,
                                            self.node_identity or self.identity)
                 self._poller.register(sockets[1], zmq.POLLIN)
+            limit = self.config.max_head_message_bytes    # the node's bound too
             try:
-                send_frames(sockets[target], protocol.encode(msg_type, items))
+                for frames in protocol.encode_within(msg_type, items, limit):
+                    if 0 < limit < len(frames[0]):
+                        log.error("a %s item of %d bytes is over the receiver's limit, "
+                                  "max_head_message_bytes=%d: it will be refused",
+                                  msg_type.name, len(frames[0]), limit)
+                    send_frames(sockets[target], frames)
             except zmq.Again:       # no connection (e.g. the head refused our key)
                 log.error("could not send %s to the %s: not connected", msg_type.name,
                           "head" if target == 0 else "node")

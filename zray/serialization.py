@@ -99,6 +99,10 @@ def dumps_error(exc: BaseException) -> bytes:
         return pickle.dumps(RaySystemError(f"unpicklable error {exc!r}"), 5)
 
 
+#: What a message carrying a pickled function needs beyond the pickle itself.
+HEAD_MESSAGE_ROOM_BYTES = 64 * 1024
+
+
 def check_code_size(blob: bytes, what: str, config) -> None:
     """Refuse (ValueError) or warn about a remote function or actor class whose
     pickle is large, as Ray does: it almost always captures a large object."""
@@ -113,6 +117,11 @@ def check_code_size(blob: bytes, what: str, config) -> None:
         raise ValueError(f"The {what} is too large ({mib} > function_size_error_bytes="
                          f"{config.function_size_error_bytes / 2**20:.1f} MiB, "
                          f"ZRAY_FUNCTION_SIZE_ERROR_BYTES). {advice}")
+    head_limit = config.max_head_message_bytes - HEAD_MESSAGE_ROOM_BYTES
+    if 0 < config.max_head_message_bytes and size > head_limit:
+        raise ValueError(f"The {what} is too large ({mib}) to reach the head, which "
+                         f"takes messages up to {head_limit / 2**20:.1f} MiB "
+                         f"(max_head_message_bytes, ZRAY_MAX_HEAD_MESSAGE_BYTES). {advice}")
     import warnings
     from zray.options import user_stacklevel
     warnings.warn(f"The {what} is very large ({mib}). {advice}", UserWarning,

@@ -115,9 +115,10 @@ class ActorsMixin:
                 self._unknown_object(object_id)
         self._pin_task_args(task)
         waiting = 0
+        from zray.head.state import ObjectState
         for dep_id in spec.dep_ids:
             dep = self.objects[dep_id]
-            if dep.state.value == "PENDING":
+            if dep.state is ObjectState.PENDING:
                 dep.dependents.append(spec.task_id)
                 waiting += 1
         task.waiting_on = waiting
@@ -153,7 +154,7 @@ class ActorsMixin:
             actor.pid = pid
             actor.worker_key = key
             actor.node_id = client.node_id
-            if task is not None and task.state.value == "ASSIGNED":
+            if task is not None and task.state is self._task_state("ASSIGNED"):
                 self._transition(task, self._task_state("FINISHED"))
                 self._unpin_task_args(task)
             for task_id in actor.pending_cancels:
@@ -165,6 +166,10 @@ class ActorsMixin:
     def _task_state(self, name):
         from zray.head.state import TaskState
         return TaskState[name]
+
+    def _node_alive(self):
+        from zray.head.state import NodeState
+        return NodeState.ALIVE
 
     # --- subscriptions ---------------------------------------------------------------
 
@@ -215,13 +220,13 @@ class ActorsMixin:
                 client = self.clients.get(key)
                 self.early_actor_results[task_id] = (
                     now, status, results, client.node_id if client is not None else None)
-                for result in results:
-                    for cid in result[4]:
+                for _object_id, _kind, _data, _size, contained in results:
+                    for cid in contained:
                         inner = self.objects.get(cid)
                         if inner is not None:
                             inner.pins += 1
                 continue
-            if task.state.value != "ASSIGNED":
+            if task.state is not self._task_state("ASSIGNED"):
                 continue
             self._finish_actor_call(task, status, results)
 
@@ -241,8 +246,8 @@ class ActorsMixin:
         self._task_done(task)
 
     def _unpin_early(self, results):
-        for result in results:
-            for cid in result[4]:
+        for _object_id, _kind, _data, _size, contained in results:
+            for cid in contained:
                 inner = self.objects.get(cid)
                 if inner is not None:
                     inner.pins -= 1
@@ -283,7 +288,7 @@ class ActorsMixin:
         actor.death_text = text
         task = self.tasks.get(actor.actor_id)
         node = self.nodes.get(task.node_id) if task is not None and task.node_id else None
-        if node is not None and node.state.value == "ALIVE":
+        if node is not None and node.state is self._node_alive():
             self.out.send(node.identity, Msg.CANCEL_TASKS, (actor.actor_id, True))
         if no_restart or actor.state is ActorState.PENDING or node is None:
             self._actor_dead(actor, text)
@@ -323,9 +328,9 @@ class ActorsMixin:
         self._publish_actor(actor)
         task.spec.attempt += 1
         task.node_id = None
-        if task.state.value != "PENDING":
+        if task.state is not self._task_state("PENDING"):    # else it is queued already
             self._transition(task, self._task_state("PENDING"))
-        self._enqueue(task)
+            self._enqueue(task)
 
     def _actor_dead(self, actor, text):
         if actor.state is ActorState.DEAD:
@@ -341,14 +346,14 @@ class ActorsMixin:
             f"{actor.death_text}", actor.actor_id)
         for task_id in list(actor.calls):
             call = self.tasks.get(task_id)
-            if call is not None and call.state.value == "ASSIGNED":
+            if call is not None and call.state is self._task_state("ASSIGNED"):
                 self._finish_with_error(call, error, self._task_state("FAILED"))
         actor.calls.clear()
         task = self.tasks.get(actor.actor_id)
         if task is not None:
             self._release(task)
-            if task.state.value in ("WAITING_FOR_DEPENDENCIES", "PENDING_NODE_ASSIGNMENT",
-                                    "ASSIGNED"):
+            if task.state in (self._task_state("WAITING"), self._task_state("PENDING"),
+                              self._task_state("ASSIGNED")):
                 self._transition(task, self._task_state("FAILED"))
             self._unpin_task_args(task)
             self.tasks.pop(actor.actor_id, None)

@@ -5,6 +5,11 @@ Peers, each a DEALER: drivers, workers (for results, nested tasks, puts,
 references) and node managers.  Every message is decoded, handed to
 ``HeadState.handle``, and what the state machine queued in its outbox is sent
 once per loop turn, one message per (peer, type).
+
+No peer's message ends the loop: ``decode`` refuses a malformed item (logged
+with its peer, the rest of its batch still counts), a failing handler or
+periodic sweep is logged and the loop goes on, and the ROUTER drops a peer that
+declares a frame over ``Config.max_head_message_bytes`` before buffering it.
 """
 
 from __future__ import annotations
@@ -18,12 +23,12 @@ import time
 import zmq
 
 from zray import protocol
-from zray._process import (bind_private, configure_socket, has_input, poll_ms,
-                           install_stop_handler, parent_alive, recv_frames, run_profiled,
-                           send_frames, setup_logging)
+from zray._process import (bind_private, configure_socket, guarded, has_input,
+                           install_stop_handler, log_rejected, parent_alive, poll_ms,
+                           recv_frames, run_profiled, send_frames, setup_logging)
 from zray.config import Config
 from zray.exceptions import ProtocolError
-from zray.head.state import HeadState
+from zray.head.state import HeadState, NodeState
 from zray.security import HandshakeWatch, secure_server
 
 log = logging.getLogger("zray.head")
@@ -39,7 +44,7 @@ class HeadLoop:
         self.parent_pid = parent_pid
         self.ctx = zmq.Context()
         self.router = self.ctx.socket(zmq.ROUTER)
-        configure_socket(self.router, config)
+        configure_socket(self.router, config, config.max_head_message_bytes)
         self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         for bind in binds:
             secure_server(self.router, bind, config)
@@ -68,7 +73,9 @@ class HeadLoop:
                     self.watch.drain()
             now = time.monotonic()
             if now >= next_tick:
-                self.state.tick(now)
+                for sweep in self.state.sweeps():
+                    guarded(log, f"the head's periodic {sweep.__name__.strip('_')}",
+                            sweep, now)
                 next_tick = now + TICK_S
                 if not parent_alive(self.parent_pid):
                     log.warning("parent process %s is gone; shutting down", self.parent_pid)
@@ -84,17 +91,19 @@ class HeadLoop:
             frames = recv_frames(router)
             identity = frames[0]
             try:
-                message = protocol.decode(frames[1:])
+                message = protocol.decode(frames[1:], keep_good_items=True)
             except ProtocolError as exc:
                 log.warning("dropped a message from peer %r: %s", identity[:16], exc)
                 self._refuse(identity, frames, exc)
                 continue
+            if message.rejected:
+                log_rejected(log, message, f"peer {identity[:16]!r}")
             try:
                 state.handle(identity, message, now)
             except Exception:
                 log.exception("handler for %s from %r failed; message dropped",
                               message.type.name, identity[:16])
-        state.after_batch(now)
+        guarded(log, "scheduling after a batch", state.after_batch, now)
 
     def _refuse(self, identity: bytes, frames: list, exc: ProtocolError) -> None:
         if "version mismatch" in str(exc):
@@ -108,10 +117,13 @@ class HeadLoop:
                 send_frames(router, [identity] + protocol.encode(msg_type, items))
             except zmq.ZMQError as exc:
                 log.warning("could not send %s to %r: %s", msg_type.name, identity[:16], exc)
+            except Exception:        # an item that does not pickle: a bug, not a peer
+                log.exception("could not encode %s for %r; dropped", msg_type.name,
+                              identity[:16])
 
     def _shutdown(self) -> None:
         for node in self.state.nodes.values():
-            if node.state.value == "ALIVE":
+            if node.state is NodeState.ALIVE:
                 self.state.out.send(node.identity, protocol.Msg.SHUTDOWN,
                                     ("head exiting",))
         self._flush()

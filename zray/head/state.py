@@ -28,7 +28,7 @@ from zray.protocol import (
     Msg, PROTOCOL_MAJOR, STATUS_OK, STATUS_RETRIABLE_ERROR, STATUS_CANCELLED,
     REASON_CANCELLED, REASON_TIMEOUT, REJOIN,
 )
-from zray.head.actors import ActorsMixin
+from zray.head.actors import ActorsMixin, ActorState
 from zray.ids import is_handle_id, is_put_id
 from zray.outbox import Outbox
 from zray.serialization import KIND_INLINE, KIND_ERROR, KIND_SHM, dumps_error
@@ -275,22 +275,34 @@ class HeadState(ActorsMixin):
             self._schedule()
 
     def tick(self, now: float) -> None:
-        """Periodic work: liveness of nodes and drivers."""
-        limit = self.config.heartbeat_interval_s * self.config.heartbeat_missed_limit
+        """Periodic work: liveness of nodes and drivers, expiries, idle leases."""
+        for sweep in self.sweeps():
+            sweep(now)
+
+    def sweeps(self) -> tuple:
+        """The steps of ``tick``, in order: the process loop runs each on its own,
+        so that one that fails is logged and the others still run."""
+        return (self._expire_nodes, self._expire_drivers, self._expire_early_results,
+                self._expire_early_granted, self._expire_placeholders,
+                self._return_idle_leases, self.after_batch)
+
+    def _heartbeat_limit_s(self) -> float:
+        return self.config.heartbeat_interval_s * self.config.heartbeat_missed_limit
+
+    def _expire_nodes(self, now: float) -> None:
+        limit = self._heartbeat_limit_s()
         for node in list(self.nodes.values()):
             if node.state is NodeState.ALIVE and now - node.last_seen > limit:
                 self._node_died(node, now, f"missed {self.config.heartbeat_missed_limit} "
                                            "heartbeats")
+
+    def _expire_drivers(self, now: float) -> None:
+        limit = self._heartbeat_limit_s()
         for client in list(self.clients.values()):
             if client.kind == "driver" and now - client.last_seen > limit:
                 log.warning("driver %s missed its heartbeats; releasing its job",
                             client.job_id.hex())
                 self._client_gone(client)
-        self._expire_early_results(now)
-        self._expire_early_granted(now)
-        self._expire_placeholders(now)
-        self._return_idle_leases(now)
-        self.after_batch(now)
 
     # --- membership ------------------------------------------------------------------
 
@@ -986,7 +998,7 @@ class HeadState(ActorsMixin):
             early_node = self.nodes.get(early[3]) if node is None else None
             if node is None and (early_node is None or early_node.state is not NodeState.ALIVE):
                 # It finished on a node that died since: its results went with it.
-                self._discard_results(early[1][3], None)
+                self._discard_results(early[1].results, None)
                 self._wait_for_deps(task)
                 continue
             self.dispatch_counts["granted"] += 1
@@ -1044,7 +1056,7 @@ class HeadState(ActorsMixin):
         for task_id, (_key, item, since, node_id) in list(self.early_granted.items()):
             if now - since >= limit_s:
                 del self.early_granted[task_id]
-                self._discard_results(item[3], self.nodes.get(node_id))
+                self._discard_results(item.results, self.nodes.get(node_id))
         for task_id, (_blocked, since) in list(self.early_blocked.items()):
             if now - since >= limit_s:
                 del self.early_blocked[task_id]
@@ -1135,7 +1147,7 @@ class HeadState(ActorsMixin):
             actor = self.actors.get(task.spec.actor_id)
             if task.state is not TaskState.ASSIGNED or actor is None:
                 return
-            if actor.state.value == "ALIVE" and actor.worker_key:
+            if actor.state is ActorState.ALIVE and actor.worker_key:
                 self.out.send(actor.worker_key, Msg.CANCEL_TASKS, (task.spec.task_id, force))
             else:
                 actor.pending_cancels.add(task.spec.task_id)
@@ -1249,7 +1261,7 @@ class HeadState(ActorsMixin):
     def _on_log_lines(self, key, items, now):
         drivers = {c.job_id: c.key for c in self.clients.values() if c.kind == "driver"}
         for item in items:
-            target = drivers.get(item[0])
+            target = drivers.get(item.job_id)
             if target is not None:
                 self.out.send(target, Msg.LOG_LINES, item)
 
@@ -1271,10 +1283,11 @@ class HeadState(ActorsMixin):
         node = self.node_by_identity.get(key)
         if node is not None:        # a node manager stopping on its own
             if node.state is NodeState.ALIVE:
-                self._node_died(node, now, f"it stopped ({items[0][0] if items else ''})")
+                self._node_died(node, now, f"it stopped ({items[0].reason if items else ''})")
             return
         client = self.clients.get(key)
-        if client is not None and client.kind == "driver" and items and items[0][0] == "cluster":
+        if client is not None and client.kind == "driver" and items and \
+                items[0].reason == "cluster":
             for node in self.nodes.values():
                 if node.state is NodeState.ALIVE:
                     self.out.send(node.identity, Msg.SHUTDOWN, ("head shutting down",))

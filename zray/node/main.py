@@ -15,6 +15,11 @@ Sockets and pipes:
   on the worker ROUTER.
 
 Decisions are made by ``NodeManagerState``; this module only moves bytes.
+No peer's message ends the loop: ``decode`` refuses malformed items (logged
+with the peer; the rest of a batch still counts), failing handlers and periodic
+steps are logged and the loop goes on.  Inbound frames are bounded per socket:
+``Config.max_head_message_bytes`` for the workers' ROUTER, one chunk plus
+headroom for the transfer sockets.
 """
 
 from __future__ import annotations
@@ -32,9 +37,10 @@ import time
 import zmq
 
 from zray import protocol
-from zray._process import (bind_private, configure_socket, has_input, poll_ms,
-                           install_stop_handler, parent_alive, recv_frames, run_profiled,
-                           send_frames, serve_endpoint, setup_logging)
+from zray._process import (bind_private, configure_socket, guarded, has_input,
+                           install_stop_handler, log_rejected, parent_alive, poll_ms,
+                           recv_frames, run_profiled, send_frames, serve_endpoint,
+                           setup_logging, transfer_frame_limit)
 from zray._launch import record_node
 from zray.config import Config
 from zray.exceptions import ProtocolError
@@ -68,11 +74,11 @@ class NodeLoop:
         secure_client(self.head, head_address, config)
         self.head.connect(head_address)
         self.workers = self.ctx.socket(zmq.ROUTER)
-        configure_socket(self.workers, config)
+        configure_socket(self.workers, config, config.max_head_message_bytes)
         self.worker_endpoint = bind_private(
             self.workers, forkserver.worker_endpoint(session_dir, node_id.hex()))
         self.transfer = self.ctx.socket(zmq.ROUTER)
-        configure_socket(self.transfer, config)
+        configure_socket(self.transfer, config, transfer_frame_limit(config))
         endpoint = serve_endpoint(session_dir, f"transfer-{node_id.hex()[:12]}", host,
                                   head_address)
         secure_server(self.transfer, endpoint, config)
@@ -96,14 +102,14 @@ class NodeLoop:
         self.events_buffer = b""
         state = self.state
         self.worker_handlers = {
-            Msg.HELLO: lambda w, item, now: state.on_worker_hello(w, item[3], now),
-            Msg.TASKS_DONE: lambda w, item, now: state.on_task_done(w, item[0], now),
-            Msg.WORKER_BLOCKED:
-                lambda w, item, now: state.on_worker_blocked(w, item[0], item[1], now),
+            Msg.HELLO: lambda w, item, now: state.on_worker_hello(w, item.pid, now),
+            Msg.TASKS_DONE: lambda w, item, now: state.on_task_done(w, item.task_id, now),
+            Msg.WORKER_BLOCKED: lambda w, item, now: state.on_worker_blocked(
+                w, item.task_id, item.returned_task_ids, now),
             Msg.WORKER_UNBLOCKED:
-                lambda w, item, now: state.on_worker_unblocked(w, item[0], now),
-            Msg.PULL_OBJECT:
-                lambda w, item, now: self.puller.request(item[0], item[1], item[2], w, now),
+                lambda w, item, now: state.on_worker_unblocked(w, item.task_id, now),
+            Msg.PULL_OBJECT: lambda w, item, now: self.puller.request(
+                item.object_id, item.size, item.node_ids, w, now),
         }
 
     # --- lifecycle -------------------------------------------------------------------
@@ -132,16 +138,16 @@ class NodeLoop:
             if ready.get(self.head):
                 self._drain_head(now)
             if ready.get(self.events_fd):
-                self._read_forkserver(now)
+                guarded(log, "reading the fork server's events", self._read_forkserver, now)
             if ready.get(self.transfer):
                 self._serve_chunks()
             for peer, sock in list(self.peers.items()):
                 if ready.get(sock):
                     self._drain_peer(peer, sock, now)
             if now >= next_tick:
-                self.state.tick(now)
-                self.puller.tick(now)
-                self.spares.tick(now)
+                guarded(log, "the node's periodic work", self.state.tick, now)
+                guarded(log, "the pulls' timeouts", self.puller.tick, now)
+                guarded(log, "the spare segments' upkeep", self.spares.tick, now)
                 next_tick = now + TICK_S
                 if not parent_alive(self.parent_pid):
                     log.warning("parent process %s is gone; shutting down", self.parent_pid)
@@ -155,7 +161,7 @@ class NodeLoop:
                               self.head_address, now - self.head_heard)
                     self.head_gone = True
                     break
-            self._flush()
+            guarded(log, "sending what the node queued", self._flush)
         self._shutdown()
 
     def _register(self) -> None:
@@ -237,7 +243,7 @@ class NodeLoop:
             self.head_heard = now
             frames = recv_frames(self.head)
             try:
-                message = protocol.decode(frames)
+                message = protocol.decode(frames, keep_good_items=True)
             except ProtocolError as exc:
                 if "version mismatch" in str(exc):
                     log.error("the head speaks another protocol: %s", exc)
@@ -245,6 +251,8 @@ class NodeLoop:
                     return
                 log.warning("dropped a message from the head: %s", exc)
                 continue
+            if message.rejected:
+                log_rejected(log, message, "the head")
             try:
                 self._on_head_message(message, now)
             except Exception:
@@ -253,7 +261,7 @@ class NodeLoop:
     def _on_head_message(self, message, now: float) -> None:
         kind = message.type
         if kind is Msg.EXECUTE_TASKS:
-            self.state.on_execute_tasks([item[0] for item in message.items], now)
+            self.state.on_execute_tasks([item.spec for item in message.items], now)
         elif kind is Msg.FREE_OBJECTS:
             for (object_id,) in message.items:
                 self.chunks.forget(object_id)
@@ -271,7 +279,7 @@ class NodeLoop:
                 self._set_peer(node_id, endpoint, alive)
         elif kind is Msg.SHUTDOWN:
             log.info("shutdown requested by the head: %s", message.items)
-            if message.items and message.items[0][0] == protocol.REJOIN:
+            if message.items and message.items[0].reason == protocol.REJOIN:
                 log.warning("the head declared this node dead (a partition?); "
                             "starting over as a new node")
                 self.rejoin = True
@@ -281,9 +289,10 @@ class NodeLoop:
             pass                        # the head is alive: heard in _drain_head
         elif kind is Msg.WELCOME:
             log.info("registered with the head")
-            self.beat_every = message.items[0][0].get("heartbeat_interval_s", self.beat_every)
+            self.beat_every = message.items[0].info.get("heartbeat_interval_s",
+                                                        self.beat_every)
         elif kind is Msg.PROTOCOL_ERROR:
-            log.error("the head refused this node: %s", message.items[0][0])
+            log.error("the head refused this node: %s", message.items[0].text)
             self.flag["stop"] = True
         else:
             log.warning("ignoring %s from the head", kind.name)
@@ -295,10 +304,12 @@ class NodeLoop:
             frames = recv_frames(self.workers)
             worker_id = frames[0]
             try:
-                message = protocol.decode(frames[1:])
+                message = protocol.decode(frames[1:], keep_good_items=True)
             except ProtocolError as exc:
                 log.warning("dropped a message from worker %s: %s", worker_id.hex(), exc)
                 continue
+            if message.rejected:
+                log_rejected(log, message, f"worker {worker_id.hex()}")
             handler = self.worker_handlers.get(message.type)
             if handler is None:
                 log.warning("ignoring %s from worker %s", message.type.name, worker_id.hex())
@@ -332,10 +343,14 @@ class NodeLoop:
         sock = self.peers.get(node_id)
         if sock is None:
             sock = self.ctx.socket(zmq.DEALER)
-            configure_socket(sock, self.config)
+            configure_socket(sock, self.config, transfer_frame_limit(self.config))
             sock.setsockopt(zmq.IDENTITY, b"T" + self.node_id)
-            secure_client(sock, self.peer_endpoints[node_id], self.config)
-            sock.connect(self.peer_endpoints[node_id])
+            try:
+                secure_client(sock, self.peer_endpoints[node_id], self.config)
+                sock.connect(self.peer_endpoints[node_id])
+            except zmq.ZMQError:
+                sock.close()
+                raise
             self.peers[node_id] = sock
             self.poller.register(sock, zmq.POLLIN)
         return sock
@@ -345,18 +360,22 @@ class NodeLoop:
             if not has_input(self.transfer):
                 return
             frames = recv_frames(self.transfer)
+            peer = f"peer {frames[0][:17]!r}"
             try:
-                message = protocol.decode(frames[1:])
+                message = protocol.decode(frames[1:], keep_good_items=True)
                 if message.type is not Msg.CHUNK_REQUEST:
                     raise ProtocolError(f"unexpected {message.type.name}")
             except ProtocolError as exc:
-                log.warning("dropped a message from peer %r: %s", frames[0][:17], exc)
+                log.warning("dropped a message from %s: %s", peer, exc)
                 continue
+            if message.rejected:
+                log_rejected(log, message, peer)
             for item in message.items:
                 try:
-                    header, buffers = self.chunks.chunk(*item)
-                except Exception as exc:   # a malformed request must not stop the node
-                    log.warning("bad chunk request %r: %s", item[:3], exc)
+                    header, buffers = self.chunks.chunk(item.object_id, item.offset,
+                                                        item.length)
+                except Exception:   # a request the server cannot answer: a bug
+                    log.exception("answering a CHUNK_REQUEST from %s failed", peer)
                     continue
                 out = [frames[0]] + protocol.encode(Msg.CHUNK, [header]) + buffers
                 try:
@@ -370,24 +389,36 @@ class NodeLoop:
                 return
             frames = sock.recv_multipart(copy=False)
             try:
-                message = protocol.decode([frames[0].bytes] + frames[1:])
+                message = protocol.decode([frames[0].bytes] + frames[1:],
+                                          keep_good_items=True)
             except ProtocolError as exc:
                 log.warning("dropped a message from node %s: %s", peer.hex()[:12], exc)
                 continue
+            if message.rejected:
+                log_rejected(log, message, f"node {peer.hex()[:12]}")
             if message.type is not Msg.CHUNK:
+                log.warning("ignoring %s from node %s", message.type.name, peer.hex()[:12])
                 continue
             buffers = [frame.buffer for frame in message.buffers]
-            for object_id, offset, size, error in message.items:
+            for item in message.items:
                 try:
-                    self.puller.on_chunk(peer, object_id, offset, size, error, buffers, now)
+                    self.puller.on_chunk(peer, item.object_id, item.offset, item.size,
+                                         item.error, buffers, now)
                 except Exception:
-                    log.exception("writing a chunk of %s failed", object_id.hex())
+                    log.exception("writing a chunk of %s from node %s failed",
+                                  item.object_id.hex(), peer.hex()[:12])
 
     def _send_chunk_requests(self) -> None:
         requests, self.puller.requests = self.puller.requests, []
         for peer, item in requests:    # one request per message: chunks come back apace
-            if peer in self.peer_endpoints:
+            if peer not in self.peer_endpoints:
+                continue
+            try:
                 send_frames(self._peer(peer), protocol.encode(Msg.CHUNK_REQUEST, [item]))
+            except zmq.ZMQError as exc:     # its endpoint does not parse: no use waiting
+                log.warning("cannot reach node %s at %r: %s", peer.hex()[:12],
+                            self.peer_endpoints.pop(peer), exc)
+                self.puller.on_node_dead(peer)
 
     def _flush_transfers(self) -> None:
         puller = self.puller
@@ -408,14 +439,16 @@ class NodeLoop:
             self._run_command(command)
         self.state.commands = []
         for (identity, msg_type), items in self.state.out.drain().items():
-            frames = protocol.encode(msg_type, items)
             try:
+                frames = protocol.encode(msg_type, items)
                 if identity == HEAD:
                     send_frames(self.head, frames)
                 else:
                     send_frames(self.workers, [identity] + frames)
             except zmq.ZMQError as exc:
                 log.warning("could not send %s: %s", msg_type.name, exc)
+            except Exception:        # an item that does not pickle: a bug, not a peer
+                log.exception("could not encode %s; dropped", msg_type.name)
 
     def _run_command(self, command) -> None:
         if command[0] == "spawn":

@@ -171,7 +171,7 @@ class Puller:
         if pull.fd is None:
             try:
                 pull.fd = _create_segment(pull.part_path, pull.size)
-            except OSError as exc:
+            except (OSError, OverflowError) as exc:     # no room, or an absurd size
                 self._fail(pull, f"could not make room for object "
                                  f"{pull.object_id.hex()} ({pull.size} bytes): {exc}")
                 return
