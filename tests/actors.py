@@ -107,3 +107,65 @@ def call_counter(counter, times):
 class Forwarder:
     def forward(self, counter):
         return zray.get(counter.increment.remote())
+
+
+# --- used by test_generators.py -------------------------------------------------------
+
+@zray.remote
+class Streamer:
+    def __init__(self):
+        self.calls = 0
+
+    def count(self, n):
+        self.calls += 1
+        for i in range(n):
+            yield i
+
+    def count_then_wait(self, marker, started):
+        yield "first"
+        open(started, "w").close()
+        deadline = time.monotonic() + 60
+        while not os.path.exists(marker) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        yield "second"
+
+    def count_then_die(self, n):
+        for i in range(n):
+            yield i
+        os._exit(9)
+
+    def count_die_once(self, n, marker):
+        first = not os.path.exists(marker)
+        for i in range(n):
+            if first and i == n // 2:
+                open(marker, "w").close()
+                os._exit(9)
+            yield i
+
+    def count_then_raise(self, n):
+        for i in range(n):
+            yield i
+        raise KeyError("actor generator failed")
+
+    @zray.method(num_returns="dynamic")
+    def split(self, n):
+        for i in range(n):
+            yield i
+
+
+@zray.remote
+class AsyncStreamer:
+    async def count(self, n):
+        for i in range(n):
+            await asyncio.sleep(0)
+            yield i
+
+    async def ping(self):
+        return "pong"
+
+
+@zray.remote(max_concurrency=4)
+class ThreadedStreamer:
+    def count(self, n):
+        for i in range(n):
+            yield i

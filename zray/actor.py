@@ -16,9 +16,9 @@ from zray import _runtime, ids, options as opts
 from zray.ids import handle_id
 from zray.object_ref import ObjectRef
 from zray.protocol import Msg
-from zray.remote_function import pack_args
+from zray.remote_function import pack_args, returned
 from zray.serialization import record_contained_ref
-from zray.task_spec import TaskSpec
+from zray.task_spec import TaskSpec, wire_num_returns
 
 def method(*args, **kwargs):
     """``@zray.method(num_returns=2)`` on an actor method."""
@@ -29,7 +29,8 @@ def method(*args, **kwargs):
                          "concurrency_group, max_task_retries, retry_exceptions")
 
     def decorate(function):
-        function.__zray_num_returns__ = kwargs.get("num_returns", 1)
+        if "num_returns" in kwargs:
+            function.__zray_num_returns__ = kwargs["num_returns"]
         return function
     return decorate
 
@@ -56,7 +57,10 @@ def _method_table(cls) -> dict:
             function = member
         if not callable(function):
             continue
-        table[name] = {"num_returns": getattr(function, "__zray_num_returns__", 1),
+        generator = inspect.isgeneratorfunction(function) or \
+            inspect.isasyncgenfunction(function)
+        table[name] = {"num_returns": getattr(function, "__zray_num_returns__",
+                                              "streaming" if generator else 1),
                        "is_async": inspect.iscoroutinefunction(function)
                        or inspect.isasyncgenfunction(function)}
     return table
@@ -251,6 +255,7 @@ class ActorHandle:
         args_blob, dep_ids, nested_ids, keep = pack_args(
             args, kwargs, client, f"actor method {self._class_name}.{method_name}")
         self._seq += 1
+        num_returns = wire_num_returns(num_returns)
         spec = TaskSpec(ids.new_task_id(), client.job_id, f"{self._class_name}.{method_name}",
                         b"", args_blob, dep_ids, nested_ids, num_returns, {},
                         self._max_task_retries, False,
@@ -258,9 +263,7 @@ class ActorHandle:
         return_ids = client.submit_actor_call(spec, self._max_pending)
         del keep
         refs = [ObjectRef(oid, _client=client, _registered=True) for oid in return_ids]
-        if num_returns == 1:
-            return refs[0]
-        return refs if refs else None
+        return returned(refs, num_returns, client)
 
 
 def _rebuild_handle(actor_id, methods, class_name, max_pending, max_task_retries=0):

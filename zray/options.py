@@ -31,6 +31,12 @@ def _int_at_least(low):
     return check
 
 
+def _num_returns(name, value):
+    if isinstance(value, str) and value in ("streaming", "dynamic"):
+        return
+    _int_at_least(0)(name, value)
+
+
 def _resources(name, value):
     if value is None:
         return
@@ -98,7 +104,7 @@ TASK_OPTIONS = {
     "num_gpus": Option(0, _number),
     "resources": Option(None, _resources),
     "memory": Option(None, _number),
-    "num_returns": Option(1, _int_at_least(0)),
+    "num_returns": Option(1, _num_returns),
     "max_retries": Option(3, _int_at_least(-1)),
     "retry_exceptions": Option(False, _retry_exceptions),
     "name": Option(None, _name),

@@ -82,6 +82,7 @@ class Msg(enum.IntEnum):
     SUBMIT_LEASED = 45
     LEASE_RECALL = 46
     REPORT_NOW = 47
+    ITEMS_YIELDED = 48
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,12 @@ SPECS: dict[Msg, MessageSpec] = {
         "worker→head", ("task_id", "attempt", "status", "results", "run_s"),
         "A task ran for run_s seconds; results are (object_id, kind, data, size, "
         "contained_ids)."),
+    Msg.ITEMS_YIELDED: MessageSpec(
+        "worker→head, actor worker→head", ("task_id", "attempt", "object_id", "kind",
+                                            "data", "size", "contained_ids"),
+        "A generator task yielded a value: item object_id (task_id + item index + 2), "
+        "stored as a task result is; sent as each value is yielded, before the task's "
+        "TASKS_FINISHED or ACTOR_TASKS_FINISHED."),
     Msg.TASKS_FAILED: MessageSpec(
         "node→head", ("task_id", "attempt", "reason", "text"),
         "A task could not finish on this node (worker died, cancelled before start)."),

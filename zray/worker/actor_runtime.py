@@ -10,13 +10,16 @@ client's I/O thread).  Calls from one caller arrive in the order sent; they run:
 
 Each finished call answers the caller (ACTOR_RESULTS).  The head hears of it
 (ACTOR_TASKS_FINISHED) only when the results hold refs or live in shared
-memory; otherwise the caller forwards them if their refs ever leave it.
+memory; otherwise the caller forwards them if their refs ever leave it.  A
+generator method (streaming or dynamic) reports each item to the head as it is
+yielded (zray.worker.streaming), and its end to the head as well.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import logging
 import os
 import queue
@@ -27,6 +30,7 @@ from zray.actor import ActorExit
 from zray.exceptions import ActorDiedError, RayTaskError, TaskCancelledError
 from zray.protocol import Msg, STATUS_CANCELLED, STATUS_ERROR, STATUS_OK
 from zray.serialization import KIND_ERROR, KIND_SHM, dumps_error
+from zray.worker.streaming import StreamRun, run_async, run_sync
 
 log = logging.getLogger("zray.worker")
 
@@ -114,8 +118,12 @@ class ActorRuntime:
         try:
             args, kwargs = self.worker.resolve_args(spec)
             value = getattr(self.instance, spec.method)(*args, **kwargs)
-            keep_alive.append(value)
-            status, results = STATUS_OK, self.worker.pack_returns(spec, value)
+            if spec.num_returns < 0:
+                status, results = run_sync(StreamRun(self.worker, spec), value,
+                                           cancelled=lambda: self._is_cancelled(spec))
+            else:
+                keep_alive.append(value)
+                status, results = STATUS_OK, self.worker.pack_returns(spec, value)
         except ActorExit:
             status, results = self._exit_results(spec)
         except Exception as exc:
@@ -139,10 +147,13 @@ class ActorRuntime:
                 else:
                     args, kwargs = self.worker.resolve_args(spec)
                 value = getattr(self.instance, spec.method)(*args, **kwargs)
-                if asyncio.iscoroutine(value):
-                    value = await value
-                keep_alive.append(value)
-                status, results = STATUS_OK, self.worker.pack_returns(spec, value)
+                if spec.num_returns < 0:
+                    status, results = await self._run_stream_async(spec, value)
+                else:
+                    if asyncio.iscoroutine(value):
+                        value = await value
+                    keep_alive.append(value)
+                    status, results = STATUS_OK, self.worker.pack_returns(spec, value)
         except asyncio.CancelledError:
             status, results = STATUS_CANCELLED, self._cancelled_results(spec)
         except ActorExit:
@@ -153,6 +164,17 @@ class ActorRuntime:
             with self.lock:
                 self.running.pop(spec.task_id, None)
         self.reply(caller, spec, status, results)
+
+    async def _run_stream_async(self, spec, value):
+        run = StreamRun(self.worker, spec)
+        cancelled = lambda: self._is_cancelled(spec)       # noqa: E731
+        if inspect.isasyncgen(value):
+            return await run_async(run, value, cancelled)
+        return run_sync(run, value, cancelled=cancelled)
+
+    def _is_cancelled(self, spec) -> bool:
+        with self.lock:
+            return spec.task_id in self.cancelled
 
     def _take_cancelled(self, task_id) -> bool:
         with self.lock:
@@ -165,7 +187,9 @@ class ActorRuntime:
         """Answer the caller; tell the head too when the results hold refs or live
         in shared memory (it must pin what they contain, or free the segment).
         Anything else the caller forwards to the head if the refs ever escape."""
-        if any(result[4] or result[1] == KIND_SHM for result in results):
+        if spec.num_returns < 0 or any(result[4] or result[1] == KIND_SHM
+                                       for result in results):
+            # (a generator's items went to the head: its end goes there too)
             self.client.send(Msg.ACTOR_TASKS_FINISHED,
                              (spec.task_id, spec.attempt, status, results))
         self.client.send(Msg.ACTOR_RESULTS,
@@ -175,6 +199,8 @@ class ActorRuntime:
     # --- outcomes ---------------------------------------------------------------------
 
     def _error_results(self, spec, exc):
+        if spec.num_returns < 0:        # before the generator ran: its first item
+            return StreamRun(self.worker, spec).fail(exc)
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         if isinstance(exc, RayTaskError):
             error = RayTaskError(exc.function_name, exc.traceback_str, exc.cause,
