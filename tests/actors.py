@@ -129,9 +129,13 @@ class Streamer:
             time.sleep(0.01)
         yield "second"
 
-    def count_then_die(self, n):
+    def count_then_die(self, n, marker):
+        """Yield n items, then die once the caller has them (it makes ``marker``)."""
         for i in range(n):
             yield i
+        deadline = time.monotonic() + 30
+        while not os.path.exists(marker) and time.monotonic() < deadline:
+            time.sleep(0.01)
         os._exit(9)
 
     def count_die_once(self, n, marker):

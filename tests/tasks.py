@@ -237,9 +237,11 @@ def yield_then_wait(marker, started):
 
 
 @zray.remote(max_retries=0)
-def yield_then_die(n):
+def yield_then_die(n, marker):
+    """Yield n items, then crash once the caller has them (it makes ``marker``)."""
     for i in range(n):
         yield i
+    wait_for_file(marker)
     os._exit(7)
 
 

@@ -43,6 +43,7 @@ from zray.ids import (handle_id, is_handle_id, item_index, object_id_for_item,
 from zray._process import has_input, poll_ms, recv_frames, send_frames
 from zray.exceptions import GetTimeoutError, ObjectLostError, ProtocolError, RaySystemError
 from zray.protocol import Msg
+from zray.task_spec import STREAMING
 from zray.security import secure_client, secure_server
 from zray.serialization import (KIND_ERROR, KIND_INLINE, KIND_SHM, SegmentMaps,
                                 deserialize, segment_path)
@@ -186,6 +187,8 @@ class CoreClient:
         # Under the lock: a LEASE_RETURN (a recall, a burst on another thread)
         # must never be queued between a granted task and its SUBMIT_LEASED.
         with self._lock:
+            if spec.num_returns == STREAMING:   # before its first item can come
+                self._streams[spec.task_id] = _Stream(return_ids[0])
             for object_id in return_ids:
                 self._refs[object_id] = self._refs.get(object_id, 0) + 1
                 self._pushed.add(object_id)
@@ -274,6 +277,8 @@ class CoreClient:
                     f"The actor {spec.actor_id.hex()} already has {pending} calls in flight "
                     f"(max_pending_calls={max_pending}); wait for some to finish.")
             self._actor_pending[spec.actor_id] = pending + 1
+            if spec.num_returns == STREAMING:   # before its first item can come
+                self._streams[spec.task_id] = _Stream(return_ids[0])
             if spec.num_returns < 0:
                 # A generator's items go to the head as they come: it must know the
                 # call; the actor reports its end there too, so nothing is forwarded.
@@ -456,7 +461,8 @@ class CoreClient:
                 for stream in pending:
                     if waiter in stream.waiters:
                         stream.waiters.remove(waiter)
-                return {o for o in unique if o in self._objects}
+        with self._lock:       # (not in the finally: a return there would swallow
+            return {o for o in unique if o in self._objects}    # KeyboardInterrupt)
 
     def get_entries(self, object_ids, timeout_s):
         wanted = len(set(object_ids))
@@ -604,11 +610,13 @@ class CoreClient:
     # --- generators we own (see zray.generators) ----------------------------------
 
     def open_stream(self, completion_id: bytes) -> "_Stream":
-        """Start receiving the items of our streaming generator task: the head
-        pushes each one as it is stored; the completion brings the count."""
-        stream = _Stream(completion_id)
+        """The items of our streaming generator task (registered by ``submit``, so
+        that none is missed): the head pushes each one as it is stored; the
+        completion brings the count."""
         with self._lock:
-            self._streams[stream.task_id] = stream
+            stream = self._streams.get(completion_id[:16])
+            if stream is None:
+                stream = self._streams[completion_id[:16]] = _Stream(completion_id)
         self.add_callback(completion_id, lambda entry: self._stream_completed(stream, entry))
         return stream
 

@@ -63,15 +63,26 @@ class GeneratorsMixin:
         if not current or (obj is None and completion is None) or \
                 (kind == KIND_SHM and node is None):
             # stale, a replay, or nobody wants the stream any more
-            if kind == KIND_SHM and node is not None and \
-                    (obj is None or node.node_id not in obj.locations):
-                self.out.send(node.identity, Msg.FREE_OBJECTS, (object_id,))
+            self._discard_item(task, obj, object_id, kind, node, completion)
             return
         if obj is None or object_id in self.placeholders:
             obj = self._new_item(task, object_id, completion)
         obj.lost = False
         self._store_result(object_id, kind, data, size, contained, node, push_owner=False)
         self._push_item(task, obj, completion)
+
+    def _discard_item(self, task, obj, object_id, kind, node, completion):
+        """Free the segment of an item report the head does not keep, unless it
+        may be the very file a record names, or one the running attempt writes
+        on the same node (the path is the same for every attempt)."""
+        if kind != KIND_SHM or node is None:
+            return
+        if obj is not None:
+            keep = node.node_id in obj.locations
+        else:
+            keep = completion is not None and task.state.value == "ASSIGNED"
+        if not keep:
+            self.out.send(node.identity, Msg.FREE_OBJECTS, (object_id,))
 
     def _new_item(self, task, object_id, completion):
         from zray.head.state import ObjectRecord

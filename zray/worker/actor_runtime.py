@@ -173,8 +173,7 @@ class ActorRuntime:
         return run_sync(run, value, cancelled=cancelled)
 
     def _is_cancelled(self, spec) -> bool:
-        with self.lock:
-            return spec.task_id in self.cancelled
+        return self._take_cancelled(spec.task_id)
 
     def _take_cancelled(self, task_id) -> bool:
         with self.lock:

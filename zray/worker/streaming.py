@@ -115,7 +115,7 @@ def run_sync(run: StreamRun, value, before_next=None, after_next=None, cancelled
 
     ``before_next``/``after_next`` bracket each step of the user's code (the
     worker makes only those interruptible by zray.cancel); ``cancelled()`` is
-    asked between items (actors stop a cancelled call there)."""
+    asked before each item is stored (actors stop a cancelled call there)."""
     try:
         iterator = iterate(value)
         while True:
@@ -128,9 +128,9 @@ def run_sync(run: StreamRun, value, before_next=None, after_next=None, cancelled
             finally:
                 if after_next is not None:
                     after_next()
-            run.report(item)
             if cancelled is not None and cancelled():
                 raise TaskCancelledError(run.spec.task_id.hex())
+            run.report(item)
     except Exception as exc:
         return run.fail(exc)
     return run.finish()
@@ -141,9 +141,9 @@ async def run_async(run: StreamRun, agen, cancelled=None):
     import asyncio
     try:
         async for item in agen:
-            run.report(item)
             if cancelled is not None and cancelled():
                 raise TaskCancelledError(run.spec.task_id.hex())
+            run.report(item)
     except asyncio.CancelledError:
         return run.fail(TaskCancelledError(run.spec.task_id.hex()))
     except Exception as exc:
