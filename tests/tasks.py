@@ -289,3 +289,15 @@ def total_of_dynamic(generator):
 def two_by_yield():
     yield "a"
     yield "b"
+
+
+@zray.remote
+def yield_node_arrays(n, size, marker=None):
+    """n (node id, array) items, the arrays filled with their index; counts runs
+    in ``marker`` if given."""
+    if marker is not None:
+        with open(marker, "a") as f:
+            f.write("x")
+    node = zray.get_runtime_context().get_node_id()
+    for i in range(n):
+        yield node, np.full(size, float(i))

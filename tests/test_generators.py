@@ -15,12 +15,58 @@ from zray import exceptions as zerr
 from tests import actors as a
 from tests import tasks as t
 from tests.conftest import object_segments, wait_for
+from zray.cluster_utils import Cluster
+from zray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def values(gen) -> list:
     return [zray.get(ref) for ref in gen]
+
+
+# --- two nodes (first: the other tests share one local cluster for the module) --------
+
+FAST_FAILURE = {"heartbeat_interval_s": 0.1, "heartbeat_missed_limit": 10}
+BIG = 200_000                        # float64: 1.6 MB, so items live in shared memory
+
+
+@pytest.fixture
+def two_nodes():
+    assert not zray.is_initialized(), "run the Cluster tests before the local ones"
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "_system_config": FAST_FAILURE})
+    other = cluster.add_node(num_cpus=1, resources={"other": 1})
+    cluster.wait_for_nodes()
+    zray.init(address=cluster.address)
+    yield cluster, other
+    zray.shutdown()
+    cluster.shutdown()
+
+
+def test_large_items_from_another_node(two_nodes):
+    _cluster, other = two_nodes
+    here = zray.get_runtime_context().get_node_id()
+    gen = t.yield_node_arrays.options(resources={"other": 1}).remote(2, BIG)
+    for i, ref in enumerate(gen):
+        node, array = zray.get(ref)
+        assert node == other.node_id != here
+        assert array.shape == (BIG,) and float(array[0]) == float(array[-1]) == i
+    assert i == 1
+
+
+def test_lost_item_is_rebuilt_from_lineage(two_nodes, tmp_path):
+    cluster, other = two_nodes
+    runs = str(tmp_path / "runs")
+    on_other = NodeAffinitySchedulingStrategy(node_id=other.node_id, soft=True)
+    gen = t.yield_node_arrays.options(scheduling_strategy=on_other).remote(2, BIG, runs)
+    refs = list(gen)
+    assert zray.get(gen.completed()) == 2
+    cluster.remove_node(other, allow_graceful=False)
+    node, array = zray.get(refs[1], timeout=60)       # made again on the head's node
+    assert node != other.node_id and float(array[0]) == 1.0
+    with open(runs) as f:
+        assert f.read() == "xx"
 
 
 # --- the basics ---------------------------------------------------------------------
