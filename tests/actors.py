@@ -164,6 +164,15 @@ class AsyncStreamer:
             await asyncio.sleep(0)
             yield i
 
+    async def count_forever(self, started):
+        i = 0
+        while True:
+            yield i
+            i += 1
+            if i == 1:
+                open(started, "w").close()
+            await asyncio.sleep(0.01)
+
     async def ping(self):
         return "pong"
 

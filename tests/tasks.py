@@ -301,3 +301,14 @@ def yield_node_arrays(n, size, marker=None):
     node = zray.get_runtime_context().get_node_id()
     for i in range(n):
         yield node, np.full(size, float(i))
+
+
+@zray.remote(max_retries=1, retry_exceptions=[KeyError])
+def yield_raise_once(n, marker):
+    """Raise a retriable error after half the items the first time."""
+    first = not os.path.exists(marker)
+    for i in range(n):
+        if first and i == n // 2:
+            open(marker, "w").close()
+            raise KeyError("first attempt")
+        yield i

@@ -194,6 +194,12 @@ def test_worker_crash_is_retried_and_items_come_once(cluster, tmp_path):
     assert os.path.exists(marker)          # the first attempt did crash
 
 
+def test_retry_exceptions_retries_and_items_come_once(cluster, tmp_path):
+    marker = str(tmp_path / "raised")
+    assert values(t.yield_raise_once.remote(4, marker)) == [0, 1, 2, 3]
+    assert os.path.exists(marker)
+
+
 # --- ray.wait and ray.cancel ----------------------------------------------------------
 
 def test_wait_is_ready_when_the_next_item_is(cluster, tmp_path):
@@ -345,3 +351,17 @@ def test_actor_generator_cancel(cluster, tmp_path):
     with pytest.raises(StopIteration):
         next(gen)
     assert values(streamer.count.remote(2)) == [0, 1]
+
+
+def test_async_actor_generator_cancel(cluster, tmp_path):
+    started = str(tmp_path / "started")
+    streamer = a.AsyncStreamer.remote()
+    gen = streamer.count_forever.remote(started)
+    assert zray.get(next(gen)) == 0
+    assert wait_for(lambda: os.path.exists(started), 30)
+    zray.cancel(gen)
+    refs = list(gen)                       # the items made before the cancel landed
+    assert zray.get(refs[:-1]) == list(range(1, len(refs)))
+    with pytest.raises(zerr.TaskCancelledError):
+        zray.get(refs[-1])
+    assert zray.get(streamer.ping.remote()) == "pong"
