@@ -678,6 +678,18 @@ class CoreClient:
                 stream.failed = entry
             self._stream_changed(stream)
 
+    def _stream_arrival(self, stream, object_id: bytes, woken: list) -> None:
+        """An item (or the completion) of a generator we iterate reached us: the
+        generator holds the item's ref until next() hands it out (the head pins
+        it until then).  Call with the lock held, before the entry is stored."""
+        woken.append(stream)
+        if object_id[16:] == _COMPLETION or object_id in self._refs:
+            return
+        index = item_index(object_id)
+        if index >= stream.next_index:         # not one handed out and dropped since
+            self.add_ref(object_id)
+            stream.arrived = max(stream.arrived, index + 1)
+
     def _stream_changed(self, stream) -> None:
         if stream.waiters and self._stream_ready(stream):
             waiters, stream.waiters = stream.waiters, []
@@ -1149,14 +1161,8 @@ class CoreClient:
                 if grant is not None and grant.busy == object_id[:16]:
                     grant.busy = None           # our granted worker is free again
                     grant.last_used = time.monotonic()
-                if streams and object_id[:16] in streams and object_id not in self._objects:
-                    stream = streams[object_id[:16]]
-                    woken.append(stream)
-                    if object_id[16:] != _COMPLETION:
-                        # an item of a generator we iterate: it holds the ref until
-                        # next() hands it out (the head pins it until then)
-                        self.add_ref(object_id)
-                        stream.arrived = max(stream.arrived, item_index(object_id) + 1)
+                if streams and object_id[:16] in streams:
+                    self._stream_arrival(streams[object_id[:16]], object_id, woken)
                 if object_id not in self._refs or object_id in self._objects:
                     continue            # not ours any more, or already answered
                 entry = item[1:]
