@@ -279,7 +279,7 @@ class CoreClient:
             self._actor_pending[spec.actor_id] = pending + 1
             if spec.num_returns == STREAMING:   # before its first item can come
                 self._streams[spec.task_id] = _Stream(return_ids[0])
-            if spec.num_returns < 0:
+            if spec.is_generator:
                 # A generator's items go to the head as they come: it must know the
                 # call; the actor reports its end there too, so nothing is forwarded.
                 self._register_call_locked(spec, forward=False)

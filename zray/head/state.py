@@ -868,7 +868,7 @@ class HeadState(ActorsMixin, GeneratorsMixin):
 
     def _finish_with_error_blob(self, task, blob, state):
         self._transition(task, state)
-        if task.spec.num_returns < 0 and self._generator_failed(task, blob):
+        if task.spec.is_generator and self._generator_failed(task, blob):
             self._task_done(task)
             return
         for object_id in task.spec.return_ids():

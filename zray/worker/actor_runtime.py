@@ -118,7 +118,7 @@ class ActorRuntime:
         try:
             args, kwargs = self.worker.resolve_args(spec)
             value = getattr(self.instance, spec.method)(*args, **kwargs)
-            if spec.num_returns < 0:
+            if spec.is_generator:
                 status, results = run_sync(StreamRun(self.worker, spec), value,
                                            cancelled=lambda: self._is_cancelled(spec))
             else:
@@ -147,7 +147,7 @@ class ActorRuntime:
                 else:
                     args, kwargs = self.worker.resolve_args(spec)
                 value = getattr(self.instance, spec.method)(*args, **kwargs)
-                if spec.num_returns < 0:
+                if spec.is_generator:
                     status, results = await self._run_stream_async(spec, value)
                 else:
                     if asyncio.iscoroutine(value):
@@ -186,8 +186,8 @@ class ActorRuntime:
         """Answer the caller; tell the head too when the results hold refs or live
         in shared memory (it must pin what they contain, or free the segment).
         Anything else the caller forwards to the head if the refs ever escape."""
-        if spec.num_returns < 0 or any(result[4] or result[1] == KIND_SHM
-                                       for result in results):
+        if spec.is_generator or any(result[4] or result[1] == KIND_SHM
+                                    for result in results):
             # (a generator's items went to the head: its end goes there too)
             self.client.send(Msg.ACTOR_TASKS_FINISHED,
                              (spec.task_id, spec.attempt, status, results))
@@ -198,7 +198,7 @@ class ActorRuntime:
     # --- outcomes ---------------------------------------------------------------------
 
     def _error_results(self, spec, exc):
-        if spec.num_returns < 0:        # before the generator ran: its first item
+        if spec.is_generator:        # before the generator ran: its first item
             return StreamRun(self.worker, spec).fail(exc)
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         if isinstance(exc, RayTaskError):

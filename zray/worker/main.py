@@ -229,7 +229,7 @@ class WorkerProcess:
             self.client.send(Msg.TASKS_DONE, (task_id,), to_node=True)
 
     def _run(self, spec, keep_alive):
-        if spec.num_returns < 0:
+        if spec.is_generator:
             return self._run_generator(spec)
         try:
             function = self._function(spec)
@@ -356,9 +356,11 @@ class WorkerProcess:
         try:
             size = write_segment(path, obj, self.spares)
         except FileExistsError:
-            # A retry on the node that already holds this result (a generator's
-            # item from an earlier attempt): the same value is there.
-            size = os.stat(path).st_size
+            # A retry on a node where an earlier attempt wrote this result (maybe
+            # only in part, if it died writing): write anew and swap it in.
+            fresh = f"{path}.retry{self.pid}"
+            size = write_segment(fresh, obj)
+            os.rename(fresh, path)
         return (object_id, KIND_SHM, None, size, obj.contained_ids)
 
     def _error_results(self, spec, exc):
