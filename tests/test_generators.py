@@ -11,11 +11,12 @@ import pytest
 
 import zray
 from zray import exceptions as zerr
+from zray.cluster_utils import Cluster
+from zray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
 from tests import actors as a
 from tests import tasks as t
 from tests.conftest import object_segments, wait_for
-from zray.cluster_utils import Cluster
-from zray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -106,7 +106,7 @@ class ObjectRefGenerator:
     # --- lifetime -----------------------------------------------------------------------
 
     def __del__(self):
-        client = self._client
+        client = getattr(self, "_client", None)
         stream = getattr(self, "_stream", None)
         if stream is not None and not client.closed:
             try:
