@@ -151,6 +151,14 @@ class Streamer:
             yield i
         raise KeyError("actor generator failed")
 
+    def count_forever(self, limit_s=60):
+        start = time.monotonic()
+        i = 0
+        while time.monotonic() - start < limit_s:
+            yield i
+            i += 1
+            time.sleep(0.01)
+
     @zray.method(num_returns="dynamic")
     def split(self, n):
         for i in range(n):

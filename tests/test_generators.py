@@ -244,6 +244,18 @@ def test_cancel_stops_the_generator(cluster, tmp_path):
         next(gen)
 
 
+def test_force_cancel_kills_the_generator_task(cluster, tmp_path):
+    marker, started = str(tmp_path / "never"), str(tmp_path / "started")
+    gen = t.yield_then_wait.remote(marker, started)
+    assert zray.get(next(gen)) == 0
+    assert wait_for(lambda: os.path.exists(started), 30)
+    zray.cancel(gen, force=True)
+    with pytest.raises(zerr.TaskCancelledError):
+        zray.get(next(gen))
+    with pytest.raises(StopIteration):
+        next(gen)
+
+
 # --- dynamic ------------------------------------------------------------------------
 
 def test_dynamic_returns_one_ref_to_a_generator_of_refs(cluster):
@@ -338,18 +350,16 @@ def test_actor_restart_retries_the_call(cluster, tmp_path):
     assert os.path.exists(marker)
 
 
-def test_actor_generator_cancel(cluster, tmp_path):
-    marker, started = str(tmp_path / "never"), str(tmp_path / "started")
+def test_actor_generator_cancel(cluster):
+    """A sync actor's generator stops at its next item once the cancel lands."""
     streamer = a.Streamer.remote()
-    gen = streamer.count_then_wait.remote(marker, started)
-    assert zray.get(next(gen)) == "first"
-    assert wait_for(lambda: os.path.exists(started), 30)
+    gen = streamer.count_forever.remote()
+    assert zray.get(next(gen)) == 0
     zray.cancel(gen)
-    open(marker, "w").close()            # the call stops at its next item
+    refs = list(gen)                       # the items made before the cancel landed
+    assert zray.get(refs[:-1]) == list(range(1, len(refs)))
     with pytest.raises(zerr.TaskCancelledError):
-        zray.get(next(gen))
-    with pytest.raises(StopIteration):
-        next(gen)
+        zray.get(refs[-1])
     assert values(streamer.count.remote(2)) == [0, 1]
 
 
