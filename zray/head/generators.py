@@ -41,23 +41,25 @@ class GeneratorsMixin:
         client = self.clients.get(key)
         node = self.nodes.get(client.node_id) if client is not None else None
         for item in items:
-            task = self.tasks.get(item[0])
+            task_id, _attempt, _object_id, _kind, _data, _size, contained = item
+            task = self.tasks.get(task_id)
             if task is None:     # an actor call the caller has not registered yet
-                self.early_items.setdefault(item[0], []).append(
+                self.early_items.setdefault(task_id, []).append(
                     (now, item, node.node_id if node is not None else None))
-                self._pin_ids(item[6], +1)
+                self._pin_ids(contained, +1)
                 continue
             self._store_item(task, item, node)
 
     def _store_item(self, task, item, node):
-        task_id, attempt, object_id, kind, data, size, contained = item
+        from zray.head.state import ObjectState, TaskState
+        _task_id, attempt, object_id, kind, data, size, contained = item
         spec = task.spec
         node = node or self.nodes.get(self._item_node_id(task))
         obj = self.objects.get(object_id)
-        current = task.state.value == "ASSIGNED" and \
+        current = task.state is TaskState.ASSIGNED and \
             (spec.actor_id is not None or spec.attempt == attempt)
         if obj is not None and object_id not in self.placeholders and \
-                obj.state.value != "PENDING":
+                obj.state is not ObjectState.PENDING:
             current = False                      # a replay of an item we have
         completion = self.objects.get(spec.return_ids()[0])
         if not current or (obj is None and completion is None) or \
@@ -75,12 +77,13 @@ class GeneratorsMixin:
         """Free the segment of an item report the head does not keep, unless it
         may be the very file a record names, or one the running attempt writes
         on the same node (the path is the same for every attempt)."""
+        from zray.head.state import TaskState
         if kind != KIND_SHM or node is None:
             return
         if obj is not None:
             keep = node.node_id in obj.locations
         else:
-            keep = completion is not None and task.state.value == "ASSIGNED"
+            keep = completion is not None and task.state is TaskState.ASSIGNED
         if not keep:
             self.out.send(node.identity, Msg.FREE_OBJECTS, (object_id,))
 
@@ -151,7 +154,7 @@ class GeneratorsMixin:
     def _apply_early_items(self, task):
         for _since, item, node_id in self.early_items.pop(task.spec.task_id, ()):
             self._store_item(task, item, self.nodes.get(node_id))
-            self._pin_ids(item[6], -1)
+            self._pin_ids(_contained(item), -1)
 
     def _expire_early_items(self, now):
         for task_id, entries in list(self.early_items.items()):
@@ -159,10 +162,16 @@ class GeneratorsMixin:
                 continue
             del self.early_items[task_id]
             for _since, item, node_id in entries:
-                self._pin_ids(item[6], -1)
+                _task_id, _attempt, object_id, kind, _data, _size, contained = item
+                self._pin_ids(contained, -1)
                 node = self.nodes.get(node_id)
-                if item[3] == KIND_SHM and node is not None:
-                    self.out.send(node.identity, Msg.FREE_OBJECTS, (item[2],))
+                if kind == KIND_SHM and node is not None:
+                    self.out.send(node.identity, Msg.FREE_OBJECTS, (object_id,))
+
+
+def _contained(item) -> tuple:
+    _task_id, _attempt, _object_id, _kind, _data, _size, contained = item
+    return contained
 
 
 __all__ = ["GeneratorsMixin", "EARLY_ITEMS_S"]
