@@ -671,9 +671,10 @@ class CoreClient:
             or (stream.count is not None and stream.next_index >= stream.count)
 
     def _stream_completed(self, stream, entry) -> None:
+        kind, data, _size, _node_ids = entry
         with self._lock:
-            if entry[0] == KIND_INLINE:
-                stream.count = deserialize(entry[1])
+            if kind == KIND_INLINE:
+                stream.count = deserialize(data)
             else:                   # not a count: the task failed as a whole
                 stream.failed = entry
             self._stream_changed(stream)
