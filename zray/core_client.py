@@ -617,7 +617,8 @@ class CoreClient:
             stream = self._streams.get(completion_id[:16])
             if stream is None:
                 stream = self._streams[completion_id[:16]] = _Stream(completion_id)
-        self.add_callback(completion_id, lambda entry: self._stream_completed(stream, entry))
+            stream.on_completion = lambda entry: self._stream_completed(stream, entry)
+        self.add_callback(completion_id, stream.on_completion)
         return stream
 
     def close_stream(self, stream: "_Stream") -> None:
@@ -625,6 +626,11 @@ class CoreClient:
         with self._lock:
             if self._streams.pop(stream.task_id, None) is None:
                 return
+            callbacks = self._callbacks.get(stream.completion_id)
+            if callbacks and stream.on_completion in callbacks:
+                callbacks.remove(stream.on_completion)
+                if not callbacks:
+                    del self._callbacks[stream.completion_id]
             for index in range(stream.next_index, stream.arrived):
                 object_id = object_id_for_item(stream.task_id, index)
                 if object_id in self._refs:
@@ -1326,7 +1332,7 @@ class _Stream:
     """The owner's view of one streaming generator task (one ObjectRefGenerator)."""
 
     __slots__ = ("task_id", "completion_id", "next_index", "arrived", "count", "failed",
-                 "exhausted", "waiters")
+                 "exhausted", "waiters", "on_completion")
 
     def __init__(self, completion_id: bytes):
         self.task_id = completion_id[:16]
@@ -1337,6 +1343,7 @@ class _Stream:
         self.failed = None        # the completion's entry when it is an error, not a count
         self.exhausted = False    # next() has handed out the failed completion
         self.waiters = []         # _Waiter-likes to hit() when next() would not block
+        self.on_completion = None  # our callback for the completion's arrival
 
 
 _COMPLETION = b"\x00\x01"        # return index of a generator task's completion
