@@ -257,13 +257,15 @@ def yield_die_once(n, marker):
 
 
 @zray.remote
-def yield_arrays(n, size, marker=None):
+def yield_arrays(n, size, marker=None, done=None):
     """n float64 arrays of ``size`` elements each filled with its index; waits
-    for ``marker`` (if given) after the first."""
+    for ``marker`` (if given) after the first, makes ``done`` after the last."""
     for i in range(n):
         yield np.full(size, float(i))
         if marker is not None and i == 0:
             wait_for_file(marker)
+    if done is not None:
+        open(done, "w").close()
 
 
 @zray.remote(num_returns="dynamic")

@@ -296,6 +296,20 @@ def test_dropping_the_generator_frees_items_not_taken(cluster, tmp_path):
     assert wait_for(lambda: not (object_segments() - before), 30)
 
 
+def test_items_made_after_the_generator_is_dropped_are_freed(cluster, tmp_path):
+    marker, done = str(tmp_path / "go"), str(tmp_path / "done")
+    before = object_segments()
+    gen = t.yield_arrays.remote(3, 200_000, marker, done)
+    kept = next(gen)
+    del gen                               # while the task still runs
+    open(marker, "w").close()
+    assert wait_for(lambda: os.path.exists(done), 30)
+    assert float(zray.get(kept)[0]) == 0.0
+    assert wait_for(lambda: len(object_segments() - before) == 1, 30)
+    del kept
+    assert wait_for(lambda: not (object_segments() - before), 30)
+
+
 # --- actors -------------------------------------------------------------------------
 
 def test_actor_generator_method_streams(cluster):
