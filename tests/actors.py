@@ -190,3 +190,11 @@ class ThreadedStreamer:
     def count(self, n):
         for i in range(n):
             yield i
+
+
+@zray.remote
+class ExitingStreamer:
+    def count_then_exit(self, n):
+        for i in range(n):
+            yield i
+        zray.actor.exit_actor()

@@ -389,3 +389,28 @@ def test_async_actor_generator_cancel(cluster, tmp_path):
     with pytest.raises(zerr.TaskCancelledError):
         zray.get(refs[-1])
     assert zray.get(streamer.ping.remote()) == "pong"
+
+
+def test_exit_actor_inside_a_generator_is_its_last_item(cluster):
+    refs = list(a.ExitingStreamer.remote().count_then_exit.remote(3))
+    assert zray.get(refs[:3]) == [0, 1, 2]
+    assert len(refs) == 4
+    with pytest.raises(zerr.ActorDiedError):
+        zray.get(refs[3])
+
+
+def test_cancel_of_a_queued_actor_generator(cluster, tmp_path):
+    """Cancelled while queued behind another call: it ends with the
+    TaskCancelledError, before it starts or at its next item."""
+    marker, started = str(tmp_path / "go"), str(tmp_path / "started")
+    streamer = a.Streamer.remote()
+    busy = streamer.count_then_wait.remote(marker, started)   # holds the actor
+    assert zray.get(next(busy)) == "first"
+    queued = streamer.count_forever.remote()
+    zray.cancel(queued)
+    open(marker, "w").close()
+    assert values(busy) == ["second"]
+    refs = list(queued)
+    assert zray.get(refs[:-1]) == list(range(len(refs) - 1))
+    with pytest.raises(zerr.TaskCancelledError):
+        zray.get(refs[-1])

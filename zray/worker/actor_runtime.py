@@ -111,23 +111,24 @@ class ActorRuntime:
     # --- running calls ----------------------------------------------------------------
 
     def run_call(self, caller: bytes, spec) -> None:
+        run = StreamRun(self.worker, spec) if spec.is_generator else None
         if self._take_cancelled(spec.task_id):
-            self.reply(caller, spec, STATUS_CANCELLED, self._cancelled_results(spec))
+            self.reply(caller, spec, *self._cancelled(spec, run))
             return
         keep_alive = []
         try:
             args, kwargs = self.worker.resolve_args(spec)
             value = getattr(self.instance, spec.method)(*args, **kwargs)
-            if spec.is_generator:
-                status, results = run_sync(StreamRun(self.worker, spec), value,
+            if run is not None:
+                status, results = run_sync(run, value,
                                            cancelled=lambda: self._is_cancelled(spec))
             else:
                 keep_alive.append(value)
                 status, results = STATUS_OK, self.worker.pack_returns(spec, value)
         except ActorExit:
-            status, results = self._exit_results(spec)
+            status, results = self._exit_results(spec, run)
         except Exception as exc:
-            status, results = self._error_results(spec, exc)
+            status, results = self._error_results(spec, exc, run)
         self.reply(caller, spec, status, results)
 
     def _schedule_async(self, caller, spec) -> None:
@@ -136,6 +137,7 @@ class ActorRuntime:
             self.running[spec.task_id] = task
 
     async def run_async(self, caller, spec) -> None:
+        run = StreamRun(self.worker, spec) if spec.is_generator else None
         keep_alive = []
         try:
             async with self.semaphore:
@@ -147,26 +149,25 @@ class ActorRuntime:
                 else:
                     args, kwargs = self.worker.resolve_args(spec)
                 value = getattr(self.instance, spec.method)(*args, **kwargs)
-                if spec.is_generator:
-                    status, results = await self._run_stream_async(spec, value)
+                if run is not None:
+                    status, results = await self._run_stream_async(spec, value, run)
                 else:
                     if asyncio.iscoroutine(value):
                         value = await value
                     keep_alive.append(value)
                     status, results = STATUS_OK, self.worker.pack_returns(spec, value)
         except asyncio.CancelledError:
-            status, results = STATUS_CANCELLED, self._cancelled_results(spec)
+            status, results = self._cancelled(spec, run)
         except ActorExit:
-            status, results = self._exit_results(spec)
+            status, results = self._exit_results(spec, run)
         except Exception as exc:
-            status, results = self._error_results(spec, exc)
+            status, results = self._error_results(spec, exc, run)
         finally:
             with self.lock:
                 self.running.pop(spec.task_id, None)
         self.reply(caller, spec, status, results)
 
-    async def _run_stream_async(self, spec, value):
-        run = StreamRun(self.worker, spec)
+    async def _run_stream_async(self, spec, value, run):
         cancelled = lambda: self._is_cancelled(spec)       # noqa: E731
         if inspect.isasyncgen(value):
             return await run_async(run, value, cancelled)
@@ -197,9 +198,9 @@ class ActorRuntime:
 
     # --- outcomes ---------------------------------------------------------------------
 
-    def _error_results(self, spec, exc):
-        if spec.is_generator:        # before the generator ran: its first item
-            return StreamRun(self.worker, spec).fail(exc)
+    def _error_results(self, spec, exc, run=None):
+        if run is not None:             # a generator's error is its next item
+            return run.fail(exc)
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         if isinstance(exc, RayTaskError):
             error = RayTaskError(exc.function_name, exc.traceback_str, exc.cause,
@@ -208,14 +209,19 @@ class ActorRuntime:
             error = RayTaskError(spec.name, text, exc, os.getpid(), self.worker.host)
         return STATUS_ERROR, self._same_error(spec, dumps_error(error))
 
-    def _cancelled_results(self, spec):
-        return self._same_error(spec, dumps_error(TaskCancelledError(spec.task_id.hex())))
+    def _cancelled(self, spec, run=None):
+        error = TaskCancelledError(spec.task_id.hex())
+        if run is not None:
+            return run.fail(error)
+        return STATUS_CANCELLED, self._same_error(spec, dumps_error(error))
 
-    def _exit_results(self, spec):
+    def _exit_results(self, spec, run=None):
         self.exit_requested.set()
         if self.loop is not None:
             self.loop.call_soon(self.loop.stop)
         error = ActorDiedError("The actor exited by calling exit_actor().", self.actor_id)
+        if run is not None:
+            return run.fail(error)
         return STATUS_ERROR, self._same_error(spec, dumps_error(error))
 
     @staticmethod

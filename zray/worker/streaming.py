@@ -20,7 +20,7 @@ import os
 import pickle
 import traceback
 
-from zray.exceptions import RayTaskError, TaskCancelledError
+from zray.exceptions import RayActorError, RayTaskError, TaskCancelledError
 from zray.ids import MAX_GENERATOR_ITEMS, object_id_for_item
 from zray.protocol import Msg, STATUS_OK, STATUS_RETRIABLE_ERROR
 from zray.serialization import KIND_ERROR, KIND_INLINE, dumps_error, serialize
@@ -87,8 +87,8 @@ class StreamRun:
         return STATUS_OK, [(completion_id, KIND_INLINE, data, len(data), ())]
 
     def error_blob(self, exc: BaseException) -> bytes:
-        if isinstance(exc, TaskCancelledError):
-            return dumps_error(exc)
+        if isinstance(exc, (TaskCancelledError, RayActorError)):
+            return dumps_error(exc)          # zray's own verdicts, raised as they are
         if isinstance(exc, RayTaskError):
             error = RayTaskError(exc.function_name, exc.traceback_str, exc.cause,
                                  exc.pid, exc.ip)
