@@ -237,3 +237,94 @@ class ThreadCounts:
 class EnvReader:
     def read(self, names):
         return [os.environ.get(n) for n in names]
+
+
+# --- used by test_generators.py -------------------------------------------------------
+
+@zray.remote
+class Streamer:
+    def __init__(self):
+        self.calls = 0
+
+    def count(self, n):
+        self.calls += 1
+        for i in range(n):
+            yield i
+
+    def count_then_wait(self, marker, started):
+        yield "first"
+        open(started, "w").close()
+        deadline = time.monotonic() + 60
+        while not os.path.exists(marker) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        yield "second"
+
+    def count_then_die(self, n, marker):
+        """Yield n items, then die once the caller has them (it makes ``marker``)."""
+        for i in range(n):
+            yield i
+        deadline = time.monotonic() + 30
+        while not os.path.exists(marker) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os._exit(9)
+
+    def count_die_once(self, n, marker):
+        first = not os.path.exists(marker)
+        for i in range(n):
+            if first and i == n // 2:
+                open(marker, "w").close()
+                os._exit(9)
+            yield i
+
+    def count_then_raise(self, n):
+        for i in range(n):
+            yield i
+        raise KeyError("actor generator failed")
+
+    def count_forever(self, limit_s=60):
+        start = time.monotonic()
+        i = 0
+        while time.monotonic() - start < limit_s:
+            yield i
+            i += 1
+            time.sleep(0.01)
+
+    @zray.method(num_returns="dynamic")
+    def split(self, n):
+        for i in range(n):
+            yield i
+
+
+@zray.remote
+class AsyncStreamer:
+    async def count(self, n):
+        for i in range(n):
+            await asyncio.sleep(0)
+            yield i
+
+    async def count_forever(self, started):
+        i = 0
+        while True:
+            yield i
+            i += 1
+            if i == 1:
+                open(started, "w").close()
+            await asyncio.sleep(0.01)
+
+    async def ping(self):
+        return "pong"
+
+
+@zray.remote(max_concurrency=4)
+class ThreadedStreamer:
+    def count(self, n):
+        for i in range(n):
+            yield i
+
+
+@zray.remote
+class ExitingStreamer:
+    def count_then_exit(self, n):
+        for i in range(n):
+            yield i
+        zray.actor.exit_actor()

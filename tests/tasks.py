@@ -275,3 +275,125 @@ def shout_large(text):
     log lines reach the head first on the same socket."""
     print(text)
     return np.zeros(200_000)
+
+
+# --- used by test_generators.py -----------------------------------------------------
+
+def wait_for_file(path, timeout_s=30.0):
+    """Block until ``path`` exists; True if it did in time."""
+    deadline = time.monotonic() + timeout_s
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+@zray.remote
+def count_up(n):
+    for i in range(n):
+        yield i
+
+
+@zray.remote
+def yield_after_files(paths, first=0):
+    """Yield i only once paths[i] exists (-1 if it never appeared): the caller
+    decides when each item is made."""
+    for i, path in enumerate(paths):
+        yield first + i if wait_for_file(path) else -1
+
+
+@zray.remote(num_returns="streaming")
+def yield_then_raise(n):
+    for i in range(n):
+        yield i
+    raise ValueError(f"failed after {n} items")
+
+
+@zray.remote
+def yield_then_wait(marker, started):
+    """Yield 0, say so in ``started``, then wait (cancellable) for ``marker``."""
+    yield 0
+    open(started, "w").close()
+    wait_for_file(marker, timeout_s=60)
+    yield 1
+
+
+@zray.remote(max_retries=0)
+def yield_then_die(n, marker):
+    """Yield n items, then crash once the caller has them (it makes ``marker``)."""
+    for i in range(n):
+        yield i
+    wait_for_file(marker)
+    os._exit(7)
+
+
+@zray.remote(max_retries=2)
+def yield_die_once(n, marker):
+    """Crash after half the items the first time (recorded in ``marker``)."""
+    first = not os.path.exists(marker)
+    for i in range(n):
+        if first and i == n // 2:
+            open(marker, "w").close()
+            os._exit(7)
+        yield i
+
+
+@zray.remote
+def yield_arrays(n, size, marker=None, done=None):
+    """n float64 arrays of ``size`` elements each filled with its index; waits
+    for ``marker`` (if given) after the first, makes ``done`` after the last."""
+    for i in range(n):
+        yield np.full(size, float(i))
+        if marker is not None and i == 0:
+            wait_for_file(marker)
+    if done is not None:
+        open(done, "w").close()
+
+
+@zray.remote(num_returns="dynamic")
+def dynamic_split(n, fail_at=None):
+    for i in range(n):
+        if i == fail_at:
+            raise KeyError(f"no item {i}")
+        yield i * 10
+
+
+@zray.remote
+def sum_stream(n):
+    """A task that consumes a stream of a nested generator task."""
+    return sum(zray.get(ref) for ref in count_up.remote(n))
+
+
+@zray.remote
+def total_of_dynamic(generator):
+    return sum(zray.get(list(generator)))
+
+
+@zray.remote(num_returns=2)
+def two_by_yield():
+    yield "a"
+    yield "b"
+
+
+@zray.remote
+def yield_node_arrays(n, size, marker=None):
+    """n (node id, array) items, the arrays filled with their index; counts runs
+    in ``marker`` if given."""
+    if marker is not None:
+        with open(marker, "a") as f:
+            f.write("x")
+    node = zray.get_runtime_context().get_node_id()
+    for i in range(n):
+        yield node, np.full(size, float(i))
+
+
+@zray.remote(max_retries=1, retry_exceptions=[KeyError])
+def yield_raise_once(n, marker):
+    """Raise a retriable error after half the items the first time."""
+    first = not os.path.exists(marker)
+    for i in range(n):
+        if first and i == n // 2:
+            open(marker, "w").close()
+            raise KeyError("first attempt")
+        yield i

@@ -1,5 +1,7 @@
 """The head's state machine, fed messages directly: no sockets, no processes."""
 
+import pickle
+
 import pytest
 
 from zray import ids, protocol
@@ -520,3 +522,94 @@ def test_actor_restarting_while_its_creation_waits_for_room_survives_its_node_dy
     assert h.state.actors[creation.actor_id].state.value == "RESTARTING"
     assert h.state.tasks[creation.task_id].state is TaskState.PENDING
     assert sum(list(q).count(creation.task_id) for q in h.state.queues.values()) == 1
+
+
+# --- generator tasks (zray/head/generators.py) ---------------------------------------
+
+def generator_spec(num_returns=-1, max_retries=0):
+    return TaskSpec(ids.new_task_id(), b"job1", "gen", b"fid", b"", (), (), num_returns,
+                    {"CPU": 1.0}, max_retries)
+
+
+def started_generator(num_returns=-1, max_retries=0):
+    h = Harness()
+    h.add_node()
+    h.connect_driver()
+    h.connect_worker()
+    task = generator_spec(num_returns, max_retries)
+    h.send(DRIVER, Msg.SUBMIT_TASKS, (task,))
+    return h, task
+
+
+def item(task, index, kind=KIND_INLINE, attempt=0):
+    object_id = ids.object_id_for_item(task.task_id, index)
+    data = None if kind == KIND_SHM else b"v%d" % index
+    return (task.task_id, attempt, object_id, kind, data, 8, ())
+
+
+def test_generator_items_are_pushed_as_they_come_and_pinned_by_the_completion():
+    h, task = started_generator()
+    [completion] = task.return_ids()
+    out = h.send(WORKER, Msg.ITEMS_YIELDED, item(task, 0))
+    first = ids.object_id_for_item(task.task_id, 0)
+    assert [i[0] for i in out[(DRIVER, Msg.OBJECTS_READY)]] == [first]
+    h.send(WORKER, Msg.ITEMS_YIELDED, item(task, 1))
+    count = pickle.dumps(2, 5)
+    h.send(WORKER, Msg.TASKS_FINISHED, (task.task_id, 0, STATUS_OK,
+                                        [(completion, KIND_INLINE, count, len(count), ())],
+                                        0.01))
+    assert h.state.objects[first].pins == 1
+    h.send(DRIVER, Msg.ADD_REFS, (first,))          # the driver took item 0 with next()
+    h.send(DRIVER, Msg.REMOVE_REFS, (completion,))  # ...and dropped the generator
+    assert first in h.state.objects
+    assert ids.object_id_for_item(task.task_id, 1) not in h.state.objects
+    assert task.task_id in h.state.tasks            # the lineage of item 0
+    h.send(DRIVER, Msg.REMOVE_REFS, (first,))
+    assert not h.state.objects and task.task_id not in h.state.tasks
+
+
+def test_generator_replayed_items_are_ignored_and_stale_attempts_dropped():
+    h, task = started_generator(max_retries=1)
+    h.send(WORKER, Msg.ITEMS_YIELDED, item(task, 0))
+    h.send(NODE_A, Msg.WORKER_DIED, (b"worker1", 2, -9, task.task_id, 0))   # retried
+    h.connect_worker()
+    out = h.send(WORKER, Msg.ITEMS_YIELDED, item(task, 1, attempt=0))       # stale
+    assert (DRIVER, Msg.OBJECTS_READY) not in out
+    out = h.send(WORKER, Msg.ITEMS_YIELDED, item(task, 0, attempt=1))       # a replay
+    assert (DRIVER, Msg.OBJECTS_READY) not in out
+    out = h.send(WORKER, Msg.ITEMS_YIELDED, item(task, 1, attempt=1))
+    assert [i[0] for i in out[(DRIVER, Msg.OBJECTS_READY)]] == \
+        [ids.object_id_for_item(task.task_id, 1)]
+
+
+def test_generator_failure_is_the_next_item_and_counted():
+    h, task = started_generator()
+    [completion] = task.return_ids()
+    h.send(WORKER, Msg.ITEMS_YIELDED, item(task, 0))
+    out = h.send(NODE_A, Msg.WORKER_DIED, (b"worker1", 2, -9, task.task_id, 0))
+    ready = {i[0]: i for i in out[(DRIVER, Msg.OBJECTS_READY)]}
+    error = ready[ids.object_id_for_item(task.task_id, 1)]
+    assert error[1] == KIND_ERROR
+    assert pickle.loads(ready[completion][2]) == 2
+
+
+def test_dynamic_generator_failure_is_on_its_one_ref():
+    h, task = started_generator(num_returns=-2)
+    [completion] = task.return_ids()
+    out = h.send(WORKER, Msg.ITEMS_YIELDED, item(task, 0))
+    assert (DRIVER, Msg.OBJECTS_READY) not in out      # dynamic: nothing streams
+    out = h.send(NODE_A, Msg.WORKER_DIED, (b"worker1", 2, -9, task.task_id, 0))
+    assert [i[:2] for i in out[(DRIVER, Msg.OBJECTS_READY)]] == [(completion, KIND_ERROR)]
+
+
+def test_actor_generator_items_before_the_registration_wait_for_it():
+    h = Harness()
+    h.add_node()
+    h.connect_driver()
+    call = generator_spec()
+    call.actor_id, call.method = b"a" * 16, "count"
+    out = h.send(WORKER, Msg.ITEMS_YIELDED, item(call, 0))
+    assert not out and call.task_id in h.state.early_items
+    out = h.send(DRIVER, Msg.SUBMIT_TASKS, (call,))
+    assert not h.state.early_items
+    assert ids.object_id_for_item(call.task_id, 0) in h.state.objects

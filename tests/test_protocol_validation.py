@@ -90,7 +90,7 @@ def test_a_wrong_type_in_any_field_is_refused_naming_the_field(msg):
     ("resources", {"CPU": 2**1000}, "resources should be a dict"),   # float() overflows
     ("dep_ids", [b"d" * 18], r"dep_ids should be a tuple of bytes \(18\), got list"),
     ("dep_ids", (b"d" * 17,), r"dep_ids should be a tuple of bytes \(18\)"),
-    ("num_returns", 70000, r"num_returns should be int in \[0, 65534\]"),
+    ("num_returns", 70000, r"num_returns should be int in \[-2, 65534\]"),
     ("strategy", ("node_affinity", b"n" * 16), "strategy should be None, a str or"),
     ("timeout_s", "soon", "timeout_s should be number or None"),
     ("timeout_s", Fraction(1, 2), "timeout_s should be number or None"),   # no :g in 3.11

@@ -16,7 +16,9 @@ __version__ = "0.1.0"
 
 #: Public name -> the module defining it.
 _API = {
+    "DynamicObjectRefGenerator": "zray.generators",
     "ObjectRef": "zray.object_ref",
+    "ObjectRefGenerator": "zray.generators",
     "available_resources": "zray.api",
     "cancel": "zray.api",
     "cluster_resources": "zray.api",
@@ -61,5 +63,6 @@ if TYPE_CHECKING:                      # static analysers see the eager imports
     from zray.api import (  # noqa: F401
         available_resources, cancel, cluster_resources, get, get_actor,
         init, is_initialized, kill, nodes, put, remote, shutdown, wait)
+    from zray.generators import DynamicObjectRefGenerator, ObjectRefGenerator  # noqa: F401
     from zray.object_ref import ObjectRef  # noqa: F401
     from zray.runtime_context import get_gpu_ids, get_runtime_context  # noqa: F401

@@ -17,9 +17,9 @@ from zray._signature import check_call, shape_of
 from zray.ids import handle_id
 from zray.object_ref import ObjectRef
 from zray.protocol import Msg
-from zray.remote_function import pack_args
+from zray.remote_function import pack_args, returned
 from zray.serialization import check_code_size, record_contained_ref
-from zray.task_spec import TaskSpec
+from zray.task_spec import TaskSpec, wire_num_returns
 
 def method(*args, **kwargs):
     """``@zray.method(num_returns=2)`` on an actor method."""
@@ -30,7 +30,8 @@ def method(*args, **kwargs):
                          "concurrency_group, max_task_retries, retry_exceptions")
 
     def decorate(function):
-        function.__zray_num_returns__ = kwargs.get("num_returns", 1)
+        if "num_returns" in kwargs:
+            function.__zray_num_returns__ = kwargs["num_returns"]
         return function
     return decorate
 
@@ -71,7 +72,10 @@ def _method_table(cls) -> dict:
         if not callable(member):
             continue
         static = isinstance(inspect.getattr_static(cls, name, None), staticmethod)
-        table[name] = {"num_returns": getattr(member, "__zray_num_returns__", 1),
+        generator = inspect.isgeneratorfunction(member) or \
+            inspect.isasyncgenfunction(member)
+        table[name] = {"num_returns": getattr(member, "__zray_num_returns__",
+                                              "streaming" if generator else 1),
                        "is_async": inspect.iscoroutinefunction(member)
                        or inspect.isasyncgenfunction(member),
                        "signature": shape_of(member, drop_first=inspect.isfunction(member)
@@ -304,6 +308,7 @@ class ActorHandle:
         args_blob, dep_ids, nested_ids, keep = pack_args(
             args, kwargs, client, f"actor method {self._class_name}.{method_name}")
         self._seq += 1
+        num_returns = wire_num_returns(num_returns)
         spec = TaskSpec(ids.new_task_id(), client.job_id, f"{self._class_name}.{method_name}",
                         b"", args_blob, dep_ids, nested_ids, num_returns, {},
                         self._max_task_retries, False,
@@ -311,9 +316,7 @@ class ActorHandle:
         return_ids = client.submit_actor_call(spec, self._max_pending)
         del keep
         refs = [ObjectRef(oid, _client=client, _registered=True) for oid in return_ids]
-        if num_returns == 1:
-            return refs[0]
-        return refs if refs else None
+        return returned(refs, num_returns, client)
 
 
 def _rebuild_handle(actor_id, methods, class_name, max_pending, max_task_retries=0):

@@ -12,6 +12,7 @@ from zray._launch import LocalCluster, default_resources
 from zray.config import Config
 from zray.core_client import CoreClient
 from zray.exceptions import RaySystemError
+from zray.generators import ObjectRefGenerator
 from zray.object_ref import ObjectRef, stale_ref_error
 from zray.protocol import Msg
 from zray.remote_function import RemoteFunction, put_value
@@ -258,6 +259,10 @@ def get(object_refs, *, timeout: float | None = None):
             raise stale_ref_error(object_refs)
         entry = client.get_entries([object_refs._id], timeout)[0]
         return client.value_of(object_refs._id, entry)
+    if isinstance(object_refs, ObjectRefGenerator):
+        raise TypeError("zray.get() does not take an ObjectRefGenerator: iterate it "
+                        "(for ref in gen) and get the ObjectRefs it yields, or get "
+                        "gen.completed() to wait for the task to finish.")
     ids = _object_ids(object_refs, "zray.get", client)
     entries = client.get_entries(ids, timeout)
     return [client.value_of(object_id, entry) for object_id, entry in zip(ids, entries)]
@@ -270,24 +275,34 @@ def put(value, *, _owner=None) -> ObjectRef:
 
 def wait(object_refs, *, num_returns: int = 1, timeout: float | None = None,
          fetch_local: bool = True):
-    """Split refs into (ready, not ready), both in the order given."""
+    """Split refs into (ready, not ready), both in the order given.  An
+    ObjectRefGenerator is ready when its next ref is available (or it ended)."""
     client = _runtime.client()
-    if isinstance(object_refs, ObjectRef):
-        raise TypeError("wait() expected a list of ObjectRef, got a single ObjectRef")
-    if isinstance(object_refs, (list, tuple)) and not object_refs:
+    if isinstance(object_refs, (ObjectRef, ObjectRefGenerator)):
+        raise TypeError("wait() expected a list of ObjectRef, got a single "
+                        f"{type(object_refs).__name__}")
+    if not isinstance(object_refs, (list, tuple)):
+        raise TypeError(f"zray.wait expects a list of ObjectRefs, got "
+                        f"{type(object_refs).__name__}")
+    if not object_refs:
         return [], []
-    ids = _object_ids(object_refs, "zray.wait", client)
-    if len(set(ids)) != len(ids):
+    generators = [r for r in object_refs if isinstance(r, ObjectRefGenerator)]
+    ids = _object_ids([r for r in object_refs if not isinstance(r, ObjectRefGenerator)],
+                      "zray.wait", client)
+    if len(set(ids)) != len(ids) or len({id(g) for g in generators}) != len(generators):
         raise ValueError("Wait requires a list of unique object refs.")
-    if num_returns <= 0 or num_returns > len(ids):
+    if num_returns <= 0 or num_returns > len(object_refs):
         raise ValueError(f"Invalid number of objects to return {num_returns}: it must be "
-                         f"between 1 and the number of refs ({len(ids)}).")
+                         f"between 1 and the number of refs ({len(object_refs)}).")
     if timeout is not None and timeout < 0:
         raise ValueError("'timeout' must be a non-negative number or None")
-    ready_ids = client.wait_entries(ids, num_returns, timeout)
+    ready_ids = client.wait_entries(ids, num_returns, timeout,
+                                    streams=[g._wait_handle() for g in generators])
     ready, not_ready = [], []
     for ref in object_refs:
-        if ref._id in ready_ids and len(ready) < num_returns:
+        is_ready = ref.next_ready() if isinstance(ref, ObjectRefGenerator) \
+            else ref._id in ready_ids
+        if is_ready and len(ready) < num_returns:
             ready.append(ref)
         else:
             not_ready.append(ref)
@@ -297,7 +312,11 @@ def wait(object_refs, *, num_returns: int = 1, timeout: float | None = None,
 def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
     """Cancel the task that makes ``object_ref``; its ``get`` raises TaskCancelledError.
 
-    A queued actor call is dropped; a running async actor call is cancelled."""
+    A queued actor call is dropped; a running async actor call is cancelled.  For
+    an ObjectRefGenerator, the task stops and its next item is the
+    TaskCancelledError."""
+    if isinstance(object_ref, ObjectRefGenerator):
+        object_ref = object_ref.completed()
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}")
     client = _runtime.client()

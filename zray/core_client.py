@@ -38,10 +38,12 @@ from collections import deque
 import zmq
 
 from zray import protocol
-from zray.ids import handle_id, is_handle_id, object_id_for_return
+from zray.ids import (handle_id, is_handle_id, item_index, object_id_for_item,
+                      object_id_for_return)
 from zray._process import has_input, poll_ms, recv_frames, send_frames
 from zray.exceptions import GetTimeoutError, ObjectLostError, ProtocolError, RaySystemError
 from zray.protocol import Msg
+from zray.task_spec import STREAMING
 from zray.security import secure_client, secure_server
 from zray.serialization import (KIND_ERROR, KIND_INLINE, KIND_SHM, SegmentMaps,
                                 deserialize, segment_path)
@@ -119,6 +121,7 @@ class CoreClient:
         self._owner_socks: dict[str, object] = {}
         self._served = threading.Event()
         self._pulls: dict[bytes, concurrent.futures.Future] = {}
+        self._streams: dict[bytes, _Stream] = {}   # task id -> a generator task we own
         self._sockets = [None, None]
         self._handlers = {
             Msg.OBJECTS_READY: self._on_objects_ready,
@@ -197,6 +200,8 @@ class CoreClient:
         # Under the lock: a LEASE_RETURN (a recall, a burst on another thread)
         # must never be queued between a granted task and its SUBMIT_LEASED.
         with self._lock:
+            if spec.num_returns == STREAMING:   # before its first item can come
+                self._streams[spec.task_id] = _Stream(return_ids[0])
             for object_id in return_ids:
                 self._refs[object_id] = self._refs.get(object_id, 0) + 1
                 self._pushed.add(object_id)
@@ -286,7 +291,13 @@ class CoreClient:
                     f"The actor {spec.actor_id.hex()} already has {pending} calls in flight "
                     f"(max_pending_calls={max_pending}); wait for some to finish.")
             self._actor_pending[spec.actor_id] = pending + 1
-            if spec.dep_ids or spec.nested_ids:
+            if spec.num_returns == STREAMING:   # before its first item can come
+                self._streams[spec.task_id] = _Stream(return_ids[0])
+            if spec.is_generator:
+                # A generator's items go to the head as they come: it must know the
+                # call; the actor reports its end there too, so nothing is forwarded.
+                self._register_call_locked(spec, forward=False)
+            elif spec.dep_ids or spec.nested_ids:
                 self._register_call_locked(spec)    # the head pins the arguments
             else:
                 self._unregistered[spec.task_id] = spec
@@ -307,14 +318,14 @@ class CoreClient:
                 if spec is not None:
                     self._register_call_locked(spec)
 
-    def _register_call_locked(self, spec) -> None:
+    def _register_call_locked(self, spec, forward: bool = True) -> None:
         self._outbox.append((0, Msg.SUBMIT_TASKS, (spec,)))
         done = self._call_results.pop(spec.task_id, None)
         if done is not None:
             status, results = done
             self._outbox.append((0, Msg.ACTOR_TASKS_FINISHED,
                                  (spec.task_id, spec.attempt, status, results)))
-        else:
+        elif forward:
             self._forward_results.add(spec.task_id)    # when the answer comes
         self._wake()
 
@@ -419,20 +430,25 @@ class CoreClient:
 
     # --- getting ---------------------------------------------------------------------
 
-    def wait_entries(self, object_ids, num_returns: int, timeout_s) -> set:
-        """Block until ``num_returns`` of the (unique) objects are ready, or the
-        timeout passes; return the ids that are ready."""
+    def wait_entries(self, object_ids, num_returns: int, timeout_s, streams=()) -> set:
+        """Block until ``num_returns`` of the (unique) objects, and of ``streams``
+        (generators we own: ready when their next item is here or they ended),
+        are ready, or the timeout passes; return the ids that are ready."""
         unique = set(object_ids)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._lock:
             self._raise_if_fatal()
             missing = [o for o in unique if o not in self._objects]
-            needed = min(num_returns, len(unique)) - (len(unique) - len(missing))
+            pending = [s for s in streams if not self._stream_ready(s)]
+            total = len(unique) + len(streams)
+            needed = min(num_returns, total) - (total - len(missing) - len(pending))
             if needed <= 0 or timeout_s == 0:
                 return unique.difference(missing)
             waiter = _Waiter(needed)
             for object_id in missing:
                 self._waiters.setdefault(object_id, []).append(waiter)
+            for stream in pending:
+                stream.waiters.append(waiter)
             self._subscribe_missing(missing)
         blocked = self._notify_blocked(True)
         started = time.monotonic()
@@ -458,8 +474,11 @@ class CoreClient:
                         waiters.remove(waiter)
                         if not waiters:
                             del self._waiters[object_id]
-        with self._lock:
-            return {o for o in unique if o in self._objects}
+                for stream in pending:
+                    if waiter in stream.waiters:
+                        stream.waiters.remove(waiter)
+        with self._lock:       # (not in the finally: a return there would swallow
+            return {o for o in unique if o in self._objects}    # KeyboardInterrupt)
 
     def get_entries(self, object_ids, timeout_s):
         wanted = len(set(object_ids))
@@ -603,6 +622,102 @@ class CoreClient:
                 self._subscribe_missing([object_id])
                 return
         callback(entry)
+
+    # --- generators we own (see zray.generators) ----------------------------------
+
+    def open_stream(self, completion_id: bytes) -> "_Stream":
+        """The items of our streaming generator task (registered by ``submit``, so
+        that none is missed): the head pushes each one as it is stored; the
+        completion brings the count."""
+        with self._lock:
+            stream = self._streams.get(completion_id[:16])
+            if stream is None:
+                stream = self._streams[completion_id[:16]] = _Stream(completion_id)
+            stream.on_completion = lambda entry: self._stream_completed(stream, entry)
+        self.add_callback(completion_id, stream.on_completion)
+        return stream
+
+    def close_stream(self, stream: "_Stream") -> None:
+        """The generator is gone: drop the items it received and never handed out."""
+        with self._lock:
+            if self._streams.pop(stream.task_id, None) is None:
+                return
+            callbacks = self._callbacks.get(stream.completion_id)
+            if callbacks and stream.on_completion in callbacks:
+                callbacks.remove(stream.on_completion)
+                if not callbacks:
+                    del self._callbacks[stream.completion_id]
+            for index in range(stream.next_index, stream.arrived):
+                object_id = object_id_for_item(stream.task_id, index)
+                if object_id in self._refs:
+                    self.release_ref(object_id)
+
+    def stream_next(self, stream: "_Stream"):
+        """The id of the stream's next ref (the caller now owns one count of it), or
+        None if it is not here yet; StopIteration after the last."""
+        with self._lock:
+            object_id = object_id_for_item(stream.task_id, stream.next_index)
+            if object_id in self._objects:
+                stream.next_index += 1
+                return object_id
+            if stream.failed is not None and not stream.exhausted:
+                stream.exhausted = True      # the completion itself holds the error
+                self._refs[stream.completion_id] = self._refs.get(stream.completion_id, 0) + 1
+                return stream.completion_id
+            if stream.exhausted or stream.count is not None and \
+                    stream.next_index >= stream.count:
+                raise StopIteration
+            return None
+
+    def stream_ready(self, stream: "_Stream") -> bool:
+        with self._lock:
+            return self._stream_ready(stream)
+
+    def stream_finished(self, stream: "_Stream") -> bool:
+        with self._lock:
+            return stream.exhausted or stream.failed is None and \
+                stream.count is not None and stream.next_index >= stream.count
+
+    def when_stream_ready(self, stream: "_Stream", waiter) -> None:
+        """Call ``waiter.hit()`` (in the I/O thread, under the lock) once ready."""
+        with self._lock:
+            if self._stream_ready(stream):
+                waiter.hit()
+            else:
+                stream.waiters.append(waiter)
+
+    def _stream_ready(self, stream) -> bool:
+        """Would next() return at once?  Call with the lock held."""
+        return object_id_for_item(stream.task_id, stream.next_index) in self._objects \
+            or stream.exhausted or stream.failed is not None \
+            or (stream.count is not None and stream.next_index >= stream.count)
+
+    def _stream_completed(self, stream, entry) -> None:
+        kind, data, _size, _node_ids = entry
+        with self._lock:
+            if kind == KIND_INLINE:
+                stream.count = deserialize(data)
+            else:                   # not a count: the task failed as a whole
+                stream.failed = entry
+            self._stream_changed(stream)
+
+    def _stream_arrival(self, stream, object_id: bytes, woken: list) -> None:
+        """An item (or the completion) of a generator we iterate reached us: the
+        generator holds the item's ref until next() hands it out (the head pins
+        it until then).  Call with the lock held, before the entry is stored."""
+        woken.append(stream)
+        if object_id[16:] == _COMPLETION or object_id in self._refs:
+            return
+        index = item_index(object_id)
+        if index >= stream.next_index:         # not one handed out and dropped since
+            self.add_ref(object_id)
+            stream.arrived = max(stream.arrived, index + 1)
+
+    def _stream_changed(self, stream) -> None:
+        if stream.waiters and self._stream_ready(stream):
+            waiters, stream.waiters = stream.waiters, []
+            for waiter in waiters:
+                waiter.hit()
 
     # --- queries ---------------------------------------------------------------------
 
@@ -1065,16 +1180,21 @@ class CoreClient:
 
     def _on_objects_ready(self, items, from_actor: bool = False) -> None:
         fire = []
+        streams = self._streams
         if not from_actor and self._actor_call_of:
             for item in items:
-                self._actor_call_done(item[0][:16])
+                if item[0][:16] not in streams or item[0][16:] == _COMPLETION:
+                    self._actor_call_done(item[0][:16])
         with self._lock:
             grant = self._grant
+            woken = []
             for item in items:
                 object_id = item[0]
                 if grant is not None and grant.busy == object_id[:16]:
                     grant.busy = None           # our granted worker is free again
                     grant.last_used = time.monotonic()
+                if streams and object_id[:16] in streams:
+                    self._stream_arrival(streams[object_id[:16]], object_id, woken)
                 if object_id not in self._refs or object_id in self._objects:
                     continue            # not ours any more, or already answered
                 entry = item[1:]
@@ -1088,6 +1208,8 @@ class CoreClient:
                     waiter.needed -= 1
                     if waiter.needed == 0:
                         waiter.event.set()
+            for stream in woken:
+                self._stream_changed(stream)
         for callback, entry in fire:
             try:
                 callback(entry)
@@ -1239,6 +1361,32 @@ class _Waiter:
     def __init__(self, needed: int):
         self.needed = needed
         self.event = threading.Event()
+
+    def hit(self) -> None:
+        self.needed -= 1
+        if self.needed == 0:
+            self.event.set()
+
+
+class _Stream:
+    """The owner's view of one streaming generator task (one ObjectRefGenerator)."""
+
+    __slots__ = ("task_id", "completion_id", "next_index", "arrived", "count", "failed",
+                 "exhausted", "waiters", "on_completion")
+
+    def __init__(self, completion_id: bytes):
+        self.task_id = completion_id[:16]
+        self.completion_id = completion_id
+        self.next_index = 0       # the item next() hands out next
+        self.arrived = 0          # items 0..arrived-1 reached us (the head sends in order)
+        self.count = None         # how many items the task made, once it finished
+        self.failed = None        # the completion's entry when it is an error, not a count
+        self.exhausted = False    # next() has handed out the failed completion
+        self.waiters = []         # _Waiter-likes to hit() when next() would not block
+        self.on_completion = None  # our callback for the completion's arrival
+
+
+_COMPLETION = b"\x00\x01"        # return index of a generator task's completion
 
 
 def _as_raisable(error):

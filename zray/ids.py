@@ -46,6 +46,22 @@ def object_id_for_return(task_id: bytes, index: int) -> bytes:
     return task_id + index.to_bytes(2, "big")
 
 
+#: A streaming or dynamic generator task's item i is its return index i + 2 (index
+#: 1 is the task's completion, holding the item count); 0xffff marks handles.
+FIRST_ITEM_INDEX = 2
+MAX_GENERATOR_ITEMS = 0xfffe - FIRST_ITEM_INDEX + 1
+
+
+def object_id_for_item(task_id: bytes, item: int) -> bytes:
+    """The id of the ``item``-th value a generator task yields (0-based)."""
+    return task_id + (item + FIRST_ITEM_INDEX).to_bytes(2, "big")
+
+
+def item_index(object_id: bytes) -> int:
+    """The inverse of object_id_for_item."""
+    return int.from_bytes(object_id[16:], "big") - FIRST_ITEM_INDEX
+
+
 def new_put_id() -> bytes:
     return new_task_id() + b"\x00\x00"
 

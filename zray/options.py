@@ -41,6 +41,15 @@ def _int_at_least(low):
     return check
 
 
+def _num_returns(name, value):
+    if isinstance(value, str):
+        if value in ("streaming", "dynamic"):
+            return
+        raise ValueError(f"num_returns must be a non-negative integer, 'streaming' or "
+                         f"'dynamic', got {value!r}")
+    _int_at_least(0)(name, value)
+
+
 def _resources(name, value):
     if value is None:
         return
@@ -54,13 +63,6 @@ def _resources(name, value):
             raise TypeError(f"The amount of resource {key!r} must be a number, got "
                             f"{type(amount).__name__}: {amount!r}")
         _non_negative(f"resources[{key!r}]", amount)
-
-
-def _num_returns(name, value):
-    if isinstance(value, str):
-        raise ValueError(f"num_returns={value!r} (generators) is not supported by zray; "
-                         "num_returns takes a non-negative integer")
-    _int_at_least(0)(name, value)
 
 
 def _retry_exceptions(name, value):

@@ -84,6 +84,7 @@ class Msg(enum.IntEnum):
     SUBMIT_LEASED = 45
     LEASE_RECALL = 46
     REPORT_NOW = 47
+    ITEMS_YIELDED = 48
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,12 @@ SPECS: dict[Msg, MessageSpec] = {
         "worker→head", ("task_id", "attempt", "status", "results", "run_s"),
         "A task ran for run_s seconds; results are (object_id, kind, data, size, "
         "contained_ids)."),
+    Msg.ITEMS_YIELDED: MessageSpec(
+        "worker→head, actor worker→head", ("task_id", "attempt", "object_id", "kind",
+                                            "data", "size", "contained_ids"),
+        "A generator task yielded a value: item object_id (task_id + item index + 2), "
+        "stored as a task result is; sent as each value is yielded, before the task's "
+        "TASKS_FINISHED or ACTOR_TASKS_FINISHED."),
     Msg.TASKS_FAILED: MessageSpec(
         "node→head", ("task_id", "attempt", "reason", "text"),
         "A task could not finish on this node (worker died, cancelled before start)."),
@@ -458,8 +465,9 @@ RESOURCES.check = (f"((type({{v}}) is dict and (not {{v}} or {{v}} == _ONE_CPU))
                    f"or {RESOURCES.check})")
 OBJECT_IDS = sequence_of(OBJECT_ID)
 NODE_IDS = sequence_of(NODE_ID)
-RETURNS = FieldType("int in [0, 65534]",
-                    "((type({v}) is int or _is_int({v})) and 0 <= {v} <= 65534)")
+# -1 and -2: a streaming or dynamic generator (zray.task_spec.STREAMING, DYNAMIC)
+RETURNS = FieldType("int in [-2, 65534]",
+                    "((type({v}) is int or _is_int({v})) and -2 <= {v} <= 65534)")
 RESULT = record("a result (object_id, kind, data, size, contained_ids)", (
     ("object_id", OBJECT_ID), ("kind", INT), ("data", optional(BYTES)), ("size", COUNT),
     ("contained_ids", OBJECT_IDS)))

@@ -3,13 +3,15 @@ to a TaskSpec handed to the client."""
 
 from __future__ import annotations
 
+import inspect
+
 import cloudpickle
 
 from zray import _runtime, ids, options as opts
 from zray._signature import check_for, shape_of
 from zray.object_ref import ObjectRef, stale_ref_error
 from zray.serialization import check_code_size, inline_bytes, serialize
-from zray.task_spec import ArgRef, TaskSpec
+from zray.task_spec import STREAMING, ArgRef, TaskSpec, wire_num_returns
 
 
 class RemoteFunction:
@@ -84,7 +86,10 @@ class _Template:
         self.function = function
         self.options = options
         self.name = resolved["name"] or function._function_name
-        self.num_returns = resolved["num_returns"]
+        num_returns = resolved["num_returns"]
+        if "num_returns" not in options and inspect.isgeneratorfunction(function._function):
+            num_returns = "streaming"        # Ray 2.x: a generator function streams
+        self.num_returns = wire_num_returns(num_returns)
         self.resources = opts.resource_request(resolved)
         self.max_retries = resolved["max_retries"]
         retry = resolved["retry_exceptions"]
@@ -114,9 +119,19 @@ class _Template:
         return_ids = client.submit(spec)
         del keep
         refs = [ObjectRef(oid, _client=client, _registered=True) for oid in return_ids]
-        if self.num_returns == 1:
-            return refs[0]
-        return refs if refs else None
+        return returned(refs, self.num_returns, client)
+
+
+def returned(refs: list, num_returns: int, client):
+    """What ``.remote()`` gives back for these return refs."""
+    if num_returns == 1:
+        return refs[0]
+    if num_returns < 0:
+        if num_returns == STREAMING:
+            from zray.generators import ObjectRefGenerator
+            return ObjectRefGenerator(refs[0], client)
+        return refs[0]                 # dynamic: resolves to a DynamicObjectRefGenerator
+    return refs if refs else None
 
 
 def _unchecked(args, kwargs, what: str) -> None:
@@ -182,4 +197,4 @@ def put_value(value, client, what: str = "value") -> ObjectRef:
     return ObjectRef(object_id, _client=client, _registered=True)
 
 
-__all__ = ["RemoteFunction", "pack_args", "put_value"]
+__all__ = ["RemoteFunction", "pack_args", "put_value", "returned"]

@@ -7,6 +7,21 @@ that has not seen the function yet, and ``gpu_ids``.
 
 from __future__ import annotations
 
+#: ``num_returns`` of a generator task whose items stream to the caller as they
+#: are yielded (``num_returns="streaming"``, Ray's default for generator functions).
+STREAMING = -1
+#: ``num_returns="dynamic"``: one return, a DynamicObjectRefGenerator of the items.
+DYNAMIC = -2
+
+
+def wire_num_returns(value) -> int:
+    """``num_returns`` as a TaskSpec carries it: an int, STREAMING or DYNAMIC."""
+    if value == "streaming":
+        return STREAMING
+    if value == "dynamic":
+        return DYNAMIC
+    return value
+
 _FIELDS = (
     "task_id", "job_id", "name", "function_id", "args_blob", "dep_ids",
     "nested_ids", "num_returns", "resources", "max_retries", "retry_exceptions",
@@ -65,7 +80,14 @@ class TaskSpec:
         return TaskSpec(*self._values())
 
     def return_ids(self) -> list:
-        return [self.task_id + i.to_bytes(2, "big") for i in range(1, self.num_returns + 1)]
+        """The ids the caller holds; a generator task has one, its completion (the
+        item count, or for DYNAMIC the generator of items), and items besides."""
+        count = self.num_returns if self.num_returns >= 0 else 1
+        return [self.task_id + i.to_bytes(2, "big") for i in range(1, count + 1)]
+
+    @property
+    def is_generator(self) -> bool:
+        return self.num_returns < 0
 
     @property
     def is_actor_creation(self) -> bool:

@@ -198,6 +198,8 @@ class ActorsMixin:
         actor = self.actors.get(spec.actor_id)
         task.state = self._task_state("ASSIGNED")
         self._pin_task_args(task)
+        if spec.task_id in self.early_items:    # a generator's items from the actor
+            self._apply_early_items(task)
         early = self.early_actor_results.pop(spec.task_id, None)
         if early is not None:       # it ran before its registration got here
             self._finish_actor_call(task, early[1], early[2])

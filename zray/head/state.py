@@ -29,6 +29,7 @@ from zray.protocol import (
     REASON_CANCELLED, REASON_TIMEOUT, REJOIN,
 )
 from zray.head.actors import ActorsMixin, ActorState
+from zray.head.generators import GeneratorsMixin
 from zray.ids import is_handle_id, is_put_id
 from zray.outbox import Outbox
 from zray.serialization import KIND_INLINE, KIND_ERROR, KIND_SHM, dumps_error
@@ -75,7 +76,7 @@ class NodeState(str, enum.Enum):
 
 class Task:
     __slots__ = ("spec", "state", "owner", "node_id", "waiting_on", "live_returns",
-                 "pinned", "cancel_requested", "blocked", "lease")
+                 "pinned", "cancel_requested", "blocked", "lease", "items")
 
     def __init__(self, spec, owner):
         self.spec = spec
@@ -83,11 +84,12 @@ class Task:
         self.owner = owner
         self.node_id = None
         self.waiting_on = 0
-        self.live_returns = spec.num_returns
+        self.live_returns = spec.num_returns if spec.num_returns >= 0 else 1
         self.pinned = False
         self.cancel_requested = False
         self.blocked = False
         self.lease = None            # the leased worker running it, if any
+        self.items = 0               # a generator task: items 0..items-1 were stored
 
 
 class ObjectRecord:
@@ -181,7 +183,7 @@ def fits(request: dict, available: dict) -> bool:
     return True
 
 
-class HeadState(ActorsMixin):
+class HeadState(ActorsMixin, GeneratorsMixin):
     def __init__(self, config, session_name: str, now: float = 0.0):
         self.config = config
         self.session_name = session_name
@@ -195,6 +197,7 @@ class HeadState(ActorsMixin):
         self.actors: dict = {}
         self.named_actors: dict = {}
         self.early_actor_results: dict = {}
+        self.early_items: dict = {}    # task id -> items of an unregistered actor call
         self.job_namespaces: dict = {}
         self.placeholders: dict[bytes, float] = {}
         self.run_times: dict[bytes, float] = {}    # function id -> recent run time (s)
@@ -221,6 +224,7 @@ class HeadState(ActorsMixin):
             Msg.REGISTER_FUNCTIONS: self._on_register_functions,
             Msg.SUBMIT_TASKS: self._on_submit_tasks,
             Msg.TASKS_FINISHED: self._on_tasks_finished,
+            Msg.ITEMS_YIELDED: self._on_items_yielded,
             Msg.TASKS_FAILED: self._on_tasks_failed,
             Msg.WORKER_BLOCKED: self._on_worker_blocked,
             Msg.WORKER_UNBLOCKED: self._on_worker_unblocked,
@@ -283,7 +287,8 @@ class HeadState(ActorsMixin):
         """The steps of ``tick``, in order: the process loop runs each on its own,
         so that one that fails is logged and the others still run."""
         return (self._expire_nodes, self._expire_drivers, self._expire_early_results,
-                self._expire_early_granted, self._expire_placeholders,
+                self._expire_early_items, self._expire_early_granted,
+                self._expire_placeholders,
                 self._return_idle_leases, self.after_batch)
 
     def _heartbeat_limit_s(self) -> float:
@@ -470,7 +475,7 @@ class HeadState(ActorsMixin):
         if not obj.lost:
             return
         task = self.tasks.get(obj.object_id[:16])
-        for object_id in task.spec.return_ids():
+        for object_id in self._generator_output_ids(task):
             sibling = self.objects.get(object_id)
             if sibling is not None:
                 sibling.lost = False
@@ -805,6 +810,8 @@ class HeadState(ActorsMixin):
         self._object_ready(obj, push_owner)
 
     def _set_contained(self, obj, contained):
+        if not contained:       # (a generator's completion keeps the items it lists)
+            return
         obj.contained_ids = tuple(contained)
         for cid in obj.contained_ids:
             inner = self.objects.get(cid)
@@ -875,6 +882,9 @@ class HeadState(ActorsMixin):
 
     def _finish_with_error_blob(self, task, blob, state):
         self._transition(task, state)
+        if task.spec.is_generator and self._generator_failed(task, blob):
+            self._task_done(task)
+            return
         for object_id in task.spec.return_ids():
             obj = self.objects.get(object_id)
             if obj is not None:

@@ -10,7 +10,9 @@ client's I/O thread).  Calls from one caller arrive in the order sent; they run:
 
 Each finished call answers the caller (ACTOR_RESULTS).  The head hears of it
 (ACTOR_TASKS_FINISHED) only when the results hold refs or live in shared
-memory; otherwise the caller forwards them if their refs ever leave it.
+memory; otherwise the caller forwards them if their refs ever leave it.  A
+generator method (streaming or dynamic) reports each item to the head as it is
+yielded (zray.worker.streaming), and its end to the head as well.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import functools
+import inspect
 import logging
 import os
 import queue
@@ -29,6 +32,7 @@ from zray.actor import ActorExit
 from zray.exceptions import ActorDiedError, RayTaskError, TaskCancelledError
 from zray.protocol import Msg, STATUS_CANCELLED, STATUS_ERROR, STATUS_OK
 from zray.serialization import KIND_ERROR, KIND_SHM, dumps_error
+from zray.worker.streaming import StreamRun, run_async, run_sync
 
 log = logging.getLogger("zray.worker")
 
@@ -109,19 +113,24 @@ class ActorRuntime:
     # --- running calls ----------------------------------------------------------------
 
     def run_call(self, caller: bytes, spec) -> None:
+        run = StreamRun(self.worker, spec) if spec.is_generator else None
         if self._take_cancelled(spec.task_id):
-            self.reply(caller, spec, STATUS_CANCELLED, self._cancelled_results(spec))
+            self.reply(caller, spec, *self._cancelled(spec, run))
             return
         keep_alive = []
         try:
             args, kwargs = self.worker.resolve_args(spec)
             value = self.method(spec.method)(*args, **kwargs)
-            keep_alive.append(value)
-            status, results = STATUS_OK, self.worker.pack_returns(spec, value)
+            if run is not None:
+                status, results = run_sync(run, value,
+                                           cancelled=lambda: self._is_cancelled(spec))
+            else:
+                keep_alive.append(value)
+                status, results = STATUS_OK, self.worker.pack_returns(spec, value)
         except ActorExit:
-            status, results = self._exit_results(spec)
+            status, results = self._exit_results(spec, run)
         except Exception as exc:
-            status, results = self._error_results(spec, exc)
+            status, results = self._error_results(spec, exc, run)
         self.reply(caller, spec, status, results)
 
     def _schedule_async(self, caller, spec) -> None:
@@ -130,6 +139,7 @@ class ActorRuntime:
             self.running[spec.task_id] = task
 
     async def run_async(self, caller, spec) -> None:
+        run = StreamRun(self.worker, spec) if spec.is_generator else None
         keep_alive = []
         try:
             async with self.semaphore:
@@ -141,16 +151,19 @@ class ActorRuntime:
                 else:
                     args, kwargs = self.worker.resolve_args(spec)
                 value = self.method(spec.method)(*args, **kwargs)
-                if asyncio.iscoroutine(value):
-                    value = await value
-                keep_alive.append(value)
-                status, results = STATUS_OK, self.worker.pack_returns(spec, value)
+                if run is not None:
+                    status, results = await self._run_stream_async(spec, value, run)
+                else:
+                    if asyncio.iscoroutine(value):
+                        value = await value
+                    keep_alive.append(value)
+                    status, results = STATUS_OK, self.worker.pack_returns(spec, value)
         except asyncio.CancelledError:
-            status, results = STATUS_CANCELLED, self._cancelled_results(spec)
+            status, results = self._cancelled(spec, run)
         except ActorExit:
-            status, results = self._exit_results(spec)
+            status, results = self._exit_results(spec, run)
         except Exception as exc:
-            status, results = self._error_results(spec, exc)
+            status, results = self._error_results(spec, exc, run)
         finally:
             with self.lock:
                 self.running.pop(spec.task_id, None)
@@ -166,6 +179,15 @@ class ActorRuntime:
                 raise
             return functools.partial(builtin, self.instance)
 
+    async def _run_stream_async(self, spec, value, run):
+        cancelled = lambda: self._is_cancelled(spec)       # noqa: E731
+        if inspect.isasyncgen(value):
+            return await run_async(run, value, cancelled)
+        return run_sync(run, value, cancelled=cancelled)
+
+    def _is_cancelled(self, spec) -> bool:
+        return self._take_cancelled(spec.task_id)
+
     def _take_cancelled(self, task_id) -> bool:
         with self.lock:
             if task_id in self.cancelled:
@@ -177,7 +199,9 @@ class ActorRuntime:
         """Answer the caller; tell the head too when the results hold refs or live
         in shared memory (it must pin what they contain, or free the segment).
         Anything else the caller forwards to the head if the refs ever escape."""
-        if any(result[4] or result[1] == KIND_SHM for result in results):
+        if spec.is_generator or any(result[4] or result[1] == KIND_SHM
+                                    for result in results):
+            # (a generator's items went to the head: its end goes there too)
             self.client.send(Msg.ACTOR_TASKS_FINISHED,
                              (spec.task_id, spec.attempt, status, results))
         self.client.send(Msg.ACTOR_RESULTS,
@@ -186,7 +210,9 @@ class ActorRuntime:
 
     # --- outcomes ---------------------------------------------------------------------
 
-    def _error_results(self, spec, exc):
+    def _error_results(self, spec, exc, run=None):
+        if run is not None:             # a generator's error is its next item
+            return run.fail(exc)
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         if isinstance(exc, RayTaskError):
             error = RayTaskError(exc.function_name, exc.traceback_str, exc.cause,
@@ -195,14 +221,19 @@ class ActorRuntime:
             error = RayTaskError(spec.name, text, exc, os.getpid(), self.worker.host)
         return STATUS_ERROR, self._same_error(spec, dumps_error(error))
 
-    def _cancelled_results(self, spec):
-        return self._same_error(spec, dumps_error(TaskCancelledError(spec.task_id.hex())))
+    def _cancelled(self, spec, run=None):
+        error = TaskCancelledError(spec.task_id.hex())
+        if run is not None:
+            return run.fail(error)
+        return STATUS_CANCELLED, self._same_error(spec, dumps_error(error))
 
-    def _exit_results(self, spec):
+    def _exit_results(self, spec, run=None):
         self.exit_requested.set()
         if self.loop is not None:
             self.loop.call_soon(self.loop.stop)
         error = ActorDiedError("The actor exited by calling exit_actor().", self.actor_id)
+        if run is not None:
+            return run.fail(error)
         return STATUS_ERROR, self._same_error(spec, dumps_error(error))
 
     @staticmethod

@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 import traceback
+import types
 
 import cloudpickle
 
@@ -232,6 +233,8 @@ class WorkerProcess:
             self.client.send(Msg.TASKS_DONE, (task_id,), to_node=True)
 
     def _run(self, spec, keep_alive):
+        if spec.is_generator:
+            return self._run_generator(spec)
         try:
             function = self._function(spec)
             args, kwargs = self.resolve_args(spec)
@@ -246,6 +249,38 @@ class WorkerProcess:
             return self._error_results(spec, exc)
         except Exception as exc:
             return self._error_results(spec, exc)
+
+    def _run_generator(self, spec):
+        """A streaming or dynamic generator task: each yielded value is stored and
+        reported as it comes (see zray.worker.streaming); zray.cancel interrupts
+        only the user's code between items."""
+        from zray.worker.streaming import StreamRun, run_sync
+        run = StreamRun(self, spec)
+        try:
+            function = self._function(spec)
+            args, kwargs = self.resolve_args(spec)
+            self.interruptible = True
+            try:
+                value = function(*args, **kwargs)
+            finally:
+                self.interruptible = False
+            return run_sync(run, value, self._interruptible, self._uninterruptible)
+        except KeyboardInterrupt as exc:
+            if self._cancel_requested(spec.task_id):
+                return STATUS_ERROR, []         # execute() turns this into CANCELLED
+            return run.fail(RuntimeError(f"interrupted: {exc!r}"))
+        except Exception as exc:
+            return run.fail(exc)
+
+    def _interruptible(self) -> None:
+        self.interruptible = True
+
+    def _uninterruptible(self) -> None:
+        self.interruptible = False
+
+    def _cancel_requested(self, task_id: bytes) -> bool:
+        with self.lock:
+            return task_id in self.cancelled
 
     def become_actor(self, spec) -> None:
         """Run the constructor, then serve method calls until the process ends."""
@@ -300,7 +335,7 @@ class WorkerProcess:
         count = spec.num_returns
         if count == 0:
             return []
-        if count == 1:
+        if count == 1 and type(value) is not types.GeneratorType:
             values = (value,)
         else:
             try:
@@ -310,19 +345,27 @@ class WorkerProcess:
             if len(values) != count:
                 raise ValueError(f"Task {spec.name} returned {len(values)} objects, but "
                                  f"num_returns={count}.")
-        limit = self.config.max_inline_object_bytes
-        results = []
-        for object_id, item in zip(spec.return_ids(), values):
-            obj = serialize(item, f"return value of task {spec.name}")
-            self.client.register_escaping(obj.contained_ids)
-            if obj.size <= limit:
-                results.append((object_id, KIND_INLINE, inline_bytes(obj), obj.size,
-                                obj.contained_ids))
-            else:
-                path = segment_path(self.config.shm_dir, self.node_id, object_id)
-                size = write_segment(path, obj, self.spares)
-                results.append((object_id, KIND_SHM, None, size, obj.contained_ids))
-        return results
+        what = f"return value of task {spec.name}"
+        return [self.store_result(object_id, item, what)
+                for object_id, item in zip(spec.return_ids(), values)]
+
+    def store_result(self, object_id: bytes, value, what: str) -> tuple:
+        """Serialize a result: inline when small, else into a segment of this
+        node; return its (object_id, kind, data, size, contained_ids)."""
+        obj = serialize(value, what)
+        self.client.register_escaping(obj.contained_ids)
+        if obj.size <= self.config.max_inline_object_bytes:
+            return (object_id, KIND_INLINE, inline_bytes(obj), obj.size, obj.contained_ids)
+        path = segment_path(self.config.shm_dir, self.node_id, object_id)
+        try:
+            size = write_segment(path, obj, self.spares)
+        except FileExistsError:
+            # A retry on a node where an earlier attempt wrote this result (maybe
+            # only in part, if it died writing): write anew and swap it in.
+            fresh = f"{path}.retry{self.pid}"
+            size = write_segment(fresh, obj)
+            os.rename(fresh, path)
+        return (object_id, KIND_SHM, None, size, obj.contained_ids)
 
     def _error_results(self, spec, exc):
         if isinstance(exc, RayTaskError):
@@ -332,11 +375,13 @@ class WorkerProcess:
             text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             error = RayTaskError(spec.name, text, exc, self.pid, self.host)
         blob = dumps_error(error)
-        status = STATUS_RETRIABLE_ERROR if self._retriable(spec, exc) else STATUS_ERROR
+        status = STATUS_RETRIABLE_ERROR if self.retriable(spec, exc) else STATUS_ERROR
         return status, [(oid, KIND_ERROR, blob, len(blob), ()) for oid in spec.return_ids()]
 
     @staticmethod
-    def _retriable(spec, exc) -> bool:
+    def retriable(spec, exc) -> bool:
+        """``retry_exceptions`` covers ``exc`` (whether retries are left is the
+        head's to say)."""
         policy = spec.retry_exceptions
         if policy is True:
             return isinstance(exc, Exception)
