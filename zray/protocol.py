@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import collections
 import enum
-import numbers
 import pickle
 from dataclasses import dataclass, field
 
 from zray.exceptions import ProtocolError
+from zray.fieldtypes import (
+    ANY, BOOL, BYTES, COUNT, DICT, INT, NAMESPACE, NUMBER, STR, FieldType, bytes_of,
+    compile_check, function_type, keys, kind_of, optional, record, resources_ok,
+    sequence_of)
 
 PROTOCOL_MAJOR = 2
 PROTOCOL_MINOR = 0
@@ -266,208 +269,29 @@ SPECS: dict[Msg, MessageSpec] = {
 # A malformed item from a peer (an id that is not bytes, a count that is not an
 # int, a tuple of the wrong length) must be refused here, at the edge, and never
 # reach a state machine, where it could sit in a table until a periodic sweep
-# trips over it.  Each field name in SPECS has a FieldType below (the same name
-# means the same thing in every message; FIELD_OVERRIDES lists the few
-# exceptions).  decode runs on every item on the hot path, so the checks are
-# compiled once per message type into one function with every test inlined
-# (_compile_checker): a loop over the items with no call per field.
+# trips over it.  Each field name in SPECS has a FieldType (zray.fieldtypes);
+# the same name means the same thing in every message; FIELD_OVERRIDES lists
+# the few exceptions.  decode runs on every item on the hot path, so the checks
+# are compiled once per message type into one function with every test
+# inlined (_compile_checker): a loop over the items with no call per field.
 
-_SEQ = (tuple, list)
-_MISSING = object()
-# Amounts of a resource: finite, and small enough that float arithmetic on them
-# (what the scheduler does) cannot overflow.  1e18 bytes of memory is an exabyte.
-_MAX_AMOUNT = 1e18
-# Helpers the compiled checks may call; every composite type adds its function.
-_NAMESPACE: dict = {"_MISSING": _MISSING}
-
-
-def _compile(source: str, name: str):
-    exec(compile(source, f"<zray.protocol {name}>", "exec"), _NAMESPACE)
-    return _NAMESPACE[name]
-
-
-class FieldType:
-    """What one field may hold: ``describe`` for errors and docs, ``check`` a
-    Python expression over ``{v}`` (inlined into the compiled checkers), ``ok``
-    the same as a function, ``explain`` says what is wrong inside a composite
-    value (or None)."""
-
-    __slots__ = ("describe", "check", "ok", "explain", "fields")
-    _count = 0
-
-    def __init__(self, describe: str, check: str, explain=None):
-        FieldType._count += 1
-        self.describe = describe
-        self.check = check
-        self.explain = explain
-        self.fields = None          # a record's (name, FieldType) fields
-        name = f"_ok_{FieldType._count}"
-        self.ok = _compile(f"def {name}(v):\n    return bool({check.format(v='v')})\n", name)
-
-    def why(self, value) -> str | None:
-        """None if ``value`` fits, else what is wrong with it."""
-        if self.ok(value):
-            return None
-        inner = self.explain(value) if self.explain is not None else None
-        return f"should be {self.describe}, got {_kind(value)}" + (
-            f" ({inner})" if inner else "")
-
-    def __repr__(self):
-        return f"FieldType({self.describe})"
-
-
-def _kind(value) -> str:
-    """A value's type for an error message (never its contents: they may be huge)."""
-    if type(value) in (bytes, tuple, list, dict, str):
-        return f"{type(value).__name__} of length {len(value)}"
-    return type(value).__name__
-
-
-def _function_type(describe: str, function, explain=None) -> FieldType:
-    """A type checked by calling ``function`` (composite values)."""
-    name = f"_fn_{function.__name__.strip('_')}_{FieldType._count + 1}"
-    _NAMESPACE[name] = function
-    return FieldType(describe, f"{name}({{v}})", explain)
-
-
-def _bytes_of(length: int) -> FieldType:
-    return FieldType(f"bytes ({length})", f"(type({{v}}) is bytes and len({{v}}) == {length})")
-
-
-def optional(field_type: FieldType) -> FieldType:
-    return FieldType(f"{field_type.describe} or None",
-                     f"({{v}} is None or {field_type.check})", field_type.explain)
-
-
-def sequence_of(item: FieldType) -> FieldType:
-    """A tuple or list whose every element is ``item`` (a record's fields are
-    checked inline; an empty tuple, the common case, costs no call)."""
-    name = f"_seq_{FieldType._count + 1}"
-    if item.fields is not None:        # a record: unpack and check inline
-        names = [f"g{i}" for i in range(len(item.fields))]
-        body = (f"        if type(x) is not tuple or len(x) != {len(names)}:\n"
-                f"            return False\n"
-                f"        {', '.join(names)}, = x\n"
-                f"        if not ({_all_checks(names, item.fields)}):\n"
-                f"            return False\n")
-    else:
-        body = f"        if not ({item.check.format(v='x')}):\n            return False\n"
-    function = _compile(
-        f"def {name}(v):\n"
-        f"    if type(v) is not tuple and type(v) is not list:\n        return False\n"
-        f"    for x in v:\n{body}"
-        f"    return True\n", name)
-
-    def explain(value):
-        if type(value) in _SEQ:
-            for i, x in enumerate(value):
-                why = item.why(x)
-                if why:
-                    return f"element {i} {why}"
-        return None
-    result = _function_type(f"a tuple or list of {item.describe}", function, explain)
-    result.check = f"((type({{v}}) is tuple and not {{v}}) or {result.check})"
-    return result
-
-
-def _all_checks(names: list, fields: tuple) -> str:
-    return " and ".join(t.check.format(v=n) for n, (_, t) in zip(names, fields))
-
-
-def record(describe: str, fields: tuple) -> FieldType:
-    """A tuple of exactly these (name, FieldType) fields."""
-    names = [f"f{i}" for i in range(len(fields))]
-    name = f"_record_{FieldType._count + 1}"
-    function = _compile(
-        f"def {name}(v):\n"
-        f"    if type(v) is not tuple or len(v) != {len(fields)}:\n        return False\n"
-        f"    {', '.join(names)}, = v\n"
-        f"    return {_all_checks(names, fields)}\n", name)
-    result = _function_type(describe, function, lambda value: _why_record(fields, value))
-    result.fields = fields
-    return result
-
-
-def _why_record(fields: tuple, value) -> str | None:
-    if type(value) is not tuple:
-        return "not a tuple"
-    if len(value) != len(fields):
-        return f"{len(value)} fields, expected {len(fields)}"
-    for (name, field_type), x in zip(fields, value):
-        why = field_type.why(x)
-        if why:
-            return f"its {name} {why}"
-    return None
-
-
-def keys(describe: str, known: dict) -> FieldType:
-    """A dict whose listed keys, where present, hold these types (others: anything)."""
-    name = f"_keys_{FieldType._count + 1}"
-    lines = [f"def {name}(v):", "    if type(v) is not dict:", "        return False"]
-    for key, field_type in known.items():
-        lines += [f"    x = v.get({key!r}, _MISSING)",
-                  f"    if x is not _MISSING and not ({field_type.check.format(v='x')}):",
-                  "        return False"]
-    function = _compile("\n".join(lines + ["    return True", ""]), name)
-
-    def explain(value):
-        if type(value) is dict:
-            for key, field_type in known.items():
-                if key in value and field_type.why(value[key]):
-                    return f"its key {key!r} {field_type.why(value[key])}"
-        return None
-    return _function_type(describe, function, explain)
-
-
-def _resources_ok(v) -> bool:
-    if type(v) is not dict:
-        return False
-    for name, amount in v.items():
-        if type(name) is not str or not (type(amount) is float or type(amount) is int) \
-                or not 0 <= amount <= _MAX_AMOUNT:
-            return False
-    return True
-
-
-def _is_int(v) -> bool:        # the slow path: int's subclasses and numpy's integers
-    return isinstance(v, int) or (
-        isinstance(v, numbers.Integral) and type(v).__module__ == "numpy")
-
-
-def _is_number(v) -> bool:      # floats' subclasses and numpy's, not Fraction & co
-    return isinstance(v, (int, float)) or (
-        isinstance(v, numbers.Real) and type(v).__module__ == "numpy")
-
-
-_NAMESPACE.update(_is_int=_is_int, _is_number=_is_number)
-
-ANY = FieldType("any value", "True")
-BYTES = FieldType("bytes", "type({v}) is bytes")
-STR = FieldType("str", "type({v}) is str")
-INT = FieldType("int", "(type({v}) is int or _is_int({v}))")
-# Sizes and offsets reach system calls (ftruncate, pwrite): below 2**63 there.
-COUNT = FieldType("int in [0, 2**63)",
-                  "((type({v}) is int or _is_int({v})) and 0 <= {v} < 9223372036854775808)")
-NUMBER = FieldType("number", "(type({v}) is float or type({v}) is int or _is_number({v}))")
-BOOL = FieldType("bool", "(type({v}) is bool or _is_int({v}))")
-DICT = FieldType("dict", "type({v}) is dict")
-TASK_ID = _bytes_of(16)
-OBJECT_ID = _bytes_of(18)
-NODE_ID = _bytes_of(16)
-ACTOR_ID = _bytes_of(16)
-WORKER_ID = _bytes_of(8)
-FUNCTION_ID = _bytes_of(16)
-JOB_ID = optional(_bytes_of(4))
-RESOURCES = _function_type("a dict of str -> number in [0, 1e18]", _resources_ok)
+TASK_ID = bytes_of(16)
+OBJECT_ID = bytes_of(18)
+NODE_ID = bytes_of(16)
+ACTOR_ID = bytes_of(16)
+WORKER_ID = bytes_of(8)
+FUNCTION_ID = bytes_of(16)
+JOB_ID = optional(bytes_of(4))
+RESOURCES = function_type("a dict of str -> number in [0, 1e18]", resources_ok)
 # Most tasks ask for one CPU and most actor calls for nothing: no call for those.
-_NAMESPACE["_ONE_CPU"] = {"CPU": 1.0}
+NAMESPACE["_ONE_CPU"] = {"CPU": 1.0}
 RESOURCES.check = (f"((type({{v}}) is dict and (not {{v}} or {{v}} == _ONE_CPU)) "
                    f"or {RESOURCES.check})")
 OBJECT_IDS = sequence_of(OBJECT_ID)
 NODE_IDS = sequence_of(NODE_ID)
 # -1 and -2: a streaming or dynamic generator (zray.task_spec.STREAMING, DYNAMIC)
 RETURNS = FieldType("int in [-2, 65534]",
-                    "((type({v}) is int or _is_int({v})) and -2 <= {v} <= 65534)")
+                    "((type({v}) is int or is_int({v})) and -2 <= {v} <= 65534)")
 RESULT = record("a result (object_id, kind, data, size, contained_ids)", (
     ("object_id", OBJECT_ID), ("kind", INT), ("data", optional(BYTES)), ("size", COUNT),
     ("contained_ids", OBJECT_IDS)))
@@ -504,10 +328,10 @@ SPEC_FIELDS = (
 def _spec_checker():
     from zray.task_spec import TaskSpec, _FIELDS
     assert tuple(name for name, _ in SPEC_FIELDS) == _FIELDS, "SPEC_FIELDS is stale"
-    _NAMESPACE["_TaskSpec"] = TaskSpec
+    NAMESPACE["_TaskSpec"] = TaskSpec
     body = [f"    f{i} = v.{name}" for i, (name, _) in enumerate(SPEC_FIELDS)]
     checks = " and ".join(t.check.format(v=f"f{i}") for i, (_, t) in enumerate(SPEC_FIELDS))
-    function = _compile("def _spec_ok(v):\n    if type(v) is not _TaskSpec:\n"
+    function = compile_check("def _spec_ok(v):\n    if type(v) is not _TaskSpec:\n"
                         "        return False\n" + "\n".join(body) +
                         f"\n    return {checks}\n", "_spec_ok")
 
@@ -519,7 +343,7 @@ def _spec_checker():
             if why:
                 return f"its {name} {why}"
         return None
-    return _function_type("a zray.task_spec.TaskSpec", function, explain)
+    return function_type("a zray.task_spec.TaskSpec", function, explain)
 
 
 SPEC = _spec_checker()
@@ -590,8 +414,8 @@ def _compile_checker(msg_type: Msg):
     names = [f"f{i}" for i in range(len(types))]
     checks = " and ".join(t.check.format(v=n) for n, t in zip(names, types))
     function_name = f"_check_{msg_type.name}"
-    _NAMESPACE[f"_cls_{msg_type.name}"] = ITEMS[msg_type]
-    return _compile(
+    NAMESPACE[f"_cls_{msg_type.name}"] = ITEMS[msg_type]
+    return compile_check(
         f"def {function_name}(items, new=tuple.__new__, cls=_cls_{msg_type.name}):\n"
         f"    out = []\n"
         f"    append = out.append\n"
@@ -612,7 +436,7 @@ def why_malformed(msg_type: Msg, item) -> str | None:
     """None if ``item`` is a well-formed ``msg_type`` item, else what is wrong."""
     fields = SPECS[msg_type].fields
     if type(item) is not tuple:
-        return f"is a {_kind(item)}, not a tuple"
+        return f"is a {kind_of(item)}, not a tuple"
     if len(item) != len(fields):
         return f"has {len(item)} fields, expected {len(fields)} ({', '.join(fields)})"
     for name, field_type, value in zip(fields, field_types(msg_type), item):
