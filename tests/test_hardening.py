@@ -57,7 +57,7 @@ def test_references_to_ids_that_are_not_bytes_are_refused_and_logged(cluster):
     """ADD_REFS/SUBSCRIBE_OBJECTS (12345,) used to leave a placeholder keyed by
     12345, and the head's next expiry sweep (30 s later) died on 12345.hex()."""
     cluster, _ = cluster
-    head = _dealer(cluster.address_endpoint, cluster._config)
+    head = _dealer(cluster.address_endpoint, cluster.config)
     good = b"g" * 18
     try:
         head.send_multipart(protocol.encode(Msg.ADD_REFS, [(12345,), (good,)]))
@@ -87,7 +87,7 @@ def test_malformed_chunk_requests_leave_the_node_its_workers_and_its_segments(cl
     segment = segment_path(SHM_DIR, bytes.fromhex(node.node_id), ref.binary())
     assert os.path.exists(segment)
     workers = {p.pid for p in psutil.Process(node.pid).children(recursive=True)}
-    chunks = _dealer(_endpoints(node)["chunks"], cluster._config)
+    chunks = _dealer(_endpoints(node)["chunks"], cluster.config)
     try:
         for items in ([1.5], [(1.5,)], [(ref.binary(), "0", None)], [None, "x", b"y"],
                       [(ref.binary(), -1, 10)], [(ref.binary(), 0, 10, 1)]):
@@ -111,8 +111,8 @@ def test_a_pull_from_a_node_with_a_bad_endpoint_fails_at_once(cluster):
     waited a turn, the socket leaked) and hang until the 30 s transfer timeout."""
     cluster, node = cluster
     fake_id = os.urandom(16)
-    fake = _dealer(cluster.address_endpoint, cluster._config, b"N" + fake_id)
-    puller = _dealer(_endpoints(node)["workers"], cluster._config, os.urandom(8))
+    fake = _dealer(cluster.address_endpoint, cluster.config, b"N" + fake_id)
+    puller = _dealer(_endpoints(node)["workers"], cluster.config, os.urandom(8))
     try:
         fake.send_multipart(protocol.encode(Msg.REGISTER_NODE, [(
             fake_id, protocol.PROTOCOL_MAJOR, protocol.PROTOCOL_MINOR,

@@ -57,7 +57,7 @@ def where():
 
 def _logs(cluster) -> str:
     text = ""
-    for path in glob.glob(os.path.join(cluster._session[1], "logs", "*")):
+    for path in glob.glob(os.path.join(cluster.session_dir, "logs", "*")):
         with open(path, errors="replace") as f:
             text += f.read()
     return text
@@ -80,9 +80,9 @@ def _query_frames():
 
 def test_cluster_uses_an_owner_only_key_and_encrypts(secure_cluster):
     cluster, _ = secure_cluster
-    key_file = cluster._config.cluster_key_file
+    key_file = cluster.config.cluster_key_file
     assert key_file and stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
-    assert not cluster._config.insecure
+    assert not cluster.config.insecure
     assert zray.get(square.options(resources={"member": 1}).remote(7)) == 49
 
 
@@ -105,10 +105,10 @@ def test_wrong_key_and_no_key_nodes_are_refused(secure_cluster, tmp_path):
     intruders = []
     for name, change in (("wrong", {"cluster_key_file": wrong_key}),
                          ("none", {"insecure": True, "cluster_key_file": ""})):
-        config = dataclasses.replace(cluster._config, **change)
+        config = dataclasses.replace(cluster.config, **change)
         resources = _launch.default_resources(1, 0, {f"intruder_{name}": 1})
         intruders.append(_launch.start_node(config, cluster.address_endpoint, os.urandom(16),
-                                            resources, cluster._session[1], "127.0.0.1",
+                                            resources, cluster.session_dir, "127.0.0.1",
                                             os.getpid()))
     try:
         pending = [square.options(resources={"intruder_wrong": 1}).remote(2),
@@ -278,7 +278,7 @@ def test_fuzzed_messages_from_a_member_do_not_bring_anything_down(secure_cluster
     rng = random.Random(20261125)
     fuzzer = Fuzzer(seed=20261207)
     [info] = [n for n in zray.nodes() if n["NodeID"] == node.node_id]
-    config = cluster._config
+    config = cluster.config
     targets = {"head": _dealer(cluster.address_endpoint, config),
                "workers": _dealer(info["NodeManagerEndpoint"], config, os.urandom(8)),
                "chunks": _dealer(info["ObjectTransferEndpoint"], config)}
@@ -326,7 +326,7 @@ def test_fuzz_items_are_all_malformed_or_harmless():
 
 def test_version_mismatch_names_both_versions(secure_cluster):
     cluster, _ = secure_cluster
-    sock = _dealer(cluster.address_endpoint, cluster._config)
+    sock = _dealer(cluster.address_endpoint, cluster.config)
     try:
         sock.send_multipart([b"ZR" + bytes([protocol.PROTOCOL_MAJOR + 1, 0])
                              + bytes([Msg.HELLO.value]) + b"\x80\x05]\x94."])
@@ -341,11 +341,11 @@ def test_version_mismatch_names_both_versions(secure_cluster):
 
 def test_keys_never_appear_in_logs_or_status(secure_cluster):
     cluster, _ = secure_cluster
-    keys = load_key_file(cluster._config.cluster_key_file)
+    keys = load_key_file(cluster.config.cluster_key_file)
     secrets = [keys.server_secret.decode(), keys.member_secret.decode()]
     logs = _logs(cluster)
     assert logs and not any(secret in logs for secret in secrets)
-    env = dict(os.environ, ZRAY_CLUSTER_KEY_FILE=cluster._config.cluster_key_file)
+    env = dict(os.environ, ZRAY_CLUSTER_KEY_FILE=cluster.config.cluster_key_file)
     status = subprocess.run([sys.executable, "-m", "zray", "status", "--address",
                              cluster.address], capture_output=True, text=True, env=env,
                             timeout=30)

@@ -72,6 +72,16 @@ class Cluster:
 
     # --- nodes -----------------------------------------------------------------------
 
+    @property
+    def config(self):
+        """The cluster's Config (its key file among it); None before the head starts."""
+        return self._config
+
+    @property
+    def session_dir(self) -> str | None:
+        """The folder of the cluster's sockets, key and logs (``logs/``)."""
+        return self._session[1] if self._session else None
+
     def add_node(self, wait: bool = True, num_cpus=None, num_gpus=None, resources=None,
                  object_store_memory=None, memory=None, _system_config=None,
                  **ignored) -> NodeHandle:
