@@ -693,6 +693,46 @@ def idle_rss(fw, sizes):
     return {"idle_rss": rss_bytes / BYTES_PER_MB, "processes": process_count}
 
 
+@workload("GB/s", at_least(2.5, "≥ 2.5 GB/s"), fresh_process=True,
+          size_fields=("large_bytes", "large_puts"))
+def put_large_cold(fw, sizes):
+    """Fresh cluster, every ref kept: each put writes pages the store never had
+    (no freed segment to reuse), as a program filling the store does."""
+    fw.import_framework()
+    fw.start(NUM_CPUS)
+    arrays = [make_array(sizes.large_elements) for _ in range(sizes.large_puts)]
+    for i, array in enumerate(arrays):          # distinct, and faulted in before timing
+        array[0] = i
+    start = time.perf_counter()
+    refs = [fw.put(array) for array in arrays]
+    elapsed_s = time.perf_counter() - start
+    total = sum(array.nbytes for array in arrays)
+    del refs
+    fw.shutdown()
+    return {"put_large_cold": total / BYTES_PER_GB / elapsed_s}
+
+
+@workload("s", at_most(0.15, "≤ 0.15 s"), fresh_process=True,
+          size_fields=("large_bytes", "large_arg_tasks"))
+def task_large_arg_cold(fw, sizes):
+    """task_large_arg in a fresh cluster: the put writes fresh pages and every
+    worker maps (and faults in) the argument for the first time."""
+    fw.import_framework()
+    fw.start(NUM_CPUS)
+    fw.get(fw.task(noop)())                   # the cluster is up, as in task_large_arg
+    array = make_array(sizes.large_elements)
+    submit = fw.task(sum_array)
+    start = time.perf_counter()
+    array_ref = fw.put(array)
+    sums = fw.get([submit(array_ref) for _ in range(sizes.large_arg_tasks)])
+    elapsed_s = time.perf_counter() - start
+    if sums[0] != float(sizes.large_elements):
+        raise AssertionError(f"sum {sums[0]} != {sizes.large_elements}")
+    del array_ref
+    fw.shutdown()
+    return {"task_large_arg_cold": elapsed_s}
+
+
 TRANSFER_METRICS = (
     Metric("get", "GB/s", Target(None, None, "≥ 0.8 × raw (vs_raw)")),
     Metric("raw_pyzmq", "GB/s", Target(None, None, "baseline, same security")),
