@@ -328,3 +328,50 @@ class ExitingStreamer:
         for i in range(n):
             yield i
         zray.actor.exit_actor()
+
+
+# --- collectives (tests/test_collective.py) ------------------------------------------
+
+@zray.remote(num_cpus=0)
+class CollectiveMember:
+    """One rank of a collective group; each method runs one operation on an
+    array it builds from its rank, and returns the result."""
+
+    def __init__(self, rank):
+        self.rank = rank
+
+    def join(self, world_size, group_name, backend="zmq"):
+        from zray.util import collective as col
+        col.init_collective_group(world_size, self.rank, backend=backend,
+                                  group_name=group_name)
+        return col.get_rank(group_name), col.get_collective_group_size(group_name)
+
+    def run(self, operation, group_name, size=10, **kwargs):
+        import numpy as np
+        from zray.util import collective as col
+        array = np.arange(size, dtype=np.float64) + self.rank * 100
+        if operation == "allgather":
+            outputs = [np.zeros(size) for _ in range(col.get_collective_group_size(group_name))]
+            col.allgather(outputs, array, group_name=group_name)
+            return outputs
+        if operation == "barrier":
+            col.barrier(group_name)
+            return None
+        getattr(col, operation)(array, group_name=group_name, **kwargs)
+        return array
+
+    def exchange(self, group_name, peer):
+        """Point to point: the lower rank sends, the higher receives."""
+        import numpy as np
+        from zray.util import collective as col
+        array = np.full(4, float(self.rank))
+        if self.rank < peer:
+            col.send(array, peer, group_name)
+        else:
+            col.recv(array, peer, group_name)
+        return array
+
+    def leave(self, group_name):
+        from zray.util import collective as col
+        col.destroy_collective_group(group_name)
+        return col.is_group_initialized(group_name)
