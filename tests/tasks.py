@@ -397,3 +397,60 @@ def yield_raise_once(n, marker):
             open(marker, "w").close()
             raise KeyError("first attempt")
         yield i
+
+
+# --- training loops (tests/test_train.py) ---------------------------------------------
+
+def train_linear(config):
+    """A 2-feature linear regression trained with DDP; reports every epoch with
+    a checkpoint; fails once at ``fail_at_epoch`` if ``marker`` is absent."""
+    import os
+    import tempfile
+
+    import torch
+
+    import zray.train as train
+    from zray.train.torch import prepare_data_loader, prepare_model
+
+    torch.manual_seed(0)
+    features = torch.randn(256, 2)
+    targets = features @ torch.tensor([[2.0], [-3.0]]) + 0.5
+    dataset = torch.utils.data.TensorDataset(features, targets)
+    loader = prepare_data_loader(torch.utils.data.DataLoader(dataset, batch_size=32,
+                                                             shuffle=True))
+    model = prepare_model(torch.nn.Linear(2, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    start = 0
+    checkpoint = train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(os.path.join(folder, "state.pt"))
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = state["epoch"] + 1
+    context = train.get_context()
+    for epoch in range(start, config["epochs"]):
+        if epoch == config.get("fail_at_epoch") and not os.path.exists(config["marker"]):
+            open(config["marker"], "w").close()
+            raise RuntimeError("planned failure")
+        total = 0.0
+        for x, y in loader:
+            optimizer.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+        weights = [p.detach().clone().tolist() for p in model.parameters()]
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "epoch": epoch}, os.path.join(folder, "state.pt"))
+            train.report({"epoch": epoch, "loss": total / len(loader), "weights": weights,
+                          "rank": context.get_world_rank(), "start": start,
+                          "world_size": context.get_world_size()},
+                         checkpoint=train.Checkpoint.from_directory(folder))
+    if config.get("weights_dir"):           # every rank's final weights, for the test
+        import json
+        with open(os.path.join(config["weights_dir"], f"rank{context.get_world_rank()}"),
+                  "w") as f:
+            json.dump(weights, f)
+    return weights

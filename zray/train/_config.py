@@ -1,0 +1,76 @@
+"""Ray Train's configuration objects: how many workers, where results go, how
+failures and checkpoints are handled."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ScalingConfig:
+    """How many training workers, and what each one holds."""
+    num_workers: int = 1
+    use_gpu: bool = False
+    resources_per_worker: dict | None = None
+    placement_strategy: str = "PACK"
+    trainer_resources: dict | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.num_workers, int) or self.num_workers < 1:
+            raise ValueError(f"ScalingConfig(num_workers=...) must be a positive int, got "
+                             f"{self.num_workers!r}")
+        if self.placement_strategy not in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"):
+            raise ValueError(f"placement_strategy must be PACK, SPREAD, STRICT_PACK or "
+                             f"STRICT_SPREAD, got {self.placement_strategy!r}")
+
+    def worker_resources(self) -> dict:
+        """num_cpus / num_gpus / resources for one worker actor."""
+        wanted = dict(self.resources_per_worker or {})
+        cpus = wanted.pop("CPU", 1)
+        gpus = wanted.pop("GPU", 1 if self.use_gpu else 0)
+        return {"num_cpus": cpus, "num_gpus": gpus, "resources": wanted or None}
+
+
+@dataclass
+class CheckpointConfig:
+    """``num_to_keep``: newest checkpoints kept on storage (None: all)."""
+    num_to_keep: int | None = None
+    checkpoint_score_attribute: str | None = None
+    checkpoint_score_order: str = "max"
+
+    def __post_init__(self):
+        if self.num_to_keep is not None and (not isinstance(self.num_to_keep, int)
+                                             or self.num_to_keep < 1):
+            raise ValueError(f"CheckpointConfig(num_to_keep=...) must be None or a "
+                             f"positive int, got {self.num_to_keep!r}")
+
+
+@dataclass
+class FailureConfig:
+    """``max_failures``: times the whole worker group restarts from the latest
+    checkpoint after a worker fails (-1: without limit)."""
+    max_failures: int = 0
+
+    def __post_init__(self):
+        if not isinstance(self.max_failures, int) or self.max_failures < -1:
+            raise ValueError(f"FailureConfig(max_failures=...) must be an int >= -1, got "
+                             f"{self.max_failures!r}")
+
+
+@dataclass
+class RunConfig:
+    """Where a run keeps its checkpoints and results: ``storage_path/name``."""
+    name: str | None = None
+    storage_path: str | None = None
+    checkpoint_config: CheckpointConfig = field(default_factory=CheckpointConfig)
+    failure_config: FailureConfig = field(default_factory=FailureConfig)
+    verbose: int = 1
+    stop: dict | None = None
+    callbacks: list | None = None
+
+    def run_dir(self, default_name: str) -> str:
+        root = self.storage_path or os.environ.get("ZRAY_RESULTS_DIR",
+                                                   os.path.expanduser("~/zray_results"))
+        return os.path.join(os.path.abspath(os.path.expanduser(root)),
+                            self.name or default_name)
