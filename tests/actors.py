@@ -375,3 +375,30 @@ class CollectiveMember:
         from zray.util import collective as col
         col.destroy_collective_group(group_name)
         return col.is_group_initialized(group_name)
+
+
+@zray.remote(num_cpus=0)
+class TorchCollectiveMember:
+    """A rank of a gloo group (torch tensors) or a zmq group given torch tensors."""
+
+    def __init__(self, rank):
+        self.rank = rank
+
+    def join(self, world_size, group_name, backend):
+        from zray.util import collective as col
+        col.init_collective_group(world_size, self.rank, backend=backend,
+                                  group_name=group_name)
+
+    def allreduce_and_broadcast(self, group_name):
+        import torch
+        from zray.util import collective as col
+        summed = torch.arange(6, dtype=torch.float32) + self.rank
+        col.allreduce(summed, group_name=group_name)
+        copied = torch.full((3,), float(self.rank))
+        col.broadcast(copied, src_rank=1, group_name=group_name)
+        col.barrier(group_name)
+        return summed.tolist(), copied.tolist()
+
+    def leave(self, group_name):
+        from zray.util import collective as col
+        col.destroy_collective_group(group_name)

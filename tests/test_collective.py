@@ -96,3 +96,17 @@ def test_bad_calls_are_clear_errors(cluster):
         col.init_collective_group(2, 5, group_name="x")
     with pytest.raises(ValueError, match="ranks must be"):
         col.create_collective_group([1, 2], 2, [0, 0], group_name="x")
+
+
+@pytest.mark.parametrize("backend", ["gloo", "zmq"])
+def test_torch_tensors_on_gloo_and_zmq(cluster, backend):
+    pytest.importorskip("torch", reason="the gloo backend needs torch (in the test extra)")
+    from tests.actors import TorchCollectiveMember
+    members = [TorchCollectiveMember.remote(rank) for rank in range(2)]
+    zray.get([m.join.remote(2, f"torch-{backend}", backend) for m in members])
+    results = zray.get([m.allreduce_and_broadcast.remote(f"torch-{backend}")
+                        for m in members])
+    for summed, copied in results:
+        assert summed == [float(2 * i + 1) for i in range(6)]
+        assert copied == [1.0, 1.0, 1.0]
+    zray.get([m.leave.remote(f"torch-{backend}") for m in members])
