@@ -63,6 +63,8 @@ def default_resources(num_cpus=None, num_gpus=None, resources=None, memory=None,
     available = psutil.virtual_memory().available
     store = int(object_store_memory or available * 0.3)
     result = {"CPU": float(os.cpu_count() if num_cpus is None else num_cpus)}
+    if num_gpus is None:
+        num_gpus = detect_gpus()
     if num_gpus:
         result["GPU"] = float(num_gpus)
     result.update({k: float(v) for k, v in (resources or {}).items()})
@@ -72,6 +74,30 @@ def default_resources(num_cpus=None, num_gpus=None, resources=None, memory=None,
     if head:
         result["node:__internal_head__"] = 1.0
     return result
+
+
+def detect_gpus(environ=None, run=None) -> int:
+    """GPUs this host offers when the user did not say: the devices listed in
+    CUDA_VISIBLE_DEVICES when it is set (as Ray), else those ``nvidia-smi -L``
+    lists, else none."""
+    environ = os.environ if environ is None else environ
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        devices = [d for d in visible.split(",") if d.strip() and d.strip() != "-1"]
+        return len(devices)
+    import shutil
+    if run is None and shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        listing = (run or _nvidia_smi_list)()
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in listing.splitlines() if line.startswith("GPU "))
+
+
+def _nvidia_smi_list() -> str:
+    return subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True,
+                          timeout=10, check=True).stdout
 
 
 def child_environment() -> dict:
