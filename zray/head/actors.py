@@ -16,61 +16,17 @@ killed.
 
 from __future__ import annotations
 
-import enum
 import logging
 
 from zray import exceptions as zerr
+from zray.head.records import (
+    Actor, ActorState, NodeState, ObjectRecord, ObjectState, Task, TaskState,
+)
 from zray.ids import handle_id
 from zray.protocol import Msg
-from zray.serialization import KIND_ERROR, dumps_error
+from zray.serialization import dumps_error
 
 log = logging.getLogger("zray.head")
-
-class ActorState(str, enum.Enum):
-    PENDING = "PENDING_CREATION"
-    ALIVE = "ALIVE"
-    RESTARTING = "RESTARTING"
-    DEAD = "DEAD"
-
-
-class Actor:
-    __slots__ = ("actor_id", "spec", "state", "address", "worker_key", "node_id", "pid",
-                 "restarts", "name", "namespace", "detached", "job_id", "death_text",
-                 "subscribers", "calls", "no_restart", "class_name", "pending_cancels",
-                 "exit_when_idle")
-
-    def __init__(self, spec, namespace, job_id):
-        options = spec.actor_options
-        self.actor_id = spec.actor_id
-        self.spec = spec
-        self.state = ActorState.PENDING
-        self.address = None
-        self.worker_key = None
-        self.node_id = None
-        self.pid = None
-        self.restarts = 0
-        self.name = options.get("name")
-        self.namespace = namespace
-        self.detached = options.get("lifetime") == "detached"
-        self.job_id = job_id
-        self.death_text = None
-        self.subscribers = set()
-        self.calls = set()
-        self.no_restart = False
-        self.class_name = options.get("class_name", "Actor")
-        self.pending_cancels = set()
-        self.exit_when_idle = False
-
-    def info_item(self) -> tuple:
-        return (self.actor_id, self.state.value, self.address, self.death_text)
-
-    def describe(self) -> dict:
-        return {"actor_id": self.actor_id.hex(), "class_name": self.class_name,
-                "state": self.state.value, "name": self.name, "namespace": self.namespace,
-                "pid": self.pid, "node_id": self.node_id.hex() if self.node_id else None,
-                "restarts": self.restarts, "detached": self.detached,
-                "death_cause": self.death_text}
-
 
 class ActorsMixin:
     """Actor handlers of HeadState (self.actors, self.named_actors live there)."""
@@ -101,13 +57,12 @@ class ActorsMixin:
                         f"another actor. Please use a different name or get the existing "
                         "actor with zray.get_actor().")
                 self._hold_handle(client, existing.actor_id)
-                return (True, self._actor_meta(existing))
+                return (True, existing.meta())
         actor = Actor(spec, namespace, job_id)
         self.actors[actor.actor_id] = actor
         if name:
             self.named_actors[(namespace, name)] = actor.actor_id
         self._hold_handle(client, actor.actor_id)
-        from zray.head.state import Task
         task = Task(spec, client.key)
         self.tasks[spec.task_id] = task
         for object_id in spec.dep_ids + tuple(spec.nested_ids):
@@ -115,7 +70,6 @@ class ActorsMixin:
                 self._unknown_object(object_id)
         self._pin_task_args(task)
         waiting = 0
-        from zray.head.state import ObjectState
         for dep_id in spec.dep_ids:
             dep = self.objects[dep_id]
             if dep.state is ObjectState.PENDING:
@@ -124,23 +78,15 @@ class ActorsMixin:
         task.waiting_on = waiting
         if waiting == 0:
             self._deps_ready(task)
-        return (True, self._actor_meta(actor))
+        return (True, actor.meta())
 
     def _hold_handle(self, client, actor_id):
-        from zray.head.state import ObjectRecord, ObjectState
         oid = handle_id(actor_id)
         obj = self.objects.get(oid)
         if obj is None:
             obj = self.objects[oid] = ObjectRecord(oid, ObjectState.READY)
         obj.holders[client.key] = obj.holders.get(client.key, 0) + 1
         client.holding[oid] = client.holding.get(oid, 0) + 1
-
-    @staticmethod
-    def _actor_meta(actor) -> dict:
-        options = actor.spec.actor_options
-        return {"actor_id": actor.actor_id, "methods": options["methods"],
-                "class_name": actor.class_name,
-                "max_task_retries": options.get("max_task_retries", 0)}
 
     def _on_actor_ready(self, key, items, now):
         client = self._client(key, now)
@@ -149,27 +95,19 @@ class ActorsMixin:
             task = self.tasks.get(actor_id)
             if actor is None or actor.state is ActorState.DEAD:
                 continue
-            actor.state = ActorState.ALIVE
+            actor.move(ActorState.ALIVE)
             actor.address = address
             actor.pid = pid
             actor.worker_key = key
             actor.node_id = client.node_id
-            if task is not None and task.state is self._task_state("ASSIGNED"):
-                self._transition(task, self._task_state("FINISHED"))
+            if task is not None and task.state is TaskState.ASSIGNED:
+                task.move(TaskState.FINISHED)
                 self._unpin_task_args(task)
             for task_id in actor.pending_cancels:
                 if task_id in actor.calls:
                     self.out.send(key, Msg.CANCEL_TASKS, (task_id, False))
             actor.pending_cancels.clear()
             self._publish_actor(actor)
-
-    def _task_state(self, name):
-        from zray.head.state import TaskState
-        return TaskState[name]
-
-    def _node_alive(self):
-        from zray.head.state import NodeState
-        return NodeState.ALIVE
 
     # --- subscriptions ---------------------------------------------------------------
 
@@ -196,7 +134,7 @@ class ActorsMixin:
     def _register_actor_call(self, task):
         spec = task.spec
         actor = self.actors.get(spec.actor_id)
-        task.state = self._task_state("ASSIGNED")
+        task.move(TaskState.ASSIGNED)
         self._pin_task_args(task)
         if spec.task_id in self.early_items:    # a generator's items from the actor
             self._apply_early_items(task)
@@ -209,7 +147,7 @@ class ActorsMixin:
             text = actor.death_text if actor is not None else "The actor is unknown."
             self._finish_with_error(task, zerr.ActorDiedError(
                 f"The actor {spec.actor_id.hex()} is dead: {text}", spec.actor_id),
-                self._task_state("FAILED"))
+                TaskState.FAILED)
             return
         actor.calls.add(spec.task_id)
 
@@ -228,7 +166,7 @@ class ActorsMixin:
                         if inner is not None:
                             inner.pins += 1
                 continue
-            if task.state is not self._task_state("ASSIGNED"):
+            if task.state is not TaskState.ASSIGNED:
                 continue
             self._finish_actor_call(task, status, results)
 
@@ -241,7 +179,7 @@ class ActorsMixin:
                                               "so it was stopped.")
         client = self.clients.get(actor.worker_key) if actor is not None else None
         node = self.nodes.get(client.node_id) if client is not None else None
-        self._transition(task, self._task_state("FINISHED" if status == 0 else "FAILED"))
+        task.move(TaskState.FINISHED if status == 0 else TaskState.FAILED)
         for object_id, kind, data, size, contained in results:
             self._store_result(object_id, kind, data, size, contained, node,
                                push_owner=False)
@@ -290,7 +228,7 @@ class ActorsMixin:
         actor.death_text = text
         task = self.tasks.get(actor.actor_id)
         node = self.nodes.get(task.node_id) if task is not None and task.node_id else None
-        if node is not None and node.state is self._node_alive():
+        if node is not None and node.state is NodeState.ALIVE:
             self.out.send(node.identity, Msg.CANCEL_TASKS, (actor.actor_id, True))
         if no_restart or actor.state is ActorState.PENDING or node is None:
             self._actor_dead(actor, text)
@@ -318,26 +256,26 @@ class ActorsMixin:
             actor.calls.discard(task_id)
             self._finish_with_error(call, zerr.ActorDiedError(
                 f"The actor {actor.class_name} ({actor.actor_id.hex()}) died while running "
-                f"{call.spec.name}: {cause}", actor.actor_id), self._task_state("FAILED"))
+                f"{call.spec.name}: {cause}", actor.actor_id), TaskState.FAILED)
         if not restartable or task is None:
             self._actor_dead(actor, cause)
             return
         actor.restarts += 1
-        actor.state = ActorState.RESTARTING
+        actor.move(ActorState.RESTARTING)
         actor.address = None
         actor.death_text = None
         log.info("restarting actor %s (restart %d)", actor.actor_id.hex(), actor.restarts)
         self._publish_actor(actor)
         task.spec.attempt += 1
         task.node_id = None
-        if task.state is not self._task_state("PENDING"):    # else it is queued already
-            self._transition(task, self._task_state("PENDING"))
+        if task.state is not TaskState.PENDING:    # else it is queued already
+            task.move(TaskState.PENDING)
             self._enqueue(task)
 
     def _actor_dead(self, actor, text):
         if actor.state is ActorState.DEAD:
             return
-        actor.state = ActorState.DEAD
+        actor.move(ActorState.DEAD)
         actor.death_text = text or "The actor died."
         actor.address = None
         if actor.name and self.named_actors.get((actor.namespace, actor.name)) == \
@@ -348,15 +286,15 @@ class ActorsMixin:
             f"{actor.death_text}", actor.actor_id)
         for task_id in list(actor.calls):
             call = self.tasks.get(task_id)
-            if call is not None and call.state is self._task_state("ASSIGNED"):
-                self._finish_with_error(call, error, self._task_state("FAILED"))
+            if call is not None and call.state is TaskState.ASSIGNED:
+                self._finish_with_error(call, error, TaskState.FAILED)
         actor.calls.clear()
         task = self.tasks.get(actor.actor_id)
         if task is not None:
             self._release(task)
-            if task.state in (self._task_state("WAITING"), self._task_state("PENDING"),
-                              self._task_state("ASSIGNED")):
-                self._transition(task, self._task_state("FAILED"))
+            if task.state in (TaskState.WAITING, TaskState.PENDING,
+                              TaskState.ASSIGNED):
+                task.move(TaskState.FAILED)
             self._unpin_task_args(task)
             self.tasks.pop(actor.actor_id, None)
         self._publish_actor(actor)
@@ -389,4 +327,4 @@ def error_blob(text: str) -> bytes:
     return dumps_error(zerr.ActorDiedError(text))
 
 
-__all__ = ["ActorsMixin", "ActorState", "KIND_ERROR", "error_blob"]
+__all__ = ["ActorsMixin", "ActorState", "error_blob"]

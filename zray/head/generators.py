@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import pickle
 
+from zray.head.records import ObjectRecord, ObjectState, TaskState
 from zray.ids import MAX_GENERATOR_ITEMS, item_index, object_id_for_item
 from zray.protocol import Msg
 from zray.serialization import KIND_ERROR, KIND_INLINE, KIND_SHM
@@ -51,7 +52,6 @@ class GeneratorsMixin:
             self._store_item(task, item, node)
 
     def _store_item(self, task, item, node):
-        from zray.head.state import ObjectState, TaskState
         _task_id, attempt, object_id, kind, data, size, contained = item
         spec = task.spec
         node = node or self.nodes.get(self._item_node_id(task))
@@ -77,7 +77,6 @@ class GeneratorsMixin:
         """Free the segment of an item report the head does not keep, unless it
         may be the very file a record names, or one the running attempt writes
         on the same node (the path is the same for every attempt)."""
-        from zray.head.state import TaskState
         if kind != KIND_SHM or node is None:
             return
         if obj is not None:
@@ -88,7 +87,6 @@ class GeneratorsMixin:
             self.out.send(node.identity, Msg.FREE_OBJECTS, (object_id,))
 
     def _new_item(self, task, object_id, completion):
-        from zray.head.state import ObjectRecord
         self.placeholders.pop(object_id, None)
         obj = self.objects.get(object_id)
         if obj is None:
