@@ -20,7 +20,7 @@ import logging
 
 from zray import exceptions as zerr
 from zray.head.records import (
-    Actor, ActorState, NodeState, ObjectRecord, ObjectState, Task, TaskState,
+    Actor, ActorState, EarlyActorResult, NodeState, ObjectRecord, ObjectState, Task, TaskState,
 )
 from zray.ids import handle_id
 from zray.protocol import Msg
@@ -140,8 +140,8 @@ class ActorsMixin:
             self._apply_early_items(task)
         early = self.early_actor_results.pop(spec.task_id, None)
         if early is not None:       # it ran before its registration got here
-            self._finish_actor_call(task, early[1], early[2])
-            self._unpin_early(early[2])
+            self._finish_actor_call(task, early.status, early.results)
+            self._unpin_early(early.results)
             return
         if actor is None or actor.state is ActorState.DEAD:
             text = actor.death_text if actor is not None else "The actor is unknown."
@@ -158,7 +158,7 @@ class ActorsMixin:
                 # the caller's registration is still on its way: keep the results, and
                 # keep what they contain alive until it arrives
                 client = self.clients.get(key)
-                self.early_actor_results[task_id] = (
+                self.early_actor_results[task_id] = EarlyActorResult(
                     now, status, results, client.node_id if client is not None else None)
                 for _object_id, _kind, _data, _size, contained in results:
                     for cid in contained:
@@ -196,11 +196,10 @@ class ActorsMixin:
     def _expire_early_results(self, now):
         """Results no caller claimed: unpin what they hold, free their segments."""
         for task_id, entry in list(self.early_actor_results.items()):
-            if now - entry[0] > 60.0:
+            if now - entry.since > 60.0:
                 del self.early_actor_results[task_id]
-                self._unpin_early(entry[2])
-                node = self.nodes.get(entry[3]) if len(entry) > 3 else None
-                self._discard_results(entry[2], node)
+                self._unpin_early(entry.results)
+                self._discard_results(entry.results, self.nodes.get(entry.node_id))
 
     # --- death, restart, kill --------------------------------------------------------
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import pickle
 
-from zray.head.records import ObjectRecord, ObjectState, TaskState
+from zray.head.records import EarlyItem, ObjectRecord, ObjectState, TaskState
 from zray.ids import MAX_GENERATOR_ITEMS, item_index, object_id_for_item
 from zray.protocol import Msg
 from zray.serialization import KIND_ERROR, KIND_INLINE, KIND_SHM
@@ -42,22 +42,21 @@ class GeneratorsMixin:
         client = self.clients.get(key)
         node = self.nodes.get(client.node_id) if client is not None else None
         for item in items:
-            task_id, _attempt, _object_id, _kind, _data, _size, contained = item
-            task = self.tasks.get(task_id)
+            task = self.tasks.get(item.task_id)
             if task is None:     # an actor call the caller has not registered yet
-                self.early_items.setdefault(task_id, []).append(
-                    (now, item, node.node_id if node is not None else None))
-                self._pin_ids(contained, +1)
+                self.early_items.setdefault(item.task_id, []).append(EarlyItem(
+                    now, item, node.node_id if node is not None else None))
+                self._pin_ids(item.contained_ids, +1)
                 continue
             self._store_item(task, item, node)
 
     def _store_item(self, task, item, node):
-        _task_id, attempt, object_id, kind, data, size, contained = item
+        object_id, kind = item.object_id, item.kind
         spec = task.spec
         node = node or self.nodes.get(self._item_node_id(task))
         obj = self.objects.get(object_id)
         current = task.state is TaskState.ASSIGNED and \
-            (spec.actor_id is not None or spec.attempt == attempt)
+            (spec.actor_id is not None or spec.attempt == item.attempt)
         if obj is not None and object_id not in self.placeholders and \
                 obj.state is not ObjectState.PENDING:
             current = False                      # a replay of an item we have
@@ -70,7 +69,8 @@ class GeneratorsMixin:
         if obj is None or object_id in self.placeholders:
             obj = self._new_item(task, object_id, completion)
         obj.lost = False
-        self._store_result(object_id, kind, data, size, contained, node, push_owner=False)
+        self._store_result(object_id, kind, item.data, item.size, item.contained_ids, node,
+                           push_owner=False)
         self._push_item(task, obj, completion)
 
     def _discard_item(self, task, obj, object_id, kind, node, completion):
@@ -150,26 +150,21 @@ class GeneratorsMixin:
     # --- items of actor calls that came before the call's registration ----------------
 
     def _apply_early_items(self, task):
-        for _since, item, node_id in self.early_items.pop(task.spec.task_id, ()):
-            self._store_item(task, item, self.nodes.get(node_id))
-            self._pin_ids(_contained(item), -1)
+        for early in self.early_items.pop(task.spec.task_id, ()):
+            self._store_item(task, early.item, self.nodes.get(early.node_id))
+            self._pin_ids(early.item.contained_ids, -1)
 
     def _expire_early_items(self, now):
         for task_id, entries in list(self.early_items.items()):
-            if now - entries[0][0] < EARLY_ITEMS_S:
+            if now - entries[0].since < EARLY_ITEMS_S:
                 continue
             del self.early_items[task_id]
-            for _since, item, node_id in entries:
-                _task_id, _attempt, object_id, kind, _data, _size, contained = item
-                self._pin_ids(contained, -1)
-                node = self.nodes.get(node_id)
-                if kind == KIND_SHM and node is not None:
-                    self.out.send(node.identity, Msg.FREE_OBJECTS, (object_id,))
-
-
-def _contained(item) -> tuple:
-    _task_id, _attempt, _object_id, _kind, _data, _size, contained = item
-    return contained
+            for early in entries:
+                item = early.item
+                self._pin_ids(item.contained_ids, -1)
+                node = self.nodes.get(early.node_id)
+                if item.kind == KIND_SHM and node is not None:
+                    self.out.send(node.identity, Msg.FREE_OBJECTS, (item.object_id,))
 
 
 __all__ = ["GeneratorsMixin", "EARLY_ITEMS_S"]

@@ -86,10 +86,10 @@ class LeasesMixin:
                 # task did not finish there; run it like any other.
                 self._wait_for_deps(task)
                 continue
-            early_node = self.nodes.get(early[3]) if node is None else None
+            early_node = self.nodes.get(early.node_id) if node is None else None
             if node is None and (early_node is None or early_node.state is not NodeState.ALIVE):
                 # It finished on a node that died since: its results went with it.
-                self._discard_results(early[1].results, None)
+                self._discard_results(early.item.results, None)
                 self._wait_for_deps(task)
                 continue
             self.dispatch_counts["granted"] += 1
@@ -101,7 +101,8 @@ class LeasesMixin:
                 node.lease.tasks.add(spec.task_id)
                 node.lease.known_functions.add(spec.function_id)
                 node.lease.last_used = now
-                blocked = self.early_blocked.pop(spec.task_id, (False,))[0]
+                early_blocked = self.early_blocked.pop(spec.task_id, None)
+                blocked = early_blocked is not None and early_blocked.blocked
                 if blocked:                # it waits in get: its CPU is lent back
                     node.available["CPU"] = node.available.get("CPU", 0.0) + 1.0
                     task.blocked = True
@@ -109,10 +110,10 @@ class LeasesMixin:
             else:
                 # It finished there before its worker died: the lease (and its
                 # CPU) is gone, so a detached one stands in for the books.
-                task.node_id = early[3]
+                task.node_id = early.node_id
                 task.lease = Lease(b"", now)
             if early is not None:
-                self._on_tasks_finished(early[0], [early[1]], now)
+                self._on_tasks_finished(early.worker_key, [early.item], now)
 
     def _granted_node(self, driver_key, worker_id):
         for node in self.nodes.values():
@@ -143,12 +144,12 @@ class LeasesMixin:
 
     def _expire_early_granted(self, now, limit_s: float = 60.0):
         """Drop finishes whose SUBMIT_LEASED never came (its driver died)."""
-        for task_id, (_key, item, since, node_id) in list(self.early_granted.items()):
-            if now - since >= limit_s:
+        for task_id, early in list(self.early_granted.items()):
+            if now - early.since >= limit_s:
                 del self.early_granted[task_id]
-                self._discard_results(item.results, self.nodes.get(node_id))
-        for task_id, (_blocked, since) in list(self.early_blocked.items()):
-            if now - since >= limit_s:
+                self._discard_results(early.item.results, self.nodes.get(early.node_id))
+        for task_id, early in list(self.early_blocked.items()):
+            if now - early.since >= limit_s:
                 del self.early_blocked[task_id]
 
     def _lease_worker_died(self, node, pid, exit_code, now):

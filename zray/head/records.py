@@ -9,6 +9,7 @@ head modules import from here and this module imports none of them.
 from __future__ import annotations
 
 import enum
+from typing import NamedTuple
 
 from zray.serialization import KIND_INLINE
 
@@ -296,7 +297,40 @@ class Actor:
                 "death_cause": self.death_text}
 
 
+
+# --- reports that overtook the message they depend on ----------------------------------
+
+class EarlyActorResult(NamedTuple):
+    """ACTOR_TASKS_FINISHED before the caller's registration of the call."""
+    since: float
+    status: int
+    results: tuple
+    node_id: bytes | None
+
+
+class EarlyItem(NamedTuple):
+    """An ITEMS_YIELDED item of an actor call not registered yet."""
+    since: float
+    item: tuple
+    node_id: bytes | None
+
+
+class EarlyGranted(NamedTuple):
+    """TASKS_FINISHED of a granted task before its SUBMIT_LEASED."""
+    worker_key: bytes
+    item: tuple
+    since: float
+    node_id: bytes
+
+
+class EarlyBlocked(NamedTuple):
+    """WORKER_BLOCKED/UNBLOCKED of a granted task before its SUBMIT_LEASED."""
+    blocked: bool
+    since: float
+
+
 __all__ = ["IllegalTransition", "TaskState", "TASK_TRANSITIONS", "TERMINAL", "Task",
            "ObjectState", "OBJECT_TRANSITIONS", "ObjectRecord", "NodeState",
            "NODE_TRANSITIONS", "Node", "Client", "LeaseState", "LEASE_TRANSITIONS", "Lease",
-           "ActorState", "ACTOR_TRANSITIONS", "Actor"]
+           "ActorState", "ACTOR_TRANSITIONS", "Actor", "EarlyActorResult", "EarlyItem",
+           "EarlyGranted", "EarlyBlocked"]

@@ -12,7 +12,7 @@ import logging
 from collections import deque
 
 from zray import exceptions as zerr
-from zray.head.records import ActorState, ObjectRecord, ObjectState, Task, TaskState
+from zray.head.records import ActorState, EarlyBlocked, EarlyGranted, ObjectRecord, ObjectState, Task, TaskState
 from zray.protocol import (
     Msg, STATUS_OK, STATUS_RETRIABLE_ERROR, STATUS_CANCELLED, REASON_CANCELLED, REASON_TIMEOUT,
 )
@@ -102,7 +102,7 @@ class TasksMixin:
                     client_node.lease.worker_id == key[1:]:
                 # A granted task whose SUBMIT_LEASED (from its driver) is still on
                 # its way: keep the finish until it arrives.
-                self.early_granted[task_id] = (key, item, now, client_node.node_id)
+                self.early_granted[task_id] = EarlyGranted(key, item, now, client_node.node_id)
                 continue
             node = client_node
             if node is None and task is not None:   # a dead worker's late result
@@ -232,7 +232,7 @@ class TasksMixin:
         for task_id, _returned in items:
             task = self.tasks.get(task_id)
             if task is None and self._granted_on(key):
-                self.early_blocked[task_id] = (True, now)   # its SUBMIT_LEASED is due
+                self.early_blocked[task_id] = EarlyBlocked(True, now)   # its SUBMIT_LEASED is due
                 continue
             if task is None or task.state is not TaskState.ASSIGNED or task.blocked:
                 continue
@@ -247,7 +247,7 @@ class TasksMixin:
         for (task_id,) in items:
             task = self.tasks.get(task_id)
             if task is None and task_id in self.early_blocked:
-                self.early_blocked[task_id] = (False, now)
+                self.early_blocked[task_id] = EarlyBlocked(False, now)
                 continue
             if task is None or task.state is not TaskState.ASSIGNED or not task.blocked:
                 continue
