@@ -1,6 +1,6 @@
 """The head's actor table: placement, addresses, restarts, names, lifetimes.
 
-Mixed into ``HeadState``.  An actor's creation is a task (``spec.method ==
+A part of ``HeadState``.  An actor's creation is a task (``spec.method ==
 "__init__"``) that goes through the ordinary scheduler with its placement
 resources (1 CPU unless ``num_cpus`` is given) but commits only the resources it
 holds for life (0 CPU unless ``num_cpus`` is given).  Method calls go from the
@@ -28,13 +28,36 @@ from zray.serialization import dumps_error
 
 log = logging.getLogger("zray.head")
 
-class ActorsMixin:
-    """Actor handlers of HeadState (self.actors, self.named_actors live there)."""
+class ActorTable:
+    """The part of HeadState that owns actors, their names and early actor results."""
+
+    def __init__(self, head):
+        self.head = head
+        self.out = head.out
+        self.config = head.config
+        self.actors = {}
+        self.named_actors = {}
+        #: task id -> results of an actor call not registered yet
+        self.early_actor_results = {}
+
+    def bind(self, head):
+        """Reach the tables and parts of the others, once all exist."""
+        self.clients = head.clients
+        self.early_items = head.early_items
+        self.job_namespaces = head.job_namespaces
+        self.nodes = head.nodes
+        self.objects = head.objects
+        self.tasks = head.tasks
+        self.directory = head.directory
+        self.generator_items = head.generator_items
+        self.membership = head.membership
+        self.scheduler = head.scheduler
+        self.task_flow = head.task_flow
 
     # --- creation --------------------------------------------------------------------
 
-    def _on_create_actor(self, key, items, now):
-        client = self._client(key, now)
+    def on_create_actor(self, key, items, now):
+        client = self.membership.client(key, now)
         for spec, request_id in items:
             try:
                 reply = self._create_actor(client, spec)
@@ -67,8 +90,8 @@ class ActorsMixin:
         self.tasks[spec.task_id] = task
         for object_id in spec.dep_ids + tuple(spec.nested_ids):
             if object_id not in self.objects:
-                self._unknown_object(object_id)
-        self._pin_task_args(task)
+                self.directory.unknown_object(object_id)
+        self.directory.pin_task_args(task)
         waiting = 0
         for dep_id in spec.dep_ids:
             dep = self.objects[dep_id]
@@ -77,7 +100,7 @@ class ActorsMixin:
                 waiting += 1
         task.waiting_on = waiting
         if waiting == 0:
-            self._deps_ready(task)
+            self.task_flow.deps_ready(task)
         return (True, actor.meta())
 
     def _hold_handle(self, client, actor_id):
@@ -88,8 +111,8 @@ class ActorsMixin:
         obj.holders[client.key] = obj.holders.get(client.key, 0) + 1
         client.holding[oid] = client.holding.get(oid, 0) + 1
 
-    def _on_actor_ready(self, key, items, now):
-        client = self._client(key, now)
+    def on_actor_ready(self, key, items, now):
+        client = self.membership.client(key, now)
         for actor_id, address, pid in items:
             actor = self.actors.get(actor_id)
             task = self.tasks.get(actor_id)
@@ -102,7 +125,7 @@ class ActorsMixin:
             actor.node_id = client.node_id
             if task is not None and task.state is TaskState.ASSIGNED:
                 task.move(TaskState.FINISHED)
-                self._unpin_task_args(task)
+                self.directory.unpin_task_args(task)
             for task_id in actor.pending_cancels:
                 if task_id in actor.calls:
                     self.out.send(key, Msg.CANCEL_TASKS, (task_id, False))
@@ -111,7 +134,7 @@ class ActorsMixin:
 
     # --- subscriptions ---------------------------------------------------------------
 
-    def _on_subscribe_actor(self, key, items, now):
+    def on_subscribe_actor(self, key, items, now):
         for (actor_id,) in items:
             actor = self.actors.get(actor_id)
             if actor is None:
@@ -131,13 +154,13 @@ class ActorsMixin:
 
     # --- method calls ----------------------------------------------------------------
 
-    def _register_actor_call(self, task):
+    def register_actor_call(self, task):
         spec = task.spec
         actor = self.actors.get(spec.actor_id)
         task.move(TaskState.ASSIGNED)
-        self._pin_task_args(task)
+        self.directory.pin_task_args(task)
         if spec.task_id in self.early_items:    # a generator's items from the actor
-            self._apply_early_items(task)
+            self.generator_items.apply_early_items(task)
         early = self.early_actor_results.pop(spec.task_id, None)
         if early is not None:       # it ran before its registration got here
             self._finish_actor_call(task, early.status, early.results)
@@ -145,13 +168,13 @@ class ActorsMixin:
             return
         if actor is None or actor.state is ActorState.DEAD:
             text = actor.death_text if actor is not None else "The actor is unknown."
-            self._finish_with_error(task, zerr.ActorDiedError(
+            self.task_flow.finish_with_error(task, zerr.ActorDiedError(
                 f"The actor {spec.actor_id.hex()} is dead: {text}", spec.actor_id),
                 TaskState.FAILED)
             return
         actor.calls.add(spec.task_id)
 
-    def _on_actor_tasks_finished(self, key, items, now):
+    def on_actor_tasks_finished(self, key, items, now):
         for task_id, attempt, status, results in items:
             task = self.tasks.get(task_id)
             if task is None:
@@ -181,9 +204,9 @@ class ActorsMixin:
         node = self.nodes.get(client.node_id) if client is not None else None
         task.move(TaskState.FINISHED if status == 0 else TaskState.FAILED)
         for object_id, kind, data, size, contained in results:
-            self._store_result(object_id, kind, data, size, contained, node,
+            self.directory.store_result(object_id, kind, data, size, contained, node,
                                push_owner=False)
-        self._task_done(task)
+        self.task_flow.task_done(task)
 
     def _unpin_early(self, results):
         for _object_id, _kind, _data, _size, contained in results:
@@ -191,19 +214,19 @@ class ActorsMixin:
                 inner = self.objects.get(cid)
                 if inner is not None:
                     inner.pins -= 1
-                    self._maybe_free(inner)
+                    self.directory.maybe_free(inner)
 
-    def _expire_early_results(self, now):
+    def expire_early_results(self, now):
         """Results no caller claimed: unpin what they hold, free their segments."""
         for task_id, entry in list(self.early_actor_results.items()):
             if now - entry.since > 60.0:
                 del self.early_actor_results[task_id]
                 self._unpin_early(entry.results)
-                self._discard_results(entry.results, self.nodes.get(entry.node_id))
+                self.directory.discard_results(entry.results, self.nodes.get(entry.node_id))
 
     # --- death, restart, kill --------------------------------------------------------
 
-    def _on_actor_died(self, key, items, now):
+    def on_actor_died(self, key, items, now):
         for actor_id, text, no_restart in items:
             actor = self.actors.get(actor_id)
             if actor is None:
@@ -213,7 +236,7 @@ class ActorsMixin:
                 actor.no_restart = True
                 self._actor_dead(actor, text)
 
-    def _on_kill_actor(self, key, items, now):
+    def on_kill_actor(self, key, items, now):
         for actor_id, no_restart in items:
             actor = self.actors.get(actor_id)
             if actor is not None:
@@ -232,13 +255,13 @@ class ActorsMixin:
         if no_restart or actor.state is ActorState.PENDING or node is None:
             self._actor_dead(actor, text)
 
-    def _actor_process_died(self, actor, text, now):
+    def actor_process_died(self, actor, text, now):
         """The actor's worker (or node) is gone: restart it or declare it dead."""
         if actor.state is ActorState.DEAD:
             return
         task = self.tasks.get(actor.actor_id)
         if task is not None:
-            self._release(task)
+            self.scheduler.release(task)
         limit = actor.spec.actor_options.get("max_restarts", 0)
         restartable = not actor.no_restart and not actor.exit_when_idle and \
             (limit < 0 or actor.restarts < limit)
@@ -253,7 +276,7 @@ class ActorsMixin:
                 call.spec.attempt += 1
                 continue
             actor.calls.discard(task_id)
-            self._finish_with_error(call, zerr.ActorDiedError(
+            self.task_flow.finish_with_error(call, zerr.ActorDiedError(
                 f"The actor {actor.class_name} ({actor.actor_id.hex()}) died while running "
                 f"{call.spec.name}: {cause}", actor.actor_id), TaskState.FAILED)
         if not restartable or task is None:
@@ -269,7 +292,7 @@ class ActorsMixin:
         task.node_id = None
         if task.state is not TaskState.PENDING:    # else it is queued already
             task.move(TaskState.PENDING)
-            self._enqueue(task)
+            self.task_flow.enqueue(task)
 
     def _actor_dead(self, actor, text):
         if actor.state is ActorState.DEAD:
@@ -286,19 +309,19 @@ class ActorsMixin:
         for task_id in list(actor.calls):
             call = self.tasks.get(task_id)
             if call is not None and call.state is TaskState.ASSIGNED:
-                self._finish_with_error(call, error, TaskState.FAILED)
+                self.task_flow.finish_with_error(call, error, TaskState.FAILED)
         actor.calls.clear()
         task = self.tasks.get(actor.actor_id)
         if task is not None:
-            self._release(task)
+            self.scheduler.release(task)
             if task.state in (TaskState.WAITING, TaskState.PENDING,
                               TaskState.ASSIGNED):
                 task.move(TaskState.FAILED)
-            self._unpin_task_args(task)
+            self.directory.unpin_task_args(task)
             self.tasks.pop(actor.actor_id, None)
         self._publish_actor(actor)
 
-    def _actor_handle_released(self, actor_id):
+    def actor_handle_released(self, actor_id):
         """The last handle is gone: stop an anonymous actor once the calls already
         made to it have finished (as Ray does)."""
         actor = self.actors.get(actor_id)
@@ -310,12 +333,12 @@ class ActorsMixin:
         self._kill_actor(actor, True, "All references to the actor were removed, so it "
                                       "was stopped.")
 
-    def _job_finished(self, job_id):
+    def job_finished(self, job_id):
         for actor in list(self.actors.values()):
             if actor.job_id == job_id and not actor.detached:
                 self._kill_actor(actor, True, "The actor's job (driver) finished.")
 
-    def _worker_hosted_actor(self, worker_key):
+    def worker_hosted_actor(self, worker_key):
         for actor in self.actors.values():
             if actor.worker_key == worker_key and actor.state is not ActorState.DEAD:
                 return actor
@@ -326,4 +349,4 @@ def error_blob(text: str) -> bytes:
     return dumps_error(zerr.ActorDiedError(text))
 
 
-__all__ = ["ActorsMixin", "ActorState", "error_blob"]
+__all__ = ["ActorTable", "ActorState", "error_blob"]

@@ -1,6 +1,6 @@
 """The head's side of generator tasks (``num_returns="streaming"``/``"dynamic"``).
 
-Mixed into ``HeadState``.  A generator task has one return, its *completion*
+A part of ``HeadState``.  A generator task has one return, its *completion*
 (``task_id + 1``), created at submission and held by the caller like any
 return.  Each value the task yields arrives in ITEMS_YIELDED as item ``i``
 (object id ``task_id + i + 2``): the head makes its record, lists it in the
@@ -35,10 +35,27 @@ from zray.task_spec import STREAMING
 EARLY_ITEMS_S = 60.0
 
 
-class GeneratorsMixin:
-    """Generator-task handlers of HeadState (self.early_items lives there)."""
+class GeneratorItems:
+    """The part of HeadState that stores generator items and owns early items."""
 
-    def _on_items_yielded(self, key, items, now):
+    def __init__(self, head):
+        self.head = head
+        self.out = head.out
+        self.config = head.config
+        #: task id -> items of an actor call not registered yet
+        self.early_items = {}
+
+    def bind(self, head):
+        """Reach the tables and parts of the others, once all exist."""
+        self.actors = head.actors
+        self.clients = head.clients
+        self.nodes = head.nodes
+        self.objects = head.objects
+        self.placeholders = head.placeholders
+        self.tasks = head.tasks
+        self.directory = head.directory
+
+    def on_items_yielded(self, key, items, now):
         client = self.clients.get(key)
         node = self.nodes.get(client.node_id) if client is not None else None
         for item in items:
@@ -69,7 +86,7 @@ class GeneratorsMixin:
         if obj is None or object_id in self.placeholders:
             obj = self._new_item(task, object_id, completion)
         obj.lost = False
-        self._store_result(object_id, kind, item.data, item.size, item.contained_ids, node,
+        self.directory.store_result(object_id, kind, item.data, item.size, item.contained_ids, node,
                            push_owner=False)
         self._push_item(task, obj, completion)
 
@@ -119,9 +136,9 @@ class GeneratorsMixin:
             if inner is not None:
                 inner.pins += delta
                 if delta < 0:
-                    self._maybe_free(inner)
+                    self.directory.maybe_free(inner)
 
-    def _generator_failed(self, task, blob) -> bool:
+    def generator_failed(self, task, blob) -> bool:
         """The streaming task failed as a whole: the error becomes its next item
         and the completion counts it.  False when the caller should see the error
         on the completion itself (dynamic tasks, no room, nobody listening)."""
@@ -133,14 +150,14 @@ class GeneratorsMixin:
         object_id = object_id_for_item(spec.task_id, task.items)
         obj = self._new_item(task, object_id, completion)
         obj.kind, obj.data, obj.size = KIND_ERROR, blob, len(blob)
-        self._object_ready(obj, push_owner=False)
+        self.directory.object_ready(obj, push_owner=False)
         self._push_item(task, obj, completion)
         count = pickle.dumps(task.items, 5)
         completion.kind, completion.data, completion.size = KIND_INLINE, count, len(count)
-        self._object_ready(completion)
+        self.directory.object_ready(completion)
         return True
 
-    def _generator_output_ids(self, task) -> list:
+    def generator_output_ids(self, task) -> list:
         """Every object the task made: its returns, and the items of a generator."""
         ids = task.spec.return_ids()
         if task.items:
@@ -149,12 +166,12 @@ class GeneratorsMixin:
 
     # --- items of actor calls that came before the call's registration ----------------
 
-    def _apply_early_items(self, task):
+    def apply_early_items(self, task):
         for early in self.early_items.pop(task.spec.task_id, ()):
             self._store_item(task, early.item, self.nodes.get(early.node_id))
             self._pin_ids(early.item.contained_ids, -1)
 
-    def _expire_early_items(self, now):
+    def expire_early_items(self, now):
         for task_id, entries in list(self.early_items.items()):
             if now - entries[0].since < EARLY_ITEMS_S:
                 continue
@@ -167,4 +184,4 @@ class GeneratorsMixin:
                     self.out.send(node.identity, Msg.FREE_OBJECTS, (item.object_id,))
 
 
-__all__ = ["GeneratorsMixin", "EARLY_ITEMS_S"]
+__all__ = ["GeneratorItems", "EARLY_ITEMS_S"]

@@ -1,6 +1,6 @@
 """Membership: nodes and clients (drivers, workers) joining, heartbeating, leaving.
 
-Mixed into ``HeadState``.  Handles HELLO, REGISTER_NODE, HEARTBEAT, SHUTDOWN and
+A part of ``HeadState``.  Handles HELLO, REGISTER_NODE, HEARTBEAT, SHUTDOWN and
 LOG_LINES; declares a node dead when it misses its heartbeats (its running
 tasks are retried, its actors restarted, objects whose only copy it held are
 rebuilt from lineage or lost) and releases what a departed client held.
@@ -18,28 +18,52 @@ from zray.serialization import KIND_SHM
 log = logging.getLogger("zray.head")
 
 
-class MembershipMixin:
-    """Membership handlers of HeadState (self.nodes, self.clients live there)."""
+class Membership:
+    """The part of HeadState that owns nodes, clients and job namespaces."""
+
+    def __init__(self, head):
+        self.head = head
+        self.out = head.out
+        self.config = head.config
+        self.nodes = {}
+        self.node_by_identity = {}
+        self.clients = {}
+        self.job_namespaces = {}
+        #: drivers waiting for enough nodes: (client key, nodes wanted)
+        self.pending_welcomes = []
+        #: the next job id to hand out
+        self.next_job = 1
+
+    def bind(self, head):
+        """Reach the tables and parts of the others, once all exist."""
+        self.actors = head.actors
+        self.infeasible_warned = head.infeasible_warned
+        self.objects = head.objects
+        self.tasks = head.tasks
+        self.actor_table = head.actor_table
+        self.directory = head.directory
+        self.leases = head.leases
+        self.task_flow = head.task_flow
 
     def _heartbeat_limit_s(self) -> float:
         return self.config.heartbeat_interval_s * self.config.heartbeat_missed_limit
 
-    def _expire_nodes(self, now: float) -> None:
+    def expire_nodes(self, now: float) -> None:
         limit = self._heartbeat_limit_s()
         for node in list(self.nodes.values()):
             if node.state is NodeState.ALIVE and now - node.last_seen > limit:
                 self._node_died(node, now, f"missed {self.config.heartbeat_missed_limit} "
                                            "heartbeats")
 
-    def _expire_drivers(self, now: float) -> None:
+    def expire_drivers(self, now: float) -> None:
         limit = self._heartbeat_limit_s()
         for client in list(self.clients.values()):
             if client.kind == "driver" and now - client.last_seen > limit:
                 log.warning("driver %s missed its heartbeats; releasing its job",
                             client.job_id.hex())
-                self._client_gone(client)
+                self.client_gone(client)
 
-    def _on_hello(self, key, items, now):
+    def on_hello(self, key, items, now):
         for role, major, minor, pid, info in items:
             if major != PROTOCOL_MAJOR:
                 self.out.send(key, Msg.PROTOCOL_ERROR, (
@@ -55,7 +79,7 @@ class MembershipMixin:
                 self.pending_welcomes.append((key, info.get("wait_for_nodes", 0)))
                 log.info("driver pid %s connected as job %s", pid, job_id.hex())
             elif role == "worker":
-                client = self._client(key, now)
+                client = self.client(key, now)
                 client.node_id = info.get("node_id")
                 client.info = dict(info, pid=pid)
         self._send_welcomes()
@@ -71,12 +95,12 @@ class MembershipMixin:
                 waiting.append((key, wanted))
                 continue
             self.out.send(key, Msg.WELCOME, ({
-                "job_id": client.job_id, "session_name": self.session_name,
+                "job_id": client.job_id, "session_name": self.head.session_name,
                 "heartbeat_interval_s": self.config.heartbeat_interval_s,
-                "nodes": self.queries["nodes"](self, None)},))
+                "nodes": self.head.queries["nodes"](self.head, None)},))
         self.pending_welcomes = waiting
 
-    def _on_register_node(self, key, items, now):
+    def on_register_node(self, key, items, now):
         for node_id, major, minor, info in items:
             if major != PROTOCOL_MAJOR:
                 self.out.send(key, Msg.PROTOCOL_ERROR, (
@@ -92,10 +116,10 @@ class MembershipMixin:
             log.info("node %s joined from %s with %s", node_id.hex()[:12],
                      info.get("host"), node.total)
             self.out.send(key, Msg.WELCOME, ({
-                "session_name": self.session_name,
+                "session_name": self.head.session_name,
                 "heartbeat_interval_s": self.config.heartbeat_interval_s},))
             self.infeasible_warned.clear()
-            self.dirty = True
+            self.head.dirty = True
             self._send_node_table(node)
         self._send_welcomes()
 
@@ -113,7 +137,7 @@ class MembershipMixin:
                 if other.info.get("transfer_endpoint"):
                     self.out.send(changed.identity, Msg.NODE_TABLE, entry(other))
 
-    def _on_heartbeat(self, key, items, now):
+    def on_heartbeat(self, key, items, now):
         client = self.clients.get(key)
         if client is not None:
             client.last_seen = now
@@ -123,22 +147,22 @@ class MembershipMixin:
     def _node_died(self, node, now, reason):
         node.move(NodeState.DEAD)
         if node.lease is not None:
-            self._end_grant(node.lease)
+            self.leases.end_grant(node.lease)
         node.lease = None
         node.death_reason = reason
         node.death_time = now
         log.warning("node %s declared dead: %s", node.node_id.hex()[:12], reason)
         for client in [c for c in self.clients.values() if c.node_id == node.node_id]:
-            self._client_gone(client)
+            self.client_gone(client)
         for actor in list(self.actors.values()):
             creation = self.tasks.get(actor.actor_id)
             if actor.node_id == node.node_id or (
                     creation is not None and creation.node_id == node.node_id):
-                self._actor_process_died(actor, f"its node died ({reason})", now)
+                self.actor_table.actor_process_died(actor, f"its node died ({reason})", now)
         for task in list(self.tasks.values()):
             if task.state is TaskState.ASSIGNED and task.node_id == node.node_id \
                     and not task.spec.is_actor_creation:
-                self._task_failed(task, zerr.NodeDiedError(
+                self.task_flow.task_failed(task, zerr.NodeDiedError(
                     f"The node {node.node_id.hex()} running task {task.spec.name} "
                     f"died ({reason})."), retriable=True, now=now)
         lost = []
@@ -147,11 +171,11 @@ class MembershipMixin:
                 obj.locations.discard(node.node_id)
                 if not obj.locations and obj.kind == KIND_SHM:
                     lost.append(obj)
-        self._rebuild_or_lose(lost, node)
+        self.directory.rebuild_or_lose(lost, node)
         self._send_node_table(node)
-        self.dirty = True
+        self.head.dirty = True
 
-    def _client_gone(self, client):
+    def client_gone(self, client):
         self.clients.pop(client.key, None)
         for node in self.nodes.values():
             if node.lease is not None and node.lease.granted_to == client.key:
@@ -160,22 +184,22 @@ class MembershipMixin:
             obj = self.objects.get(object_id)
             if obj is not None:
                 obj.holders.pop(client.key, None)
-                self._maybe_free(obj)
+                self.directory.maybe_free(obj)
         if client.kind == "driver":
             for task in list(self.tasks.values()):
                 if task.owner == client.key and task.state not in TERMINAL \
                         and task.spec.actor_id is None:
-                    self._cancel(task, force=True)
-            self._job_finished(client.job_id)
+                    self.task_flow.cancel(task, force=True)
+            self.actor_table.job_finished(client.job_id)
 
-    def _client(self, key, now) -> Client:
+    def client(self, key, now) -> Client:
         client = self.clients.get(key)
         if client is None:
             client = Client(key, "worker", None, now)
             self.clients[key] = client
         return client
 
-    def _on_shutdown(self, key, items, now):
+    def on_shutdown(self, key, items, now):
         node = self.node_by_identity.get(key)
         if node is not None:        # a node manager stopping on its own
             if node.state is NodeState.ALIVE:
@@ -187,11 +211,11 @@ class MembershipMixin:
             for node in self.nodes.values():
                 if node.state is NodeState.ALIVE:
                     self.out.send(node.identity, Msg.SHUTDOWN, ("head shutting down",))
-            self.exit_requested = True
+            self.head.exit_requested = True
         elif client is not None:
-            self._client_gone(client)
+            self.client_gone(client)
 
-    def _on_log_lines(self, key, items, now):
+    def on_log_lines(self, key, items, now):
         drivers = {c.job_id: c.key for c in self.clients.values() if c.kind == "driver"}
         for item in items:
             target = drivers.get(item.job_id)
@@ -199,4 +223,4 @@ class MembershipMixin:
                 self.out.send(target, Msg.LOG_LINES, item)
 
 
-__all__ = ["MembershipMixin"]
+__all__ = ["Membership"]

@@ -1,6 +1,6 @@
 """The object directory: where each object is, who refers to it, and lineage.
 
-Mixed into ``HeadState``.  Handles PUT_OBJECTS, ADD_REFS, REMOVE_REFS,
+A part of ``HeadState``.  Handles PUT_OBJECTS, ADD_REFS, REMOVE_REFS,
 SUBSCRIBE_OBJECTS and OBJECT_COPIED.  An object is freed once no client holds
 it and no task or containing object pins it.  Placeholders stand for objects
 heard of before their PUT or SUBMIT (messages from different processes are not
@@ -22,11 +22,30 @@ from zray.serialization import KIND_ERROR, KIND_SHM, dumps_error
 log = logging.getLogger("zray.head")
 
 
-class ObjectsMixin:
-    """Object-directory and lineage handlers of HeadState (self.objects lives there)."""
+class ObjectDirectory:
+    """The part of HeadState that owns objects and placeholders, and rebuilds lost ones."""
 
-    def _on_put_objects(self, key, items, now):
-        client = self._client(key, now)
+    def __init__(self, head):
+        self.head = head
+        self.out = head.out
+        self.config = head.config
+        self.objects = {}
+        #: object id -> when it was first heard of without its PUT or SUBMIT
+        self.placeholders = {}
+
+    def bind(self, head):
+        """Reach the tables and parts of the others, once all exist."""
+        self.clients = head.clients
+        self.node_by_identity = head.node_by_identity
+        self.nodes = head.nodes
+        self.tasks = head.tasks
+        self.actor_table = head.actor_table
+        self.generator_items = head.generator_items
+        self.membership = head.membership
+        self.task_flow = head.task_flow
+
+    def on_put_objects(self, key, items, now):
+        client = self.membership.client(key, now)
         for object_id, kind, data, size, node_id, contained in items:
             obj = self.objects.get(object_id)
             placeholder = obj is not None
@@ -40,18 +59,18 @@ class ObjectsMixin:
             client.holding[object_id] = client.holding.get(object_id, 0) + 1
             self._set_contained(obj, contained)
             if placeholder:
-                self._object_ready(obj)
+                self.object_ready(obj)
 
-    def _on_add_refs(self, key, items, now):
-        client = self._client(key, now)
+    def on_add_refs(self, key, items, now):
+        client = self.membership.client(key, now)
         for (object_id,) in items:
             obj = self.objects.get(object_id)
             if obj is None:
-                obj = self._unknown_object(object_id)
+                obj = self.unknown_object(object_id)
             obj.holders[key] = obj.holders.get(key, 0) + 1
             client.holding[object_id] = client.holding.get(object_id, 0) + 1
 
-    def _on_remove_refs(self, key, items, now):
+    def on_remove_refs(self, key, items, now):
         client = self.clients.get(key)
         for (object_id,) in items:
             obj = self.objects.get(object_id)
@@ -68,21 +87,21 @@ class ObjectsMixin:
                 obj.holders[key] = count
             else:
                 obj.holders.pop(key, None)
-                self._maybe_free(obj)
+                self.maybe_free(obj)
 
-    def _on_subscribe_objects(self, key, items, now):
+    def on_subscribe_objects(self, key, items, now):
         for (object_id,) in items:
             obj = self.objects.get(object_id)
             if obj is None:
-                obj = self._unknown_object(object_id)
+                obj = self.unknown_object(object_id)
             if obj.state is ObjectState.PENDING:
                 obj.subscribers.add(key)
                 if obj.lost:
-                    self._rebuild(obj)
+                    self.rebuild(obj)
             else:
                 self.out.send(key, Msg.OBJECTS_READY, obj.ready_item())
 
-    def _on_object_copied(self, key, items, now):
+    def on_object_copied(self, key, items, now):
         node = self.node_by_identity.get(key)
         if node is None or node.state is not NodeState.ALIVE:
             return
@@ -93,16 +112,16 @@ class ObjectsMixin:
             else:        # freed meanwhile: the copy is not wanted
                 self.out.send(key, Msg.FREE_OBJECTS, (object_id,))
 
-    def _unknown_object(self, object_id):
+    def unknown_object(self, object_id):
         """A placeholder for an object we have not heard of yet: its PUT or SUBMIT
         may still be on its way from another process (messages from different
         processes are not ordered).  If nothing claims it soon, it is lost."""
         obj = ObjectRecord(object_id)
         self.objects[object_id] = obj
-        self.placeholders[object_id] = self.now
+        self.placeholders[object_id] = self.head.now
         return obj
 
-    def _expire_placeholders(self, now, limit_s: float = 30.0):
+    def expire_placeholders(self, now, limit_s: float = 30.0):
         for object_id, since in list(self.placeholders.items()):
             if now - since < limit_s:
                 continue
@@ -114,16 +133,16 @@ class ObjectsMixin:
                 f"Object {object_id.hex()} is unknown to the head: it was freed, or "
                 "made by a process that has gone.")))
             obj.move(ObjectState.LOST)
-            self._maybe_free(obj)
+            self.maybe_free(obj)
 
-    def _pin_task_args(self, task):
+    def pin_task_args(self, task):
         for object_id in task.spec.dep_ids + tuple(task.spec.nested_ids):
             obj = self.objects.get(object_id)
             if obj is not None:
                 obj.pins += 1
         task.pinned = True
 
-    def _unpin_task_args(self, task):
+    def unpin_task_args(self, task):
         if not task.pinned:
             return
         task.pinned = False
@@ -131,15 +150,15 @@ class ObjectsMixin:
             obj = self.objects.get(object_id)
             if obj is not None:
                 obj.pins -= 1
-                self._maybe_free(obj)
+                self.maybe_free(obj)
 
-    def _maybe_free(self, obj):
+    def maybe_free(self, obj):
         if obj.holders or obj.pins > 0:
             return
         self.objects.pop(obj.object_id, None)
         self.placeholders.pop(obj.object_id, None)
         if is_handle_id(obj.object_id):
-            self._actor_handle_released(obj.object_id[:16])
+            self.actor_table.actor_handle_released(obj.object_id[:16])
             return
         for node_id in obj.locations:
             node = self.nodes.get(node_id)
@@ -149,15 +168,15 @@ class ObjectsMixin:
             inner = self.objects.get(cid)
             if inner is not None:
                 inner.pins -= 1
-                self._maybe_free(inner)
+                self.maybe_free(inner)
         task = self.tasks.get(obj.object_id[:16])
         if task is not None and not is_put_id(obj.object_id):
             task.live_returns -= 1
             if task.live_returns <= 0 and task.state in TERMINAL:
                 self.tasks.pop(task.spec.task_id, None)
-                self._unpin_task_args(task)      # its lineage is no longer needed
+                self.unpin_task_args(task)      # its lineage is no longer needed
 
-    def _store_result(self, object_id, kind, data, size, contained, node,
+    def store_result(self, object_id, kind, data, size, contained, node,
                       push_owner=True):
         obj = self.objects.get(object_id)
         if obj is None:
@@ -168,9 +187,9 @@ class ObjectsMixin:
         if kind == KIND_SHM:
             obj.locations.add(node.node_id)
         self._set_contained(obj, contained)
-        self._object_ready(obj, push_owner)
+        self.object_ready(obj, push_owner)
 
-    def _discard_results(self, results, node):
+    def discard_results(self, results, node):
         for object_id, kind, data, size, contained in results:
             if kind == KIND_SHM and node is not None:
                 self.out.send(node.identity, Msg.FREE_OBJECTS, (object_id,))
@@ -184,7 +203,7 @@ class ObjectsMixin:
             if inner is not None:
                 inner.pins += 1
 
-    def _object_ready(self, obj, push_owner=True):
+    def object_ready(self, obj, push_owner=True):
         obj.move(ObjectState.READY)
         item = obj.ready_item()
         for client_key in obj.subscribers:
@@ -199,15 +218,15 @@ class ObjectsMixin:
             if waiter is not None and waiter.state is TaskState.WAITING:
                 waiter.waiting_on -= 1
                 if waiter.waiting_on == 0:
-                    self._deps_ready(waiter)
+                    self.task_flow.deps_ready(waiter)
 
     def _make_error(self, obj, error):
         obj.kind, obj.data = KIND_ERROR, dumps_error(error)
         obj.size = len(obj.data)
         obj.locations = set()
-        self._object_ready(obj)
+        self.object_ready(obj)
 
-    def _rebuild_or_lose(self, lost, node):
+    def rebuild_or_lose(self, lost, node):
         """Objects whose only copy was on ``node``: those a task made are made
         again by re-running it (its own lost inputs first, since they are rebuilt
         the same way); those made by put are lost for good."""
@@ -216,7 +235,7 @@ class ObjectsMixin:
             task = self.tasks.get(obj.object_id[:16])
             if is_put_id(obj.object_id) or task is None or task.spec.actor_id is not None:
                 self._object_lost(obj, node)
-            elif task.state is TaskState.FINISHED and not self._retries_left(task):
+            elif task.state is TaskState.FINISHED and not self.task_flow.retries_left(task):
                 self._make_error(obj, zerr.ObjectReconstructionFailedError(
                     obj.object_id.hex(), (
                         f"Object {obj.object_id.hex()} was lost with node "
@@ -236,21 +255,21 @@ class ObjectsMixin:
                         self.objects[d].state is ObjectState.PENDING
                         for d in task.spec.dep_ids):
                 task.move(TaskState.WAITING)
-                self._wait_for_deps(task)
+                self.task_flow.wait_for_deps(task)
         for obj in rebuild:
             if obj.holders:              # someone may get it: rebuild now; the rest
-                self._rebuild(obj)       # only when a task or a reader needs it
+                self.rebuild(obj)       # only when a task or a reader needs it
 
-    def _rebuild(self, obj):
+    def rebuild(self, obj):
         """Re-run the finished task that made ``obj`` (once, for all its results)."""
         if not obj.lost:
             return
         task = self.tasks.get(obj.object_id[:16])
-        for object_id in self._generator_output_ids(task):
+        for object_id in self.generator_items.generator_output_ids(task):
             sibling = self.objects.get(object_id)
             if sibling is not None:
                 sibling.lost = False
-        if not self._retries_left(task):
+        if not self.task_flow.retries_left(task):
             self._make_error(obj, zerr.ObjectReconstructionFailedError(
                 obj.object_id.hex(), (
                     f"Object {obj.object_id.hex()} was lost with its node and cannot be "
@@ -263,7 +282,7 @@ class ObjectsMixin:
         task.spec.attempt += 1
         task.node_id = None
         task.move(TaskState.WAITING)
-        self._wait_for_deps(task)
+        self.task_flow.wait_for_deps(task)
 
     def _object_lost(self, obj, node):
         err = zerr.ObjectLostError(obj.object_id.hex(), (
@@ -273,4 +292,4 @@ class ObjectsMixin:
         obj.move(ObjectState.LOST)
 
 
-__all__ = ["ObjectsMixin"]
+__all__ = ["ObjectDirectory"]

@@ -27,10 +27,31 @@ from zray.resources import fits, held
 log = logging.getLogger("zray.head")
 
 
-class SchedulingMixin:
-    """Queues and placement of HeadState (self.queues lives there)."""
+class Scheduler:
+    """The part of HeadState that owns the queues, placement and recent run times."""
 
-    def _schedule(self):
+    def __init__(self, head):
+        self.head = head
+        self.out = head.out
+        self.config = head.config
+        self.queues = {}
+        #: resource shapes already warned about
+        self.infeasible_warned = set()
+        self.spread_cursor = 0
+        self.dispatch_counts = {"node": 0, "lease": 0, "granted": 0}
+        #: function id -> recent run time (s)
+        self.run_times = {}
+
+    def bind(self, head):
+        """Reach the tables and parts of the others, once all exist."""
+        self.functions = head.functions
+        self.nodes = head.nodes
+        self.objects = head.objects
+        self.tasks = head.tasks
+        self.leases = head.leases
+        self.task_flow = head.task_flow
+
+    def schedule(self):
         leases_returned = False
         for key, queue in list(self.queues.items()):
             while queue:
@@ -39,13 +60,13 @@ class SchedulingMixin:
                     queue.popleft()
                     continue
                 if len(queue) == 1:          # a lone task: the fast path pays off
-                    lease_node = self._free_lease_for(task)
+                    lease_node = self.leases.free_lease_for(task)
                     if lease_node is not None:
                         queue.popleft()
-                        self._assign_lease(task, lease_node)
+                        self.leases.assign_lease(task, lease_node)
                         continue
                 elif not leases_returned:    # a burst: nodes need all their CPUs
-                    self._return_free_leases()
+                    self.leases.return_free_leases()
                     leases_returned = True
                 node = self._pick_node(task)
                 if node is None:
@@ -69,7 +90,7 @@ class SchedulingMixin:
             target = self.nodes.get(strategy[1])
             if target is None or target.state is not NodeState.ALIVE \
                     or not fits(request, target.total):
-                self._finish_with_error(task, zerr.TaskUnschedulableError(
+                self.task_flow.finish_with_error(task, zerr.TaskUnschedulableError(
                     f"Task {task.spec.name} has a hard node affinity to node "
                     f"{strategy[1].hex()}, which is not alive or can never fit {request}."),
                     TaskState.FAILED)
@@ -100,9 +121,9 @@ class SchedulingMixin:
         for name, amount in held(spec).items():
             node.available[name] = node.available.get(name, 0.0) - amount
         self.out.send(node.identity, Msg.EXECUTE_TASKS,
-                      (self._to_send(spec, node.known_functions),))
+                      (self.to_send(spec, node.known_functions),))
 
-    def _to_send(self, spec, known_functions: set):
+    def to_send(self, spec, known_functions: set):
         """The spec as dispatched: dependency values resolved, and the function's
         code attached for a receiver that has not had it yet."""
         send = spec.copy()
@@ -117,7 +138,7 @@ class SchedulingMixin:
         obj = self.objects[object_id]
         return (obj.kind, obj.data, obj.size, tuple(obj.locations))
 
-    def _release(self, task):
+    def release(self, task):
         """Give back what the task committed on its node (once)."""
         node = self.nodes.get(task.node_id)
         task.node_id = None
@@ -130,8 +151,8 @@ class SchedulingMixin:
             if node is not None and node.lease is lease and lease.task_id == \
                     task.spec.task_id:
                 lease.task_id = None
-                lease.last_used = self.now
-                self.dirty = True
+                lease.last_used = self.head.now
+                self.head.dirty = True
             return
         if node is None:
             return
@@ -140,7 +161,17 @@ class SchedulingMixin:
                 continue
             node.available[name] = node.available.get(name, 0.0) + amount
         task.blocked = False
-        self.dirty = True
+        self.head.dirty = True
+
+    def record_run_time(self, function_id: bytes, seconds: float) -> None:
+        previous = self.run_times.get(function_id)
+        self.run_times[function_id] = seconds if previous is None else \
+            0.8 * previous + 0.2 * seconds
+
+    def is_short(self, function_id: bytes) -> bool:
+        """Tasks of this function are known to finish fast (deep queues pay off)."""
+        seconds = self.run_times.get(function_id)
+        return seconds is not None and seconds <= self.config.short_task_s
 
 
 def pick_node(state, task):
@@ -221,4 +252,4 @@ def _free_fraction(node) -> float:
     return node.available.get("CPU", 0.0) / total
 
 
-__all__ = ["SchedulingMixin", "pick_node"]
+__all__ = ["Scheduler", "pick_node"]

@@ -3,7 +3,8 @@
 ``HeadState`` is fed decoded messages (``handle``) and the passage of time
 (``tick``) and answers by putting messages in an ``Outbox``; the process loop in
 ``zray.head.main`` does the I/O.  This module holds the one entry point and the
-cross-table checks; each concern lives in its own module, mixed in here:
+cross-table checks; each concern is a part in its own module, which owns its
+tables and reaches the others' through ``bind``:
 
 - ``membership``: nodes and clients, heartbeats, deaths;
 - ``objects``: the object directory, references, placeholders, lineage rebuilds;
@@ -20,20 +21,19 @@ The records they share, with their states and transition tables, are in
 from __future__ import annotations
 
 import logging
-from collections import deque
 
-from zray.head.actors import ActorsMixin
-from zray.head.generators import GeneratorsMixin
-from zray.head.leases import LeasesMixin
-from zray.head.membership import MembershipMixin
-from zray.head.objects import ObjectsMixin
+from zray.head.actors import ActorTable
+from zray.head.generators import GeneratorItems
+from zray.head.leases import Leases
+from zray.head.membership import Membership
+from zray.head.objects import ObjectDirectory
 from zray.head.queries import QUERIES
 from zray.head.records import (
-    ACTOR_TRANSITIONS, OBJECT_TRANSITIONS, ActorState, Client, IllegalTransition, LeaseState,
-    Node, NodeState, ObjectRecord, ObjectState, Task, TaskState,
+    ACTOR_TRANSITIONS, OBJECT_TRANSITIONS, ActorState, IllegalTransition, LeaseState,
+    NodeState, ObjectState, TaskState,
 )
-from zray.head.scheduling import SchedulingMixin
-from zray.head.tasks import TasksMixin
+from zray.head.scheduling import Scheduler
+from zray.head.tasks import TaskFlow
 from zray.outbox import Outbox
 from zray.protocol import Msg, REJOIN
 from zray.resources import fits
@@ -42,73 +42,90 @@ from zray.serialization import KIND_ERROR
 log = logging.getLogger("zray.head")
 
 
-class HeadState(MembershipMixin, ObjectsMixin, TasksMixin, SchedulingMixin, LeasesMixin,
-                ActorsMixin, GeneratorsMixin):
+class HeadState:
+    """The head: one entry point (``handle``, ``tick``, ``after_batch``) over the
+    parts that own the tables; ``out`` collects what to send."""
+
     def __init__(self, config, session_name: str, now: float = 0.0):
         self.config = config
         self.session_name = session_name
         self.out = Outbox()
-        self.nodes: dict[bytes, Node] = {}
-        self.node_by_identity: dict[bytes, Node] = {}
-        self.clients: dict[tuple, Client] = {}
-        self.tasks: dict[bytes, Task] = {}
-        self.objects: dict[bytes, ObjectRecord] = {}
-        self.functions: dict[bytes, bytes] = {}
-        self.actors: dict = {}
-        self.named_actors: dict = {}
-        self.early_actor_results: dict = {}
-        self.early_items: dict = {}    # task id -> items of an unregistered actor call
-        self.job_namespaces: dict = {}
-        self.placeholders: dict[bytes, float] = {}
-        self.run_times: dict[bytes, float] = {}    # function id -> recent run time (s)
-        self.dispatch_counts = {"node": 0, "lease": 0, "granted": 0}
-        #: TASKS_FINISHED of granted tasks that arrived before their SUBMIT_LEASED:
-        #: task id -> (worker key, item, when, node id).
-        self.early_granted = {}
-        #: WORKER_BLOCKED/UNBLOCKED of granted tasks not registered yet:
-        #: task id -> (blocked, when).
-        self.early_blocked = {}
         self.now = now
-        self.queues: dict[tuple, deque] = {}
-        self.infeasible_warned: set = set()
-        self.pending_welcomes: list = []
-        self.next_job = 1
-        self.spread_cursor = 0
-        self.dirty = False
+        self.dirty = False          # something may be placeable: run the scheduler
         self.exit_requested = False
         self.started_at = now
-        self.handlers = {
-            Msg.HELLO: self._on_hello,
-            Msg.REGISTER_NODE: self._on_register_node,
-            Msg.HEARTBEAT: self._on_heartbeat,
-            Msg.REGISTER_FUNCTIONS: self._on_register_functions,
-            Msg.SUBMIT_TASKS: self._on_submit_tasks,
-            Msg.TASKS_FINISHED: self._on_tasks_finished,
-            Msg.ITEMS_YIELDED: self._on_items_yielded,
-            Msg.TASKS_FAILED: self._on_tasks_failed,
-            Msg.WORKER_BLOCKED: self._on_worker_blocked,
-            Msg.WORKER_UNBLOCKED: self._on_worker_unblocked,
-            Msg.WORKER_DIED: self._on_worker_died,
-            Msg.PUT_OBJECTS: self._on_put_objects,
-            Msg.ADD_REFS: self._on_add_refs,
-            Msg.REMOVE_REFS: self._on_remove_refs,
-            Msg.SUBSCRIBE_OBJECTS: self._on_subscribe_objects,
-            Msg.CANCEL_TASKS: self._on_cancel_tasks,
-            Msg.LOG_LINES: self._on_log_lines,
-            Msg.QUERY: self._on_query,
-            Msg.SHUTDOWN: self._on_shutdown,
-            Msg.CREATE_ACTOR: self._on_create_actor,
-            Msg.ACTOR_READY: self._on_actor_ready,
-            Msg.ACTOR_DIED: self._on_actor_died,
-            Msg.SUBSCRIBE_ACTOR: self._on_subscribe_actor,
-            Msg.KILL_ACTOR: self._on_kill_actor,
-            Msg.ACTOR_TASKS_FINISHED: self._on_actor_tasks_finished,
-            Msg.LEASE_OFFER: self._on_lease_offer,
-            Msg.LEASE_RETURN: self._on_lease_return,
-            Msg.SUBMIT_LEASED: self._on_submit_leased,
-            Msg.OBJECT_COPIED: self._on_object_copied,
-        }
         self.queries = QUERIES
+        self.membership = Membership(self)
+        self.directory = ObjectDirectory(self)
+        self.task_flow = TaskFlow(self)
+        self.scheduler = Scheduler(self)
+        self.leases = Leases(self)
+        self.actor_table = ActorTable(self)
+        self.generator_items = GeneratorItems(self)
+        self._share_tables()
+        for part in self.parts():
+            part.bind(self)
+        self.handlers = self._handlers()
+
+    def parts(self) -> tuple:
+        return (self.membership, self.directory, self.task_flow, self.scheduler,
+                self.leases, self.actor_table, self.generator_items)
+
+    def _share_tables(self) -> None:
+        """The tables, each owned by one part, under the names the process loop,
+        queries, the simulator and tests read."""
+        membership, tasks, scheduler = self.membership, self.task_flow, self.scheduler
+        self.nodes = membership.nodes
+        self.node_by_identity = membership.node_by_identity
+        self.clients = membership.clients
+        self.job_namespaces = membership.job_namespaces
+        self.objects = self.directory.objects
+        self.placeholders = self.directory.placeholders
+        self.tasks = tasks.tasks
+        self.functions = tasks.functions
+        self.early_granted = tasks.early_granted
+        self.early_blocked = tasks.early_blocked
+        self.queues = scheduler.queues
+        self.infeasible_warned = scheduler.infeasible_warned
+        self.dispatch_counts = scheduler.dispatch_counts
+        self.run_times = scheduler.run_times
+        self.actors = self.actor_table.actors
+        self.named_actors = self.actor_table.named_actors
+        self.early_actor_results = self.actor_table.early_actor_results
+        self.early_items = self.generator_items.early_items
+
+    def _handlers(self) -> dict:
+        return {
+            Msg.HELLO: self.membership.on_hello,
+            Msg.REGISTER_NODE: self.membership.on_register_node,
+            Msg.HEARTBEAT: self.membership.on_heartbeat,
+            Msg.REGISTER_FUNCTIONS: self.task_flow.on_register_functions,
+            Msg.SUBMIT_TASKS: self.task_flow.on_submit_tasks,
+            Msg.TASKS_FINISHED: self.task_flow.on_tasks_finished,
+            Msg.ITEMS_YIELDED: self.generator_items.on_items_yielded,
+            Msg.TASKS_FAILED: self.task_flow.on_tasks_failed,
+            Msg.WORKER_BLOCKED: self.task_flow.on_worker_blocked,
+            Msg.WORKER_UNBLOCKED: self.task_flow.on_worker_unblocked,
+            Msg.WORKER_DIED: self.task_flow.on_worker_died,
+            Msg.PUT_OBJECTS: self.directory.on_put_objects,
+            Msg.ADD_REFS: self.directory.on_add_refs,
+            Msg.REMOVE_REFS: self.directory.on_remove_refs,
+            Msg.SUBSCRIBE_OBJECTS: self.directory.on_subscribe_objects,
+            Msg.CANCEL_TASKS: self.task_flow.on_cancel_tasks,
+            Msg.LOG_LINES: self.membership.on_log_lines,
+            Msg.QUERY: self._on_query,
+            Msg.SHUTDOWN: self.membership.on_shutdown,
+            Msg.CREATE_ACTOR: self.actor_table.on_create_actor,
+            Msg.ACTOR_READY: self.actor_table.on_actor_ready,
+            Msg.ACTOR_DIED: self.actor_table.on_actor_died,
+            Msg.SUBSCRIBE_ACTOR: self.actor_table.on_subscribe_actor,
+            Msg.KILL_ACTOR: self.actor_table.on_kill_actor,
+            Msg.ACTOR_TASKS_FINISHED: self.actor_table.on_actor_tasks_finished,
+            Msg.LEASE_OFFER: self.leases.on_lease_offer,
+            Msg.LEASE_RETURN: self.leases.on_lease_return,
+            Msg.SUBMIT_LEASED: self.leases.on_submit_leased,
+            Msg.OBJECT_COPIED: self.directory.on_object_copied,
+        }
 
     # --- entry points ----------------------------------------------------------------
 
@@ -135,7 +152,7 @@ class HeadState(MembershipMixin, ObjectsMixin, TasksMixin, SchedulingMixin, Leas
         """Run once after a batch of messages: place what can be placed."""
         if self.dirty:
             self.dirty = False
-            self._schedule()
+            self.scheduler.schedule()
 
     def tick(self, now: float) -> None:
         """Periodic work: liveness of nodes and drivers, expiries, idle leases."""
@@ -145,10 +162,10 @@ class HeadState(MembershipMixin, ObjectsMixin, TasksMixin, SchedulingMixin, Leas
     def sweeps(self) -> tuple:
         """The steps of ``tick``, in order: the process loop runs each on its own,
         so that one that fails is logged and the others still run."""
-        return (self._expire_nodes, self._expire_drivers, self._expire_early_results,
-                self._expire_early_items, self._expire_early_granted,
-                self._expire_placeholders,
-                self._return_idle_leases, self.after_batch)
+        return (self.membership.expire_nodes, self.membership.expire_drivers,
+                self.actor_table.expire_early_results, self.generator_items.expire_early_items,
+                self.leases.expire_early_granted, self.directory.expire_placeholders,
+                self.leases.return_idle_leases, self.after_batch)
 
     def _on_query(self, key, items, now):
         for request_id, name, args in items:

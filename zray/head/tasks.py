@@ -1,6 +1,6 @@
 """Tasks: submission, dependencies, results, retries, failures, cancellation.
 
-Mixed into ``HeadState``.  Task flow: SUBMIT_TASKS -> WAITING (dependencies
+A part of ``HeadState``.  Task flow: SUBMIT_TASKS -> WAITING (dependencies
 not ready) -> PENDING (in the queue of its scheduling class) -> ASSIGNED (sent to
 a node) -> FINISHED, or back to PENDING for a retry.  A task record goes when it
 is done and none of its returns is alive.
@@ -21,24 +21,51 @@ from zray.serialization import KIND_INLINE, KIND_ERROR, dumps_error
 log = logging.getLogger("zray.head")
 
 
-class TasksMixin:
-    """Task handlers of HeadState (self.tasks lives there)."""
+class TaskFlow:
+    """The part of HeadState that owns task records, functions and early granted reports."""
 
-    def _on_register_functions(self, key, items, now):
+    def __init__(self, head):
+        self.head = head
+        self.out = head.out
+        self.config = head.config
+        self.tasks = {}
+        self.functions = {}
+        #: TASKS_FINISHED of granted tasks that came before their SUBMIT_LEASED
+        self.early_granted = {}
+        #: WORKER_BLOCKED/UNBLOCKED of granted tasks not registered yet
+        self.early_blocked = {}
+
+    def bind(self, head):
+        """Reach the tables and parts of the others, once all exist."""
+        self.actors = head.actors
+        self.clients = head.clients
+        self.node_by_identity = head.node_by_identity
+        self.nodes = head.nodes
+        self.objects = head.objects
+        self.placeholders = head.placeholders
+        self.queues = head.queues
+        self.actor_table = head.actor_table
+        self.directory = head.directory
+        self.generator_items = head.generator_items
+        self.leases = head.leases
+        self.membership = head.membership
+        self.scheduler = head.scheduler
+
+    def on_register_functions(self, key, items, now):
         for function_id, blob in items:
             self.functions[function_id] = blob
 
-    def _on_submit_tasks(self, key, items, now):
-        client = self._client(key, now)
+    def on_submit_tasks(self, key, items, now):
+        client = self.membership.client(key, now)
         for (spec,) in items:
-            task = self._new_task(spec, client)
+            task = self.new_task(spec, client)
             if spec.actor_id is not None:
-                self._register_actor_call(task)
+                self.actor_table.register_actor_call(task)
                 continue
-            self._pin_task_args(task)
-            self._wait_for_deps(task)
+            self.directory.pin_task_args(task)
+            self.wait_for_deps(task)
 
-    def _new_task(self, spec, client):
+    def new_task(self, spec, client):
         """The task record, its return objects held by the submitter, and
         placeholders for arguments not heard of yet."""
         key = client.key
@@ -54,49 +81,49 @@ class TasksMixin:
             client.holding[object_id] = client.holding.get(object_id, 0) + 1
         for object_id in spec.dep_ids + tuple(spec.nested_ids):
             if object_id not in self.objects:
-                self._unknown_object(object_id)
+                self.directory.unknown_object(object_id)
         return task
 
-    def _wait_for_deps(self, task):
+    def wait_for_deps(self, task):
         """A WAITING task: count its pending inputs, or go ahead if there are none."""
         waiting = 0
         for dep_id in task.spec.dep_ids:
-            dep = self.objects.get(dep_id) or self._unknown_object(dep_id)
+            dep = self.objects.get(dep_id) or self.directory.unknown_object(dep_id)
             if dep.state is ObjectState.PENDING:     # once per use, as _object_ready counts
                 dep.dependents.append(task.spec.task_id)
                 waiting += 1
                 if dep.lost:
-                    self._rebuild(dep)
+                    self.directory.rebuild(dep)
         task.waiting_on = waiting
         if waiting == 0:
-            self._deps_ready(task)
+            self.deps_ready(task)
 
-    def _deps_ready(self, task):
+    def deps_ready(self, task):
         for dep_id in task.spec.dep_ids:
-            dep = self.objects.get(dep_id) or self._unknown_object(dep_id)
+            dep = self.objects.get(dep_id) or self.directory.unknown_object(dep_id)
             if dep.kind == KIND_ERROR:
                 self._finish_with_error_blob(task, dep.data, TaskState.FAILED)
                 return
         task.move(TaskState.PENDING)
-        self._enqueue(task)
+        self.enqueue(task)
 
-    def _enqueue(self, task):
+    def enqueue(self, task):
         spec = task.spec
         key = (tuple(sorted(spec.resources.items())), _strategy_key(spec.strategy))
         queue = self.queues.get(key)
         if queue is None:
             queue = self.queues[key] = deque()
         queue.append(spec.task_id)
-        self.dirty = True
+        self.head.dirty = True
 
-    def _on_tasks_finished(self, key, items, now):
+    def on_tasks_finished(self, key, items, now):
         client = self.clients.get(key)
         client_node = self.nodes.get(client.node_id) if client is not None else None
         for item in items:
             task_id, attempt, status, results, run_s = item
             task = self.tasks.get(task_id)
             if task is not None:
-                self._record_run_time(task.spec.function_id, run_s)
+                self.scheduler.record_run_time(task.spec.function_id, run_s)
             elif client_node is not None and client_node.lease is not None and \
                     client_node.lease.granted_to is not None and \
                     client_node.lease.worker_id == key[1:]:
@@ -108,17 +135,17 @@ class TasksMixin:
             if node is None and task is not None:   # a dead worker's late result
                 node = self.nodes.get(task.node_id)
             if not _is_current(task, attempt, node):
-                self._discard_results(results, node)
+                self.directory.discard_results(results, node)
                 continue
-            self._release(task)
-            if status == STATUS_RETRIABLE_ERROR and self._retries_left(task) \
+            self.scheduler.release(task)
+            if status == STATUS_RETRIABLE_ERROR and self.retries_left(task) \
                     and not task.cancel_requested:
-                self._discard_results(results, node)
+                self.directory.discard_results(results, node)
                 self._retry(task)
                 continue
             if status == STATUS_CANCELLED or task.cancel_requested and status != STATUS_OK:
-                self._discard_results(results, node)
-                self._finish_with_error(task, zerr.TaskCancelledError(task_id.hex()),
+                self.directory.discard_results(results, node)
+                self.finish_with_error(task, zerr.TaskCancelledError(task_id.hex()),
                                         TaskState.CANCELLED)
                 continue
             task.move(TaskState.FINISHED if status == STATUS_OK
@@ -127,30 +154,20 @@ class TasksMixin:
             # owner with a result socket; pushing them again would only cost both.
             direct = status == STATUS_OK and bool(task.spec.owner_address)
             for object_id, kind, data, size, contained in results:
-                self._store_result(object_id, kind, data, size, contained, node,
+                self.directory.store_result(object_id, kind, data, size, contained, node,
                                    push_owner=not (direct and kind == KIND_INLINE))
-            self._task_done(task)
+            self.task_done(task)
 
-    def _task_done(self, task):
+    def task_done(self, task):
         # A finished task keeps its arguments (its lineage) while its results may
         # still be needed, so that a lost result can be made again.
         if task.live_returns <= 0 or task.state is not TaskState.FINISHED \
                 or task.spec.actor_id is not None:
-            self._unpin_task_args(task)
+            self.directory.unpin_task_args(task)
         if task.live_returns <= 0:
             self.tasks.pop(task.spec.task_id, None)
 
-    def _record_run_time(self, function_id: bytes, seconds: float) -> None:
-        previous = self.run_times.get(function_id)
-        self.run_times[function_id] = seconds if previous is None else \
-            0.8 * previous + 0.2 * seconds
-
-    def is_short(self, function_id: bytes) -> bool:
-        """Tasks of this function are known to finish fast (deep queues pay off)."""
-        seconds = self.run_times.get(function_id)
-        return seconds is not None and seconds <= self.config.short_task_s
-
-    def _retries_left(self, task) -> bool:
+    def retries_left(self, task) -> bool:
         limit = task.spec.max_retries
         return limit < 0 or task.spec.attempt < limit
 
@@ -158,67 +175,67 @@ class TasksMixin:
         task.spec.attempt += 1
         task.node_id = None
         task.move(TaskState.PENDING)
-        self._enqueue(task)
+        self.enqueue(task)
 
-    def _task_failed(self, task, error, retriable, now):
+    def task_failed(self, task, error, retriable, now):
         """The task's run ended abnormally (worker or node death)."""
-        self._release(task)
+        self.scheduler.release(task)
         if task.cancel_requested:
-            self._finish_with_error(task, zerr.TaskCancelledError(task.spec.task_id.hex()),
+            self.finish_with_error(task, zerr.TaskCancelledError(task.spec.task_id.hex()),
                                     TaskState.CANCELLED)
-        elif retriable and self._retries_left(task):
+        elif retriable and self.retries_left(task):
             log.info("retrying %s (attempt %d): %s", task.spec.name,
                      task.spec.attempt + 1, error)
             self._retry(task)
         else:
-            self._finish_with_error(task, error, TaskState.FAILED)
+            self.finish_with_error(task, error, TaskState.FAILED)
 
-    def _finish_with_error(self, task, error, state):
+    def finish_with_error(self, task, error, state):
         self._finish_with_error_blob(task, dumps_error(error), state)
 
     def _finish_with_error_blob(self, task, blob, state):
         task.move(state)
-        if task.spec.is_generator and self._generator_failed(task, blob):
-            self._task_done(task)
+        if task.spec.is_generator and self.generator_items.generator_failed(task, blob):
+            self.task_done(task)
             return
         for object_id in task.spec.return_ids():
             obj = self.objects.get(object_id)
             if obj is not None:
                 obj.kind, obj.data, obj.size = KIND_ERROR, blob, len(blob)
-                self._object_ready(obj)
-        self._task_done(task)
+                self.directory.object_ready(obj)
+        self.task_done(task)
 
-    def _on_tasks_failed(self, key, items, now):
+    def on_tasks_failed(self, key, items, now):
         node = self.node_by_identity.get(key)
         for task_id, attempt, reason, text in items:
             task = self.tasks.get(task_id)
             if not _is_current(task, attempt, node):
                 continue
             if reason == REASON_CANCELLED:
-                self._release(task)
-                self._finish_with_error(task, zerr.TaskCancelledError(task_id.hex()),
+                self.scheduler.release(task)
+                self.finish_with_error(task, zerr.TaskCancelledError(task_id.hex()),
                                         TaskState.CANCELLED)
             elif reason == REASON_TIMEOUT:        # a retriable failure, like a crash
-                self._task_failed(task, zerr.TaskTimeoutError(text), retriable=True,
+                self.task_failed(task, zerr.TaskTimeoutError(text), retriable=True,
                                   now=now)
             else:
-                self._task_failed(task, zerr.RaySystemError(text), retriable=False, now=now)
+                self.task_failed(task, zerr.RaySystemError(text), retriable=False, now=now)
 
-    def _on_worker_died(self, key, items, now):
+    def on_worker_died(self, key, items, now):
         node = self.node_by_identity.get(key)
         for worker_id, pid, exit_code, task_id, attempt in items:
             if node is not None and node.lease is not None and \
                     node.lease.worker_id == worker_id:
-                self._lease_worker_died(node, pid, exit_code, now)
+                self.leases.lease_worker_died(node, pid, exit_code, now)
             client = self.clients.get(b"W" + worker_id)
             if client is not None:
-                self._client_gone(client)
+                self.membership.client_gone(client)
             task = self.tasks.get(task_id) if task_id else None
-            actor = self._worker_hosted_actor(b"W" + worker_id)
+            actor = self.actor_table.worker_hosted_actor(b"W" + worker_id)
             if actor is None and task is not None and task.spec.is_actor_creation:
                 actor = self.actors.get(task.spec.actor_id)
             if actor is not None:
-                self._actor_process_died(actor, f"its worker process (pid {pid}) exited "
+                self.actor_table.actor_process_died(actor, f"its worker process (pid {pid}) exited "
                                                 f"with code {exit_code}", now)
                 continue
             if not _is_current(task, attempt, node):
@@ -226,12 +243,12 @@ class TasksMixin:
             error = zerr.WorkerCrashedError(
                 f"The worker (pid {pid}) running task {task.spec.name} died with exit "
                 f"code {exit_code}; the task was tried {task.spec.attempt + 1} time(s).")
-            self._task_failed(task, error, retriable=True, now=now)
+            self.task_failed(task, error, retriable=True, now=now)
 
-    def _on_worker_blocked(self, key, items, now):
+    def on_worker_blocked(self, key, items, now):
         for task_id, _returned in items:
             task = self.tasks.get(task_id)
-            if task is None and self._granted_on(key):
+            if task is None and self.leases.granted_on(key):
                 self.early_blocked[task_id] = EarlyBlocked(True, now)   # its SUBMIT_LEASED is due
                 continue
             if task is None or task.state is not TaskState.ASSIGNED or task.blocked:
@@ -241,9 +258,9 @@ class TasksMixin:
             if node is not None and cpus:
                 node.available["CPU"] = node.available.get("CPU", 0.0) + cpus
                 task.blocked = True
-                self.dirty = True
+                self.head.dirty = True
 
-    def _on_worker_unblocked(self, key, items, now):
+    def on_worker_unblocked(self, key, items, now):
         for (task_id,) in items:
             task = self.tasks.get(task_id)
             if task is None and task_id in self.early_blocked:
@@ -256,13 +273,13 @@ class TasksMixin:
                 node.available["CPU"] -= task.spec.resources.get("CPU", 0.0)
             task.blocked = False
 
-    def _on_cancel_tasks(self, key, items, now):
+    def on_cancel_tasks(self, key, items, now):
         for task_id, force in items:
             task = self.tasks.get(task_id)
             if task is not None:
-                self._cancel(task, force)
+                self.cancel(task, force)
 
-    def _cancel(self, task, force):
+    def cancel(self, task, force):
         if task.spec.is_actor_call:
             actor = self.actors.get(task.spec.actor_id)
             if task.state is not TaskState.ASSIGNED or actor is None:
@@ -273,7 +290,7 @@ class TasksMixin:
                 actor.pending_cancels.add(task.spec.task_id)
             return
         if task.state in (TaskState.WAITING, TaskState.PENDING):
-            self._finish_with_error(task, zerr.TaskCancelledError(task.spec.task_id.hex()),
+            self.finish_with_error(task, zerr.TaskCancelledError(task.spec.task_id.hex()),
                                     TaskState.CANCELLED)
         elif task.state is TaskState.ASSIGNED:
             task.cancel_requested = True
@@ -300,4 +317,4 @@ def _strategy_key(strategy):
     return tuple(strategy)
 
 
-__all__ = ["TasksMixin"]
+__all__ = ["TaskFlow"]
