@@ -20,7 +20,7 @@ import logging
 
 from zray import exceptions as zerr
 from zray.head.records import (
-    Actor, ActorState, EarlyActorResult, NodeState, ObjectRecord, ObjectState, Task, TaskState,
+    Actor, ActorState, EarlyActorResult, NodeState, ObjectState, Task, TaskState,
 )
 from zray.ids import handle_id
 from zray.protocol import Msg
@@ -86,8 +86,7 @@ class ActorTable:
         if name:
             self.named_actors[(namespace, name)] = actor.actor_id
         self._hold_handle(client, actor.actor_id)
-        task = Task(spec, client.key)
-        self.tasks[spec.task_id] = task
+        task = self.task_flow.add(Task(spec, client.key))
         for object_id in spec.dep_ids + tuple(spec.nested_ids):
             if object_id not in self.objects:
                 self.directory.unknown_object(object_id)
@@ -105,9 +104,7 @@ class ActorTable:
 
     def _hold_handle(self, client, actor_id):
         oid = handle_id(actor_id)
-        obj = self.objects.get(oid)
-        if obj is None:
-            obj = self.objects[oid] = ObjectRecord(oid, ObjectState.READY)
+        obj = self.directory.ready_record(oid)
         obj.holders[client.key] = obj.holders.get(client.key, 0) + 1
         client.holding[oid] = client.holding.get(oid, 0) + 1
 
@@ -292,7 +289,7 @@ class ActorTable:
         task.node_id = None
         if task.state is not TaskState.PENDING:    # else it is queued already
             task.move(TaskState.PENDING)
-            self.task_flow.enqueue(task)
+            self.scheduler.enqueue(task)
 
     def _actor_dead(self, actor, text):
         if actor.state is ActorState.DEAD:
@@ -318,7 +315,7 @@ class ActorTable:
                               TaskState.ASSIGNED):
                 task.move(TaskState.FAILED)
             self.directory.unpin_task_args(task)
-            self.tasks.pop(actor.actor_id, None)
+            self.task_flow.forget(actor.actor_id)
         self._publish_actor(actor)
 
     def actor_handle_released(self, actor_id):

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import pickle
 
-from zray.head.records import EarlyItem, ObjectRecord, ObjectState, TaskState
+from zray.head.records import EarlyItem, ObjectState, TaskState
 from zray.ids import MAX_GENERATOR_ITEMS, item_index, object_id_for_item
 from zray.protocol import Msg
 from zray.serialization import KIND_ERROR, KIND_INLINE, KIND_SHM
@@ -86,8 +86,8 @@ class GeneratorItems:
         if obj is None or object_id in self.placeholders:
             obj = self._new_item(task, object_id, completion)
         obj.lost = False
-        self.directory.store_result(object_id, kind, item.data, item.size, item.contained_ids, node,
-                           push_owner=False)
+        self.directory.store_result(object_id, kind, item.data, item.size,
+                                    item.contained_ids, node, push_owner=False)
         self._push_item(task, obj, completion)
 
     def _discard_item(self, task, obj, object_id, kind, node, completion):
@@ -104,10 +104,7 @@ class GeneratorItems:
             self.out.send(node.identity, Msg.FREE_OBJECTS, (object_id,))
 
     def _new_item(self, task, object_id, completion):
-        self.placeholders.pop(object_id, None)
-        obj = self.objects.get(object_id)
-        if obj is None:
-            obj = self.objects[object_id] = ObjectRecord(object_id)
+        obj = self.directory.claim(object_id)
         if completion is not None:
             if type(completion.contained_ids) is not list:
                 completion.contained_ids = list(completion.contained_ids)

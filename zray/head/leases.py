@@ -26,13 +26,14 @@ class Leases:
         self.head = head
         self.out = head.out
         self.config = head.config
+        #: TASKS_FINISHED of granted tasks that came before their SUBMIT_LEASED
+        self.early_granted = {}
+        #: WORKER_BLOCKED/UNBLOCKED of granted tasks not registered yet
+        self.early_blocked = {}
 
     def bind(self, head):
         """Reach the tables and parts of the others, once all exist."""
         self.clients = head.clients
-        self.dispatch_counts = head.dispatch_counts
-        self.early_blocked = head.early_blocked
-        self.early_granted = head.early_granted
         self.node_by_identity = head.node_by_identity
         self.nodes = head.nodes
         self.objects = head.objects
@@ -41,6 +42,15 @@ class Leases:
         self.membership = head.membership
         self.scheduler = head.scheduler
         self.task_flow = head.task_flow
+
+    def keep_early_finish(self, task_id, early) -> None:
+        self.early_granted[task_id] = early
+
+    def keep_early_block(self, task_id, early) -> None:
+        self.early_blocked[task_id] = early
+
+    def has_early_block(self, task_id) -> bool:
+        return task_id in self.early_blocked
 
     def on_lease_offer(self, key, items, now):
         node = self.node_by_identity.get(key)
@@ -73,7 +83,7 @@ class Leases:
         """Send the task straight to the leased worker (no node hop)."""
         lease = node.lease
         spec = task.spec
-        self.dispatch_counts["lease"] += 1
+        self.scheduler.count_dispatch("lease")
         task.move(TaskState.ASSIGNED)
         task.node_id = node.node_id
         task.lease = lease
@@ -112,7 +122,7 @@ class Leases:
                 self.directory.discard_results(early.item.results, None)
                 self.task_flow.wait_for_deps(task)
                 continue
-            self.dispatch_counts["granted"] += 1
+            self.scheduler.count_dispatch("granted")
             task.move(TaskState.PENDING)
             task.move(TaskState.ASSIGNED)
             if node is not None:
@@ -167,7 +177,8 @@ class Leases:
         for task_id, early in list(self.early_granted.items()):
             if now - early.since >= limit_s:
                 del self.early_granted[task_id]
-                self.directory.discard_results(early.item.results, self.nodes.get(early.node_id))
+                self.directory.discard_results(early.item.results,
+                                               self.nodes.get(early.node_id))
         for task_id, early in list(self.early_blocked.items()):
             if now - early.since >= limit_s:
                 del self.early_blocked[task_id]

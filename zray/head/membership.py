@@ -37,12 +37,12 @@ class Membership:
     def bind(self, head):
         """Reach the tables and parts of the others, once all exist."""
         self.actors = head.actors
-        self.infeasible_warned = head.infeasible_warned
         self.objects = head.objects
         self.tasks = head.tasks
         self.actor_table = head.actor_table
         self.directory = head.directory
         self.leases = head.leases
+        self.scheduler = head.scheduler
         self.task_flow = head.task_flow
 
     def _heartbeat_limit_s(self) -> float:
@@ -118,7 +118,7 @@ class Membership:
             self.out.send(key, Msg.WELCOME, ({
                 "session_name": self.head.session_name,
                 "heartbeat_interval_s": self.config.heartbeat_interval_s},))
-            self.infeasible_warned.clear()
+            self.scheduler.node_joined()
             self.head.dirty = True
             self._send_node_table(node)
         self._send_welcomes()

@@ -112,6 +112,22 @@ class ObjectDirectory:
             else:        # freed meanwhile: the copy is not wanted
                 self.out.send(key, Msg.FREE_OBJECTS, (object_id,))
 
+    def claim(self, object_id):
+        """The record of a return or item whose maker the head now knows: made
+        if new, and no longer a placeholder."""
+        self.placeholders.pop(object_id, None)
+        obj = self.objects.get(object_id)
+        if obj is None:
+            obj = self.objects[object_id] = ObjectRecord(object_id)
+        return obj
+
+    def ready_record(self, object_id):
+        """The record of an object that exists once it is named (an actor handle)."""
+        obj = self.objects.get(object_id)
+        if obj is None:
+            obj = self.objects[object_id] = ObjectRecord(object_id, ObjectState.READY)
+        return obj
+
     def unknown_object(self, object_id):
         """A placeholder for an object we have not heard of yet: its PUT or SUBMIT
         may still be on its way from another process (messages from different
@@ -173,7 +189,7 @@ class ObjectDirectory:
         if task is not None and not is_put_id(obj.object_id):
             task.live_returns -= 1
             if task.live_returns <= 0 and task.state in TERMINAL:
-                self.tasks.pop(task.spec.task_id, None)
+                self.task_flow.forget(task.spec.task_id)
                 self.unpin_task_args(task)      # its lineage is no longer needed
 
     def store_result(self, object_id, kind, data, size, contained, node,

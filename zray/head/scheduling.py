@@ -18,6 +18,7 @@ or lacks room.
 from __future__ import annotations
 
 import logging
+from collections import deque
 
 from zray import exceptions as zerr
 from zray.head.records import NodeState, TaskState
@@ -50,6 +51,22 @@ class Scheduler:
         self.tasks = head.tasks
         self.leases = head.leases
         self.task_flow = head.task_flow
+
+    def enqueue(self, task):
+        spec = task.spec
+        key = (tuple(sorted(spec.resources.items())), _strategy_key(spec.strategy))
+        queue = self.queues.get(key)
+        if queue is None:
+            queue = self.queues[key] = deque()
+        queue.append(spec.task_id)
+        self.head.dirty = True
+
+    def node_joined(self) -> None:
+        """Shapes no node could fit may fit the new one: warn about them again."""
+        self.infeasible_warned.clear()
+
+    def count_dispatch(self, how: str) -> None:
+        self.dispatch_counts[how] += 1
 
     def schedule(self):
         leases_returned = False
@@ -172,6 +189,11 @@ class Scheduler:
         """Tasks of this function are known to finish fast (deep queues pay off)."""
         seconds = self.run_times.get(function_id)
         return seconds is not None and seconds <= self.config.short_task_s
+
+def _strategy_key(strategy):
+    if strategy is None or isinstance(strategy, str):
+        return strategy
+    return tuple(strategy)
 
 
 def pick_node(state, task):

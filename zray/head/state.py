@@ -83,8 +83,8 @@ class HeadState:
         self.placeholders = self.directory.placeholders
         self.tasks = tasks.tasks
         self.functions = tasks.functions
-        self.early_granted = tasks.early_granted
-        self.early_blocked = tasks.early_blocked
+        self.early_granted = self.leases.early_granted
+        self.early_blocked = self.leases.early_blocked
         self.queues = scheduler.queues
         self.infeasible_warned = scheduler.infeasible_warned
         self.dispatch_counts = scheduler.dispatch_counts

@@ -9,10 +9,11 @@ is done and none of its returns is alive.
 from __future__ import annotations
 
 import logging
-from collections import deque
 
 from zray import exceptions as zerr
-from zray.head.records import ActorState, EarlyBlocked, EarlyGranted, ObjectRecord, ObjectState, Task, TaskState
+from zray.head.records import (
+    ActorState, EarlyBlocked, EarlyGranted, ObjectState, Task, TaskState,
+)
 from zray.protocol import (
     Msg, STATUS_OK, STATUS_RETRIABLE_ERROR, STATUS_CANCELLED, REASON_CANCELLED, REASON_TIMEOUT,
 )
@@ -30,10 +31,6 @@ class TaskFlow:
         self.config = head.config
         self.tasks = {}
         self.functions = {}
-        #: TASKS_FINISHED of granted tasks that came before their SUBMIT_LEASED
-        self.early_granted = {}
-        #: WORKER_BLOCKED/UNBLOCKED of granted tasks not registered yet
-        self.early_blocked = {}
 
     def bind(self, head):
         """Reach the tables and parts of the others, once all exist."""
@@ -42,14 +39,20 @@ class TaskFlow:
         self.node_by_identity = head.node_by_identity
         self.nodes = head.nodes
         self.objects = head.objects
-        self.placeholders = head.placeholders
-        self.queues = head.queues
         self.actor_table = head.actor_table
         self.directory = head.directory
         self.generator_items = head.generator_items
         self.leases = head.leases
         self.membership = head.membership
         self.scheduler = head.scheduler
+
+    def add(self, task):
+        self.tasks[task.spec.task_id] = task
+        return task
+
+    def forget(self, task_id) -> None:
+        """The record is no longer needed (done, and no output alive)."""
+        self.tasks.pop(task_id, None)
 
     def on_register_functions(self, key, items, now):
         for function_id, blob in items:
@@ -69,14 +72,9 @@ class TaskFlow:
         """The task record, its return objects held by the submitter, and
         placeholders for arguments not heard of yet."""
         key = client.key
-        task = Task(spec, key)
-        self.tasks[spec.task_id] = task
+        task = self.add(Task(spec, key))
         for object_id in spec.return_ids():
-            obj = self.objects.get(object_id)
-            if obj is None:
-                obj = self.objects[object_id] = ObjectRecord(object_id)
-            else:
-                self.placeholders.pop(object_id, None)
+            obj = self.directory.claim(object_id)
             obj.holders[key] = obj.holders.get(key, 0) + 1
             client.holding[object_id] = client.holding.get(object_id, 0) + 1
         for object_id in spec.dep_ids + tuple(spec.nested_ids):
@@ -105,16 +103,7 @@ class TaskFlow:
                 self._finish_with_error_blob(task, dep.data, TaskState.FAILED)
                 return
         task.move(TaskState.PENDING)
-        self.enqueue(task)
-
-    def enqueue(self, task):
-        spec = task.spec
-        key = (tuple(sorted(spec.resources.items())), _strategy_key(spec.strategy))
-        queue = self.queues.get(key)
-        if queue is None:
-            queue = self.queues[key] = deque()
-        queue.append(spec.task_id)
-        self.head.dirty = True
+        self.scheduler.enqueue(task)
 
     def on_tasks_finished(self, key, items, now):
         client = self.clients.get(key)
@@ -129,7 +118,8 @@ class TaskFlow:
                     client_node.lease.worker_id == key[1:]:
                 # A granted task whose SUBMIT_LEASED (from its driver) is still on
                 # its way: keep the finish until it arrives.
-                self.early_granted[task_id] = EarlyGranted(key, item, now, client_node.node_id)
+                self.leases.keep_early_finish(task_id, EarlyGranted(key, item, now,
+                                                                    client_node.node_id))
                 continue
             node = client_node
             if node is None and task is not None:   # a dead worker's late result
@@ -175,7 +165,7 @@ class TaskFlow:
         task.spec.attempt += 1
         task.node_id = None
         task.move(TaskState.PENDING)
-        self.enqueue(task)
+        self.scheduler.enqueue(task)
 
     def task_failed(self, task, error, retriable, now):
         """The task's run ended abnormally (worker or node death)."""
@@ -235,8 +225,8 @@ class TaskFlow:
             if actor is None and task is not None and task.spec.is_actor_creation:
                 actor = self.actors.get(task.spec.actor_id)
             if actor is not None:
-                self.actor_table.actor_process_died(actor, f"its worker process (pid {pid}) exited "
-                                                f"with code {exit_code}", now)
+                self.actor_table.actor_process_died(
+                    actor, f"its worker process (pid {pid}) exited with code {exit_code}", now)
                 continue
             if not _is_current(task, attempt, node):
                 continue
@@ -249,7 +239,8 @@ class TaskFlow:
         for task_id, _returned in items:
             task = self.tasks.get(task_id)
             if task is None and self.leases.granted_on(key):
-                self.early_blocked[task_id] = EarlyBlocked(True, now)   # its SUBMIT_LEASED is due
+                # its SUBMIT_LEASED is due
+                self.leases.keep_early_block(task_id, EarlyBlocked(True, now))
                 continue
             if task is None or task.state is not TaskState.ASSIGNED or task.blocked:
                 continue
@@ -263,8 +254,8 @@ class TaskFlow:
     def on_worker_unblocked(self, key, items, now):
         for (task_id,) in items:
             task = self.tasks.get(task_id)
-            if task is None and task_id in self.early_blocked:
-                self.early_blocked[task_id] = EarlyBlocked(False, now)
+            if task is None and self.leases.has_early_block(task_id):
+                self.leases.keep_early_block(task_id, EarlyBlocked(False, now))
                 continue
             if task is None or task.state is not TaskState.ASSIGNED or not task.blocked:
                 continue
@@ -309,12 +300,6 @@ def _is_current(task, attempt, node) -> bool:
     return task is not None and task.state is TaskState.ASSIGNED \
         and task.spec.attempt == attempt and node is not None \
         and task.node_id == node.node_id
-
-
-def _strategy_key(strategy):
-    if strategy is None or isinstance(strategy, str):
-        return strategy
-    return tuple(strategy)
 
 
 __all__ = ["TaskFlow"]
