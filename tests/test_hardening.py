@@ -182,8 +182,8 @@ def test_a_failing_sweep_is_logged_and_the_head_loop_goes_on(tmp_path, caplog):
         if len(later_sweeps) == 2:
             loop.flag["stop"] = True
 
-    loop.state._expire_placeholders = broken_sweep
-    loop.state._return_idle_leases = later_sweep
+    loop.state.directory.expire_placeholders = broken_sweep
+    loop.state.leases.return_idle_leases = later_sweep
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         loop.run()

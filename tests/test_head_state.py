@@ -6,6 +6,9 @@ import pytest
 
 from zray import ids, protocol
 from zray.config import Config
+from zray.head.records import (
+    ActorState, Lease, LeaseState, Node, NodeState, ObjectRecord,
+)
 from zray.head.state import HeadState, IllegalTransition, ObjectState, TaskState
 from zray.protocol import (Message, Msg, PROTOCOL_MAJOR, STATUS_ERROR, STATUS_OK,
                            STATUS_RETRIABLE_ERROR)
@@ -300,7 +303,7 @@ def test_missed_heartbeats_mark_node_dead_and_retry_elsewhere():
     h.state.nodes[survivor[1:]].last_seen = 3.0
     h.state.tick(3.0)
     h.state.validate()
-    assert h.state.nodes[first_node].state.value == "DEAD"
+    assert h.state.nodes[first_node].state is NodeState.DEAD
     assert h.state.tasks[task.task_id].node_id == survivor[1:]
 
 
@@ -312,7 +315,39 @@ def test_illegal_transition_raises():
     h.send(DRIVER, Msg.SUBMIT_TASKS, (task,))
     record = h.state.tasks[task.task_id]
     with pytest.raises(IllegalTransition):
-        h.state._transition(record, TaskState.WAITING)
+        record.move(TaskState.WAITING)
+    assert record.state is TaskState.ASSIGNED
+
+
+def test_objects_nodes_actors_and_leases_move_only_by_their_tables():
+    obj = ObjectRecord(b"o" * 20)
+    with pytest.raises(IllegalTransition):
+        obj.move(ObjectState.LOST)          # nothing stored yet: it cannot be lost
+    obj.move(ObjectState.READY)
+    node = Node(b"n" * 16, NODE_A, {"resources": {"CPU": 1.0}}, 0.0)
+    node.move(NodeState.DEAD)
+    with pytest.raises(IllegalTransition):
+        node.move(NodeState.ALIVE)          # a dead node registers anew
+    lease = Lease(b"w" * 16, 0.0)
+    with pytest.raises(IllegalTransition):
+        lease.recall()                      # only a granted lease is recalled
+    lease.grant(DRIVER)
+    lease.recall()
+    lease.take_back()
+    assert lease.state is LeaseState.HEAD and lease.granted_to is None
+
+
+def test_a_dead_actor_stays_dead():
+    h = Harness()
+    h.add_node()
+    h.connect_driver()
+    creation = actor_spec()
+    h.send(DRIVER, Msg.CREATE_ACTOR, (creation, 0))
+    h.send(DRIVER, Msg.KILL_ACTOR, (creation.actor_id, True))
+    actor = h.state.actors[creation.actor_id]
+    assert actor.state is ActorState.DEAD
+    with pytest.raises(IllegalTransition):
+        actor.move(ActorState.ALIVE)
 
 
 def test_lease_task_finishing_before_its_unblock_keeps_cpu_count():
@@ -373,7 +408,7 @@ def test_dead_node_heard_again_is_told_to_rejoin_and_ignored():
     h.connect_driver()
     h.state.clients[DRIVER].last_seen = 3.0
     h.state.tick(3.0)
-    assert h.state.nodes[NODE_A[1:]].state.value == "DEAD"
+    assert h.state.nodes[NODE_A[1:]].state is NodeState.DEAD
     out = h.send(NODE_A, Msg.HEARTBEAT, (3.1,))
     assert out[(NODE_A, Msg.SHUTDOWN)] == [(protocol.REJOIN,)]
     h.send(NODE_A, Msg.LEASE_OFFER, (WORKER[1:],))
@@ -458,7 +493,7 @@ def test_a_burst_recalls_the_grant_and_the_return_frees_the_worker():
 
 def test_a_gone_driver_leaves_its_grant_to_the_head():
     h, node = granted_harness()
-    h.state._client_gone(h.state.clients[DRIVER])
+    h.send(DRIVER, Msg.SHUTDOWN, ("driver exiting",))
     assert node.lease.granted_to is None
 
 
@@ -519,7 +554,7 @@ def test_actor_restarting_while_its_creation_waits_for_room_survives_its_node_dy
     h.send(NODE_A, Msg.WORKER_DIED, (WORKER[1:], 42, -9, creation.task_id, 0))
     assert h.state.tasks[creation.task_id].state is TaskState.PENDING   # waits for room
     h.send(NODE_A, Msg.SHUTDOWN, ("node manager stopping",))
-    assert h.state.actors[creation.actor_id].state.value == "RESTARTING"
+    assert h.state.actors[creation.actor_id].state is ActorState.RESTARTING
     assert h.state.tasks[creation.task_id].state is TaskState.PENDING
     assert sum(list(q).count(creation.task_id) for q in h.state.queues.values()) == 1
 

@@ -1,6 +1,6 @@
 """The head's actor table: placement, addresses, restarts, names, lifetimes.
 
-Mixed into ``HeadState``.  An actor's creation is a task (``spec.method ==
+A part of ``HeadState``.  An actor's creation is a task (``spec.method ==
 "__init__"``) that goes through the ordinary scheduler with its placement
 resources (1 CPU unless ``num_cpus`` is given) but commits only the resources it
 holds for life (0 CPU unless ``num_cpus`` is given).  Method calls go from the
@@ -16,69 +16,48 @@ killed.
 
 from __future__ import annotations
 
-import enum
 import logging
 
 from zray import exceptions as zerr
+from zray.head.records import (
+    Actor, ActorState, EarlyActorResult, NodeState, ObjectState, Task, TaskState,
+)
 from zray.ids import handle_id
 from zray.protocol import Msg
-from zray.serialization import KIND_ERROR, dumps_error
+from zray.serialization import dumps_error
 
 log = logging.getLogger("zray.head")
 
-class ActorState(str, enum.Enum):
-    PENDING = "PENDING_CREATION"
-    ALIVE = "ALIVE"
-    RESTARTING = "RESTARTING"
-    DEAD = "DEAD"
+class ActorTable:
+    """The part of HeadState that owns actors, their names and early actor results."""
 
+    def __init__(self, head):
+        self.head = head
+        self.out = head.out
+        self.config = head.config
+        self.actors = {}
+        self.named_actors = {}
+        #: task id -> results of an actor call not registered yet
+        self.early_actor_results = {}
 
-class Actor:
-    __slots__ = ("actor_id", "spec", "state", "address", "worker_key", "node_id", "pid",
-                 "restarts", "name", "namespace", "detached", "job_id", "death_text",
-                 "subscribers", "calls", "no_restart", "class_name", "pending_cancels",
-                 "exit_when_idle")
-
-    def __init__(self, spec, namespace, job_id):
-        options = spec.actor_options
-        self.actor_id = spec.actor_id
-        self.spec = spec
-        self.state = ActorState.PENDING
-        self.address = None
-        self.worker_key = None
-        self.node_id = None
-        self.pid = None
-        self.restarts = 0
-        self.name = options.get("name")
-        self.namespace = namespace
-        self.detached = options.get("lifetime") == "detached"
-        self.job_id = job_id
-        self.death_text = None
-        self.subscribers = set()
-        self.calls = set()
-        self.no_restart = False
-        self.class_name = options.get("class_name", "Actor")
-        self.pending_cancels = set()
-        self.exit_when_idle = False
-
-    def info_item(self) -> tuple:
-        return (self.actor_id, self.state.value, self.address, self.death_text)
-
-    def describe(self) -> dict:
-        return {"actor_id": self.actor_id.hex(), "class_name": self.class_name,
-                "state": self.state.value, "name": self.name, "namespace": self.namespace,
-                "pid": self.pid, "node_id": self.node_id.hex() if self.node_id else None,
-                "restarts": self.restarts, "detached": self.detached,
-                "death_cause": self.death_text}
-
-
-class ActorsMixin:
-    """Actor handlers of HeadState (self.actors, self.named_actors live there)."""
+    def bind(self, head):
+        """Reach the tables and parts of the others, once all exist."""
+        self.clients = head.clients
+        self.early_items = head.early_items
+        self.job_namespaces = head.job_namespaces
+        self.nodes = head.nodes
+        self.objects = head.objects
+        self.tasks = head.tasks
+        self.directory = head.directory
+        self.generator_items = head.generator_items
+        self.membership = head.membership
+        self.scheduler = head.scheduler
+        self.task_flow = head.task_flow
 
     # --- creation --------------------------------------------------------------------
 
-    def _on_create_actor(self, key, items, now):
-        client = self._client(key, now)
+    def on_create_actor(self, key, items, now):
+        client = self.membership.client(key, now)
         for spec, request_id in items:
             try:
                 reply = self._create_actor(client, spec)
@@ -101,21 +80,18 @@ class ActorsMixin:
                         f"another actor. Please use a different name or get the existing "
                         "actor with zray.get_actor().")
                 self._hold_handle(client, existing.actor_id)
-                return (True, self._actor_meta(existing))
+                return (True, existing.meta())
         actor = Actor(spec, namespace, job_id)
         self.actors[actor.actor_id] = actor
         if name:
             self.named_actors[(namespace, name)] = actor.actor_id
         self._hold_handle(client, actor.actor_id)
-        from zray.head.state import Task
-        task = Task(spec, client.key)
-        self.tasks[spec.task_id] = task
+        task = self.task_flow.add(Task(spec, client.key))
         for object_id in spec.dep_ids + tuple(spec.nested_ids):
             if object_id not in self.objects:
-                self._unknown_object(object_id)
-        self._pin_task_args(task)
+                self.directory.unknown_object(object_id)
+        self.directory.pin_task_args(task)
         waiting = 0
-        from zray.head.state import ObjectState
         for dep_id in spec.dep_ids:
             dep = self.objects[dep_id]
             if dep.state is ObjectState.PENDING:
@@ -123,57 +99,39 @@ class ActorsMixin:
                 waiting += 1
         task.waiting_on = waiting
         if waiting == 0:
-            self._deps_ready(task)
-        return (True, self._actor_meta(actor))
+            self.task_flow.deps_ready(task)
+        return (True, actor.meta())
 
     def _hold_handle(self, client, actor_id):
-        from zray.head.state import ObjectRecord, ObjectState
         oid = handle_id(actor_id)
-        obj = self.objects.get(oid)
-        if obj is None:
-            obj = self.objects[oid] = ObjectRecord(oid, ObjectState.READY)
+        obj = self.directory.ready_record(oid)
         obj.holders[client.key] = obj.holders.get(client.key, 0) + 1
         client.holding[oid] = client.holding.get(oid, 0) + 1
 
-    @staticmethod
-    def _actor_meta(actor) -> dict:
-        options = actor.spec.actor_options
-        return {"actor_id": actor.actor_id, "methods": options["methods"],
-                "class_name": actor.class_name,
-                "max_task_retries": options.get("max_task_retries", 0)}
-
-    def _on_actor_ready(self, key, items, now):
-        client = self._client(key, now)
+    def on_actor_ready(self, key, items, now):
+        client = self.membership.client(key, now)
         for actor_id, address, pid in items:
             actor = self.actors.get(actor_id)
             task = self.tasks.get(actor_id)
             if actor is None or actor.state is ActorState.DEAD:
                 continue
-            actor.state = ActorState.ALIVE
+            actor.move(ActorState.ALIVE)
             actor.address = address
             actor.pid = pid
             actor.worker_key = key
             actor.node_id = client.node_id
-            if task is not None and task.state is self._task_state("ASSIGNED"):
-                self._transition(task, self._task_state("FINISHED"))
-                self._unpin_task_args(task)
+            if task is not None and task.state is TaskState.ASSIGNED:
+                task.move(TaskState.FINISHED)
+                self.directory.unpin_task_args(task)
             for task_id in actor.pending_cancels:
                 if task_id in actor.calls:
                     self.out.send(key, Msg.CANCEL_TASKS, (task_id, False))
             actor.pending_cancels.clear()
             self._publish_actor(actor)
 
-    def _task_state(self, name):
-        from zray.head.state import TaskState
-        return TaskState[name]
-
-    def _node_alive(self):
-        from zray.head.state import NodeState
-        return NodeState.ALIVE
-
     # --- subscriptions ---------------------------------------------------------------
 
-    def _on_subscribe_actor(self, key, items, now):
+    def on_subscribe_actor(self, key, items, now):
         for (actor_id,) in items:
             actor = self.actors.get(actor_id)
             if actor is None:
@@ -193,34 +151,34 @@ class ActorsMixin:
 
     # --- method calls ----------------------------------------------------------------
 
-    def _register_actor_call(self, task):
+    def register_actor_call(self, task):
         spec = task.spec
         actor = self.actors.get(spec.actor_id)
-        task.state = self._task_state("ASSIGNED")
-        self._pin_task_args(task)
+        task.move(TaskState.ASSIGNED)
+        self.directory.pin_task_args(task)
         if spec.task_id in self.early_items:    # a generator's items from the actor
-            self._apply_early_items(task)
+            self.generator_items.apply_early_items(task)
         early = self.early_actor_results.pop(spec.task_id, None)
         if early is not None:       # it ran before its registration got here
-            self._finish_actor_call(task, early[1], early[2])
-            self._unpin_early(early[2])
+            self._finish_actor_call(task, early.status, early.results)
+            self._unpin_early(early.results)
             return
         if actor is None or actor.state is ActorState.DEAD:
             text = actor.death_text if actor is not None else "The actor is unknown."
-            self._finish_with_error(task, zerr.ActorDiedError(
+            self.task_flow.finish_with_error(task, zerr.ActorDiedError(
                 f"The actor {spec.actor_id.hex()} is dead: {text}", spec.actor_id),
-                self._task_state("FAILED"))
+                TaskState.FAILED)
             return
         actor.calls.add(spec.task_id)
 
-    def _on_actor_tasks_finished(self, key, items, now):
+    def on_actor_tasks_finished(self, key, items, now):
         for task_id, attempt, status, results in items:
             task = self.tasks.get(task_id)
             if task is None:
                 # the caller's registration is still on its way: keep the results, and
                 # keep what they contain alive until it arrives
                 client = self.clients.get(key)
-                self.early_actor_results[task_id] = (
+                self.early_actor_results[task_id] = EarlyActorResult(
                     now, status, results, client.node_id if client is not None else None)
                 for _object_id, _kind, _data, _size, contained in results:
                     for cid in contained:
@@ -228,7 +186,7 @@ class ActorsMixin:
                         if inner is not None:
                             inner.pins += 1
                 continue
-            if task.state is not self._task_state("ASSIGNED"):
+            if task.state is not TaskState.ASSIGNED:
                 continue
             self._finish_actor_call(task, status, results)
 
@@ -241,11 +199,11 @@ class ActorsMixin:
                                               "so it was stopped.")
         client = self.clients.get(actor.worker_key) if actor is not None else None
         node = self.nodes.get(client.node_id) if client is not None else None
-        self._transition(task, self._task_state("FINISHED" if status == 0 else "FAILED"))
+        task.move(TaskState.FINISHED if status == 0 else TaskState.FAILED)
         for object_id, kind, data, size, contained in results:
-            self._store_result(object_id, kind, data, size, contained, node,
+            self.directory.store_result(object_id, kind, data, size, contained, node,
                                push_owner=False)
-        self._task_done(task)
+        self.task_flow.task_done(task)
 
     def _unpin_early(self, results):
         for _object_id, _kind, _data, _size, contained in results:
@@ -253,20 +211,19 @@ class ActorsMixin:
                 inner = self.objects.get(cid)
                 if inner is not None:
                     inner.pins -= 1
-                    self._maybe_free(inner)
+                    self.directory.maybe_free(inner)
 
-    def _expire_early_results(self, now):
+    def expire_early_results(self, now):
         """Results no caller claimed: unpin what they hold, free their segments."""
         for task_id, entry in list(self.early_actor_results.items()):
-            if now - entry[0] > 60.0:
+            if now - entry.since > 60.0:
                 del self.early_actor_results[task_id]
-                self._unpin_early(entry[2])
-                node = self.nodes.get(entry[3]) if len(entry) > 3 else None
-                self._discard_results(entry[2], node)
+                self._unpin_early(entry.results)
+                self.directory.discard_results(entry.results, self.nodes.get(entry.node_id))
 
     # --- death, restart, kill --------------------------------------------------------
 
-    def _on_actor_died(self, key, items, now):
+    def on_actor_died(self, key, items, now):
         for actor_id, text, no_restart in items:
             actor = self.actors.get(actor_id)
             if actor is None:
@@ -276,7 +233,7 @@ class ActorsMixin:
                 actor.no_restart = True
                 self._actor_dead(actor, text)
 
-    def _on_kill_actor(self, key, items, now):
+    def on_kill_actor(self, key, items, now):
         for actor_id, no_restart in items:
             actor = self.actors.get(actor_id)
             if actor is not None:
@@ -290,18 +247,18 @@ class ActorsMixin:
         actor.death_text = text
         task = self.tasks.get(actor.actor_id)
         node = self.nodes.get(task.node_id) if task is not None and task.node_id else None
-        if node is not None and node.state is self._node_alive():
+        if node is not None and node.state is NodeState.ALIVE:
             self.out.send(node.identity, Msg.CANCEL_TASKS, (actor.actor_id, True))
         if no_restart or actor.state is ActorState.PENDING or node is None:
             self._actor_dead(actor, text)
 
-    def _actor_process_died(self, actor, text, now):
+    def actor_process_died(self, actor, text, now):
         """The actor's worker (or node) is gone: restart it or declare it dead."""
         if actor.state is ActorState.DEAD:
             return
         task = self.tasks.get(actor.actor_id)
         if task is not None:
-            self._release(task)
+            self.scheduler.release(task)
         limit = actor.spec.actor_options.get("max_restarts", 0)
         restartable = not actor.no_restart and not actor.exit_when_idle and \
             (limit < 0 or actor.restarts < limit)
@@ -316,28 +273,28 @@ class ActorsMixin:
                 call.spec.attempt += 1
                 continue
             actor.calls.discard(task_id)
-            self._finish_with_error(call, zerr.ActorDiedError(
+            self.task_flow.finish_with_error(call, zerr.ActorDiedError(
                 f"The actor {actor.class_name} ({actor.actor_id.hex()}) died while running "
-                f"{call.spec.name}: {cause}", actor.actor_id), self._task_state("FAILED"))
+                f"{call.spec.name}: {cause}", actor.actor_id), TaskState.FAILED)
         if not restartable or task is None:
             self._actor_dead(actor, cause)
             return
         actor.restarts += 1
-        actor.state = ActorState.RESTARTING
+        actor.move(ActorState.RESTARTING)
         actor.address = None
         actor.death_text = None
         log.info("restarting actor %s (restart %d)", actor.actor_id.hex(), actor.restarts)
         self._publish_actor(actor)
         task.spec.attempt += 1
         task.node_id = None
-        if task.state is not self._task_state("PENDING"):    # else it is queued already
-            self._transition(task, self._task_state("PENDING"))
-            self._enqueue(task)
+        if task.state is not TaskState.PENDING:    # else it is queued already
+            task.move(TaskState.PENDING)
+            self.scheduler.enqueue(task)
 
     def _actor_dead(self, actor, text):
         if actor.state is ActorState.DEAD:
             return
-        actor.state = ActorState.DEAD
+        actor.move(ActorState.DEAD)
         actor.death_text = text or "The actor died."
         actor.address = None
         if actor.name and self.named_actors.get((actor.namespace, actor.name)) == \
@@ -348,20 +305,20 @@ class ActorsMixin:
             f"{actor.death_text}", actor.actor_id)
         for task_id in list(actor.calls):
             call = self.tasks.get(task_id)
-            if call is not None and call.state is self._task_state("ASSIGNED"):
-                self._finish_with_error(call, error, self._task_state("FAILED"))
+            if call is not None and call.state is TaskState.ASSIGNED:
+                self.task_flow.finish_with_error(call, error, TaskState.FAILED)
         actor.calls.clear()
         task = self.tasks.get(actor.actor_id)
         if task is not None:
-            self._release(task)
-            if task.state in (self._task_state("WAITING"), self._task_state("PENDING"),
-                              self._task_state("ASSIGNED")):
-                self._transition(task, self._task_state("FAILED"))
-            self._unpin_task_args(task)
-            self.tasks.pop(actor.actor_id, None)
+            self.scheduler.release(task)
+            if task.state in (TaskState.WAITING, TaskState.PENDING,
+                              TaskState.ASSIGNED):
+                task.move(TaskState.FAILED)
+            self.directory.unpin_task_args(task)
+            self.task_flow.forget(actor.actor_id)
         self._publish_actor(actor)
 
-    def _actor_handle_released(self, actor_id):
+    def actor_handle_released(self, actor_id):
         """The last handle is gone: stop an anonymous actor once the calls already
         made to it have finished (as Ray does)."""
         actor = self.actors.get(actor_id)
@@ -373,12 +330,12 @@ class ActorsMixin:
         self._kill_actor(actor, True, "All references to the actor were removed, so it "
                                       "was stopped.")
 
-    def _job_finished(self, job_id):
+    def job_finished(self, job_id):
         for actor in list(self.actors.values()):
             if actor.job_id == job_id and not actor.detached:
                 self._kill_actor(actor, True, "The actor's job (driver) finished.")
 
-    def _worker_hosted_actor(self, worker_key):
+    def worker_hosted_actor(self, worker_key):
         for actor in self.actors.values():
             if actor.worker_key == worker_key and actor.state is not ActorState.DEAD:
                 return actor
@@ -389,4 +346,4 @@ def error_blob(text: str) -> bytes:
     return dumps_error(zerr.ActorDiedError(text))
 
 
-__all__ = ["ActorsMixin", "ActorState", "KIND_ERROR", "error_blob"]
+__all__ = ["ActorTable", "ActorState", "error_blob"]

@@ -1,6 +1,6 @@
 """The head's side of generator tasks (``num_returns="streaming"``/``"dynamic"``).
 
-Mixed into ``HeadState``.  A generator task has one return, its *completion*
+A part of ``HeadState``.  A generator task has one return, its *completion*
 (``task_id + 1``), created at submission and held by the caller like any
 return.  Each value the task yields arrives in ITEMS_YIELDED as item ``i``
 (object id ``task_id + i + 2``): the head makes its record, lists it in the
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import pickle
 
+from zray.head.records import EarlyItem, ObjectState, TaskState
 from zray.ids import MAX_GENERATOR_ITEMS, item_index, object_id_for_item
 from zray.protocol import Msg
 from zray.serialization import KIND_ERROR, KIND_INLINE, KIND_SHM
@@ -34,30 +35,45 @@ from zray.task_spec import STREAMING
 EARLY_ITEMS_S = 60.0
 
 
-class GeneratorsMixin:
-    """Generator-task handlers of HeadState (self.early_items lives there)."""
+class GeneratorItems:
+    """The part of HeadState that stores generator items and owns early items."""
 
-    def _on_items_yielded(self, key, items, now):
+    def __init__(self, head):
+        self.head = head
+        self.out = head.out
+        self.config = head.config
+        #: task id -> items of an actor call not registered yet
+        self.early_items = {}
+
+    def bind(self, head):
+        """Reach the tables and parts of the others, once all exist."""
+        self.actors = head.actors
+        self.clients = head.clients
+        self.nodes = head.nodes
+        self.objects = head.objects
+        self.placeholders = head.placeholders
+        self.tasks = head.tasks
+        self.directory = head.directory
+
+    def on_items_yielded(self, key, items, now):
         client = self.clients.get(key)
         node = self.nodes.get(client.node_id) if client is not None else None
         for item in items:
-            task_id, _attempt, _object_id, _kind, _data, _size, contained = item
-            task = self.tasks.get(task_id)
+            task = self.tasks.get(item.task_id)
             if task is None:     # an actor call the caller has not registered yet
-                self.early_items.setdefault(task_id, []).append(
-                    (now, item, node.node_id if node is not None else None))
-                self._pin_ids(contained, +1)
+                self.early_items.setdefault(item.task_id, []).append(EarlyItem(
+                    now, item, node.node_id if node is not None else None))
+                self._pin_ids(item.contained_ids, +1)
                 continue
             self._store_item(task, item, node)
 
     def _store_item(self, task, item, node):
-        from zray.head.state import ObjectState, TaskState
-        _task_id, attempt, object_id, kind, data, size, contained = item
+        object_id, kind = item.object_id, item.kind
         spec = task.spec
         node = node or self.nodes.get(self._item_node_id(task))
         obj = self.objects.get(object_id)
         current = task.state is TaskState.ASSIGNED and \
-            (spec.actor_id is not None or spec.attempt == attempt)
+            (spec.actor_id is not None or spec.attempt == item.attempt)
         if obj is not None and object_id not in self.placeholders and \
                 obj.state is not ObjectState.PENDING:
             current = False                      # a replay of an item we have
@@ -70,14 +86,14 @@ class GeneratorsMixin:
         if obj is None or object_id in self.placeholders:
             obj = self._new_item(task, object_id, completion)
         obj.lost = False
-        self._store_result(object_id, kind, data, size, contained, node, push_owner=False)
+        self.directory.store_result(object_id, kind, item.data, item.size,
+                                    item.contained_ids, node, push_owner=False)
         self._push_item(task, obj, completion)
 
     def _discard_item(self, task, obj, object_id, kind, node, completion):
         """Free the segment of an item report the head does not keep, unless it
         may be the very file a record names, or one the running attempt writes
         on the same node (the path is the same for every attempt)."""
-        from zray.head.state import TaskState
         if kind != KIND_SHM or node is None:
             return
         if obj is not None:
@@ -88,11 +104,7 @@ class GeneratorsMixin:
             self.out.send(node.identity, Msg.FREE_OBJECTS, (object_id,))
 
     def _new_item(self, task, object_id, completion):
-        from zray.head.state import ObjectRecord
-        self.placeholders.pop(object_id, None)
-        obj = self.objects.get(object_id)
-        if obj is None:
-            obj = self.objects[object_id] = ObjectRecord(object_id)
+        obj = self.directory.claim(object_id)
         if completion is not None:
             if type(completion.contained_ids) is not list:
                 completion.contained_ids = list(completion.contained_ids)
@@ -121,9 +133,9 @@ class GeneratorsMixin:
             if inner is not None:
                 inner.pins += delta
                 if delta < 0:
-                    self._maybe_free(inner)
+                    self.directory.maybe_free(inner)
 
-    def _generator_failed(self, task, blob) -> bool:
+    def generator_failed(self, task, blob) -> bool:
         """The streaming task failed as a whole: the error becomes its next item
         and the completion counts it.  False when the caller should see the error
         on the completion itself (dynamic tasks, no room, nobody listening)."""
@@ -135,14 +147,14 @@ class GeneratorsMixin:
         object_id = object_id_for_item(spec.task_id, task.items)
         obj = self._new_item(task, object_id, completion)
         obj.kind, obj.data, obj.size = KIND_ERROR, blob, len(blob)
-        self._object_ready(obj, push_owner=False)
+        self.directory.object_ready(obj, push_owner=False)
         self._push_item(task, obj, completion)
         count = pickle.dumps(task.items, 5)
         completion.kind, completion.data, completion.size = KIND_INLINE, count, len(count)
-        self._object_ready(completion)
+        self.directory.object_ready(completion)
         return True
 
-    def _generator_output_ids(self, task) -> list:
+    def generator_output_ids(self, task) -> list:
         """Every object the task made: its returns, and the items of a generator."""
         ids = task.spec.return_ids()
         if task.items:
@@ -151,27 +163,22 @@ class GeneratorsMixin:
 
     # --- items of actor calls that came before the call's registration ----------------
 
-    def _apply_early_items(self, task):
-        for _since, item, node_id in self.early_items.pop(task.spec.task_id, ()):
-            self._store_item(task, item, self.nodes.get(node_id))
-            self._pin_ids(_contained(item), -1)
+    def apply_early_items(self, task):
+        for early in self.early_items.pop(task.spec.task_id, ()):
+            self._store_item(task, early.item, self.nodes.get(early.node_id))
+            self._pin_ids(early.item.contained_ids, -1)
 
-    def _expire_early_items(self, now):
+    def expire_early_items(self, now):
         for task_id, entries in list(self.early_items.items()):
-            if now - entries[0][0] < EARLY_ITEMS_S:
+            if now - entries[0].since < EARLY_ITEMS_S:
                 continue
             del self.early_items[task_id]
-            for _since, item, node_id in entries:
-                _task_id, _attempt, object_id, kind, _data, _size, contained = item
-                self._pin_ids(contained, -1)
-                node = self.nodes.get(node_id)
-                if kind == KIND_SHM and node is not None:
-                    self.out.send(node.identity, Msg.FREE_OBJECTS, (object_id,))
+            for early in entries:
+                item = early.item
+                self._pin_ids(item.contained_ids, -1)
+                node = self.nodes.get(early.node_id)
+                if item.kind == KIND_SHM and node is not None:
+                    self.out.send(node.identity, Msg.FREE_OBJECTS, (item.object_id,))
 
 
-def _contained(item) -> tuple:
-    _task_id, _attempt, _object_id, _kind, _data, _size, contained = item
-    return contained
-
-
-__all__ = ["GeneratorsMixin", "EARLY_ITEMS_S"]
+__all__ = ["GeneratorItems", "EARLY_ITEMS_S"]

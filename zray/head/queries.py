@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from zray.head.records import ActorState, NodeState
+from zray.resources import fits
+from zray.serialization import KIND_SHM
+
 
 def nodes(state, args):
     out = []
@@ -9,7 +13,7 @@ def nodes(state, args):
         info = node.info
         out.append({
             "NodeID": node.node_id.hex(),
-            "Alive": node.state.value == "ALIVE",
+            "Alive": node.state is NodeState.ALIVE,
             "State": node.state.value,
             "NodeManagerAddress": info.get("host", ""),
             "NodeManagerHostname": info.get("hostname", ""),
@@ -17,12 +21,12 @@ def nodes(state, args):
             "ObjectStoreSocketName": info.get("store", ""),
             "NodeManagerEndpoint": info.get("worker_endpoint", ""),
             "ObjectTransferEndpoint": info.get("transfer_endpoint", ""),
-            "Resources": dict(node.total) if node.state.value == "ALIVE" else {},
+            "Resources": dict(node.total) if node.state is NodeState.ALIVE else {},
             "Labels": info.get("labels", {}),
             "pid": info.get("pid"),
             "DeathReason": node.death_reason,
             "DeathTime": node.death_time,
-            "alive": node.state.value == "ALIVE",
+            "alive": node.state is NodeState.ALIVE,
         })
     return out
 
@@ -30,7 +34,7 @@ def nodes(state, args):
 def cluster_resources(state, args):
     total = {}
     for node in state.nodes.values():
-        if node.state.value == "ALIVE":
+        if node.state is NodeState.ALIVE:
             for name, amount in node.total.items():
                 total[name] = total.get(name, 0.0) + amount
     return total
@@ -39,7 +43,7 @@ def cluster_resources(state, args):
 def available_resources(state, args):
     free = {}
     for node in state.nodes.values():
-        if node.state.value == "ALIVE":
+        if node.state is NodeState.ALIVE:
             available = dict(node.available)
             if node.lease is not None and node.lease.task_id is None:
                 available["CPU"] = available.get("CPU", 0.0) + 1.0   # an idle lease
@@ -64,7 +68,7 @@ def list_objects(state, args):
     out = []
     for obj in list(state.objects.values())[:limit]:
         out.append({"object_id": obj.object_id.hex(), "state": obj.state.value,
-                    "size_bytes": obj.size, "inline": obj.kind != 2,
+                    "size_bytes": obj.size, "inline": obj.kind != KIND_SHM,
                     "locations": [n.hex() for n in obj.locations],
                     "references": sum(obj.holders.values()), "pins": obj.pins})
     return out
@@ -87,16 +91,15 @@ def get_actor(state, args):
     if namespace is None:
         namespace = state.job_namespaces.get(job_id, "")
     actor = state.actors.get(state.named_actors.get((namespace, name)))
-    if actor is None or actor.state.value == "DEAD":
+    if actor is None or actor.state is ActorState.DEAD:
         return None
-    return state._actor_meta(actor)
+    return actor.meta()
 
 
 def demands(state, args):
     """Queued resource shapes: how many tasks wait for each, and whether any
     alive node could ever fit it (infeasible ones wait for a node to join)."""
-    from zray.head.state import fits
-    alive = [n for n in state.nodes.values() if n.state.value == "ALIVE"]
+    alive = [n for n in state.nodes.values() if n.state is NodeState.ALIVE]
     out = []
     for (shape, _strategy), queue in state.queues.items():
         request = dict(shape)

@@ -26,6 +26,7 @@ from collections import deque
 
 from zray.outbox import Outbox
 from zray.protocol import Msg, REASON_CANCELLED, REASON_TIMEOUT
+from zray.resources import fits, held
 
 log = logging.getLogger("zray.node")
 
@@ -77,20 +78,6 @@ class Worker:
             raise RuntimeError(f"worker {self.worker_id.hex()}: {self.state.value} -> "
                                f"{new_state.value}")
         self.state = new_state
-
-
-def _held(spec) -> dict:
-    """What a running task holds: an actor holds only its ``held`` resources."""
-    if spec.actor_options is not None:
-        return spec.actor_options.get("held", {})
-    return spec.resources
-
-
-def _fits(request, available):
-    for name, amount in request.items():
-        if amount > available.get(name, 0.0) + 1e-9:
-            return False
-    return True
 
 
 class NodeManagerState:
@@ -284,7 +271,7 @@ class NodeManagerState:
         unstarted = None
         while self.queue:
             spec = self.queue.popleft()
-            if not _fits(spec.resources, available if unstarted is None else unstarted):
+            if not fits(spec.resources, available if unstarted is None else unstarted):
                 kept.append(spec)
                 continue
             if not idle:
@@ -403,7 +390,7 @@ class NodeManagerState:
         return idle.pop()
 
     def _start(self, worker, spec, now):
-        for name, amount in _held(spec).items():
+        for name, amount in held(spec).items():
             self.available[name] = self.available.get(name, 0.0) - amount
         gpus = int(spec.resources.get("GPU", 0) + 0.999)
         if gpus:
@@ -422,7 +409,7 @@ class NodeManagerState:
 
     def _release(self, worker):
         spec = worker.task
-        for name, amount in _held(spec).items():
+        for name, amount in held(spec).items():
             if worker.blocked and name == "CPU":
                 continue
             self.available[name] = self.available.get(name, 0.0) + amount
