@@ -253,13 +253,13 @@ class Client:
         are ready, or the timeout passes; return the ids that are ready."""
         unique = set(object_ids)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        event = threading.Event()
+        gate = _Gate()
         with self.lock:
             self._raise_if_fatal()
             if timeout_s == 0:
                 return {o for o in unique if o in self.state.objects}
             waiter, missing, pending = self.state.begin_wait(unique, num_returns, streams,
-                                                             event.set)
+                                                             gate.open)
             if waiter is None:
                 return unique.difference(missing)
         if self.state.out and not self.io.wake_pending:
@@ -267,8 +267,8 @@ class Client:
         blocked = self._notify_blocked(True)
         started = time.monotonic()
         try:
-            while not event.wait(0.5 if deadline is None
-                                 else max(0.0, min(0.5, deadline - time.monotonic()))):
+            while not gate.wait(0.5 if deadline is None
+                                else max(0.0, min(0.5, deadline - time.monotonic()))):
                 self._raise_if_fatal()
                 if self.liveness_check is not None:
                     self.liveness_check()
@@ -475,6 +475,29 @@ def _print_log_lines(client, items) -> None:
             out.flush()
         except (OSError, ValueError):
             pass
+
+
+class _Gate:
+    """A one-shot event on a bare lock: a wait is one acquire, an open one release
+    (cheaper than threading.Event's condition on the sync get path)."""
+
+    __slots__ = ("lock", "opened")
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.opened = False
+
+    def open(self) -> None:
+        if not self.opened:       # (the I/O thread only, under the client's lock)
+            self.opened = True
+            self.lock.release()
+
+    def wait(self, timeout_s: float) -> bool:
+        if self.lock.acquire(timeout=timeout_s):
+            self.lock.release()       # stays open for a later wait
+            return True
+        return False
 
 
 def _on_warning(items) -> None:
