@@ -60,7 +60,8 @@ class Client:
         self.message_handlers = self.io.handlers      # more handlers: the worker's
         self.message_handlers.update({
             Msg.QUERY_REPLY: self._on_query_reply, Msg.WELCOME: self._on_welcome,
-            Msg.OBJECT_PULLED: self._on_object_pulled, Msg.LOG_LINES: lambda items: _print_log_lines(self, items),
+            Msg.OBJECT_PULLED: self._on_object_pulled,
+            Msg.LOG_LINES: lambda items: _print_log_lines(self, items),
             Msg.WARNING: _on_warning,
             Msg.PROTOCOL_ERROR: lambda items: self.set_fatal(ProtocolError(items[0][0]))})
         self.io.thread.start()
@@ -213,12 +214,15 @@ class Client:
                 raise RaySystemError("this process has no local node to store a large "
                                      "object in")
             from zray.serialization import spare_paths, write_segment
-            path = segment_path(self.config.shm_dir, self.local_node_id, object_id)
-            size = write_segment(path, obj,
+            size = write_segment(self.segment_of(object_id), obj,
                                  spare_paths(self.config.shm_dir, self.local_node_id))
             entry = (KIND_SHM, None, size, (self.local_node_id,))
             item = (object_id, KIND_SHM, None, size, self.local_node_id, obj.contained_ids)
         self._call(self.state.put, object_id, entry, item)
+
+    def segment_of(self, object_id: bytes) -> str:
+        """The path of the object's segment in this process's node store."""
+        return segment_path(self.config.shm_dir, self.local_node_id, object_id)
 
     # --- references ------------------------------------------------------------------
 
@@ -243,7 +247,7 @@ class Client:
             while self._released:
                 object_id = self._released.popleft()
                 if self.state.release(object_id) and len(maps):
-                    maps.forget(segment_path(self.config.shm_dir, self.local_node_id, object_id))
+                    maps.forget(self.segment_of(object_id))
 
     # --- getting ---------------------------------------------------------------------
 
@@ -325,7 +329,7 @@ class Client:
                     if fresh is None:
                         raise
                     return self.value_of(object_id, fresh)
-            return self.segment_maps.read(segment_path(self.config.shm_dir, self.local_node_id, object_id))
+            return self.segment_maps.read(self.segment_of(object_id))
         raise RaySystemError(f"unknown object kind {kind}")
 
     def _refetch(self, object_id: bytes, stale: tuple, timeout_s: float = 300.0):
@@ -427,15 +431,6 @@ class Client:
         for future in list(self._replies.values()):
             if not future.done():
                 future.set_exception(error)
-
-    def head_lost(self, silent_s: float) -> RaySystemError:
-        log.error("no answer from the head at %s for %.0f s; presuming it dead",
-                  self.endpoint, silent_s)
-        return RaySystemError(
-            f"the head at {self.endpoint} has not answered for {silent_s:.0f} s "
-            f"(head_timeout_s={self.config.head_timeout_s:g}): it is presumed dead, and "
-            "the work and objects of this session are lost. Start the cluster again "
-            "(zray start --head) and call zray.init() anew.")
 
     def _raise_if_fatal(self) -> None:
         if self.state.fatal is not None:

@@ -1,11 +1,10 @@
 """The client's I/O thread: it owns every socket, feeds arrivals to the
 ``ClientState`` and sends what the state queues.
 
-    user threads ──► ClientState.out ──eventfd──► I/O thread ──DEALER──► head
-         ▲       (under the client's lock)          │   ├─DEALER──► node
-         │                                          │   ├─DEALER──► each actor we call
-         └── waiters ◄── OBJECTS_READY, ACTOR_RESULTS ◄┘   └─ROUTER◄── callers, granted
-                                                                    workers
+    user threads ─► ClientState.out ─eventfd─► I/O thread ─DEALER─► head
+      ▲      (under the client's lock)          │  ├─DEALER─► node
+      │                                         │  ├─DEALER─► each actor we call
+      └─ waiters ◄─ OBJECTS_READY, ACTOR_RESULTS┘  └─ROUTER◄─ callers, granted workers
 
 One I/O thread owns the sockets (pyzmq sockets are not thread-safe).  User
 threads queue messages in the state and wake the thread at most once per
@@ -231,7 +230,7 @@ class ClientIO:
                 self.head.send_multipart(protocol.encode(Msg.HEARTBEAT, [(time.time(),)]))
                 last_beat = now
                 if state.fatal is None and now - head_heard > config.head_timeout_s:
-                    client.set_fatal(client.head_lost(now - head_heard))
+                    client.set_fatal(_head_lost(client, now - head_heard))
 
     def _drain_extra(self, events) -> None:
         """Actor sockets and the caller-facing ROUTER."""
@@ -270,12 +269,10 @@ class ClientIO:
             except ProtocolError as exc:
                 log.warning("dropped a malformed call from %r: %s", frames[0][:12], exc)
                 continue
-            self.source = Reply(frames[0])
             try:
                 self.server_handler(frames[0], message)
             except Exception:
                 log.exception("handling %s from a caller failed", message.type.name)
-        self.source = None
 
     def _drain(self, sock, source) -> None:
         self.source = source
@@ -361,7 +358,8 @@ class ClientIO:
 
     def _connect_node(self) -> None:
         client = self.client
-        self.node = self._connect(client.node_endpoint, client.node_identity or client.identity)
+        self.node = self._connect(client.node_endpoint,
+                                  client.node_identity or client.identity)
         self.poller.register(self.node, zmq.POLLIN)
 
     def _send_head(self, route, msg_type, items) -> None:
@@ -435,6 +433,16 @@ class ClientIO:
                 except OSError:
                     pass
         self.ctx.term()
+
+
+def _head_lost(client, silent_s: float) -> RaySystemError:
+    log.error("no answer from the head at %s for %.0f s; presuming it dead",
+              client.endpoint, silent_s)
+    return RaySystemError(
+        f"the head at {client.endpoint} has not answered for {silent_s:.0f} s "
+        f"(head_timeout_s={client.config.head_timeout_s:g}): it is presumed dead, and "
+        "the work and objects of this session are lost. Start the cluster again "
+        "(zray start --head) and call zray.init() anew.")
 
 
 def _ignore(items) -> None:

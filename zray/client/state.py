@@ -255,6 +255,6 @@ class ClientState:
         assert not set(self.waiters) & set(self.objects), "a waiter for a ready object"
         for object_id in self.objects:
             assert object_id in self.refs, f"entry without a reference {object_id.hex()}"
-        assert not self.subscribed & set(self.objects) - set(self.refs)
+        assert not self.subscribed & self.objects.keys(), "subscribed to a ready object"
         self.calls.validate()
         self.grants.validate()
