@@ -21,7 +21,7 @@ def granted_cluster(fresh_cluster):
     for i in range(10):
         assert zray.get(t.echo.remote(i)) == i
     client = _runtime.client()
-    assert client._grant is not None, "one-at-a-time tasks should have earned a grant"
+    assert client.has_grant, "one-at-a-time tasks should have earned a grant"
     return client
 
 
@@ -58,9 +58,9 @@ def test_granted_worker_crash_is_retried_and_the_fast_path_recovers(fresh_cluste
     for i in range(10):
         assert zray.get(t.echo.remote(i)) == i
     deadline = time.monotonic() + 10
-    while client._grant is None and time.monotonic() < deadline:   # granted again
+    while not client.has_grant and time.monotonic() < deadline:   # granted again
         zray.get(t.echo.remote(0))
-    assert client._grant is not None
+    assert client.has_grant
 
 
 def test_cancel_a_running_granted_task(fresh_cluster):
@@ -86,6 +86,6 @@ def test_a_granted_task_that_waits_on_its_own_children_on_one_cpu(fresh_cluster)
     fresh_cluster(num_cpus=1)
     for i in range(10):
         assert zray.get(t.echo.remote(i)) == i
-    assert _runtime.client()._grant is not None
+    assert _runtime.client().has_grant
     for _ in range(5):          # the parent blocks in get: its CPU must be lent back
         assert zray.get(t.nested_sum.remote(4), timeout=30) == 12

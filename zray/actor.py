@@ -175,9 +175,8 @@ class ActorClass:
                         args_blob, dep_ids, nested_ids, 0, placement, 0, False, runtime_env, 0,
                         opts.strategy_wire(resolved["scheduling_strategy"]), None,
                         actor_id=actor_id, method="__init__", actor_options=actor_options)
-        with client._lock:   # the head registers our handle with CREATE_ACTOR
-            client._refs[handle_id(actor_id)] = \
-                client._refs.get(handle_id(actor_id), 0) + 1
+        # the head registers our handle with CREATE_ACTOR: counted, not announced
+        client.add_ref(handle_id(actor_id), announce=False)
         if name:
             try:
                 meta = client.request(Msg.CREATE_ACTOR, (spec,))

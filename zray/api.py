@@ -10,7 +10,7 @@ import threading
 from zray import _runtime, options as opts
 from zray._launch import LocalCluster, default_resources
 from zray.config import Config
-from zray.core_client import CoreClient
+from zray.client import Client
 from zray.exceptions import RaySystemError
 from zray.generators import ObjectRefGenerator
 from zray.object_ref import ObjectRef, stale_ref_error
@@ -102,7 +102,7 @@ def _warn_ignored_init_options(kwargs) -> None:
 
 def _start_local(config, namespace, resources) -> _runtime.Runtime:
     cluster = LocalCluster(config, resources)
-    client = CoreClient(cluster.head_address, b"D" + os.urandom(8), config, "driver",
+    client = Client(cluster.head_address, b"D" + os.urandom(8), config, "driver",
                         local_node_id=cluster.node_id)
     client.liveness_check = cluster.check
     try:
@@ -140,7 +140,7 @@ def _connect(address, config, namespace) -> _runtime.Runtime:
     config = with_cluster_key(config, endpoint)
     if endpoint.startswith("tcp://"):
         keys_for(config)               # a bad key file fails here, with its reason
-    client = CoreClient(endpoint, b"D" + os.urandom(8), config, "driver")
+    client = Client(endpoint, b"D" + os.urandom(8), config, "driver")
     try:
         welcome = client.hello({"namespace": namespace}, config.startup_timeout_s)
     except BaseException:
@@ -320,7 +320,7 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}")
     client = _runtime.client()
-    spec = client._unregistered.get(object_ref.task_id())
+    spec = client.unregistered_call(object_ref.task_id())
     if spec is not None:          # an actor call the head does not know about
         client.cancel_actor_call(spec.task_id, spec.actor_id)
         return
@@ -367,5 +367,5 @@ def kill(actor, *, no_restart: bool = True) -> None:
                          f"zray.cancel(). Got: {type(actor).__name__}.")
     client = _runtime.client()
     if no_restart:
-        client.killed_actors.add(actor._actor_id)
+        client.mark_killed(actor._actor_id)
     client.send(Msg.KILL_ACTOR, (actor._actor_id, bool(no_restart)))

@@ -52,14 +52,14 @@ class ObjectRefGenerator:
         client = self._client
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
-            object_id = client.stream_next(self._stream)      # StopIteration at the end
+            object_id = self._stream.next()      # StopIteration at the end
             if object_id is not None:
                 return ObjectRef(object_id, _client=client, _registered=True)
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise GetTimeoutError(f"the next item of {self!r} did not arrive within "
                                       f"{timeout_s} s")
-            client.wait_entries((), 1, left, streams=(self._stream,))
+            client.wait_entries((), 1, left, streams=(self._stream.stream,))
 
     # --- asyncio ----------------------------------------------------------------------
 
@@ -71,14 +71,14 @@ class ObjectRefGenerator:
         client = self._client
         while True:
             try:
-                object_id = client.stream_next(self._stream)
+                object_id = self._stream.next()
             except StopIteration:
                 raise StopAsyncIteration from None
             if object_id is not None:
                 return ObjectRef(object_id, _client=client, _registered=True)
             loop = asyncio.get_running_loop()
             future = loop.create_future()
-            client.when_stream_ready(self._stream, _AsyncWaiter(loop, future))
+            self._stream.when_ready(_AsyncWaiter(loop, future))
             await future
 
     # --- state --------------------------------------------------------------------------
@@ -90,15 +90,15 @@ class ObjectRefGenerator:
 
     def next_ready(self) -> bool:
         """Whether next() would return (or stop) without waiting."""
-        return self._client.stream_ready(self._stream)
+        return self._stream.ready()
 
     def is_finished(self) -> bool:
         """Whether every item has been handed out and the task has ended."""
-        return self._client.stream_finished(self._stream)
+        return self._stream.finished()
 
     def _wait_handle(self):
         """What ``ray.wait`` waits on (zray.api)."""
-        return self._stream
+        return self._stream.stream
 
     def task_id(self) -> bytes:
         return self._completion.task_id()
@@ -110,7 +110,7 @@ class ObjectRefGenerator:
         stream = getattr(self, "_stream", None)
         if stream is not None and not client.closed:
             try:
-                client.close_stream(stream)
+                stream.close()
             except Exception:
                 pass
 

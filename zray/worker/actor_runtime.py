@@ -30,6 +30,7 @@ import traceback
 
 from zray.actor import ActorExit
 from zray.exceptions import ActorDiedError, RayTaskError, TaskCancelledError
+from zray.client import Reply
 from zray.protocol import Msg, STATUS_CANCELLED, STATUS_ERROR, STATUS_OK
 from zray.serialization import KIND_ERROR, KIND_SHM, dumps_error
 from zray.worker.streaming import StreamRun, run_async, run_sync
@@ -206,7 +207,7 @@ class ActorRuntime:
                              (spec.task_id, spec.attempt, status, results))
         self.client.send(Msg.ACTOR_RESULTS,
                          (spec.task_id, self.worker.node_id, results, status),
-                         target=("reply", caller))
+                         Reply(caller))
 
     # --- outcomes ---------------------------------------------------------------------
 

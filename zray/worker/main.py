@@ -1,6 +1,6 @@
 """The worker process: receives a task, runs it, stores its results.
 
-A worker is forked by its node's fork server.  Its CoreClient owns two DEALER
+A worker is forked by its node's fork server.  Its client (zray.client) owns two DEALER
 sockets: to the node (identity = worker id: HELLO, EXECUTE_TASKS in,
 TASKS_DONE and WORKER_BLOCKED/UNBLOCKED out) and to the head (identity ``W`` +
 worker id: results, nested tasks, puts, references, gets), so everything
@@ -31,7 +31,8 @@ import cloudpickle
 from zray import _runtime, protocol
 from zray._process import setup_logging
 from zray.config import Config
-from zray.core_client import CoreClient
+from zray.client import NODE, Client, Head, Owner
+from zray.worker.reports import LazyReports
 from zray.exceptions import RayTaskError
 from zray.protocol import (Msg, STATUS_CANCELLED, STATUS_ERROR, STATUS_OK,
                            STATUS_RETRIABLE_ERROR)
@@ -59,10 +60,12 @@ class WorkerProcess:
         self.actor = None
         self.host = args.get("host", "127.0.0.1")
         self.pid = os.getpid()
-        self.client = CoreClient(args["head_endpoint"], b"W" + worker_id, config, "worker",
-                                 local_node_id=self.node_id,
-                                 node_endpoint=args["node_endpoint"],
-                                 node_identity=worker_id)
+        self.reports = LazyReports()
+        self.client = Client(args["head_endpoint"], b"W" + worker_id, config, "worker",
+                             local_node_id=self.node_id, node_endpoint=args["node_endpoint"],
+                             node_identity=worker_id,
+                             bookkeeping=self.reports.is_bookkeeping)
+        self.reports.attach(self.client)
         self.client.message_handlers[Msg.EXECUTE_TASKS] = self._on_execute
         self.client.message_handlers[Msg.CANCEL_TASKS] = self._on_cancel
         self.client.message_handlers[Msg.SHUTDOWN] = lambda items: self.inbox.put(None)
@@ -94,7 +97,7 @@ class WorkerProcess:
         hello = ("worker", protocol.PROTOCOL_MAJOR, protocol.PROTOCOL_MINOR, self.pid,
                  {"node_id": self.node_id})
         self.client.send(Msg.HELLO, hello)
-        self.client.send(Msg.HELLO, hello, to_node=True)
+        self.client.send(Msg.HELLO, hello, NODE)
         parent = os.getppid()
         while True:
             try:
@@ -115,9 +118,10 @@ class WorkerProcess:
     # --- I/O thread callbacks --------------------------------------------------------
 
     def _on_execute(self, items) -> None:
-        if self.client.from_driver:        # granted: its driver gets the results itself
-            self.client.lazy_finishes.update(spec.task_id for (spec,) in items)
-        if self.client.direct_dispatch:    # leased: the node keeps no record of these
+        source = self.client.message_source
+        if type(source) is Owner:          # granted: its driver gets the results itself
+            self.reports.hold(spec.task_id for (spec,) in items)
+        if type(source) in (Head, Owner):   # leased: the node keeps no record
             with self.lock:
                 self.leased_tasks.update(spec.task_id for (spec,) in items)
         for (spec,) in items:
@@ -128,7 +132,7 @@ class WorkerProcess:
                 if blocked is None:
                     self.inbox.put(spec)
             if blocked is not None:   # prefetched while we block: the node runs it elsewhere
-                self.client.send(Msg.WORKER_BLOCKED, (blocked, (spec.task_id,)), to_node=True)
+                self.client.send(Msg.WORKER_BLOCKED, (blocked, (spec.task_id,)), NODE)
 
     def _on_cancel(self, items) -> None:
         if self.actor is not None:
@@ -181,7 +185,7 @@ class WorkerProcess:
             skip = spec.task_id in self.cancelled
             self.cancelled.discard(spec.task_id)
         if skip:
-            client.lazy_finishes.discard(spec.task_id)
+            self.reports.urgent(spec.task_id)
             client.send(Msg.TASKS_FINISHED,
                         (spec.task_id, spec.attempt, STATUS_CANCELLED, [], 0.0))
             self._tell_node_done(spec.task_id)
@@ -210,14 +214,14 @@ class WorkerProcess:
         if spec.owner_address and status == STATUS_OK:
             # The owner waits for these: they go first, and straight to it (the
             # head does not push inline results of such tasks again).
-            target = ("owner", spec.owner_address)
+            owner = Owner(spec.owner_address)
             for object_id, kind, data, size, contained in results:
                 if kind == KIND_INLINE:     # large ones: the head's copy only
                     client.send(Msg.OBJECTS_READY, (object_id, kind, data, size, ()),
-                                target=target)
+                                owner)
         if status != STATUS_OK or not spec.owner_address or \
                 any(result[1] != KIND_INLINE for result in results):
-            client.lazy_finishes.discard(spec.task_id)   # the head must push these
+            self.reports.urgent(spec.task_id)   # the head must push these
         client.send(Msg.TASKS_FINISHED, (spec.task_id, spec.attempt, status, results,
                                          time.perf_counter() - started))
         self._tell_node_done(spec.task_id)
@@ -230,7 +234,7 @@ class WorkerProcess:
             leased = task_id in self.leased_tasks
             self.leased_tasks.discard(task_id)
         if not leased:
-            self.client.send(Msg.TASKS_DONE, (task_id,), to_node=True)
+            self.client.send(Msg.TASKS_DONE, (task_id,), NODE)
 
     def _run(self, spec, keep_alive):
         if spec.is_generator:
