@@ -100,7 +100,7 @@ def test_the_seeds_torch_trainer_program_runs_and_its_loss_falls():
     """examples/seed_torch_trainer.py: Ray 1.x's ray.util.sgd.TorchTrainer form."""
     import subprocess
     import sys
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     run = subprocess.run([sys.executable, os.path.join(root, "examples",
                                                        "seed_torch_trainer.py")],
                          capture_output=True, text=True, timeout=150, cwd=root)

@@ -18,7 +18,7 @@ import pytest
 
 import zray
 from tests.conftest import SHM_DIR, wait_for
-from tests.test_cli import temp_dir, zray_cli  # noqa: F401  (fixture)
+from tests.integration.test_cli import temp_dir, zray_cli  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.timeout(90)
 

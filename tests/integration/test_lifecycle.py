@@ -110,7 +110,7 @@ def test_context_manager_and_shutdown_idempotent():
 
 
 def test_example_programs_run():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     examples = os.path.join(root, "examples")
     for name in sorted(os.listdir(examples)):
         if not name.endswith(".py"):
@@ -135,7 +135,7 @@ def test_second_driver_and_detached_actor_lifetimes(fresh_cluster, tmp_path):
     context = fresh_cluster(num_cpus=2, namespace="shared")
     script = tmp_path / "second.py"
     script.write_text(SECOND_DRIVER)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, PYTHONPATH=root)
     result = subprocess.run([sys.executable, str(script), context["address"]], cwd=root,
                             env=env, capture_output=True, text=True, timeout=60)

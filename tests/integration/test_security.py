@@ -28,7 +28,7 @@ from zray.task_spec import TaskSpec
 from tests.actors import Counter
 from tests.conftest import wait_for
 from tests.tasks import make_array
-from tests.test_protocol_docs import _sample_item
+from tests.unit.test_protocol_docs import _sample_item
 
 pytestmark = pytest.mark.timeout(90)
 

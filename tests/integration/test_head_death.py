@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from tests.conftest import wait_for
-from tests.test_cli import temp_dir, zray_cli  # noqa: F401  (fixture)
+from tests.integration.test_cli import temp_dir, zray_cli  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -14,7 +14,7 @@ from zray.exceptions import ProtocolError
 from zray.protocol import Msg, SPECS
 from zray.task_spec import TaskSpec
 
-from tests.test_protocol_docs import _sample_item, _sample_spec
+from tests.unit.test_protocol_docs import _sample_item, _sample_spec
 
 pytestmark = pytest.mark.timeout(10)
 

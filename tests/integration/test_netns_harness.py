@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import wait_for
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "tools"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "tools"))
 import netns_harness  # noqa: E402
 from netns_harness import NetnsHarness, echo_client_argv, echo_server_argv  # noqa: E402
 

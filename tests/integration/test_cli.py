@@ -139,7 +139,7 @@ SPEC_WORKLOADS = (
 def test_microbenchmark_defines_every_spec_workload():
     listing = subprocess.run(
         [sys.executable, "tools/microbenchmark.py", "--only", "no_such_workload"],
-        cwd=pathlib.Path(__file__).resolve().parent.parent,
+        cwd=pathlib.Path(__file__).resolve().parents[2],
         capture_output=True, text=True, timeout=60)
     known = listing.stderr.rsplit("known:", 1)[-1]
     missing = [name for name in SPEC_WORKLOADS if name not in known.replace(",", " ").split()]

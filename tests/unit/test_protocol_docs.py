@@ -15,7 +15,7 @@ from zray.exceptions import ProtocolError
 from zray.protocol import Msg, SPECS
 from zray.task_spec import TaskSpec
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 HEADING = re.compile(r"^### `([A-Za-z0-9_]+)`\s*$")
 
 

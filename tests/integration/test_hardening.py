@@ -28,7 +28,7 @@ from zray.serialization import segment_path
 
 from tests.conftest import SHM_DIR, wait_for
 from tests.tasks import make_array
-from tests.test_security import _answer, _dealer, _logs
+from tests.integration.test_security import _answer, _dealer, _logs
 
 pytestmark = pytest.mark.timeout(120)
 
