@@ -33,7 +33,7 @@ class FieldType:
     the same as a function, ``explain`` says what is wrong inside a composite
     value (or None)."""
 
-    __slots__ = ("describe", "check", "ok", "explain", "fields")
+    __slots__ = ("describe", "check", "explain", "fields", "_name", "_ok")
     _count = 0
 
     def __init__(self, describe: str, check: str, explain=None):
@@ -42,8 +42,15 @@ class FieldType:
         self.check = check
         self.explain = explain
         self.fields = None          # a record's (name, FieldType) fields
-        name = f"_ok_{FieldType._count}"
-        self.ok = compile_check(f"def {name}(v):\n    return bool({check.format(v='v')})\n", name)
+        self._name = f"_ok_{FieldType._count}"
+        self._ok = None             # compiled on first use: most types never need it
+
+    def ok(self, value) -> bool:
+        if self._ok is None:
+            self._ok = compile_check(
+                f"def {self._name}(v):\n    return bool({self.check.format(v='v')})\n",
+                self._name)
+        return self._ok(value)
 
     def why(self, value) -> str | None:
         """None if ``value`` fits, else what is wrong with it."""

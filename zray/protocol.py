@@ -404,8 +404,22 @@ def _item_class(msg_type: Msg) -> type:
                                 "__reduce__": _as_plain_tuple})
 
 
+class _Lazy(dict):
+    """A table filled on first lookup: each process builds only the item classes
+    and checkers of the message types it meets (building all of them at import
+    cost every process ~20 ms of start-up)."""
+
+    def __init__(self, build):
+        super().__init__()
+        self._build = build
+
+    def __missing__(self, msg_type):
+        value = self[msg_type] = self._build(msg_type)
+        return value
+
+
 #: The item class of each message type.
-ITEMS: dict[Msg, type] = {t: _item_class(t) for t in Msg}
+ITEMS: dict[Msg, type] = _Lazy(_item_class)
 
 
 def _compile_checker(msg_type: Msg):
@@ -429,7 +443,7 @@ def _compile_checker(msg_type: Msg):
         f"    return out\n", function_name)
 
 
-_CHECKERS = {t: _compile_checker(t) for t in Msg}
+_CHECKERS = _Lazy(_compile_checker)
 
 
 def why_malformed(msg_type: Msg, item) -> str | None:

@@ -257,11 +257,11 @@ class Client:
         are ready, or the timeout passes; return the ids that are ready."""
         unique = set(object_ids)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        gate = _Gate()
         with self.lock:
             self._raise_if_fatal()
             if timeout_s == 0:
                 return {o for o in unique if o in self.state.objects}
+            gate = _Gate()
             waiter, missing, pending = self.state.begin_wait(unique, num_returns, streams,
                                                              gate.open)
             if waiter is None:
@@ -291,6 +291,11 @@ class Client:
             return {o for o in unique if o in self.state.objects}
 
     def get_entries(self, object_ids, timeout_s):
+        with self.lock:                 # all here already (the common case): no wait
+            self._raise_if_fatal()
+            objects = self.state.objects
+            if all(o in objects for o in object_ids):
+                return [objects[o] for o in object_ids]
         wanted = len(set(object_ids))
         ready = self.wait_entries(object_ids, len(object_ids), timeout_s)
         if len(ready) < wanted:
