@@ -16,12 +16,11 @@ from collections import deque
 from zray.client.routes import HEAD, Grant
 from zray.ids import object_id_for_return
 from zray.protocol import Msg
+from zray.resources import leasable
 
 #: Seconds after which a grant still busy with a task whose result this driver
 #: dropped goes back to the head (the head tells holders only).
 ORPHAN_GRANT_S = 1.0
-
-_ONE_CPU = {"CPU": 1.0}
 
 
 class Lease:
@@ -40,9 +39,8 @@ class Lease:
 def grantable(spec) -> bool:
     """A task a granted worker may run: what the head itself sends to leases, with
     nothing to resolve first and one return to tell us it finished."""
-    return spec.resources == _ONE_CPU and spec.strategy is None and not spec.max_calls \
-        and spec.actor_id is None and not spec.timeout_s and not spec.dep_ids \
-        and not spec.nested_ids and spec.num_returns == 1 and bool(spec.owner_address)
+    return leasable(spec) and not spec.dep_ids and not spec.nested_ids \
+        and spec.num_returns == 1 and bool(spec.owner_address)
 
 
 class Grants:
