@@ -720,15 +720,7 @@ def task_large_arg_cold(fw, sizes):
     fw.import_framework()
     fw.start(NUM_CPUS)
     fw.get(fw.task(noop)())                   # the cluster is up, as in task_large_arg
-    array = make_array(sizes.large_elements)
-    submit = fw.task(sum_array)
-    start = time.perf_counter()
-    array_ref = fw.put(array)
-    sums = fw.get([submit(array_ref) for _ in range(sizes.large_arg_tasks)])
-    elapsed_s = time.perf_counter() - start
-    if sums[0] != float(sizes.large_elements):
-        raise AssertionError(f"sum {sums[0]} != {sizes.large_elements}")
-    del array_ref
+    elapsed_s = task_large_arg(fw, sizes)["task_large_arg"]
     fw.shutdown()
     return {"task_large_arg_cold": elapsed_s}
 

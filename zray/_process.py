@@ -135,6 +135,15 @@ def serve_endpoint(session_dir: str, name: str, host: str, head_endpoint: str) -
     return f"tcp://{host}:*"
 
 
+def advertised_host(head_endpoint: str) -> str:
+    """This host's address as the cluster's other hosts reach it: on the route
+    to the head for a TCP cluster, loopback for a local (ipc) one."""
+    if not head_endpoint.startswith("tcp://"):
+        return "127.0.0.1"
+    host = head_endpoint[len("tcp://"):].rpartition(":")[0]
+    return "127.0.0.1" if host in ("127.0.0.1", "localhost") else route_ip(host)
+
+
 def route_ip(peer_host: str = "192.0.2.1") -> str:
     """This host's address on the route to ``peer_host`` (a UDP connect sends
     nothing; it only asks the kernel which interface it would use)."""

@@ -9,6 +9,7 @@ import threading
 
 from zray import _runtime, options as opts
 from zray._launch import LocalCluster, default_resources
+from zray._process import advertised_host
 from zray.config import Config
 from zray.client import Client
 from zray.exceptions import RaySystemError
@@ -155,16 +156,10 @@ def _connect(address, config, namespace) -> _runtime.Runtime:
         here = os.path.dirname(endpoint[len("ipc://"):])
         client.serve_results(f"ipc://{here}/driver-{os.getpid()}-{os.urandom(3).hex()}.sock")
     else:
-        client.serve_results(serve_endpoint("", "", _my_ip(endpoint), endpoint))
+        client.serve_results(serve_endpoint("", "", advertised_host(endpoint), endpoint))
     runtime = _runtime.Runtime(client, "driver", namespace)
     runtime.address = endpoint
     return runtime
-
-
-def _my_ip(endpoint: str) -> str:
-    from zray._process import route_ip
-    host = endpoint[len("tcp://"):].rpartition(":")[0]
-    return "127.0.0.1" if host in ("127.0.0.1", "localhost") else route_ip(host)
 
 
 def _local_node(endpoint: str, nodes: list):
@@ -173,7 +168,7 @@ def _local_node(endpoint: str, nodes: list):
     from zray._launch import hostname
     alive = [n for n in nodes if n["Alive"]]
     if endpoint.startswith("tcp://"):
-        mine = [n for n in alive if n["NodeManagerAddress"] == _my_ip(endpoint)]
+        mine = [n for n in alive if n["NodeManagerAddress"] == advertised_host(endpoint)]
         if not mine:            # e.g. the head reached on loopback, nodes on the LAN
             from zray._launch import local_addresses
             here = local_addresses()

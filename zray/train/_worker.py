@@ -11,6 +11,7 @@ import socket
 
 import zray
 from zray import _runtime
+from zray._process import advertised_host
 from zray.train import _session
 from zray.train._checkpoint import Checkpoint
 
@@ -19,7 +20,7 @@ class TrainWorker:
     def where(self) -> tuple:
         """(node id, an address other workers reach this host on)."""
         context = zray.get_runtime_context()
-        return context.get_node_id(), _host_address()
+        return context.get_node_id(), advertised_host(_runtime.client().endpoint)
 
     def free_port(self) -> int:
         with socket.socket() as probe:
@@ -72,11 +73,3 @@ def _takes_an_argument(function) -> bool:
         return len(inspect.signature(function).parameters) >= 1
     except (TypeError, ValueError):
         return True
-
-
-def _host_address() -> str:
-    endpoint = _runtime.client().endpoint
-    if endpoint.startswith("tcp://"):
-        from zray.api import _my_ip
-        return _my_ip(endpoint)
-    return "127.0.0.1"

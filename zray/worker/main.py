@@ -236,17 +236,22 @@ class WorkerProcess:
         if not leased:
             self.client.send(Msg.TASKS_DONE, (task_id,), NODE)
 
+    def _call_user_function(self, spec):
+        """Load the task's function and arguments and call it; zray.cancel may
+        interrupt it while it runs."""
+        function = self._function(spec)
+        args, kwargs = self.resolve_args(spec)
+        self.interruptible = True
+        try:
+            return function(*args, **kwargs)
+        finally:
+            self.interruptible = False
+
     def _run(self, spec, keep_alive):
         if spec.is_generator:
             return self._run_generator(spec)
         try:
-            function = self._function(spec)
-            args, kwargs = self.resolve_args(spec)
-            self.interruptible = True
-            try:
-                value = function(*args, **kwargs)
-            finally:
-                self.interruptible = False
+            value = self._call_user_function(spec)
             keep_alive.append(value)
             return STATUS_OK, self.pack_returns(spec, value)
         except KeyboardInterrupt as exc:
@@ -261,13 +266,7 @@ class WorkerProcess:
         from zray.worker.streaming import StreamRun, run_sync
         run = StreamRun(self, spec)
         try:
-            function = self._function(spec)
-            args, kwargs = self.resolve_args(spec)
-            self.interruptible = True
-            try:
-                value = function(*args, **kwargs)
-            finally:
-                self.interruptible = False
+            value = self._call_user_function(spec)
             return run_sync(run, value, self._interruptible, self._uninterruptible)
         except KeyboardInterrupt as exc:
             if self._cancel_requested(spec.task_id):

@@ -8,6 +8,7 @@ import numpy as np
 
 import zray
 from zray import _runtime
+from zray._process import advertised_host
 from zray.util.collective import rendezvous
 from zray.util.collective.types import Backend, CollectiveError, ReduceOp
 
@@ -33,12 +34,12 @@ def init_collective_group(world_size: int, rank: int, backend="zmq",
     if backend is Backend.ZMQ:
         from zray.util.collective.zmq_group import ZmqGroup
         group = ZmqGroup(world_size, rank, group_name, client.config, client.endpoint,
-                         _host_for(client.endpoint), timeout_s)
+                         advertised_host(client.endpoint), timeout_s)
         addresses = zray.get(meeting.join.remote(world_size, rank, group.address))
         group.connect(addresses)
     else:
         from zray.util.collective.torch_group import TorchGroup
-        address = TorchGroup.address_of(rank, _host_for(client.endpoint))
+        address = TorchGroup.address_of(rank, advertised_host(client.endpoint))
         addresses = zray.get(meeting.join.remote(world_size, rank, address))
         group = TorchGroup(world_size, rank, group_name, backend.value, addresses[0],
                            timeout_s)
@@ -202,12 +203,6 @@ def _check_peer(group, rank: int) -> None:
         raise ValueError(f"rank {rank} cannot send to or receive from itself")
 
 
-def _host_for(head_endpoint: str) -> str:
-    """This host's address as the group's other hosts reach it."""
-    if not head_endpoint.startswith("tcp://"):
-        return "127.0.0.1"
-    from zray.api import _my_ip
-    return _my_ip(head_endpoint)
 
 
 __all__ = ["CollectiveError"]
