@@ -454,3 +454,26 @@ def train_linear(config):
                   "w") as f:
             json.dump(weights, f)
     return weights
+
+
+# --- out-of-memory protection (tests/integration/test_oom.py) ---------------------
+
+def _count_attempt(folder):
+    """Record this attempt with a marker file; return how many came before."""
+    before = len(os.listdir(folder))
+    open(os.path.join(folder, f"attempt-{before}-{os.getpid()}"), "w").close()
+    return before
+
+
+@zray.remote
+def hog_memory(folder, size_bytes, only_first_attempt=False, hold_s=60.0):
+    """Allocate and touch ``size_bytes`` (on the first attempt only, if asked),
+    then hold it until the memory monitor kills this worker (or ``hold_s``)."""
+    before = _count_attempt(folder)
+    if only_first_attempt and before > 0:
+        return "fits"
+    block = np.ones(size_bytes, dtype=np.uint8)    # every page touched
+    deadline = time.monotonic() + hold_s
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    return f"not killed, holding {block.nbytes} bytes"

@@ -111,6 +111,18 @@ class Config:
     #: wait in the node's queue and the node logs a warning. Deeply nested
     #: blocking gets start a worker per level. 0: 8 x the node's CPUs, at least 32.
     max_workers_per_node: int = 0
+    #: Milliseconds between the node's reads of its host's memory (Ray's
+    #: memory_monitor_refresh_ms); above ``memory_usage_threshold`` it kills
+    #: the worker of the newest retriable task (see docs/memory.md). 0 turns
+    #: the memory monitor off.
+    memory_monitor_refresh_ms: int = 250
+    #: Fraction of the host's memory (total minus available) above which the
+    #: node's memory monitor kills a worker (Ray's memory_usage_threshold).
+    memory_usage_threshold: float = 0.95
+    #: First delay before retrying a task killed for lack of memory, in ms;
+    #: it doubles with each such kill of the task, up to 60 s (Ray's
+    #: task_oom_retry_delay_base_ms).
+    task_oom_retry_delay_base_ms: int = 1000
     #: Seconds an idle surplus worker (beyond num_cpus) lives before it exits.
     idle_worker_timeout_s: float = 10.0
     #: Seconds a process waits for its children to exit on shutdown before
@@ -124,6 +136,11 @@ class Config:
     startup_timeout_s: float = 30.0
     #: Logging level of the head, node and worker processes.
     log_level: str = "INFO"
+
+    def __post_init__(self):
+        if not 0.0 < self.memory_usage_threshold <= 1.0:
+            raise ValueError(f"memory_usage_threshold={self.memory_usage_threshold!r} must "
+                             "be a fraction in (0, 1], e.g. 0.95")
 
     @classmethod
     def from_env(cls, environ=None, **overrides) -> "Config":

@@ -88,6 +88,7 @@ class Msg(enum.IntEnum):
     LEASE_RECALL = 46
     REPORT_NOW = 47
     ITEMS_YIELDED = 48
+    WORKER_KILLED = 49
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,10 @@ SPECS: dict[Msg, MessageSpec] = {
     Msg.WORKER_DIED: MessageSpec(
         "node→head", ("worker_id", "pid", "exit_code", "task_id", "attempt"),
         "A worker process exited; its running task (if any) failed."),
+    Msg.WORKER_KILLED: MessageSpec(
+        "node→head", ("worker_id", "reason", "text"),
+        "The node is killing this worker on purpose (reason REASON_OOM: the host ran "
+        "low on memory); its WORKER_DIED follows, and its task or actor fails with text."),
     Msg.TASKS_DONE: MessageSpec(
         "worker→node", ("task_id",),
         "The worker finished this task (its results went to the head): free its resources."),
@@ -567,3 +572,5 @@ STATUS_CANCELLED = 3         # the task was interrupted by zray.cancel
 # Values of TASKS_FAILED's ``reason``.
 REASON_CANCELLED = "cancelled"
 REASON_TIMEOUT = "timeout"        # ran past its timeout_s; the node kills the worker
+# Values of WORKER_KILLED's ``reason``.
+REASON_OOM = "oom"                # the memory monitor killed it (zray.node.memory_monitor)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 
-from zray import exceptions as zerr
 from zray.head.records import Lease, NodeState, TaskState
+from zray.head.tasks import death_error
 from zray.protocol import Msg
 from zray.resources import leasable
 
@@ -183,21 +183,15 @@ class Leases:
             if now - early.since >= limit_s:
                 del self.early_blocked[task_id]
 
-    def lease_worker_died(self, node, pid, exit_code, now):
+    def lease_worker_died(self, node, pid, exit_code, now, cause=None):
+        """The leased worker died: its tasks fail (retriably), with
+        OutOfMemoryError when ``cause`` says its node killed it for memory."""
         lease = node.lease
-        task = self.tasks.get(lease.task_id) if lease.task_id else None
-        if task is not None and task.state is TaskState.ASSIGNED and task.lease is lease:
-            self.task_flow.task_failed(task, zerr.WorkerCrashedError(
-                f"The worker (pid {pid}) running task {task.spec.name} died with exit "
-                f"code {exit_code}; the task was tried {task.spec.attempt + 1} time(s)."),
-                retriable=True, now=now)
-        for task_id in list(lease.tasks):         # granted tasks it was running
-            task = self.tasks.get(task_id)
+        for task_id in (lease.task_id, *lease.tasks):   # the head's and granted tasks
+            task = self.tasks.get(task_id) if task_id else None
             if task is not None and task.state is TaskState.ASSIGNED and task.lease is lease:
-                self.task_flow.task_failed(task, zerr.WorkerCrashedError(
-                    f"The worker (pid {pid}) running task {task.spec.name} died with "
-                    f"exit code {exit_code}; the task was tried {task.spec.attempt + 1} "
-                    "time(s)."), retriable=True, now=now)
+                self.task_flow.task_failed(task, death_error(cause, task, pid, exit_code),
+                                           retriable=True, now=now)
         self.end_grant(lease)
         node.lease = None
         node.available["CPU"] = node.available.get("CPU", 0.0) + 1.0

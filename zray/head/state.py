@@ -107,6 +107,7 @@ class HeadState:
             Msg.WORKER_BLOCKED: self.task_flow.on_worker_blocked,
             Msg.WORKER_UNBLOCKED: self.task_flow.on_worker_unblocked,
             Msg.WORKER_DIED: self.task_flow.on_worker_died,
+            Msg.WORKER_KILLED: self.task_flow.on_worker_killed,
             Msg.PUT_OBJECTS: self.directory.on_put_objects,
             Msg.ADD_REFS: self.directory.on_add_refs,
             Msg.REMOVE_REFS: self.directory.on_remove_refs,
@@ -165,7 +166,8 @@ class HeadState:
         return (self.membership.expire_nodes, self.membership.expire_drivers,
                 self.actor_table.expire_early_results, self.generator_items.expire_early_items,
                 self.leases.expire_early_granted, self.directory.expire_placeholders,
-                self.leases.return_idle_leases, self.after_batch)
+                self.leases.return_idle_leases, self.task_flow.run_delayed_retries,
+                self.after_batch)
 
     def _on_query(self, key, items, now):
         for request_id, name, args in items:

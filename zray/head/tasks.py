@@ -8,6 +8,7 @@ is done and none of its returns is alive.
 
 from __future__ import annotations
 
+import heapq
 import logging
 
 from zray import exceptions as zerr
@@ -15,7 +16,8 @@ from zray.head.records import (
     ActorState, EarlyBlocked, EarlyGranted, ObjectState, Task, TaskState,
 )
 from zray.protocol import (
-    Msg, STATUS_OK, STATUS_RETRIABLE_ERROR, STATUS_CANCELLED, REASON_CANCELLED, REASON_TIMEOUT,
+    Msg, STATUS_OK, STATUS_RETRIABLE_ERROR, STATUS_CANCELLED, REASON_CANCELLED, REASON_OOM,
+    REASON_TIMEOUT,
 )
 from zray.serialization import KIND_INLINE, KIND_ERROR, dumps_error
 
@@ -31,6 +33,12 @@ class TaskFlow:
         self.config = head.config
         self.tasks = {}
         self.functions = {}
+        #: worker id -> (reason, text): workers their node said it is killing
+        #: (WORKER_KILLED), until their WORKER_DIED
+        self.kill_causes = {}
+        #: task id -> out-of-memory kills so far (sets the retry's backoff)
+        self.oom_kills = {}
+        self.delayed_retries = []     # heap of (due, task id): retries after a backoff
 
     def bind(self, head):
         """Reach the tables and parts of the others, once all exist."""
@@ -161,11 +169,23 @@ class TaskFlow:
         limit = task.spec.max_retries
         return limit < 0 or task.spec.attempt < limit
 
-    def _retry(self, task):
+    def _retry(self, task, due=None):
+        """Back to PENDING; into the scheduler's queue now, or at ``due``."""
         task.spec.attempt += 1
         task.node_id = None
         task.move(TaskState.PENDING)
-        self.scheduler.enqueue(task)
+        if due is None:
+            self.scheduler.enqueue(task)
+        else:
+            heapq.heappush(self.delayed_retries, (due, task.spec.task_id))
+
+    def run_delayed_retries(self, now):
+        """Queue the retries whose backoff is over (a periodic sweep)."""
+        while self.delayed_retries and self.delayed_retries[0][0] <= now:
+            _due, task_id = heapq.heappop(self.delayed_retries)
+            task = self.tasks.get(task_id)
+            if task is not None and task.state is TaskState.PENDING:
+                self.scheduler.enqueue(task)
 
     def task_failed(self, task, error, retriable, now):
         """The task's run ended abnormally (worker or node death)."""
@@ -176,9 +196,24 @@ class TaskFlow:
         elif retriable and self.retries_left(task):
             log.info("retrying %s (attempt %d): %s", task.spec.name,
                      task.spec.attempt + 1, error)
-            self._retry(task)
+            self._retry(task, self._oom_backoff(task, error, now))
         else:
+            self.oom_kills.pop(task.spec.task_id, None)
             self.finish_with_error(task, error, TaskState.FAILED)
+
+    def _oom_backoff(self, task, error, now):
+        """When a task killed for lack of memory may run again (None: at once):
+        ``task_oom_retry_delay_base_ms``, doubled per such kill, at most 60 s."""
+        if not isinstance(error, zerr.OutOfMemoryError):
+            return None
+        kills = self.oom_kills.get(task.spec.task_id, 0)
+        self.oom_kills[task.spec.task_id] = kills + 1
+        return now + min(60.0, self.config.task_oom_retry_delay_base_ms / 1e3 * 2 ** kills)
+
+    def on_worker_killed(self, key, items, now):
+        """The node is killing these workers on purpose: keep why, for their WORKER_DIED."""
+        for worker_id, reason, text in items:
+            self.kill_causes[worker_id] = (reason, text)
 
     def finish_with_error(self, task, error, state):
         self._finish_with_error_blob(task, dumps_error(error), state)
@@ -214,9 +249,10 @@ class TaskFlow:
     def on_worker_died(self, key, items, now):
         node = self.node_by_identity.get(key)
         for worker_id, pid, exit_code, task_id, attempt in items:
+            cause = self.kill_causes.pop(worker_id, None)
             if node is not None and node.lease is not None and \
                     node.lease.worker_id == worker_id:
-                self.leases.lease_worker_died(node, pid, exit_code, now)
+                self.leases.lease_worker_died(node, pid, exit_code, now, cause)
             client = self.clients.get(b"W" + worker_id)
             if client is not None:
                 self.membership.client_gone(client)
@@ -226,14 +262,13 @@ class TaskFlow:
                 actor = self.actors.get(task.spec.actor_id)
             if actor is not None:
                 self.actor_table.actor_process_died(
-                    actor, f"its worker process (pid {pid}) exited with code {exit_code}", now)
+                    actor, cause[1] if cause and cause[0] == REASON_OOM else
+                    f"its worker process (pid {pid}) exited with code {exit_code}", now)
                 continue
             if not _is_current(task, attempt, node):
                 continue
-            error = zerr.WorkerCrashedError(
-                f"The worker (pid {pid}) running task {task.spec.name} died with exit "
-                f"code {exit_code}; the task was tried {task.spec.attempt + 1} time(s).")
-            self.task_failed(task, error, retriable=True, now=now)
+            self.task_failed(task, death_error(cause, task, pid, exit_code),
+                             retriable=True, now=now)
 
     def on_worker_blocked(self, key, items, now):
         for task_id, _returned in items:
@@ -295,6 +330,16 @@ class TaskFlow:
                               (task.spec.task_id, force))
 
 
+def death_error(cause, task, pid, exit_code):
+    """The error a task gets when its worker died: OutOfMemoryError when its
+    node killed it for memory (``cause`` from WORKER_KILLED), else WorkerCrashedError."""
+    if cause is not None and cause[0] == REASON_OOM:
+        return zerr.OutOfMemoryError(cause[1])
+    return zerr.WorkerCrashedError(
+        f"The worker (pid {pid}) running task {task.spec.name} died with exit "
+        f"code {exit_code}; the task was tried {task.spec.attempt + 1} time(s).")
+
+
 def _is_current(task, attempt, node) -> bool:
     """The report is about the attempt the head is waiting for, on its node."""
     return task is not None and task.state is TaskState.ASSIGNED \
@@ -302,4 +347,4 @@ def _is_current(task, attempt, node) -> bool:
         and task.node_id == node.node_id
 
 
-__all__ = ["TaskFlow"]
+__all__ = ["TaskFlow", "death_error"]

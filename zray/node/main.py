@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import zmq
 
 from zray import protocol
@@ -45,10 +46,11 @@ from zray._launch import record_node
 from zray.config import Config
 from zray.exceptions import ProtocolError
 from zray.node import forkserver
+from zray.node.memory_monitor import MemoryMonitor, MemoryReading, candidates_of, oom_message
 from zray.node.state import HEAD, NodeManagerState
 from zray.node.transfer import ChunkServer, Puller
 from zray.security import secure_client, secure_server
-from zray.protocol import Msg
+from zray.protocol import Msg, REASON_OOM
 from zray.serialization import SpareSegments, remove_segments, segment_path
 
 log = logging.getLogger("zray.node")
@@ -100,6 +102,9 @@ class NodeLoop:
         self.forkserver = None
         self.early_forkserver = early_forkserver   # started by zray.node.__main__
         self.events_buffer = b""
+        self.memory = MemoryMonitor(config.memory_usage_threshold) \
+            if config.memory_monitor_refresh_ms > 0 else None
+        self.next_memory_check = 0.0
         state = self.state
         self.worker_handlers = {
             Msg.HELLO: lambda w, item, now: state.on_worker_hello(w, item.pid, now),
@@ -148,6 +153,9 @@ class NodeLoop:
                 guarded(log, "the node's periodic work", self.state.tick, now)
                 guarded(log, "the pulls' timeouts", self.puller.tick, now)
                 guarded(log, "the spare segments' upkeep", self.spares.tick, now)
+                if self.memory is not None and now >= self.next_memory_check:
+                    guarded(log, "the memory monitor", self._check_memory)
+                    self.next_memory_check = now + self.config.memory_monitor_refresh_ms / 1e3
                 next_tick = now + TICK_S
                 if not parent_alive(self.parent_pid):
                     log.warning("parent process %s is gone; shutting down", self.parent_pid)
@@ -218,6 +226,26 @@ class NodeLoop:
                 except FileNotFoundError:
                     pass
         log.info("node stopped; removed %d object segments", removed)
+
+    def _check_memory(self) -> None:
+        """Out-of-memory protection: above the threshold, tell the head why and
+        kill the worker the monitor picks (see zray.node.memory_monitor)."""
+        memory = psutil.virtual_memory()
+        reading = MemoryReading(memory.total - memory.available, memory.total)
+        victim = self.memory.decide(reading, candidates_of(self.state.workers.values()))
+        if victim is None:
+            return
+        text = oom_message(victim, reading, self.memory.threshold, self.node_id.hex(),
+                           self.host)
+        log.warning("host memory at %.1f%% (threshold %.1f%%): killing worker pid %d (%s)",
+                    100 * reading.fraction, 100 * self.memory.threshold, victim.pid,
+                    victim.name or "leased")
+        self.state.out.send(HEAD, Msg.WORKER_KILLED, (victim.worker_id, REASON_OOM, text))
+        self._flush()                 # the cause reaches the head before the death
+        try:
+            os.kill(victim.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     # --- channels --------------------------------------------------------------------
 

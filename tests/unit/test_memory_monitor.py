@@ -1,0 +1,148 @@
+"""Out-of-memory protection without processes: the node's kill policy
+(zray.node.memory_monitor) fed readings and candidates, and the head's
+handling of WORKER_KILLED + WORKER_DIED (OutOfMemoryError, retry backoff)."""
+
+import pickle
+
+import pytest
+
+from zray import exceptions as zerr
+from zray.config import Config
+from zray.node.memory_monitor import (
+    Candidate, MemoryMonitor, MemoryReading, candidates_of, oom_message, pick_victim,
+)
+from zray.node.state import NodeManagerState
+from zray.protocol import Msg, REASON_OOM
+from zray.serialization import KIND_ERROR
+from tests.unit.test_head_state import DRIVER, NODE_A, Harness, executed, spec
+
+pytestmark = pytest.mark.timeout(10)
+
+GB = 1024 ** 3
+HIGH = MemoryReading(int(9.6 * GB), 10 * GB)     # 0.96
+LOW = MemoryReading(5 * GB, 10 * GB)
+
+
+def cand(name, started_at, retriable=True, actor=False):
+    return Candidate(name.encode(), 100 + int(started_at), started_at, retriable, actor, name)
+
+
+def test_below_the_threshold_nobody_is_killed():
+    monitor = MemoryMonitor(0.95)
+    assert monitor.decide(LOW, [cand("a", 1.0)]) is None
+    assert monitor.decide(MemoryReading(int(9.5 * GB), 10 * GB), [cand("a", 1.0)]) is None
+
+
+def test_the_newest_retriable_task_goes_first():
+    victims = [cand("old", 1.0), cand("new", 3.0), cand("newest_final", 5.0, retriable=False),
+               cand("actor", 6.0, retriable=False, actor=True)]
+    assert pick_victim(victims).name == "new"
+
+
+def test_non_retriable_tasks_and_actors_only_when_nothing_else_is_left():
+    assert pick_victim([cand("final", 2.0, retriable=False),
+                        cand("actor", 1.0, retriable=False, actor=True)]).name == "final"
+    assert pick_victim([cand("actor", 1.0, retriable=False, actor=True)]).name == "actor"
+    assert pick_victim([]) is None
+
+
+def test_one_kill_at_a_time_until_the_victim_is_gone():
+    monitor = MemoryMonitor(0.95)
+    first = monitor.decide(HIGH, [cand("a", 1.0), cand("b", 2.0)])
+    assert first.name == "b"
+    assert monitor.decide(HIGH, [cand("a", 1.0), cand("b", 2.0)]) is None   # b still exits
+    assert monitor.decide(HIGH, [cand("a", 1.0)]).name == "a"               # b gone
+    monitor.forget(b"a")
+    assert monitor.decide(LOW, [cand("c", 3.0)]) is None
+
+
+def test_a_bad_threshold_is_refused_with_the_field_name():
+    with pytest.raises(ValueError, match="memory_usage_threshold"):
+        MemoryMonitor(1.5)
+    with pytest.raises(ValueError, match="memory_usage_threshold"):
+        Config(memory_usage_threshold=0.0)
+
+
+def test_the_message_says_what_where_how_much_and_what_to_do():
+    text = oom_message(cand("hungry", 1.0), HIGH, 0.95, "ab" * 20, "10.0.0.7")
+    for part in ("hungry", "10.0.0.7", "ab" * 20, "9.60GB / 10.00GB", "0.95",
+                 "max_retries", "memory_usage_threshold", "memory_monitor_refresh_ms"):
+        assert part in text, part
+
+
+def test_candidates_are_the_node_s_busy_and_leased_workers():
+    node = NodeManagerState(b"n" * 16, {"CPU": 3.0}, Config(lease_workers=False), 0.0)
+    node.start(0.0)
+    ids = list(node.workers)
+    for i, worker_id in enumerate(ids):
+        node.on_worker_started(worker_id, 1000 + i)
+        node.on_worker_hello(worker_id, 1000 + i, 0.0)
+    retriable, final = spec(name="retriable"), spec(name="final", max_retries=0)
+    node.on_execute_tasks([retriable], 1.0)
+    node.on_execute_tasks([final], 2.0)
+    found = {c.name: c for c in candidates_of(node.workers.values())}
+    assert set(found) == {"retriable", "final"}          # the idle worker is not one
+    assert found["retriable"].retriable and not found["final"].retriable
+    assert pick_victim(found.values()).name == "retriable"
+
+
+# --- the head ----------------------------------------------------------------------
+
+def started(h, max_retries):
+    h.add_node()
+    h.connect_driver()
+    h.connect_worker()
+    task = spec(max_retries=max_retries, name="hungry")
+    h.send(DRIVER, Msg.SUBMIT_TASKS, (task,))
+    return task
+
+
+def oom_death(h, task, attempt):
+    h.send(NODE_A, Msg.WORKER_KILLED, (b"worker1", REASON_OOM, "out of memory: hungry"))
+    return h.send(NODE_A, Msg.WORKER_DIED, (b"worker1", 7, -9, task.task_id, attempt))
+
+
+def test_an_oom_kill_is_retried_after_a_doubling_backoff():
+    h = Harness(task_oom_retry_delay_base_ms=1000)
+    task = started(h, max_retries=-1)
+    out = oom_death(h, task, 0)
+    assert executed(out) == []                      # not at once: after the backoff
+    h.now = 0.9
+    h.state.tick(h.now)
+    assert executed(h.state.out.drain()) == []
+    h.now = 1.0
+    h.state.tick(h.now)
+    [again] = executed(h.state.out.drain())
+    assert again.attempt == 1
+    oom_death(h, task, 1)
+    h.now = 2.9                                     # the second kill waits 2 s
+    h.state.tick(h.now)
+    assert executed(h.state.out.drain()) == []
+    h.now = 3.0
+    h.state.tick(h.now)
+    assert [t.attempt for t in executed(h.state.out.drain())] == [2]
+
+
+def test_oom_kills_consume_max_retries_then_fail_with_out_of_memory_error():
+    h = Harness(task_oom_retry_delay_base_ms=0)
+    task = started(h, max_retries=1)
+    [oid] = task.return_ids()
+    oom_death(h, task, 0)
+    h.state.tick(h.now)
+    assert executed(h.state.out.drain())[0].attempt == 1
+    out = oom_death(h, task, 1)
+    assert executed(out) == []
+    ready = {i[0]: i for i in out[(DRIVER, Msg.OBJECTS_READY)]}
+    assert ready[oid][1] == KIND_ERROR
+    error = pickle.loads(ready[oid][2])
+    assert isinstance(error, zerr.OutOfMemoryError) and isinstance(error, zerr.RayError)
+    assert "out of memory: hungry" in str(error)
+
+
+def test_a_crash_without_a_kill_cause_is_still_a_worker_crash():
+    h = Harness()
+    task = started(h, max_retries=0)
+    [oid] = task.return_ids()
+    out = h.send(NODE_A, Msg.WORKER_DIED, (b"worker1", 7, -9, task.task_id, 0))
+    ready = {i[0]: i for i in out[(DRIVER, Msg.OBJECTS_READY)]}
+    assert isinstance(pickle.loads(ready[oid][2]), zerr.WorkerCrashedError)
