@@ -99,6 +99,11 @@ class Config:
     #: faster than into fresh ones. A segment anyone still maps is never kept.
     #: 0 turns it off.
     spare_segment_bytes: int = 1024 * 1024 * 1024
+    #: Size of the blank spare segments a node pre-faults (posix_fallocate, in
+    #: a thread of its own, in free spare slots within ``spare_segment_bytes``)
+    #: so that large writes in a fresh store go at the speed of pages already
+    #: there: a put of up to this size takes one. 0 turns it off.
+    spare_blank_bytes: int = 128 * 1024 * 1024
     #: Freed heap memory a worker keeps for its next allocations instead of
     #: handing it back to the OS (glibc's M_TRIM_THRESHOLD; allocations up to
     #: a quarter of it come from the heap, M_MMAP_THRESHOLD). glibc's defaults

@@ -301,6 +301,53 @@ class SpareSegments:
         return "kept"
 
 
+class SpareFiller:
+    """Keeps pre-faulted blank spare segments ready for the next large writes.
+
+    A write into fresh tmpfs pages pays a page fault and a page clear per 4 KiB
+    (100 MB: ~49 ms by pwrite on a 2-core VM, ~35 ms into pages already
+    there).  A node's filler thread makes blank spares in idle time with
+    ``posix_fallocate`` (100 MB: ~25 ms, the kernel's bulk path), so that a
+    put in a fresh cluster writes at the warm speed.  Blanks go only into free
+    spare slots, are counted in the same ``spare_segment_bytes`` budget as
+    recycled spares, and leave one slot free for a recycled segment.  Runs in
+    a thread of its own (``posix_fallocate`` releases the GIL): ``fill`` makes
+    at most one blank per call and says whether it did.
+    """
+
+    def __init__(self, spares: "SpareSegments", blank_bytes: int):
+        self.spares = spares
+        self.blank_bytes = blank_bytes
+        self.tmp = f"{spares.prefix}blank_tmp"
+
+    def fill(self) -> bool:
+        if self.blank_bytes < SPARE_MIN_BYTES:
+            return False
+        free, used = [], 0
+        for slot in self.spares.slots:
+            try:
+                used += os.stat(slot).st_size
+            except FileNotFoundError:
+                free.append(slot)
+        if len(free) < 2 or used + self.blank_bytes > self.spares.budget_bytes:
+            return False
+        fd = os.open(self.tmp, os.O_CREAT | os.O_TRUNC | os.O_RDWR, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, self.blank_bytes)
+        except OSError:
+            _unlink_quietly(self.tmp)     # a full store: no blanks
+            return False
+        finally:
+            os.close(fd)
+        try:
+            os.link(self.tmp, free[0])    # never over a slot filled meanwhile
+        except OSError:
+            return False
+        finally:
+            _unlink_quietly(self.tmp)
+        return True
+
+
 def _unused(path: str) -> bool | None:
     """Nobody (this process included) has the file open or mapped; None when
     this file system or kernel setting offers no leases to tell."""

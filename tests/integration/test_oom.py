@@ -32,7 +32,7 @@ def oom_cluster():
     threshold = (used + MARGIN_BYTES) / memory.total
     zray.init(num_cpus=2, _system_config={
         "memory_usage_threshold": threshold, "memory_monitor_refresh_ms": 100,
-        "task_oom_retry_delay_base_ms": 100})
+        "task_oom_retry_delay_base_ms": 100, "spare_blank_bytes": 0})
     yield threshold
     zray.shutdown()
 

@@ -32,6 +32,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import psutil
@@ -51,7 +52,7 @@ from zray.node.state import HEAD, NodeManagerState
 from zray.node.transfer import ChunkServer, Puller
 from zray.security import secure_client, secure_server
 from zray.protocol import Msg, REASON_OOM
-from zray.serialization import SpareSegments, remove_segments, segment_path
+from zray.serialization import SpareFiller, SpareSegments, remove_segments, segment_path
 
 log = logging.getLogger("zray.node")
 
@@ -87,6 +88,10 @@ class NodeLoop:
         self.transfer_endpoint = bind_private(self.transfer, endpoint, config.port_range)
         self.chunks = ChunkServer(config.shm_dir, node_id)
         self.spares = SpareSegments(config.shm_dir, node_id, config.spare_segment_bytes)
+        self.filler = SpareFiller(self.spares, config.spare_blank_bytes)
+        self.filler_stop = threading.Event()
+        self.filler_thread = threading.Thread(target=self._fill_spares, daemon=True,
+                                              name="zray-spare-filler")
         self.puller = Puller(config.shm_dir, node_id, config.transfer_chunk_bytes,
                              config.transfer_window, config.transfer_timeout_s)
         self.puller.reachable = lambda peer: peer in self.peer_endpoints
@@ -128,6 +133,8 @@ class NodeLoop:
         signal.signal(signal.SIGIO, signal.SIG_IGN)
         self._register()
         self.state.start(time.monotonic())
+        if self.config.spare_blank_bytes and self.config.spare_segment_bytes:
+            self.filler_thread.start()
         poller = self.poller = zmq.Poller()
         poller.register(self.head, zmq.POLLIN)
         poller.register(self.workers, zmq.POLLIN)
@@ -212,6 +219,9 @@ class NodeLoop:
                     pass
         self.puller.close()
         self._flush()
+        self.filler_stop.set()
+        if self.filler_thread.is_alive():
+            self.filler_thread.join()
         removed = remove_segments(self.config.shm_dir, self.node_id)
         self.head.close()
         self.workers.close()
@@ -226,6 +236,18 @@ class NodeLoop:
                 except FileNotFoundError:
                     pass
         log.info("node stopped; removed %d object segments", removed)
+
+    def _fill_spares(self) -> None:
+        """The filler thread: keep blank pre-faulted spares ready (SpareFiller),
+        checking every 20 ms once they are."""
+        while not self.filler_stop.is_set():
+            try:
+                made = self.filler.fill()
+            except Exception:
+                log.exception("making a blank spare segment failed")
+                made = False
+            if not made:
+                self.filler_stop.wait(0.02)
 
     def _check_memory(self) -> None:
         """Out-of-memory protection: above the threshold, tell the head why and
