@@ -2,6 +2,7 @@
 (zray.node.memory_monitor) fed readings and candidates, and the head's
 handling of WORKER_KILLED + WORKER_DIED (OutOfMemoryError, retry backoff)."""
 
+import os
 import pickle
 
 import pytest
@@ -146,3 +147,22 @@ def test_a_crash_without_a_kill_cause_is_still_a_worker_crash():
     out = h.send(NODE_A, Msg.WORKER_DIED, (b"worker1", 7, -9, task.task_id, 0))
     ready = {i[0]: i for i in out[(DRIVER, Msg.OBJECTS_READY)]}
     assert isinstance(pickle.loads(ready[oid][2]), zerr.WorkerCrashedError)
+
+
+# --- blank spare segments (zray.serialization.SpareFiller) ------------------------
+
+def test_the_filler_makes_blank_spares_within_the_budget_and_leaves_a_slot(tmp_path):
+    from zray.serialization import SpareFiller, SpareSegments, spare_paths
+    node_id = b"n" * 16
+    blank = 1024 * 1024
+    spares = SpareSegments(str(tmp_path), node_id, 10 * blank)
+    filler = SpareFiller(spares, blank)
+    made = 0
+    while filler.fill():
+        made += 1
+    slots = [p for p in spare_paths(str(tmp_path), node_id) if os.path.exists(p)]
+    assert made == len(slots) == len(spare_paths(str(tmp_path), node_id)) - 1
+    assert all(os.stat(p).st_size == blank for p in slots)
+    assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(p) for p in slots)
+    tight = SpareFiller(SpareSegments(str(tmp_path / ".."), b"m" * 16, blank // 2), blank)
+    assert not tight.fill()                       # over the budget: nothing made

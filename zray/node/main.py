@@ -239,7 +239,7 @@ class NodeLoop:
 
     def _fill_spares(self) -> None:
         """The filler thread: keep blank pre-faulted spares ready (SpareFiller),
-        checking every 20 ms once they are."""
+        checking every 50 ms once they are."""
         while not self.filler_stop.is_set():
             try:
                 made = self.filler.fill()
@@ -247,7 +247,7 @@ class NodeLoop:
                 log.exception("making a blank spare segment failed")
                 made = False
             if not made:
-                self.filler_stop.wait(0.02)
+                self.filler_stop.wait(0.05)
 
     def _check_memory(self) -> None:
         """Out-of-memory protection: above the threshold, tell the head why and
