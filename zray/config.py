@@ -102,8 +102,10 @@ class Config:
     #: Size of the blank spare segments a node pre-faults (posix_fallocate, in
     #: a thread of its own, in free spare slots within ``spare_segment_bytes``)
     #: so that large writes in a fresh store go at the speed of pages already
-    #: there: a put of up to this size takes one. 0 turns it off.
-    spare_blank_bytes: int = 128 * 1024 * 1024
+    #: there: a put of up to this size takes one. 0 (the default) turns it
+    #: off: on a loaded 2-core VM the filler competed with the puts it was
+    #: for (docs/benchmarks.md, 2026-12-07 later); 134217728 turns it on.
+    spare_blank_bytes: int = 0
     #: Freed heap memory a worker keeps for its next allocations instead of
     #: handing it back to the OS (glibc's M_TRIM_THRESHOLD; allocations up to
     #: a quarter of it come from the heap, M_MMAP_THRESHOLD). glibc's defaults
