@@ -74,6 +74,12 @@ class RunConfig:
     stop: object = None          # Tune: a dict, a function (trial_id, result) or a Stopper
     callbacks: list | None = None
 
+    def __post_init__(self):
+        if self.checkpoint_config is None:
+            self.checkpoint_config = CheckpointConfig()
+        if self.failure_config is None:
+            self.failure_config = FailureConfig()
+
     def run_dir(self, default_name: str) -> str:
         root = self.storage_path or os.environ.get("ZRAY_RESULTS_DIR",
                                                    os.path.expanduser("~/zray_results"))

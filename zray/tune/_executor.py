@@ -108,7 +108,7 @@ class Executor:
             self.storage.write_params(trial)
         self._adopt_checkpoint(trial)
         key, options = self.settings["actor_options"](trial)
-        runner = self.free[key].pop() if self.free[key] else \
+        runner = self._free_runner(key) or \
             _RemoteRunner.options(**options).remote(self.trainable)
         spec = {"trial_id": trial.trial_id, "trial_name": str(trial),
                 "trial_dir": trial.local_path, "config": trial.config,
@@ -123,6 +123,21 @@ class Executor:
                 "checkpoint_at_end": self.settings["checkpoint_at_end"]}
         self.busy[trial.trial_id] = (runner, key)
         self.calls[runner.start.remote(spec)] = ("trial", trial.trial_id)
+
+    def _free_runner(self, key):
+        """A runner to reuse.  Before a new one is made, runners still stopping
+        are waited for and idle ones of other shapes let go: they hold the
+        resources the new one needs (else it could wait for them forever)."""
+        if not self.free[key]:
+            for ref, kind in list(self.calls.items()):
+                if kind[0] == "stop":
+                    self._outcome(ref)
+        if self.free[key]:
+            return self.free[key].pop()
+        for other, pool in self.free.items():
+            while other != key and pool:
+                zray.kill(pool.pop())
+        return None
 
     def _adopt_checkpoint(self, trial) -> None:
         """A checkpoint from another trial (PBT) is copied into this trial's

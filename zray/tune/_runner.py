@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import inspect
 import os
+import shutil
 import threading
 import time
 
 from zray.train import _session as train_session
-from zray.tune._session import (ResultClock, TrialStopped, TuneContext, TuneSession,
-                                persist_checkpoint)
+from zray.tune._session import ResultClock, TrialStopped, TuneContext, TuneSession
 from zray.tune._trainable import is_class_trainable
 from zray.tune.stopper import reached
 
@@ -166,9 +166,12 @@ class _ClassRun:
         directory = os.path.join(self.spec["trial_dir"],
                                  f"checkpoint_{self.next_checkpoint_index:06d}")
         self.next_checkpoint_index += 1
-        self.instance.save(directory + ".tmp")
-        return persist_checkpoint(directory + ".tmp", self.spec["trial_dir"],
-                                  self.next_checkpoint_index - 1)
+        staging = directory + ".saving"
+        shutil.rmtree(staging, ignore_errors=True)
+        self.instance.save(staging)
+        shutil.rmtree(directory, ignore_errors=True)
+        os.replace(staging, directory)
+        return directory
 
     def stop(self, save: bool) -> dict:
         path = self._save() if save else None
