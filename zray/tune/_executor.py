@@ -50,8 +50,9 @@ class Executor:
         self.queue.extend(self.controller.start(time.monotonic()))
         try:
             while True:
-                self._drain()
+                # journal first: what finished is on disk before new work starts
                 self.storage.journal(self.controller.get_trials(), self.controller.search_alg)
+                self._drain()
                 if self.progress is not None:
                     self.progress.update(self.controller)
                 if self.controller.is_finished() and not self._trial_calls():
