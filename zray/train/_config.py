@@ -34,10 +34,15 @@ class ScalingConfig:
 
 @dataclass
 class CheckpointConfig:
-    """``num_to_keep``: newest checkpoints kept on storage (None: all)."""
+    """``num_to_keep``: checkpoints kept on storage (None: all; the best by
+    ``checkpoint_score_attribute`` when given, else the newest).  For Tune's
+    class trainables: ``checkpoint_frequency`` (every N iterations, 0: never)
+    and ``checkpoint_at_end``."""
     num_to_keep: int | None = None
     checkpoint_score_attribute: str | None = None
     checkpoint_score_order: str = "max"
+    checkpoint_frequency: int = 0
+    checkpoint_at_end: bool | None = None
 
     def __post_init__(self):
         if self.num_to_keep is not None and (not isinstance(self.num_to_keep, int)
@@ -66,8 +71,14 @@ class RunConfig:
     checkpoint_config: CheckpointConfig = field(default_factory=CheckpointConfig)
     failure_config: FailureConfig = field(default_factory=FailureConfig)
     verbose: int = 1
-    stop: dict | None = None
+    stop: object = None          # Tune: a dict, a function (trial_id, result) or a Stopper
     callbacks: list | None = None
+
+    def __post_init__(self):
+        if self.checkpoint_config is None:
+            self.checkpoint_config = CheckpointConfig()
+        if self.failure_config is None:
+            self.failure_config = FailureConfig()
 
     def run_dir(self, default_name: str) -> str:
         root = self.storage_path or os.environ.get("ZRAY_RESULTS_DIR",

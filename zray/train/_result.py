@@ -19,6 +19,11 @@ class Result:
         self.best_checkpoints = [(c, m) for m, c in history if c is not None]
 
     @property
+    def config(self):
+        """The trial's config (a Tune trial's result carries it in ``metrics``)."""
+        return (self.metrics or {}).get("config")
+
+    @property
     def metrics_dataframe(self):
         """Every reported metrics dict, one row each (needs pandas)."""
         try:

@@ -86,6 +86,11 @@ def set_session(session) -> None:
     _session = session
 
 
+def get_session():
+    """The session installed in this process (a train or a tune one), or None."""
+    return _session
+
+
 def current() -> Session:
     if _session is None:
         raise RuntimeError("this is not a training worker: zray.train.report, "

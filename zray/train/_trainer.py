@@ -28,6 +28,9 @@ class DataParallelTrainer:
     """Runs ``train_loop_per_worker`` on ``scaling_config.num_workers`` workers."""
 
     _backend = "gloo"
+    #: Called with (metrics, checkpoint) for every report (zray.tune sets it when
+    #: the trainer runs as a trial).
+    _report_hook = None
 
     def __init__(self, train_loop_per_worker, *, train_loop_config: dict | None = None,
                  scaling_config: ScalingConfig | None = None,
@@ -88,6 +91,8 @@ class DataParallelTrainer:
         for _index, metrics, path in reports:
             checkpoint = Checkpoint(path) if path else None
             history.append((metrics, checkpoint))
+            if self._report_hook is not None:
+                self._report_hook(metrics, checkpoint)
             if checkpoint is not None:
                 checkpoints.append(checkpoint)
                 while keep is not None and len(checkpoints) > keep:
