@@ -250,3 +250,15 @@ def test_table_rows_have_rays_keys():
     assert row["state"] == "CREATED" and row["bundles"] == {0: {"CPU": 1.0}}
     every = h.state.queries["placement_group_table"](h.state, None)
     assert list(every) == [pg_id.hex()]
+
+
+def test_a_lent_worker_is_asked_back_only_when_that_lets_a_group_fit():
+    h = cluster(NODE_A, cpus=1.0)
+    h.send(NODE_A, Msg.LEASE_OFFER, (b"w" * 8,))
+    assert h.state.nodes[A].lease is not None
+    big, out = create(h, [{"CPU": 2.0}])                 # never fits: the lease stays
+    assert (NODE_A, Msg.LEASE_RETURN) not in out and h.state.nodes[A].lease is not None
+    pg_id, out = create(h, one_cpu(1))
+    assert out[(NODE_A, Msg.LEASE_RETURN)] == [(b"w" * 8,)]
+    assert group(h, pg_id).state is PlacementGroupState.CREATED
+    assert group(h, big).state is PlacementGroupState.PENDING

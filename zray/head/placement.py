@@ -55,6 +55,8 @@ class Placements:
         self.groups = {}
         #: (namespace, name) -> pg_id of a group not removed
         self.named = {}
+        #: pg_id -> group, of those PENDING or RESCHEDULING (oldest first)
+        self.waiting = {}
 
     def bind(self, head):
         self.nodes = head.nodes
@@ -92,6 +94,7 @@ class Placements:
         group = PlacementGroup(pg_id, [dict(b) for b in bundles], strategy, name, namespace,
                                job_id, lifetime == "detached", now)
         self.groups[pg_id] = group
+        self.waiting[pg_id] = group
         if name:
             self.named[(namespace, name)] = pg_id
         self.head.dirty = True
@@ -113,6 +116,7 @@ class Placements:
             if node_id is not None:
                 self._unreserve(group, index, self.nodes.get(node_id))
         group.move(PlacementGroupState.REMOVED)
+        self.waiting.pop(group.pg_id, None)
         if group.name and self.named.get((group.namespace, group.name)) == group.pg_id:
             del self.named[(group.namespace, group.name)]
         for actor in list(self.head.actors.values()):
@@ -144,6 +148,7 @@ class Placements:
             group.nodes = [None if n == node.node_id else n for n in group.nodes]
             if group.state is PlacementGroupState.CREATED:
                 group.move(PlacementGroupState.RESCHEDULING)
+                self.waiting[group.pg_id] = group
                 log.warning("placement group %s lost bundles with node %s: rescheduling",
                             group.pg_id.hex(), node.node_id.hex()[:12])
         self.head.dirty = True
@@ -152,25 +157,36 @@ class Placements:
 
     def schedule(self) -> None:
         """Place every waiting group that fits now, oldest first."""
-        waiting = [g for g in self.groups.values() if g.waiting]
-        if not waiting:
+        if not self.waiting:
             return
-        leases_returned = False
-        for group in waiting:
-            if self._try_place(group):
+        for group in list(self.waiting.values()):
+            group.attempts += 1
+            if self._try_place(group) or not self._fits_without_leases(group):
                 continue
-            if not leases_returned and any(n.lease is not None for n in self.nodes.values()):
-                # an idle node lent a worker (and its CPU): ask for it back, try again
-                self.leases.return_free_leases()
-                leases_returned = True
-                self._try_place(group)
+            # idle nodes lent workers (and their CPUs) to the head or drivers: the
+            # group fits once they are back, so ask for them and try again
+            self.leases.return_free_leases()
+            self._try_place(group)
 
-    def _try_place(self, group) -> bool:
+    def _free(self, lent_back: bool) -> dict:
         alive = sorted((n for n in self.nodes.values() if n.state is NodeState.ALIVE),
                        key=lambda n: n.registered_at)
-        group.attempts += 1
-        chosen = place_bundles(group.bundles, group.strategy,
-                               {n.node_id: n.available for n in alive}, group.nodes)
+        free = {n.node_id: n.available for n in alive}
+        if lent_back:
+            for node in alive:
+                if node.lease is not None:
+                    free[node.node_id] = {**node.available,
+                                          "CPU": node.available.get("CPU", 0.0) + 1.0}
+        return free
+
+    def _fits_without_leases(self, group) -> bool:
+        if not any(n.lease is not None for n in self.nodes.values()):
+            return False
+        return place_bundles(group.bundles, group.strategy, self._free(True),
+                             group.nodes) is not None
+
+    def _try_place(self, group) -> bool:
+        chosen = place_bundles(group.bundles, group.strategy, self._free(False), group.nodes)
         if chosen is None:
             return False
         for index, node_id in enumerate(chosen):
@@ -179,6 +195,7 @@ class Placements:
         group.nodes = list(chosen)
         group.placed_at = self.head.now
         group.move(PlacementGroupState.CREATED)
+        del self.waiting[group.pg_id]
         self.head.dirty = True
         return True
 
@@ -236,6 +253,8 @@ class Placements:
         return out
 
     def validate(self) -> None:
+        assert set(self.waiting) == {g.pg_id for g in self.groups.values() if g.waiting}, \
+            "the waiting list differs from the groups' states"
         for (namespace, name), pg_id in self.named.items():
             group = self.groups.get(pg_id)
             assert group is not None and group.state is not PlacementGroupState.REMOVED, \
