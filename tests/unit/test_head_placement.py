@@ -262,3 +262,14 @@ def test_a_lent_worker_is_asked_back_only_when_that_lets_a_group_fit():
     assert out[(NODE_A, Msg.LEASE_RETURN)] == [(b"w" * 8,)]
     assert group(h, pg_id).state is PlacementGroupState.CREATED
     assert group(h, big).state is PlacementGroupState.PENDING
+
+
+def test_bundles_go_only_to_nodes_that_speak_placement_groups():
+    h = cluster()
+    h.send(NODE_B, Msg.REGISTER_NODE, (B, PROTOCOL_MAJOR, 0, {"resources": {"CPU": 4.0}}))
+    h.connect_driver()
+    pg_id, out = create(h, one_cpu(1))
+    assert group(h, pg_id).state is PlacementGroupState.PENDING
+    assert not any(key[1] is Msg.RESERVE_BUNDLES for key in out)
+    h.add_node(NODE_A)
+    assert group(h, pg_id).nodes == [A]

@@ -111,6 +111,7 @@ class Membership:
             if old is not None and old.state is NodeState.ALIVE and old.node_id != node_id:
                 self._node_died(old, now, "replaced by a new registration")
             node = Node(node_id, key, info, now)
+            node.protocol_minor = minor
             self.nodes[node_id] = node
             self.node_by_identity[key] = node
             log.info("node %s joined from %s with %s", node_id.hex()[:12],

@@ -25,7 +25,7 @@ from zray import exceptions as zerr
 from zray.head.records import (
     TERMINAL, NodeState, PlacementGroup, PlacementGroupState, TaskState,
 )
-from zray.protocol import Msg
+from zray.protocol import BUNDLES_MINOR, Msg
 from zray.resources import add_resources, bundle_resources, fits
 
 log = logging.getLogger("zray.head")
@@ -169,7 +169,8 @@ class Placements:
             self._try_place(group)
 
     def _free(self, lent_back: bool) -> dict:
-        alive = sorted((n for n in self.nodes.values() if n.state is NodeState.ALIVE),
+        alive = sorted((n for n in self.nodes.values() if n.state is NodeState.ALIVE
+                        and n.protocol_minor >= BUNDLES_MINOR),
                        key=lambda n: n.registered_at)
         free = {n.node_id: n.available for n in alive}
         if lent_back:

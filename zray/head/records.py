@@ -132,7 +132,7 @@ NODE_TRANSITIONS = {
 class Node:
     __slots__ = ("node_id", "identity", "info", "total", "available", "state",
                  "last_seen", "known_functions", "death_reason",
-                 "death_time", "registered_at", "lease")
+                 "death_time", "registered_at", "lease", "protocol_minor")
 
     def __init__(self, node_id, identity, info, now):
         self.node_id = node_id
@@ -147,6 +147,7 @@ class Node:
         self.death_time = None
         self.registered_at = now
         self.lease = None    # Lease: an idle worker the node lent us, see zray.head.leases
+        self.protocol_minor = 0     # what it announced in REGISTER_NODE
 
     def move(self, new_state: NodeState) -> None:
         _check(NODE_TRANSITIONS, f"node {self.node_id.hex()}", self.state, new_state)
