@@ -414,7 +414,7 @@ LISTS = {"nodes": "nodes", "tasks": "list_tasks", "actors": "list_actors",
               show_default=True, envvar="ZRAY_LIST_FORMAT", show_envvar=True)
 @address_option
 def list_(what, limit, fmt, address):
-    """List nodes, tasks, actors or objects."""
+    """List nodes, tasks, actors, objects or placement groups."""
     rows = _ask(_head(address), LISTS[what], {"limit": limit})[:limit]
     if fmt == "json":
         click.echo(json.dumps(rows, indent=1, default=str))
@@ -423,6 +423,11 @@ def list_(what, limit, fmt, address):
         rows = [{"node_id": r["NodeID"], "address": r["NodeManagerAddress"],
                  "state": r["State"], "cpus": r["Resources"].get("CPU", 0),
                  "death_reason": r.get("DeathReason") or ""} for r in rows]
+    elif what == "placement-groups":
+        rows = [{"placement_group_id": r["placement_group_id"], "name": r["name"],
+                 "strategy": r["strategy"], "state": r["state"],
+                 "bundles": len(r["bundles"]),
+                 "nodes": len(set(r["bundles_to_node_id"].values()))} for r in rows]
     click.echo(_table(rows))
 
 
