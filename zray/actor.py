@@ -12,12 +12,13 @@ import inspect
 
 import cloudpickle
 
-from zray import _runtime, ids, options as opts
+from zray import _placement, _runtime, ids, options as opts
 from zray._signature import check_call, shape_of
 from zray.ids import handle_id
 from zray.object_ref import ObjectRef
 from zray.protocol import Msg
 from zray.remote_function import pack_args, returned
+from zray.resources import in_bundle
 from zray.serialization import check_code_size, record_contained_ref
 from zray.task_spec import TaskSpec, wire_num_returns
 
@@ -53,6 +54,25 @@ def exit_actor():
 #: sent before it; ``__ray_call__(fn, *args)`` runs ``fn(instance, *args)``.
 BUILTIN_METHODS = frozenset({"__ray_ready__", "__ray_terminate__", "__ray_call__"})
 
+
+
+def _actor_placement(runtime, resolved, held, placement, what):
+    """(strategy, held, placement) with the actor's placement group applied: in a
+    group, an actor without num_cpus asks only for what it holds (0 CPUs), since
+    its bundle is reserved already."""
+    if resolved["num_cpus"] is None:
+        in_group_request = held
+    else:
+        in_group_request = placement
+    strategy, renamed, inherits = _placement.choose(resolved, in_group_request, what)
+    if inherits and runtime.mode == "worker":
+        inherited = _placement.inherited(runtime, in_group_request)
+        if inherited is not None:
+            strategy, renamed = inherited
+    if type(strategy) is not tuple or strategy[0] != "placement_group":
+        return strategy, held, placement
+    pg_hex, index = strategy[1].hex(), strategy[2]
+    return strategy, in_bundle(held, pg_hex, index), renamed
 
 class ActorClassInheritanceException(TypeError):
     """A class statement named an actor class (not a plain class) as a base."""
@@ -153,6 +173,8 @@ class ActorClass:
         held = opts.resource_request({**resolved, "num_cpus": resolved["num_cpus"] or 0})
         placement = opts.resource_request(
             {**resolved, "num_cpus": 1 if resolved["num_cpus"] is None else resolved["num_cpus"]})
+        strategy, held, placement = _actor_placement(runtime, resolved, held, placement,
+                                                     f"actor {self._class_name}")
         actor_id = ids.new_task_id()
         name = resolved["name"]
         if resolved["get_if_exists"] and not name:
@@ -173,7 +195,7 @@ class ActorClass:
         runtime_env = opts.merge_runtime_env(runtime.runtime_env, resolved["runtime_env"])
         spec = TaskSpec(actor_id, client.job_id, f"{self._class_name}.__init__", function_id,
                         args_blob, dep_ids, nested_ids, 0, placement, 0, False, runtime_env, 0,
-                        opts.strategy_wire(resolved["scheduling_strategy"]), None,
+                        strategy, None,
                         actor_id=actor_id, method="__init__", actor_options=actor_options)
         # the head registers our handle with CREATE_ACTOR: counted, not announced
         client.add_ref(handle_id(actor_id), announce=False)

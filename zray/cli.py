@@ -375,8 +375,8 @@ def status(address):
         click.echo(f"  {node['NodeID'][:12]}  {node['NodeManagerAddress']:<15}  {state}")
     click.echo("\nResources (used / total)")
     for name in sorted(total):
-        if name.startswith("node:"):
-            continue
+        if name.startswith("node:") or "_group_" in name:
+            continue      # a placement group's bundle: counted in its base resource
         used = total[name] - free.get(name, 0.0)
         click.echo(f"  {name:<20} {_amount(name, used)} / {_amount(name, total[name])}")
     pending = [d for d in demands if not d["feasible"]]
@@ -385,6 +385,11 @@ def status(address):
         click.echo("  (none)")
     for demand in demands:
         note = "" if demand["feasible"] else "  INFEASIBLE: no node has these resources"
+        if demand.get("kind") == "placement_group":
+            click.echo(f"  placement group {demand['placement_group_id'][:12]} "
+                       f"({demand['strategy']}) waiting for bundles {demand['resources']}"
+                       f"{note}")
+            continue
         click.echo(f"  {demand['count']} task(s) waiting for {demand['resources']}{note}")
     if pending:
         click.echo(f"\n{len(pending)} infeasible demand(s) wait for a node that fits them")
@@ -397,6 +402,7 @@ def _amount(name: str, value: float) -> str:
 
 
 LISTS = {"nodes": "nodes", "tasks": "list_tasks", "actors": "list_actors",
+         "placement-groups": "list_placement_groups",
          "objects": "list_objects"}
 
 
@@ -408,7 +414,7 @@ LISTS = {"nodes": "nodes", "tasks": "list_tasks", "actors": "list_actors",
               show_default=True, envvar="ZRAY_LIST_FORMAT", show_envvar=True)
 @address_option
 def list_(what, limit, fmt, address):
-    """List nodes, tasks, actors or objects."""
+    """List nodes, tasks, actors, objects or placement groups."""
     rows = _ask(_head(address), LISTS[what], {"limit": limit})[:limit]
     if fmt == "json":
         click.echo(json.dumps(rows, indent=1, default=str))
@@ -417,6 +423,11 @@ def list_(what, limit, fmt, address):
         rows = [{"node_id": r["NodeID"], "address": r["NodeManagerAddress"],
                  "state": r["State"], "cpus": r["Resources"].get("CPU", 0),
                  "death_reason": r.get("DeathReason") or ""} for r in rows]
+    elif what == "placement-groups":
+        rows = [{"placement_group_id": r["placement_group_id"], "name": r["name"],
+                 "strategy": r["strategy"], "state": r["state"],
+                 "bundles": len(r["bundles"]),
+                 "nodes": len(set(r["bundles_to_node_id"].values()))} for r in rows]
     click.echo(_table(rows))
 
 

@@ -104,15 +104,24 @@ def _runtime_env(name, value):
 def _strategy(name, value):
     if value is None or value in ("DEFAULT", "SPREAD") or not isinstance(value, str):
         return
-    raise ValueError("scheduling_strategy must be 'DEFAULT', 'SPREAD' or a "
-                     f"NodeAffinitySchedulingStrategy, got {value!r}")
+    raise ValueError("scheduling_strategy must be 'DEFAULT', 'SPREAD', a "
+                     "NodeAffinitySchedulingStrategy or a PlacementGroupSchedulingStrategy, "
+                     f"got {value!r}")
 
 
 def _strategy_types() -> tuple:
     """The types scheduling_strategy takes (its Option lists none: they are
     looked up when needed, as zray.util imports this module)."""
-    from zray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-    return (str, NodeAffinitySchedulingStrategy, _NONE)
+    from zray.util.scheduling_strategies import (
+        NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy)
+    return (str, NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy, _NONE)
+
+
+def _placement_group(name, value):
+    if value is None or value == "default" or hasattr(value, "bundle_specs"):
+        return
+    raise ValueError(f"The option '{name}' must be a PlacementGroup, 'default' or None, "
+                     f"got {value!r}")
 
 
 def _lifetime(name, value):
@@ -153,6 +162,9 @@ TASK_OPTIONS = {
     "max_calls": Option(0, (int, _NONE), _int_at_least(0)),
     "runtime_env": Option(None, (dict, _NONE), _runtime_env),
     "scheduling_strategy": Option(None, (), _strategy),
+    "placement_group": Option("default", (object,), _placement_group),
+    "placement_group_bundle_index": Option(-1, (int, _NONE), _int_at_least(-1)),
+    "placement_group_capture_child_tasks": Option(None, (bool, _NONE)),
     "timeout_s": Option(None, _NUMBER, _non_negative),
     "accelerator_type": Option(None, (str, _NONE)),
     "_metadata": Option(None, (dict, _NONE)),
@@ -175,6 +187,9 @@ ACTOR_OPTIONS = {
     "max_pending_calls": Option(-1, (int, _NONE), _pending),
     "runtime_env": Option(None, (dict, _NONE), _runtime_env),
     "scheduling_strategy": Option(None, (), _strategy),
+    "placement_group": Option("default", (object,), _placement_group),
+    "placement_group_bundle_index": Option(-1, (int, _NONE), _int_at_least(-1)),
+    "placement_group_capture_child_tasks": Option(None, (bool, _NONE)),
     "accelerator_type": Option(None, (str, _NONE)),
     "concurrency_groups": Option(None, (list, dict, _NONE), _ignored_by_zray(
         "every method shares the actor's one pool of max_concurrency")),

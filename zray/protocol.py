@@ -35,7 +35,10 @@ from zray.fieldtypes import (
     sequence_of)
 
 PROTOCOL_MAJOR = 2
-PROTOCOL_MINOR = 0
+PROTOCOL_MINOR = 1
+#: The first minor whose nodes take RESERVE_BUNDLES (placement groups): bundles
+#: are reserved only on nodes that registered with at least this minor.
+BUNDLES_MINOR = 1
 TAG = b"ZR" + bytes([PROTOCOL_MAJOR, PROTOCOL_MINOR])
 
 
@@ -88,7 +91,11 @@ class Msg(enum.IntEnum):
     LEASE_RECALL = 46
     REPORT_NOW = 47
     ITEMS_YIELDED = 48
-    WORKER_KILLED = 49
+    CREATE_PLACEMENT_GROUP = 49
+    REMOVE_PLACEMENT_GROUP = 50
+    RESERVE_BUNDLES = 51
+    RELEASE_BUNDLES = 52
+    WORKER_KILLED = 53
 
 
 @dataclass(frozen=True)
@@ -262,6 +269,24 @@ SPECS: dict[Msg, MessageSpec] = {
     Msg.OBJECT_COPIED: MessageSpec(
         "node→head", ("object_id", "size"),
         "This node now holds a copy of the object (a pull finished): a new location."),
+    Msg.CREATE_PLACEMENT_GROUP: MessageSpec(
+        "driver/worker→head", ("pg_id", "bundles", "pg_strategy", "name", "lifetime",
+                               "request_id"),
+        "Reserve these bundles together (all or nothing) by the strategy; answered by "
+        "QUERY_REPLY at once (the group is PENDING until every bundle has a node), or "
+        "the error (a taken name, bad bundles)."),
+    Msg.REMOVE_PLACEMENT_GROUP: MessageSpec(
+        "driver/worker→head", ("pg_id", "request_id"),
+        "Free the group's bundles, kill its actors and cancel its tasks; answered by "
+        "QUERY_REPLY."),
+    Msg.RESERVE_BUNDLES: MessageSpec(
+        "head→node", ("pg_id", "bundle_index", "resources"),
+        "Set these resources aside as bundle bundle_index of the group: the node takes "
+        "them from what it has free and adds the bundle's own resources "
+        "(CPU_group_<i>_<pg>, ...), which the group's tasks ask for."),
+    Msg.RELEASE_BUNDLES: MessageSpec(
+        "head→node", ("pg_id", "bundle_index"),
+        "The bundle is gone (its group removed): give its resources back."),
     Msg.SHUTDOWN: MessageSpec(
         "driver→head, head→node, node→worker, node→head", ("reason",),
         "Stop: the receiver exits cleanly, stopping what it started (from a node: it "
@@ -304,9 +329,13 @@ ENTRY = record("an object entry (kind, data, size, node_ids)", (
     ("kind", INT), ("data", optional(BYTES)), ("size", COUNT), ("node_ids", NODE_IDS)))
 AFFINITY = record('("node_affinity", node_id, soft)', (
     ("name", STR), ("node_id", NODE_ID), ("soft", BOOL)))
-STRATEGY = FieldType(f"None, a str or {AFFINITY.describe}",
-                     f"({{v}} is None or type({{v}}) is str or {AFFINITY.check})",
-                     AFFINITY.explain)
+IN_GROUP = record('("placement_group", pg_id, bundle_index, capture_child_tasks)', (
+    ("name", STR), ("pg_id", bytes_of(16)), ("bundle_index", INT), ("capture", BOOL)))
+STRATEGY = FieldType(f"None, a str, {AFFINITY.describe} or {IN_GROUP.describe}",
+                     f"({{v}} is None or type({{v}}) is str or {AFFINITY.check} "
+                     f"or {IN_GROUP.check})",
+                     lambda v: IN_GROUP.explain(v) if type(v) is tuple and len(v) == 4
+                     else AFFINITY.explain(v))
 ACTOR_OPTIONS = keys("a dict of actor options", {
     "held": RESOURCES, "max_restarts": INT, "max_task_retries": INT,
     "max_concurrency": optional(INT), "max_pending_calls": INT, "name": optional(STR),
@@ -366,6 +395,8 @@ FIELD_TYPES: dict[str, FieldType] = {
     "worker_id": WORKER_ID, "exit_code": INT, "actor_id": ACTOR_ID, "address": STR,
     "no_restart": BOOL, "state": STR, "transfer_endpoint": STR, "alive": BOOL,
     "error": optional(STR), "offset": COUNT, "length": COUNT,
+    "pg_id": bytes_of(16), "bundles": sequence_of(RESOURCES), "pg_strategy": STR,
+    "lifetime": optional(STR), "bundle_index": INT, "resources": RESOURCES,
 }
 
 #: Where a field differs from FIELD_TYPES in one message.

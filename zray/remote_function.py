@@ -7,7 +7,7 @@ import inspect
 
 import cloudpickle
 
-from zray import _runtime, ids, options as opts
+from zray import _placement, _runtime, ids, options as opts
 from zray._signature import check_for, shape_of
 from zray.object_ref import ObjectRef, stale_ref_error
 from zray.serialization import check_code_size, inline_bytes, serialize
@@ -97,7 +97,8 @@ class _Template:
             cloudpickle.dumps(tuple(retry))
         self.runtime_env = resolved["runtime_env"]
         self.max_calls = resolved["max_calls"]
-        self.strategy = opts.strategy_wire(resolved["scheduling_strategy"])
+        self.strategy, self.resources, self.inherits = _placement.choose(
+            resolved, self.resources, f"task {self.name}")
         self.timeout_s = resolved["timeout_s"]
         self.check = function.argument_check()
 
@@ -111,10 +112,14 @@ class _Template:
         client.register_function(function_id, blob)
         args_blob, dep_ids, nested_ids, keep = pack_args(
             args, kwargs, client, f"task {self.name}")
+        strategy, resources = self.strategy, self.resources
+        if self.inherits and runtime.mode == "worker":
+            strategy, resources = _placement.inherited(runtime, resources) or \
+                (strategy, resources)
         spec = TaskSpec(ids.new_task_id(), client.job_id, self.name, function_id, args_blob,
-                        dep_ids, nested_ids, self.num_returns, self.resources,
+                        dep_ids, nested_ids, self.num_returns, resources,
                         self.max_retries, self.retry_exceptions, runtime_env,
-                        self.max_calls, self.strategy, self.timeout_s,
+                        self.max_calls, strategy, self.timeout_s,
                         owner_address=client.owner_address)
         return_ids = client.submit(spec)
         del keep

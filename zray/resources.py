@@ -37,4 +37,70 @@ def leasable(spec) -> bool:
         and spec.actor_id is None and not spec.timeout_s
 
 
-__all__ = ["EPSILON", "ONE_CPU", "fits", "held", "leasable"]
+# --- placement groups ------------------------------------------------------------------
+#
+# A reserved bundle becomes resources of its own on its node, named after the
+# group, as in Ray: ``CPU_group_<i>_<pg>`` for bundle i and ``CPU_group_<pg>`` for
+# "any bundle of the group on this node", plus ``bundle_group_[<i>_]<pg>`` markers
+# so that a task asking for nothing still lands on the bundle's node.  A task in
+# the group asks for the renamed resources, so the head's placement and the
+# node's admission need no rule of their own for bundles.
+
+#: What each reserved bundle adds of its marker resource, and what a task takes.
+BUNDLE_MARKER_TOTAL = 1000.0
+BUNDLE_MARKER_TAKE = 0.001
+
+
+def bundle_resources(pg_hex: str, index: int, bundle: dict) -> dict:
+    """The resources a reserved bundle adds to its node."""
+    added = {}
+    for name, amount in bundle.items():
+        if amount:
+            added[f"{name}_group_{index}_{pg_hex}"] = float(amount)
+            added[f"{name}_group_{pg_hex}"] = float(amount)
+    added[f"bundle_group_{index}_{pg_hex}"] = BUNDLE_MARKER_TOTAL
+    added[f"bundle_group_{pg_hex}"] = BUNDLE_MARKER_TOTAL
+    return added
+
+
+def in_bundle(request: dict, pg_hex: str, index: int) -> dict:
+    """``request`` as a task in bundle ``index`` (-1: any bundle) asks for it."""
+    renamed = {}
+    for name, amount in request.items():
+        if amount:
+            renamed[f"{name}_group_{pg_hex}"] = float(amount)
+            if index >= 0:
+                renamed[f"{name}_group_{index}_{pg_hex}"] = float(amount)
+    renamed[f"bundle_group_{pg_hex}"] = BUNDLE_MARKER_TAKE
+    if index >= 0:
+        renamed[f"bundle_group_{index}_{pg_hex}"] = BUNDLE_MARKER_TAKE
+    return renamed
+
+
+def base_amount(resources: dict, name: str) -> float:
+    """How much of ``name`` (e.g. "GPU") a request holds, inside a bundle or not:
+    a bundle's request counts through its "any bundle" name."""
+    amount = resources.get(name, 0.0)
+    prefix = f"{name}_group_"
+    for key, value in resources.items():
+        if key.startswith(prefix) and "_" not in key[len(prefix):]:
+            amount += value
+    return amount
+
+
+def add_resources(total: dict, available: dict, added: dict, sign: float) -> None:
+    """Add (sign 1) or take away (sign -1) a bundle's renamed resources; a name
+    whose total comes to nothing is dropped from both tables."""
+    for name, amount in added.items():
+        left = total.get(name, 0.0) + sign * amount
+        if left <= EPSILON:
+            total.pop(name, None)
+            available.pop(name, None)
+        else:
+            total[name] = left
+            available[name] = available.get(name, 0.0) + sign * amount
+
+
+__all__ = ["EPSILON", "ONE_CPU", "fits", "held", "leasable", "bundle_resources",
+           "in_bundle", "base_amount", "add_resources", "BUNDLE_MARKER_TOTAL",
+           "BUNDLE_MARKER_TAKE"]

@@ -49,6 +49,10 @@ def test_two_workers_train_one_model_and_report(cluster, tmp_path):
     assert state["epoch"] == 3
     kept = sorted(n for n in os.listdir(result.path) if n.startswith("checkpoint_"))
     assert len(kept) == 2 and result.checkpoint.path.endswith(kept[-1])
+    # the workers ran in one placement group (PACK, a bundle each), removed at the end
+    [group] = zray.util.placement_group_table().values()
+    assert group["strategy"] == "PACK" and group["state"] == "REMOVED"
+    assert group["bundles"] == {0: {"CPU": 1.0}, 1: {"CPU": 1.0}}
 
 
 def test_every_rank_ends_with_identical_weights(cluster, tmp_path):

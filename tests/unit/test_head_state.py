@@ -10,7 +10,8 @@ from zray.head.records import (
     ActorState, Lease, LeaseState, Node, NodeState, ObjectRecord,
 )
 from zray.head.state import HeadState, IllegalTransition, ObjectState, TaskState
-from zray.protocol import (Message, Msg, PROTOCOL_MAJOR, STATUS_ERROR, STATUS_OK,
+from zray.protocol import (Message, Msg, PROTOCOL_MAJOR, PROTOCOL_MINOR, STATUS_ERROR,
+                           STATUS_OK,
                            STATUS_RETRIABLE_ERROR)
 from zray.serialization import KIND_ERROR, KIND_INLINE, KIND_SHM
 from zray.task_spec import TaskSpec
@@ -41,7 +42,7 @@ class Harness:
     def add_node(self, identity=NODE_A, cpus=2.0, extra=None):
         resources = {"CPU": cpus, **(extra or {})}
         return self.send(identity, Msg.REGISTER_NODE,
-                  (identity[1:], PROTOCOL_MAJOR, 0, {"resources": resources}))
+                  (identity[1:], PROTOCOL_MAJOR, PROTOCOL_MINOR, {"resources": resources}))
 
     def connect_driver(self):
         return self.send(DRIVER, Msg.HELLO, ("driver", PROTOCOL_MAJOR, 0, 1, {}))

@@ -192,3 +192,25 @@ def test_a_pull_of_an_absurd_size_fails_instead_of_raising(tmp_path):
     assert object_id == b"o" * 18 and "could not make room" in error and waiters == [b"waiter"]
     assert not puller.pulls and not list(tmp_path.iterdir())
     puller.tick(100.0)
+
+
+def test_a_bundle_is_set_aside_for_its_tasks_and_released():
+    from zray.resources import in_bundle
+    state, _ = started_node(cpus=2, gpus=1, worker_prefetch=1)
+    pg_id = b"p" * 16
+    in_pg = spec()
+    in_pg.resources = in_bundle({"CPU": 1.0, "GPU": 1.0}, pg_id.hex(), 0)
+    state.on_execute_tasks([in_pg], 0.0)                 # before its bundle: waits
+    assert not sent_tasks(state.out.drain()) and len(state.queue) == 1
+    state.on_reserve_bundle(pg_id, 0, {"CPU": 1.0, "GPU": 1.0}, 0.0)
+    assert state.available["CPU"] == 1.0 and state.available["GPU"] == 0.0
+    [started] = [s for specs in sent_tasks(state.out.drain()).values() for s in specs]
+    assert started.gpu_ids == (0,)                        # a bundle's GPU gets an id
+    plain = [spec(), spec()]                              # only one CPU is outside it
+    state.on_execute_tasks(plain, 0.0)
+    assert sum(len(v) for v in sent_tasks(state.out.drain()).values()) == 1
+    state.on_release_bundle(pg_id, 0, 0.0)                # removed while its task runs
+    assert not any("_group_" in name for name in state.total)
+    worker = next(w for w in state.workers.values() if w.task is started)
+    state.on_task_done(worker.worker_id, started.task_id, 1.0)
+    assert state.available["GPU"] == 1.0 and "CPU_group_" + pg_id.hex() not in state.available

@@ -115,6 +115,8 @@ _SAMPLES = {
     "address": "ipc:///tmp/a.sock", "no_restart": True, "state": "ALIVE",
     "run_s": 0.0005, "transfer_endpoint": "tcp://10.0.0.2:40123", "alive": True,
     "error": None, "offset": 8 << 20, "length": 8 << 20,
+    "pg_id": b"p" * 16, "bundles": [{"CPU": 1.0}, {"GPU": 1.0}], "pg_strategy": "PACK",
+    "lifetime": None, "bundle_index": 1, "resources": {"CPU": 2.0},
 }
 
 

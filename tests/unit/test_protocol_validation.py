@@ -91,7 +91,7 @@ def test_a_wrong_type_in_any_field_is_refused_naming_the_field(msg):
     ("dep_ids", [b"d" * 18], r"dep_ids should be a tuple of bytes \(18\), got list"),
     ("dep_ids", (b"d" * 17,), r"dep_ids should be a tuple of bytes \(18\)"),
     ("num_returns", 70000, r"num_returns should be int in \[-2, 65534\]"),
-    ("strategy", ("node_affinity", b"n" * 16), "strategy should be None, a str or"),
+    ("strategy", ("node_affinity", b"n" * 16), "strategy should be None, a str,"),
     ("timeout_s", "soon", "timeout_s should be number or None"),
     ("timeout_s", Fraction(1, 2), "timeout_s should be number or None"),   # no :g in 3.11
     ("actor_options", {"held": {"CPU": -1.0}}, "actor_options should be a dict of actor "

@@ -239,6 +239,10 @@ class ActorTable:
             if actor is not None:
                 self._kill_actor(actor, no_restart, "The actor was killed by zray.kill().")
 
+    def kill(self, actor, text):
+        """Kill the actor for good (its placement group went)."""
+        self._kill_actor(actor, True, text)
+
     def _kill_actor(self, actor, no_restart, text):
         if actor.state is ActorState.DEAD:
             return

@@ -111,6 +111,7 @@ class Membership:
             if old is not None and old.state is NodeState.ALIVE and old.node_id != node_id:
                 self._node_died(old, now, "replaced by a new registration")
             node = Node(node_id, key, info, now)
+            node.protocol_minor = minor
             self.nodes[node_id] = node
             self.node_by_identity[key] = node
             log.info("node %s joined from %s with %s", node_id.hex()[:12],
@@ -152,6 +153,7 @@ class Membership:
         node.death_reason = reason
         node.death_time = now
         log.warning("node %s declared dead: %s", node.node_id.hex()[:12], reason)
+        self.head.placements.node_died(node)
         for client in [c for c in self.clients.values() if c.node_id == node.node_id]:
             self.client_gone(client)
         for actor in list(self.actors.values()):
@@ -191,6 +193,7 @@ class Membership:
                         and task.spec.actor_id is None:
                     self.task_flow.cancel(task, force=True)
             self.actor_table.job_finished(client.job_id)
+            self.head.placements.job_finished(client.job_id)
 
     def client(self, key, now) -> Client:
         client = self.clients.get(key)

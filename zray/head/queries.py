@@ -101,15 +101,44 @@ def demands(state, args):
     alive node could ever fit it (infeasible ones wait for a node to join)."""
     alive = [n for n in state.nodes.values() if n.state is NodeState.ALIVE]
     out = []
-    for (shape, _strategy), queue in state.queues.items():
+    for (shape, strategy), queue in state.queues.items():
+        if type(strategy) is tuple and strategy[0] == "placement_group":
+            continue          # their group's bundles are the demand (below)
         request = dict(shape)
         out.append({"resources": request, "count": len(queue),
                     "feasible": any(fits(request, n.total) for n in alive)})
-    return out
+    return out + state.placements.demands()
+
+
+def placement_group_table(state, args):
+    """One group's row (args: its id), or every group's by id hex (args: None)."""
+    if args is not None:
+        group = state.placement_groups.get(args)
+        return group.describe() if group is not None else {}
+    return {g.pg_id.hex(): g.describe() for g in state.placement_groups.values()}
+
+
+def list_placement_groups(state, args):
+    limit = (args or {}).get("limit", 1000)
+    return [g.describe() for g in list(state.placement_groups.values())[:limit]]
+
+
+def get_placement_group(state, args):
+    """The id and bundles of the group named ``name`` in the caller's namespace."""
+    name, namespace, job_id = args
+    if namespace is None:
+        namespace = state.job_namespaces.get(job_id, "")
+    group = state.placement_groups.get(state.placements.named.get((namespace, name)))
+    if group is None:
+        return None
+    return group.pg_id, group.bundles
 
 
 QUERIES = {
     "demands": demands,
+    "placement_group_table": placement_group_table,
+    "list_placement_groups": list_placement_groups,
+    "get_placement_group": get_placement_group,
     "list_actors": list_actors,
     "get_actor": get_actor,
     "nodes": nodes,

@@ -132,7 +132,7 @@ NODE_TRANSITIONS = {
 class Node:
     __slots__ = ("node_id", "identity", "info", "total", "available", "state",
                  "last_seen", "known_functions", "death_reason",
-                 "death_time", "registered_at", "lease")
+                 "death_time", "registered_at", "lease", "protocol_minor")
 
     def __init__(self, node_id, identity, info, now):
         self.node_id = node_id
@@ -147,6 +147,7 @@ class Node:
         self.death_time = None
         self.registered_at = now
         self.lease = None    # Lease: an idle worker the node lent us, see zray.head.leases
+        self.protocol_minor = 0     # what it announced in REGISTER_NODE
 
     def move(self, new_state: NodeState) -> None:
         _check(NODE_TRANSITIONS, f"node {self.node_id.hex()}", self.state, new_state)
@@ -298,6 +299,73 @@ class Actor:
 
 
 
+# --- placement groups ------------------------------------------------------------------
+
+class PlacementGroupState(str, enum.Enum):
+    PENDING = "PENDING"              # waiting for room for all of its bundles
+    CREATED = "CREATED"              # every bundle is reserved on a node
+    RESCHEDULING = "RESCHEDULING"    # a node holding bundles died: re-placing them
+    REMOVED = "REMOVED"
+
+
+PLACEMENT_GROUP_TRANSITIONS = {
+    PlacementGroupState.PENDING: {PlacementGroupState.CREATED, PlacementGroupState.REMOVED},
+    PlacementGroupState.CREATED: {PlacementGroupState.RESCHEDULING,
+                                  PlacementGroupState.REMOVED},
+    PlacementGroupState.RESCHEDULING: {PlacementGroupState.CREATED,
+                                       PlacementGroupState.REMOVED},
+    PlacementGroupState.REMOVED: set(),
+}
+
+
+class PlacementGroup:
+    """Bundles of resources reserved together (see zray.head.placement)."""
+
+    __slots__ = ("pg_id", "bundles", "strategy", "name", "namespace", "job_id",
+                 "detached", "state", "nodes", "created_at", "placed_at", "attempts")
+
+    def __init__(self, pg_id, bundles, strategy, name, namespace, job_id, detached, now):
+        self.pg_id = pg_id
+        self.bundles = bundles
+        self.strategy = strategy
+        self.name = name
+        self.namespace = namespace
+        self.job_id = job_id
+        self.detached = detached
+        self.state = PlacementGroupState.PENDING
+        self.nodes = [None] * len(bundles)     # node id holding each bundle, or None
+        self.created_at = now
+        self.placed_at = None
+        self.attempts = 0
+
+    def move(self, new_state: PlacementGroupState) -> None:
+        _check(PLACEMENT_GROUP_TRANSITIONS, f"placement group {self.pg_id.hex()}",
+               self.state, new_state)
+        self.state = new_state
+
+    @property
+    def waiting(self) -> bool:
+        return self.state in (PlacementGroupState.PENDING, PlacementGroupState.RESCHEDULING)
+
+    def describe(self) -> dict:
+        """A row of placement_group_table, with Ray's keys."""
+        latency_ms = None if self.placed_at is None else \
+            (self.placed_at - self.created_at) * 1000.0
+        return {
+            "placement_group_id": self.pg_id.hex(), "name": self.name,
+            "bundles": {i: dict(b) for i, b in enumerate(self.bundles)},
+            "bundles_to_node_id": {i: n.hex() for i, n in enumerate(self.nodes)
+                                   if n is not None},
+            "strategy": self.strategy, "state": self.state.value,
+            "stats": {"end_to_end_creation_latency_ms": latency_ms,
+                      "scheduling_latency_ms": latency_ms,
+                      "scheduling_attempt": self.attempts,
+                      "highest_retry_delay_ms": 0.0,
+                      "scheduling_state": "FINISHED" if self.placed_at is not None and
+                      not self.waiting else "NO_RESOURCES" if self.attempts else "QUEUED"},
+        }
+
+
 # --- reports that overtook the message they depend on ----------------------------------
 
 class EarlyActorResult(NamedTuple):
@@ -332,5 +400,6 @@ class EarlyBlocked(NamedTuple):
 __all__ = ["IllegalTransition", "TaskState", "TASK_TRANSITIONS", "TERMINAL", "Task",
            "ObjectState", "OBJECT_TRANSITIONS", "ObjectRecord", "NodeState",
            "NODE_TRANSITIONS", "Node", "Client", "LeaseState", "LEASE_TRANSITIONS", "Lease",
-           "ActorState", "ACTOR_TRANSITIONS", "Actor", "EarlyActorResult", "EarlyItem",
+           "ActorState", "ACTOR_TRANSITIONS", "Actor", "PlacementGroupState",
+           "PLACEMENT_GROUP_TRANSITIONS", "PlacementGroup", "EarlyActorResult", "EarlyItem",
            "EarlyGranted", "EarlyBlocked"]

@@ -21,6 +21,7 @@ import logging
 from collections import deque
 
 from zray import exceptions as zerr
+from zray.head.placement import group_of
 from zray.head.records import NodeState, TaskState
 from zray.protocol import Msg
 from zray.resources import fits, held
@@ -103,6 +104,11 @@ class Scheduler:
         request = task.spec.resources
         alive = [n for n in self.nodes.values() if n.state is NodeState.ALIVE]
         strategy = task.spec.strategy
+        if group_of(task.spec) is not None:     # waits for its group's bundles
+            why = self.head.placements.unplaceable(task)
+            if why:
+                self.head.placements.fail_unplaceable(task, why)
+            return
         if isinstance(strategy, tuple) and strategy[0] == "node_affinity" and not strategy[2]:
             target = self.nodes.get(strategy[1])
             if target is None or target.state is not NodeState.ALIVE \
@@ -174,8 +180,8 @@ class Scheduler:
         if node is None:
             return
         for name, amount in held(task.spec).items():
-            if task.blocked and name == "CPU":
-                continue
+            if task.blocked and name == "CPU" or name not in node.total:
+                continue       # (not in total: its bundle was removed meanwhile)
             node.available[name] = node.available.get(name, 0.0) + amount
         task.blocked = False
         self.head.dirty = True
@@ -208,6 +214,8 @@ def pick_node(state, task):
             return target if _has_room(state, target, spec) else None
         if not soft:
             return None
+        strategy = None
+    elif group_of(spec) is not None:     # its resources keep it in its bundles
         strategy = None
     candidates = [n for n in alive if fits(spec.resources, n.available)]
     if strategy == "SPREAD":

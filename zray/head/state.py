@@ -12,6 +12,7 @@ tables and reaches the others' through ``bind``:
 - ``scheduling``: queues per scheduling class and where a task runs;
 - ``leases``: workers lent by nodes for direct dispatch, and grants to drivers;
 - ``actors`` and ``generators``: the actor table and generator items;
+- ``placement``: placement groups, their bundles and where they are reserved;
 - ``queries``: read-only answers to QUERY.
 
 The records they share, with their states and transition tables, are in
@@ -27,6 +28,7 @@ from zray.head.generators import GeneratorItems
 from zray.head.leases import Leases
 from zray.head.membership import Membership
 from zray.head.objects import ObjectDirectory
+from zray.head.placement import Placements
 from zray.head.queries import QUERIES
 from zray.head.records import (
     ACTOR_TRANSITIONS, OBJECT_TRANSITIONS, ActorState, IllegalTransition, LeaseState,
@@ -62,6 +64,7 @@ class HeadState:
         self.leases = Leases(self)
         self.actor_table = ActorTable(self)
         self.generator_items = GeneratorItems(self)
+        self.placements = Placements(self)
         self._share_tables()
         for part in self.parts():
             part.bind(self)
@@ -69,7 +72,7 @@ class HeadState:
 
     def parts(self) -> tuple:
         return (self.membership, self.directory, self.task_flow, self.scheduler,
-                self.leases, self.actor_table, self.generator_items)
+                self.leases, self.actor_table, self.generator_items, self.placements)
 
     def _share_tables(self) -> None:
         """The tables, each owned by one part, under the names the process loop,
@@ -93,6 +96,7 @@ class HeadState:
         self.named_actors = self.actor_table.named_actors
         self.early_actor_results = self.actor_table.early_actor_results
         self.early_items = self.generator_items.early_items
+        self.placement_groups = self.placements.groups
 
     def _handlers(self) -> dict:
         return {
@@ -126,6 +130,8 @@ class HeadState:
             Msg.LEASE_RETURN: self.leases.on_lease_return,
             Msg.SUBMIT_LEASED: self.leases.on_submit_leased,
             Msg.OBJECT_COPIED: self.directory.on_object_copied,
+            Msg.CREATE_PLACEMENT_GROUP: self.placements.on_create_placement_group,
+            Msg.REMOVE_PLACEMENT_GROUP: self.placements.on_remove_placement_group,
         }
 
     # --- entry points ----------------------------------------------------------------
@@ -150,9 +156,11 @@ class HeadState:
         handler(identity, message.items, now)
 
     def after_batch(self, now: float) -> None:
-        """Run once after a batch of messages: place what can be placed."""
+        """Run once after a batch of messages: place what can be placed (waiting
+        placement groups first, so freed resources go to them)."""
         if self.dirty:
             self.dirty = False
+            self.placements.schedule()
             self.scheduler.schedule()
 
     def tick(self, now: float) -> None:
@@ -217,6 +225,7 @@ class HeadState:
                 assert lent or node.available.get("CPU", 0.0) + 1.0 <= \
                     node.total.get("CPU", 0.0) + 1e-6, "a lease's CPU counted as free"
         self._validate_actors()
+        self.placements.validate()
 
     def _validate_actors(self) -> None:
         for (namespace, name), actor_id in self.named_actors.items():

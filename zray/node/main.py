@@ -324,6 +324,12 @@ class NodeLoop:
         elif kind is Msg.LEASE_RETURN:
             for (worker_id,) in message.items:
                 self.state.on_lease_return(worker_id, now)
+        elif kind is Msg.RESERVE_BUNDLES:
+            for pg_id, index, resources in message.items:
+                self.state.on_reserve_bundle(pg_id, index, resources, now)
+        elif kind is Msg.RELEASE_BUNDLES:
+            for pg_id, index in message.items:
+                self.state.on_release_bundle(pg_id, index, now)
         elif kind is Msg.NODE_TABLE:
             for node_id, endpoint, alive in message.items:
                 self._set_peer(node_id, endpoint, alive)

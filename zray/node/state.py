@@ -26,7 +26,7 @@ from collections import deque
 
 from zray.outbox import Outbox
 from zray.protocol import Msg, REASON_CANCELLED, REASON_TIMEOUT
-from zray.resources import fits, held
+from zray.resources import add_resources, base_amount, bundle_resources, fits, held
 
 log = logging.getLogger("zray.node")
 
@@ -98,6 +98,8 @@ class NodeManagerState:
         self.at_worker_cap = False      # warned that tasks wait for a worker
         self.durations: dict[bytes, float] = {}   # function id -> recent run time (s)
         self.lease = None       # worker id leased to the head, if any
+        #: (pg_id, bundle index) -> the resources set aside for that bundle
+        self.bundles: dict[tuple, dict] = {}
 
     # --- events ----------------------------------------------------------------------
 
@@ -111,6 +113,29 @@ class NodeManagerState:
                 self.functions[spec.function_id] = spec.function_blob
                 spec.function_blob = None
             self.queue.append(spec)
+        self.dispatch(now)
+
+    def on_reserve_bundle(self, pg_id: bytes, index: int, resources: dict,
+                          now: float) -> None:
+        """Set a placement group's bundle aside: its resources leave the free pool
+        and come back as the bundle's own (which the group's tasks ask for)."""
+        if (pg_id, index) in self.bundles:
+            return
+        self.bundles[(pg_id, index)] = dict(resources)
+        for name, amount in resources.items():
+            self.available[name] = self.available.get(name, 0.0) - amount
+        add_resources(self.total, self.available,
+                      bundle_resources(pg_id.hex(), index, resources), 1.0)
+        self.dispatch(now)
+
+    def on_release_bundle(self, pg_id: bytes, index: int, now: float) -> None:
+        resources = self.bundles.pop((pg_id, index), None)
+        if resources is None:
+            return
+        add_resources(self.total, self.available,
+                      bundle_resources(pg_id.hex(), index, resources), -1.0)
+        for name, amount in resources.items():
+            self.available[name] = self.available.get(name, 0.0) + amount
         self.dispatch(now)
 
     def on_worker_started(self, worker_id: bytes, pid: int) -> None:
@@ -392,7 +417,7 @@ class NodeManagerState:
     def _start(self, worker, spec, now):
         for name, amount in held(spec).items():
             self.available[name] = self.available.get(name, 0.0) - amount
-        gpus = int(spec.resources.get("GPU", 0) + 0.999)
+        gpus = int(base_amount(spec.resources, "GPU") + 0.999)
         if gpus:
             spec.gpu_ids = tuple(self.free_gpus[:gpus])
             del self.free_gpus[:gpus]
@@ -410,8 +435,8 @@ class NodeManagerState:
     def _release(self, worker):
         spec = worker.task
         for name, amount in held(spec).items():
-            if worker.blocked and name == "CPU":
-                continue
+            if worker.blocked and name == "CPU" or name not in self.total:
+                continue       # (not in total: its bundle was released meanwhile)
             self.available[name] = self.available.get(name, 0.0) + amount
         self.free_gpus.extend(spec.gpu_ids or ())
         self.free_gpus.sort()

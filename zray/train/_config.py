@@ -31,6 +31,13 @@ class ScalingConfig:
         gpus = wanted.pop("GPU", 1 if self.use_gpu else 0)
         return {"num_cpus": cpus, "num_gpus": gpus, "resources": wanted or None}
 
+    def bundle(self) -> dict:
+        """One worker's bundle in the group's placement group."""
+        options = self.worker_resources()
+        wanted = {"CPU": options["num_cpus"], "GPU": options["num_gpus"],
+                  **(options["resources"] or {})}
+        return {name: amount for name, amount in wanted.items() if amount}
+
 
 @dataclass
 class CheckpointConfig:

@@ -15,11 +15,15 @@ from zray.train._checkpoint import Checkpoint
 from zray.train._config import RunConfig, ScalingConfig
 from zray.train._result import Result, TrainingFailedError
 from zray.train._worker import TrainWorker
+from zray.util.placement_group import placement_group, remove_placement_group
+from zray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 log = logging.getLogger("zray.train")
 
 #: Seconds between two collections of the workers' reports.
 POLL_S = 0.1
+#: How long the trainer waits for its placement group before saying so (and waiting on).
+WAIT_WARN_S = 30.0
 
 _RemoteWorker = zray.remote(TrainWorker)
 
@@ -106,14 +110,10 @@ class WorkerGroup:
         self.scaling = scaling
         self.backend = "nccl" if scaling.use_gpu and backend == "nccl" else "gloo"
         self.workers: list = []
+        self.placement_group = None
 
     def start(self, run_dir, checkpoint_path, datasets, first_index) -> None:
-        options = self.scaling.worker_resources()
-        strategy = "SPREAD" if self.scaling.placement_strategy in (
-            "SPREAD", "STRICT_SPREAD") else None
-        self.workers = [_RemoteWorker.options(max_concurrency=2, scheduling_strategy=strategy,
-                                              **options).remote()
-                        for _ in range(self.scaling.num_workers)]
+        self.workers = self._start_workers()
         where = zray.get([w.where.remote() for w in self.workers])
         placements = _placements(where)
         master = (where[0][1], zray.get(self.workers[0].free_port.remote()))
@@ -140,10 +140,31 @@ class WorkerGroup:
                 error = error or exc
         return error
 
+    def _start_workers(self) -> list:
+        """One actor per bundle of one placement group (worker i in bundle i), so
+        the group's resources are reserved together, by the scaling strategy."""
+        scaling = self.scaling
+        self.placement_group = placement_group([scaling.bundle()] * scaling.num_workers,
+                                               strategy=scaling.placement_strategy)
+        while not self.placement_group.wait(WAIT_WARN_S):
+            log.warning("the training workers' placement group (%d x %s, %s) is still "
+                        "waiting for resources; `zray status` shows what the cluster "
+                        "lacks", scaling.num_workers, scaling.bundle(),
+                        scaling.placement_strategy)
+        options = scaling.worker_resources()
+        return [_RemoteWorker.options(
+                    max_concurrency=2, **options,
+                    scheduling_strategy=PlacementGroupSchedulingStrategy(
+                        self.placement_group, placement_group_bundle_index=index)).remote()
+                for index in range(scaling.num_workers)]
+
     def stop(self) -> None:
         for worker in self.workers:
             zray.kill(worker)
         self.workers = []
+        if self.placement_group is not None:
+            remove_placement_group(self.placement_group)
+            self.placement_group = None
 
 
 def _placements(where: list) -> list:

@@ -20,3 +20,22 @@ class NodeAffinitySchedulingStrategy:
 
 DEFAULT_SCHEDULING_STRATEGY = "DEFAULT"
 SPREAD_SCHEDULING_STRATEGY = "SPREAD"
+
+
+class PlacementGroupSchedulingStrategy:
+    """Run in a placement group: in bundle ``placement_group_bundle_index``, or in
+    any bundle with room when it is -1; with ``placement_group_capture_child_tasks``
+    the tasks and actors this one starts run in the group too (unless they say
+    otherwise)."""
+
+    def __init__(self, placement_group, placement_group_bundle_index: int = -1,
+                 placement_group_capture_child_tasks=None):
+        self.placement_group = placement_group
+        self.placement_group_bundle_index = placement_group_bundle_index
+        self.placement_group_capture_child_tasks = placement_group_capture_child_tasks
+
+    def __repr__(self):
+        return (f"PlacementGroupSchedulingStrategy(placement_group={self.placement_group!r}, "
+                f"placement_group_bundle_index={self.placement_group_bundle_index}, "
+                f"placement_group_capture_child_tasks="
+                f"{self.placement_group_capture_child_tasks})")
