@@ -88,6 +88,10 @@ class Msg(enum.IntEnum):
     LEASE_RECALL = 46
     REPORT_NOW = 47
     ITEMS_YIELDED = 48
+    RESERVE_SPACE = 49
+    SPACE_RESERVED = 50
+    OBJECT_WRITTEN = 51
+    STORE_STATS = 52
 
 
 @dataclass(frozen=True)
@@ -257,6 +261,23 @@ SPECS: dict[Msg, MessageSpec] = {
     Msg.OBJECT_COPIED: MessageSpec(
         "node→head", ("object_id", "size"),
         "This node now holds a copy of the object (a pull finished): a new location."),
+    Msg.RESERVE_SPACE: MessageSpec(
+        "driver/worker→node", ("object_id", "size"),
+        "Ask for room in the node's store for a segment of size bytes before writing it "
+        "(the node spills to make room, or waits up to object_store_full_timeout_s); "
+        "answered with SPACE_RESERVED."),
+    Msg.SPACE_RESERVED: MessageSpec(
+        "node→driver/worker", ("object_id", "error"),
+        "Write the segment now (error None), or why the store cannot take it (the text "
+        "of an ObjectStoreFullError)."),
+    Msg.OBJECT_WRITTEN: MessageSpec(
+        "driver/worker→node", ("object_id", "size"),
+        "The segment reserved for object_id is complete (size 0: the write failed and "
+        "the room is given back); from now on the node may spill it."),
+    Msg.STORE_STATS: MessageSpec(
+        "node→head", ("used_bytes", "bound_bytes", "spilled_bytes", "spilled_objects"),
+        "The node's object store, sent with each heartbeat: bytes in memory (objects, "
+        "reservations, spare segments), its bound, and what is spilled to disk now."),
     Msg.SHUTDOWN: MessageSpec(
         "driver→head, head→node, node→worker, node→head", ("reason",),
         "Stop: the receiver exits cleanly, stopping what it started (from a node: it "
@@ -361,6 +382,8 @@ FIELD_TYPES: dict[str, FieldType] = {
     "worker_id": WORKER_ID, "exit_code": INT, "actor_id": ACTOR_ID, "address": STR,
     "no_restart": BOOL, "state": STR, "transfer_endpoint": STR, "alive": BOOL,
     "error": optional(STR), "offset": COUNT, "length": COUNT,
+    "used_bytes": COUNT, "bound_bytes": COUNT, "spilled_bytes": COUNT,
+    "spilled_objects": COUNT,
 }
 
 #: Where a field differs from FIELD_TYPES in one message.

@@ -115,6 +115,8 @@ _SAMPLES = {
     "address": "ipc:///tmp/a.sock", "no_restart": True, "state": "ALIVE",
     "run_s": 0.0005, "transfer_endpoint": "tcp://10.0.0.2:40123", "alive": True,
     "error": None, "offset": 8 << 20, "length": 8 << 20,
+    "used_bytes": 3 << 20, "bound_bytes": 200 << 20, "spilled_bytes": 50 << 20,
+    "spilled_objects": 1,
 }
 
 

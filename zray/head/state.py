@@ -125,6 +125,7 @@ class HeadState:
             Msg.LEASE_RETURN: self.leases.on_lease_return,
             Msg.SUBMIT_LEASED: self.leases.on_submit_leased,
             Msg.OBJECT_COPIED: self.directory.on_object_copied,
+            Msg.STORE_STATS: self.membership.on_store_stats,
         }
 
     # --- entry points ----------------------------------------------------------------

@@ -11,8 +11,10 @@ Sockets and pipes:
 - pipes to the fork server, which forks workers and reports their exits.
 - ROUTER for peer nodes (ipc on one host, TCP between hosts): CHUNK_REQUEST in,
   CHUNK out; and one DEALER per peer this node pulls objects from (see
-  ``zray.node.transfer``).  Drivers and workers ask for pulls with PULL_OBJECT
-  on the worker ROUTER.
+  ``zray.node.transfer``).  Drivers and workers ask for pulls and restores with
+  PULL_OBJECT, and for room in the store with RESERVE_SPACE / OBJECT_WRITTEN,
+  on the worker ROUTER (see ``zray.node.store``); STORE_STATS goes to the head
+  with each heartbeat.
 
 Decisions are made by ``NodeManagerState``; this module only moves bytes.
 No peer's message ends the loop: ``decode`` refuses malformed items (logged
@@ -45,7 +47,10 @@ from zray._launch import record_node
 from zray.config import Config
 from zray.exceptions import ProtocolError
 from zray.node import forkserver
+from zray.node.spill import (SpillFiles, open_spill_dir, remove_dead_session_spill_dirs,
+                             remove_spill_dir, spill_base)
 from zray.node.state import HEAD, NodeManagerState
+from zray.node.store import ObjectStore
 from zray.node.transfer import ChunkServer, Puller
 from zray.security import secure_client, secure_server
 from zray.protocol import Msg
@@ -84,7 +89,7 @@ class NodeLoop:
         secure_server(self.transfer, endpoint, config)
         self.transfer_endpoint = bind_private(self.transfer, endpoint, config.port_range)
         self.chunks = ChunkServer(config.shm_dir, node_id)
-        self.spares = SpareSegments(config.shm_dir, node_id, config.spare_segment_bytes)
+        self._open_store(resources)
         self.puller = Puller(config.shm_dir, node_id, config.transfer_chunk_bytes,
                              config.transfer_window, config.transfer_timeout_s)
         self.puller.reachable = lambda peer: peer in self.peer_endpoints
@@ -108,9 +113,28 @@ class NodeLoop:
                 w, item.task_id, item.returned_task_ids, now),
             Msg.WORKER_UNBLOCKED:
                 lambda w, item, now: state.on_worker_unblocked(w, item.task_id, now),
-            Msg.PULL_OBJECT: lambda w, item, now: self.puller.request(
-                item.object_id, item.size, item.node_ids, w, now),
+            Msg.PULL_OBJECT: lambda w, item, now: self.store.request(
+                "pull", item.object_id, item.size, w, now, item),
+            Msg.RESERVE_SPACE: lambda w, item, now: self.store.request(
+                "write", item.object_id, item.size, w, now),
+            Msg.OBJECT_WRITTEN: lambda w, item, now: self.store.written(
+                item.object_id, item.size, now),
         }
+
+    def _open_store(self, resources: dict) -> None:
+        """The bounded store: spares, spill folder and files, the store's state."""
+        config = self.config
+        bound = int(resources.get("object_store_memory") or 0) or 2 ** 62
+        self.spares = SpareSegments(config.shm_dir, self.node_id,
+                                    min(config.spare_segment_bytes, bound // 4))
+        self.spill_base = spill_base(config, self.session_dir)
+        remove_dead_session_spill_dirs(config.temp_dir)   # of nodes SIGKILLed here
+        spill_dir = open_spill_dir(self.spill_base, self.node_id)
+        self.files = SpillFiles(config.shm_dir, self.node_id, spill_dir, self.spares,
+                                self.chunks)
+        self.store = ObjectStore(self.node_id, bound, config.object_store_full_timeout_s,
+                                 self.files)
+        self.chunks.spilled_path = self.store.spill_path_of
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -148,12 +172,17 @@ class NodeLoop:
                 guarded(log, "the node's periodic work", self.state.tick, now)
                 guarded(log, "the pulls' timeouts", self.puller.tick, now)
                 guarded(log, "the spare segments' upkeep", self.spares.tick, now)
+                guarded(log, "the object store's upkeep", self.store.tick, now)
                 next_tick = now + TICK_S
                 if not parent_alive(self.parent_pid):
                     log.warning("parent process %s is gone; shutting down", self.parent_pid)
                     break
             if now >= last_beat + self.beat_every:
                 self.state.out.send(HEAD, Msg.HEARTBEAT, (time.time(),))
+                stats = self.store.stats()
+                self.state.out.send(HEAD, Msg.STORE_STATS, (
+                    stats["used_bytes"], stats["bound_bytes"], stats["spilled_bytes"],
+                    stats["spilled_objects"]))
                 last_beat = now
                 if now - self.head_heard > self.config.head_timeout_s:
                     log.error("no answer from the head at %s for %.0f s (head_timeout_s); "
@@ -205,6 +234,7 @@ class NodeLoop:
         self.puller.close()
         self._flush()
         removed = remove_segments(self.config.shm_dir, self.node_id)
+        remove_spill_dir(self.spill_base, self.node_id)
         self.head.close()
         self.workers.close()
         self.transfer.close()
@@ -268,6 +298,7 @@ class NodeLoop:
                 self.puller.on_freed(object_id)
                 self.spares.free(segment_path(self.config.shm_dir, self.node_id, object_id),
                                  now)
+                self.store.freed(object_id, now)
         elif kind is Msg.CANCEL_TASKS:
             for task_id, force in message.items:
                 self.state.on_cancel(task_id, force, now)
@@ -426,6 +457,7 @@ class NodeLoop:
             self._send_chunk_requests()
             finished, puller.finished = puller.finished, []
             for object_id, error, waiters, size in finished:
+                self.store.written(object_id, size if error is None else 0, time.monotonic())
                 if error is None:
                     self.state.out.send(HEAD, Msg.OBJECT_COPIED, (object_id, size))
                 else:
@@ -433,8 +465,25 @@ class NodeLoop:
                 for waiter in waiters:
                     self.state.out.send(waiter, Msg.OBJECT_PULLED, (object_id, error))
 
+    def _answer_store(self) -> None:
+        """Send the store's answers; start the pulls it made room for."""
+        store, now = self.store, time.monotonic()
+        while store.replies:
+            replies, store.replies = store.replies, []
+            for kind, who, object_id, error, item in replies:
+                if kind == "write":
+                    self.state.out.send(who, Msg.SPACE_RESERVED, (object_id, error))
+                elif error is None:
+                    self.puller.request(object_id, item.size, item.node_ids, who, now)
+                else:
+                    self.state.out.send(who, Msg.OBJECT_PULLED, (object_id, error))
+
     def _flush(self) -> None:
+        self._answer_store()
         self._flush_transfers()
+        while self.store.replies:        # pulls that ended freed room for more
+            self._answer_store()
+            self._flush_transfers()
         for command in self.state.commands:
             self._run_command(command)
         self.state.commands = []
