@@ -418,6 +418,13 @@ class SegmentMaps:
         with self._lock:
             self._maps.pop(path, None)
 
+    def clear(self) -> None:
+        """Let go of every kept map (values handed out keep theirs): before
+        this process asks its node for room, so that maps kept only for reuse
+        do not pin objects the node could spill."""
+        with self._lock:
+            self._maps.clear()
+
     def sweep(self) -> None:
         if not self._maps:
             return

@@ -94,6 +94,7 @@ class LocalStore:
                 f"object {object_id.hex()} lives on node(s) "
                 f"{[n.hex()[:12] for n in node_ids]}, and this process has no node of its "
                 "own to pull it to; run the driver on a host where a zray node runs")
+        client.segment_maps.clear()       # maps kept only for reuse pin nothing
         with client.lock:
             future = self._pulls.get(object_id)
             first = future is None

@@ -473,7 +473,7 @@ class NodeLoop:
             for kind, who, object_id, error, item in replies:
                 if kind == "write":
                     self.state.out.send(who, Msg.SPACE_RESERVED, (object_id, error))
-                elif error is None:
+                elif kind == "pull" and error is None:
                     self.puller.request(object_id, item.size, item.node_ids, who, now)
                 else:
                     self.state.out.send(who, Msg.OBJECT_PULLED, (object_id, error))

@@ -20,7 +20,9 @@ naming the node, the bound and what is pinned by whom.
 
 The store decides; every effect on files goes through ``files`` (a
 ``zray.node.spill.SpillFiles``, or a fake in unit tests).  Answers for the
-requesters collect in ``replies`` as (kind, who, object_id, error, item).
+requesters collect in ``replies`` as (kind, who, object_id, error, item):
+kind "write" answers RESERVE_SPACE; "done" answers PULL_OBJECT (the object is
+here, or the error says why not); "pull" asks the loop to pull it from a peer.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ from collections import OrderedDict
 
 log = logging.getLogger("zray.node")
 
+#: Seconds an object restored or pulled for a reader is not spilled again, so
+#: that the reader can map it (a map then pins it).
+READER_GRACE_S = 2.0
 #: A reservation whose writer never said it finished is looked at after this.
 STALE_RESERVATION_S = 60.0
 
@@ -49,7 +54,7 @@ TRANSITIONS = {
 
 
 class Entry:
-    __slots__ = ("object_id", "size", "state", "since", "spill_path")
+    __slots__ = ("object_id", "size", "state", "since", "spill_path", "held_until")
 
     def __init__(self, object_id: bytes, size: int, now: float):
         self.object_id = object_id
@@ -57,6 +62,7 @@ class Entry:
         self.state = ObjectState.RESERVED
         self.since = now
         self.spill_path = None
+        self.held_until = 0.0
 
     def move(self, new_state: ObjectState) -> None:
         if new_state not in TRANSITIONS[self.state]:
@@ -84,6 +90,7 @@ class ObjectStore:
         self.spilled_bytes = 0         # SPILLED entries
         self.spilled_objects = 0
         self.waiting: list[Request] = []
+        self.holds: dict = {}          # requester -> objects held for it (see _hold)
         self.replies: list = []        # (kind, who, object_id, error, item)
         self.totals = {"spilled_bytes": 0, "spilled_objects": 0,
                        "restored_bytes": 0, "restored_objects": 0}
@@ -93,13 +100,21 @@ class ObjectStore:
     def request(self, kind: str, object_id: bytes, size: int, who, now: float,
                 item=None) -> None:
         """``kind``: "write" (RESERVE_SPACE), "restore" or "pull" (PULL_OBJECT)."""
+        for held in self.holds.pop(who, ()):      # it moved on: it mapped those
+            held_entry = self.entries.get(held)
+            if held_entry is not None:
+                held_entry.held_until = 0.0
         entry = self.entries.get(object_id)
-        if kind == "pull" and entry is not None:
-            kind = "restore" if entry.state is ObjectState.SPILLED else "joined"
-        if kind == "joined" or (kind == "restore" and (
-                entry is None or entry.state is not ObjectState.SPILLED)):
-            self.replies.append(("pull", who, object_id, None, item))  # here or coming
+        log.debug("store request %s %s size %d entry %s", kind, object_id.hex(), size,
+                  entry and entry.state.value)
+        if kind in ("pull", "restore") and entry is not None \
+                and entry.state is not ObjectState.SPILLED:
+            # here (answer now), or being pulled (join the pull)
+            done = entry.state is ObjectState.IN_MEMORY
+            self.replies.append(("done" if done else "pull", who, object_id, None, item))
             return
+        if kind == "pull" and entry is not None:
+            kind = "restore"
         if kind == "write":
             if entry is not None:          # a retried task writes its result again
                 self._drop(entry)
@@ -108,7 +123,10 @@ class ObjectStore:
                 self.replies.append((kind, who, object_id, self._too_large(size), item))
                 return
         if kind == "restore":
-            size = entry.size
+            if entry is None:             # not here: pull it from another copy, if any
+                kind = "pull"
+            else:
+                size = entry.size
         deadline = now + self.full_timeout_s
         self.waiting.append(Request(kind, object_id, int(size), who, deadline, item))
         self.serve(now)
@@ -117,7 +135,7 @@ class ObjectStore:
         """Grant waiting requests in order while they fit; fail expired ones."""
         while self.waiting:
             first = self.waiting[0]
-            if self._room_for(first.size):
+            if self._room_for(first.size, now):
                 self.waiting.pop(0)
                 self._grant(first, now)
                 continue
@@ -137,7 +155,7 @@ class ObjectStore:
             try:
                 self.files.restore(entry.object_id, entry.spill_path)
             except OSError as exc:
-                self.replies.append(("pull", request.who, request.object_id,
+                self.replies.append(("done", request.who, request.object_id,
                                      f"could not restore object {entry.object_id.hex()} "
                                      f"from {entry.spill_path}: {exc}", request.item))
                 return
@@ -147,7 +165,7 @@ class ObjectStore:
             self.memory_bytes += entry.size
             self.totals["restored_bytes"] += entry.size
             self.totals["restored_objects"] += 1
-            self.entries.move_to_end(entry.object_id)
+            self._hold(entry, now, request.who)
             self._answer_joined(request)
             return
         if entry is not None:              # a pull joined a pull already granted
@@ -155,22 +173,34 @@ class ObjectStore:
             return
         entry = self.entries[request.object_id] = Entry(request.object_id, request.size, now)
         self.memory_bytes += entry.size
+        if request.kind == "pull":
+            self._hold(entry, now, request.who)
         self.replies.append((request.kind, request.who, request.object_id, None,
                              request.item))
 
+    def _hold(self, entry: Entry, now: float, who) -> None:
+        """An object brought here for a reader is newest, and not spilled again
+        before the reader mapped it (a map then pins it): until the reader's
+        next request, or a grace passed."""
+        entry.held_until = now + READER_GRACE_S
+        self.holds.setdefault(who, []).append(entry.object_id)
+        self.entries.move_to_end(entry.object_id)
+
     def _answer_joined(self, request: Request) -> None:
         """A restore answers every request for the same object that waits."""
-        self.replies.append(("pull", request.who, request.object_id, None, request.item))
+        self.replies.append(("done", request.who, request.object_id, None, request.item))
         for other in [r for r in self.waiting if r.object_id == request.object_id
                       and r.kind == "restore"]:
             self.waiting.remove(other)
-            self.replies.append(("pull", other.who, other.object_id, None, other.item))
+            self.replies.append(("done", other.who, other.object_id, None, other.item))
 
     # --- what the node hears -------------------------------------------------------
 
     def written(self, object_id: bytes, size: int, now: float) -> None:
         """A reserved segment is complete (``size`` 0: the write failed)."""
         entry = self.entries.get(object_id)
+        log.debug("store written %s %d entry %s", object_id.hex(), size,
+                  entry and entry.state.value)
         if entry is None or entry.state is not ObjectState.RESERVED:
             return
         if size <= 0:
@@ -209,6 +239,7 @@ class ObjectStore:
             entry.since = now
 
     def _drop(self, entry: Entry) -> None:
+        log.debug("store drops %s (%s)", entry.object_id.hex(), entry.state.value)
         del self.entries[entry.object_id]
         if entry.state is ObjectState.SPILLED:
             self.spilled_bytes -= entry.size
@@ -223,7 +254,7 @@ class ObjectStore:
     def used_bytes(self) -> int:
         return self.memory_bytes + self.files.held_bytes()
 
-    def _room_for(self, size: int) -> bool:
+    def _room_for(self, size: int, now: float) -> bool:
         free = self.bound_bytes - self.used_bytes()
         if free >= size:
             return True
@@ -236,7 +267,10 @@ class ObjectStore:
             if entry.state is not ObjectState.IN_MEMORY:
                 continue
             if self.files.in_use(entry.object_id):
+                entry.held_until = 0.0         # its reader mapped it: a map pins now
                 self.files.mark_wanted(entry.object_id)
+                continue
+            if entry.held_until > now:         # its reader has not mapped it yet
                 continue
             if self._spill(entry):
                 free += entry.size
