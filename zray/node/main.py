@@ -234,6 +234,7 @@ class NodeLoop:
         self.puller.close()
         self._flush()
         removed = remove_segments(self.config.shm_dir, self.node_id)
+        self.files.close()
         remove_spill_dir(self.spill_base, self.node_id)
         self.head.close()
         self.workers.close()

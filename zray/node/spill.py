@@ -21,7 +21,9 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import queue
 import shutil
+import threading
 
 from zray.serialization import (SPILL_WANTED_MODE, _unlink_quietly, _unused, segment_path,
                                 segment_prefix)
@@ -127,7 +129,13 @@ def _copy_by_reads(src_fd: int, dst_fd: int, offset: int, size: int) -> None:
 
 
 class SpillFiles:
-    """The file side of a node's store: segments, spill files, spares, pins."""
+    """The file side of a node's store: segments, spill files, spares, pins.
+
+    Besides the spills the store asks for when it needs room now, a writer
+    thread copies objects to their spill files ahead of need (``write_behind``:
+    the store asks once it passes a share of its bound), so that making room
+    later only removes segments and the disk writes overlap other work.
+    """
 
     def __init__(self, shm_dir: str, node_id: bytes, spill_dir: str, spares, chunks):
         self.shm_dir = shm_dir
@@ -136,6 +144,45 @@ class SpillFiles:
         self.spares = spares              # SpareSegments: freed pages kept for reuse
         self.chunks = chunks              # ChunkServer: its maps pin segments
         self.worker_pids: dict = {}       # pid -> what runs there (for error texts)
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._done: queue.SimpleQueue = queue.SimpleQueue()
+        self._writer = None
+
+    def write_behind(self, object_id: bytes) -> None:
+        """Copy the object to its spill file in the writer thread; the result
+        comes back from ``written_behind``."""
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_loop, name="spill-writer",
+                                            daemon=True)
+            self._writer.start()
+        self._jobs.put(object_id)
+
+    def written_behind(self) -> list:
+        """[(object_id, spill path or None, error or None)] finished since last asked."""
+        done = []
+        while True:
+            try:
+                done.append(self._done.get_nowait())
+            except queue.Empty:
+                return done
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._jobs.put(None)
+            self._writer.join(timeout=10.0)
+
+    def _write_loop(self) -> None:
+        while True:
+            object_id = self._jobs.get()
+            if object_id is None:
+                return
+            path = self.spill_path(object_id)
+            try:
+                _copy_path(self.segment(object_id), path)
+                self._done.put((object_id, path, None))
+            except OSError as exc:       # freed meanwhile, or the disk is full
+                _unlink_quietly(path)
+                self._done.put((object_id, None, exc))
 
     def segment(self, object_id: bytes) -> str:
         return segment_path(self.shm_dir, self.node_id, object_id)
@@ -168,25 +215,14 @@ class SpillFiles:
         except OSError:
             pass
 
-    def spill(self, object_id: bytes, spill_path: str | None) -> str:
+    def spill(self, object_id: bytes, spill_path: str | None, aside: bool = False) -> str:
         """Write the segment to its spill file (unless one exists: objects never
-        change) and remove the segment; the spill file's path."""
+        change) and remove the segment; the spill file's path.  ``aside``: the
+        writer thread is writing the usual path, so use another."""
         source = self.segment(object_id)
         if spill_path is None:
-            spill_path = self.spill_path(object_id)
-            src = os.open(source, os.O_RDONLY)
-            try:
-                size = os.fstat(src).st_size
-                dst = os.open(spill_path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
-                try:
-                    copy_file(src, dst, size)
-                except BaseException:
-                    os.close(dst)
-                    _unlink_quietly(spill_path)
-                    raise
-                os.close(dst)
-            finally:
-                os.close(src)
+            spill_path = self.spill_path(object_id) + (".now" if aside else "")
+            _copy_path(source, spill_path)
         _unlink_quietly(source)
         return spill_path
 
@@ -235,6 +271,23 @@ class SpillFiles:
         except OSError:
             cmd = ""
         return f"pid {pid} ({cmd[:60]})" if cmd else f"pid {pid}"
+
+
+def _copy_path(source: str, target: str) -> None:
+    """Copy the file ``source`` to a new file ``target`` (removed on failure)."""
+    src = os.open(source, os.O_RDONLY)
+    try:
+        size = os.fstat(src).st_size
+        dst = os.open(target, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+        try:
+            copy_file(src, dst, size)
+        except BaseException:
+            os.close(dst)
+            _unlink_quietly(target)
+            raise
+        os.close(dst)
+    finally:
+        os.close(src)
 
 
 def _mappers(paths: set, prefix: str) -> dict:

@@ -36,6 +36,12 @@ log = logging.getLogger("zray.node")
 #: Seconds an object restored or pulled for a reader is not spilled again, so
 #: that the reader can map it (a map then pins it).
 READER_GRACE_S = 2.0
+#: Past this share of the bound, the store writes its oldest objects to their
+#: spill files in the background ("write behind") until the objects in memory
+#: without one fit in WRITE_BEHIND_TO of the bound: making room then only
+#: removes segments.
+WRITE_BEHIND_FROM = 0.8
+WRITE_BEHIND_TO = 0.6
 #: A reservation whose writer never said it finished is looked at after this.
 STALE_RESERVATION_S = 60.0
 
@@ -91,6 +97,7 @@ class ObjectStore:
         self.spilled_objects = 0
         self.waiting: list[Request] = []
         self.holds: dict = {}          # requester -> objects held for it (see _hold)
+        self.writing_behind: set = set()   # objects the writer thread is copying
         self.replies: list = []        # (kind, who, object_id, error, item)
         self.totals = {"spilled_bytes": 0, "spilled_objects": 0,
                        "restored_bytes": 0, "restored_objects": 0}
@@ -209,6 +216,7 @@ class ObjectStore:
             self.memory_bytes += int(size) - entry.size
             entry.size = int(size)
             entry.move(ObjectState.IN_MEMORY)
+            self._write_behind()
         self.serve(now)
 
     def freed(self, object_id: bytes, now: float) -> None:
@@ -223,6 +231,8 @@ class ObjectStore:
         self.serve(now)
 
     def tick(self, now: float) -> None:
+        for object_id, spill_path, error in self.files.written_behind():
+            self.written_behind(object_id, spill_path, error, now)
         for entry in list(self.entries.values()):
             if entry.state is ObjectState.RESERVED and now - entry.since > STALE_RESERVATION_S:
                 self._settle_stale(entry, now)
@@ -261,7 +271,8 @@ class ObjectStore:
         if self.files.held_bytes():
             self.files.drop_spares()
             free = self.bound_bytes - self.used_bytes()
-        for entry in list(self.entries.values()):
+        backed = [e for e in self.entries.values() if e.spill_path is not None]
+        for entry in backed + [e for e in self.entries.values() if e.spill_path is None]:
             if free >= size:
                 break
             if entry.state is not ObjectState.IN_MEMORY:
@@ -276,10 +287,45 @@ class ObjectStore:
                 free += entry.size
         return free >= size
 
+    def _write_behind(self) -> None:
+        """Past WRITE_BEHIND_FROM of the bound, have the oldest objects without a
+        spill file copied to one in the background."""
+        if self.memory_bytes <= WRITE_BEHIND_FROM * self.bound_bytes:
+            return
+        unbacked = sum(e.size for e in self.entries.values()
+                       if e.state is not ObjectState.SPILLED and e.spill_path is None
+                       and e.object_id not in self.writing_behind)
+        for entry in list(self.entries.values()):
+            if unbacked <= WRITE_BEHIND_TO * self.bound_bytes:
+                return
+            if entry.state is ObjectState.IN_MEMORY and entry.spill_path is None and \
+                    entry.object_id not in self.writing_behind:
+                self.writing_behind.add(entry.object_id)
+                self.files.write_behind(entry.object_id)
+                unbacked -= entry.size
+
+    def written_behind(self, object_id: bytes, spill_path, error, now: float) -> None:
+        """The writer thread copied an object to its spill file (or failed)."""
+        self.writing_behind.discard(object_id)
+        entry = self.entries.get(object_id)
+        if spill_path is None:
+            if entry is not None:
+                log.warning("could not write object %s to %s: %s", object_id.hex(),
+                            self.files.spill_dir, error)
+            return
+        if entry is None or entry.spill_path is not None:
+            self.files.delete_spill(spill_path)      # freed (or spilled) meanwhile
+            return
+        entry.spill_path = spill_path
+        self.totals["spilled_bytes"] += entry.size
+        self.totals["spilled_objects"] += 1
+        self.serve(now)
+
     def _spill(self, entry: Entry) -> bool:
         first = entry.spill_path is None
         try:
-            entry.spill_path = self.files.spill(entry.object_id, entry.spill_path)
+            entry.spill_path = self.files.spill(   # beside a copy the writer is making
+                entry.object_id, entry.spill_path, entry.object_id in self.writing_behind)
         except OSError as exc:
             log.error("could not spill object %s (%d bytes) to %s: %s",
                       entry.object_id.hex(), entry.size, self.files.spill_dir, exc)
