@@ -267,9 +267,10 @@ SPECS: dict[Msg, MessageSpec] = {
         "(the node spills to make room, or waits up to object_store_full_timeout_s); "
         "answered with SPACE_RESERVED."),
     Msg.SPACE_RESERVED: MessageSpec(
-        "node→driver/worker", ("object_id", "error"),
-        "Write the segment now (error None), or why the store cannot take it (the text "
-        "of an ObjectStoreFullError)."),
+        "node→driver/worker", ("object_id", "size", "error"),
+        "Write the segment now (error None; size: the bytes granted, which may include "
+        "credit for the writer's next objects), or why the store cannot take it (the "
+        "text of an ObjectStoreFullError)."),
     Msg.OBJECT_WRITTEN: MessageSpec(
         "driver/worker→node", ("object_id", "size"),
         "The segment reserved for object_id is complete (size 0: the write failed and "

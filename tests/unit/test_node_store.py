@@ -71,7 +71,7 @@ def put(store, files, n, size=50 * MB, now=0.0, who=b"w"):
     reply = store.replies.pop()
     if reply[3] is None:
         files.segments[oid(n)] = size
-        store.written(oid(n), size, now)
+        store.written(oid(n), size, now, who)
     store.validate()
     return reply
 
@@ -128,6 +128,20 @@ def test_past_most_of_the_bound_objects_are_written_behind_then_dropped_at_once(
     put(store, files, 4, 45 * MB, now=1.0)
     assert store.entries[oid(0)].state is ObjectState.SPILLED
     assert oid(0) not in files.segments and files.spilled == spilled_before   # no write
+    store.validate()
+
+
+def test_credit_lets_a_writer_skip_the_round_trip_and_expires():
+    files = FakeFiles()
+    store = ObjectStore(b"n" * 16, 1024 * MB, 30.0, files)
+    assert put(store, files, 1, 1 * MB)[4] == 65 * MB          # 64 MiB of credit
+    files.segments[oid(2)] = MB
+    store.written(oid(2), MB, 1.0, b"w")                        # on credit: no request
+    assert store.entries[oid(2)].state is ObjectState.IN_MEMORY
+    assert store.used_bytes() == 65 * MB
+    store.validate()
+    store.tick(20.0)                                            # the rest expires
+    assert store.used_bytes() == 2 * MB
     store.validate()
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import time
 
 from zray.client.routes import NODE
 from zray.exceptions import ObjectLostError, ObjectStoreFullError, RaySystemError
@@ -20,6 +21,8 @@ from zray.protocol import Msg
 from zray.serialization import segment_bytes, write_segment
 
 FULL = "ObjectStoreFullError: "
+#: Seconds a writer uses credit the node granted (the node keeps it 10 s).
+CREDIT_CLIENT_S = 5.0
 
 
 class LocalStore:
@@ -27,13 +30,23 @@ class LocalStore:
         self.client = client
         self._pulls: dict[bytes, concurrent.futures.Future] = {}
         self._reservations: dict[bytes, concurrent.futures.Future] = {}
+        self._credit = [0, 0.0]        # bytes the node granted ahead, usable until
 
     def write_object(self, object_id: bytes, obj, spares=()) -> int:
         """Write a segment into this node's store, within its bound: ask the node
         for room first (it may spill, or make us wait, or refuse with
         ObjectStoreFullError), then tell it the segment is complete."""
         client = self.client
-        self.reserve_space(object_id, segment_bytes(obj))
+        size = segment_bytes(obj)
+        with client.lock:
+            credit = self._credit
+            covered = credit[0] >= size and time.monotonic() < credit[1]
+            if covered:
+                credit[0] -= size
+        if not covered:
+            granted = self.reserve_space(object_id, size)
+            with client.lock:
+                self._credit = [granted - size, time.monotonic() + CREDIT_CLIENT_S]
         path = client.segment_of(object_id)
         written = 0
         try:
@@ -50,18 +63,20 @@ class LocalStore:
                 client.send(Msg.OBJECT_WRITTEN, (object_id, written), NODE)
         return written
 
-    def reserve_space(self, object_id: bytes, size: int) -> None:
-        """Wait until this node's store has room for ``size`` bytes."""
+    def reserve_space(self, object_id: bytes, size: int) -> int:
+        """Wait until this node's store has room for ``size`` bytes; the bytes
+        granted (credit for the next objects included)."""
         client = self.client
         if client.node_endpoint is None:
-            return        # a driver beside a node it cannot reach: nothing to ask
+            return size   # a driver beside a node it cannot reach: nothing to ask
         future = concurrent.futures.Future()
         with client.lock:
             self._reservations[object_id] = future
         client.send(Msg.RESERVE_SPACE, (object_id, size), NODE)
-        error = self._wait(future)
+        granted, error = self._wait(future)
         if error is not None:
             raise ObjectStoreFullError(error.removeprefix(FULL))
+        return granted
 
     def _wait(self, future):
         """The node's answer; the client's fatal error if it fails meanwhile."""
@@ -113,10 +128,10 @@ class LocalStore:
     def on_space_reserved(self, items) -> None:
         client = self.client
         with client.lock:
-            for object_id, error in items:
+            for object_id, size, error in items:
                 future = self._reservations.pop(object_id, None)
                 if future is not None:
-                    future.set_result(error)
+                    future.set_result((size, error))
 
     def on_object_pulled(self, items) -> None:
         client = self.client

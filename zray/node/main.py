@@ -118,7 +118,7 @@ class NodeLoop:
             Msg.RESERVE_SPACE: lambda w, item, now: self.store.request(
                 "write", item.object_id, item.size, w, now),
             Msg.OBJECT_WRITTEN: lambda w, item, now: self.store.written(
-                item.object_id, item.size, now),
+                item.object_id, item.size, now, w),
         }
 
     def _open_store(self, resources: dict) -> None:
@@ -473,7 +473,8 @@ class NodeLoop:
             replies, store.replies = store.replies, []
             for kind, who, object_id, error, item in replies:
                 if kind == "write":
-                    self.state.out.send(who, Msg.SPACE_RESERVED, (object_id, error))
+                    self.state.out.send(who, Msg.SPACE_RESERVED,
+                                        (object_id, item if error is None else 0, error))
                 elif kind == "pull" and error is None:
                     self.puller.request(object_id, item.size, item.node_ids, who, now)
                 else:

@@ -21,7 +21,8 @@ naming the node, the bound and what is pinned by whom.
 The store decides; every effect on files goes through ``files`` (a
 ``zray.node.spill.SpillFiles``, or a fake in unit tests).  Answers for the
 requesters collect in ``replies`` as (kind, who, object_id, error, item):
-kind "write" answers RESERVE_SPACE; "done" answers PULL_OBJECT (the object is
+kind "write" answers RESERVE_SPACE (item: the bytes granted, credit included);
+"done" answers PULL_OBJECT (the object is
 here, or the error says why not); "pull" asks the loop to pull it from a peer.
 """
 
@@ -42,6 +43,12 @@ READER_GRACE_S = 2.0
 #: removes segments.
 WRITE_BEHIND_FROM = 0.8
 WRITE_BEHIND_TO = 0.6
+#: A writer given room for one object gets this much more (at most 1/16 of
+#: the bound) when it fits without spilling: its next objects need no round
+#: trip.  The writer uses such credit for CREDIT_CLIENT_S (zray/client/store.py),
+#: the store drops what is left of it after CREDIT_EXPIRY_S.
+CREDIT_BYTES = 64 * 2 ** 20
+CREDIT_EXPIRY_S = 10.0
 #: A reservation whose writer never said it finished is looked at after this.
 STALE_RESERVATION_S = 60.0
 
@@ -98,6 +105,7 @@ class ObjectStore:
         self.waiting: list[Request] = []
         self.holds: dict = {}          # requester -> objects held for it (see _hold)
         self.writing_behind: set = set()   # objects the writer thread is copying
+        self.credits: dict = {}        # writer -> [bytes left, granted at]
         self.replies: list = []        # (kind, who, object_id, error, item)
         self.totals = {"spilled_bytes": 0, "spilled_objects": 0,
                        "restored_bytes": 0, "restored_objects": 0}
@@ -123,6 +131,7 @@ class ObjectStore:
         if kind == "pull" and entry is not None:
             kind = "restore"
         if kind == "write":
+            self._drop_credit(who)         # it asks again: what it had is used up
             if entry is not None:          # a retried task writes its result again
                 self._drop(entry)
             size = max(int(size), 1)
@@ -182,8 +191,20 @@ class ObjectStore:
         self.memory_bytes += entry.size
         if request.kind == "pull":
             self._hold(entry, now, request.who)
+        granted = entry.size
+        if request.kind == "write":
+            extra = min(CREDIT_BYTES, self.bound_bytes // 16)
+            if extra and self.bound_bytes - self.used_bytes() >= extra:
+                self.credits[request.who] = [extra, now]
+                self.memory_bytes += extra
+                granted += extra
         self.replies.append((request.kind, request.who, request.object_id, None,
-                             request.item))
+                             granted if request.kind == "write" else request.item))
+
+    def _drop_credit(self, who) -> None:
+        credit = self.credits.pop(who, None)
+        if credit is not None:
+            self.memory_bytes -= credit[0]
 
     def _hold(self, entry: Entry, now: float, who) -> None:
         """An object brought here for a reader is newest, and not spilled again
@@ -203,11 +224,20 @@ class ObjectStore:
 
     # --- what the node hears -------------------------------------------------------
 
-    def written(self, object_id: bytes, size: int, now: float) -> None:
-        """A reserved segment is complete (``size`` 0: the write failed)."""
+    def written(self, object_id: bytes, size: int, now: float, who=None) -> None:
+        """A reserved segment is complete (``size`` 0: the write failed); one
+        not reserved by itself was written on ``who``'s credit."""
         entry = self.entries.get(object_id)
-        log.debug("store written %s %d entry %s", object_id.hex(), size,
-                  entry and entry.state.value)
+        if entry is None and size > 0 and who in self.credits:
+            credit = self.credits[who]
+            taken = min(credit[0], int(size))
+            credit[0] -= taken
+            entry = self.entries[object_id] = Entry(object_id, int(size), now)
+            entry.state = ObjectState.IN_MEMORY
+            self.memory_bytes += int(size) - taken
+            self._write_behind()
+            self.serve(now)
+            return
         if entry is None or entry.state is not ObjectState.RESERVED:
             return
         if size <= 0:
@@ -231,6 +261,8 @@ class ObjectStore:
         self.serve(now)
 
     def tick(self, now: float) -> None:
+        for who in [w for w, (_, at) in self.credits.items() if now - at > CREDIT_EXPIRY_S]:
+            self._drop_credit(who)
         for object_id, spill_path, error in self.files.written_behind():
             self.written_behind(object_id, spill_path, error, now)
         for entry in list(self.entries.values()):
@@ -378,7 +410,8 @@ class ObjectStore:
     def validate(self) -> None:
         """Cross-checks for tests: the counters agree with the entries."""
         memory = sum(e.size for e in self.entries.values()
-                     if e.state is not ObjectState.SPILLED)
+                     if e.state is not ObjectState.SPILLED) + \
+            sum(left for left, _ in self.credits.values())
         spilled = [e for e in self.entries.values() if e.state is ObjectState.SPILLED]
         assert memory == self.memory_bytes, (memory, self.memory_bytes)
         assert sum(e.size for e in spilled) == self.spilled_bytes
