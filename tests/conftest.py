@@ -13,6 +13,9 @@ import zray
 # ZRAY_SHM_DIR lets two checkouts run their suites side by side without
 # seeing each other's segments.
 SHM_DIR = os.environ.get("ZRAY_SHM_DIR", "/dev/shm")
+TEMP_DIR = os.environ.get("ZRAY_TEMP_DIR", "/tmp/zray-sessions")
+#: Folders tests spill to besides the session folders (they add theirs here).
+SPILL_BASES: set = set()
 
 
 def zray_segments() -> set:
@@ -26,6 +29,31 @@ def object_segments() -> set:
     """Segments holding objects (not the spares a node keeps for reuse, nor
     freed ones waiting to become spares)."""
     return {n for n in zray_segments() if "_spare" not in n and "_drain_" not in n}
+
+
+def spill_files() -> set:
+    """Files in nodes' spill folders (``zray-spill-*``, in session folders or a
+    test's own spill folder); a node removes its folder when it stops."""
+    bases = set(SPILL_BASES)
+    try:
+        bases.update(os.path.join(TEMP_DIR, n) for n in os.listdir(TEMP_DIR)
+                     if n.startswith("session_"))
+    except FileNotFoundError:
+        pass
+    found = set()
+    for base in bases:
+        try:
+            folders = [n for n in os.listdir(base) if n.startswith("zray-spill-")]
+        except OSError:
+            continue
+        for folder in folders:
+            path = os.path.join(base, folder)
+            found.add(path)
+            try:
+                found.update(os.path.join(path, n) for n in os.listdir(path))
+            except OSError:
+                pass
+    return found
 
 
 def zray_processes(since: float) -> list:
@@ -57,27 +85,30 @@ def wait_for(predicate, timeout_s: float = 10.0) -> bool:
     return predicate()
 
 
-def wait_until_clean(since: float, timeout_s: float = 10.0):
+def wait_until_clean(since: float, timeout_s: float = 10.0, spilled_before=frozenset()):
     deadline = time.monotonic() + timeout_s
     while True:
         procs, segments = zray_processes(since), zray_segments()
-        if (not procs and not segments) or time.monotonic() > deadline:
-            return procs, segments
+        spilled = spill_files() - spilled_before
+        if (not procs and not segments and not spilled) or time.monotonic() > deadline:
+            return procs, segments, spilled
         time.sleep(0.1)
 
 
 @pytest.fixture(autouse=True, scope="module")
 def no_leaks():
-    """Fail the module if a zray process or /dev/shm segment outlives it."""
+    """Fail the module if a zray process, /dev/shm segment or spill file outlives it."""
     started = time.time()
     before = zray_segments()
+    spilled_before = spill_files()
     yield
     if zray.is_initialized():
         zray.shutdown()
-    procs, segments = wait_until_clean(started)
+    procs, segments, spilled = wait_until_clean(started, spilled_before=spilled_before)
     segments -= before
     assert not procs, f"zray processes outlived the test module: {procs}"
     assert not segments, f"shared-memory segments outlived the test module: {sorted(segments)[:5]}"
+    assert not spilled, f"spill files outlived the test module: {sorted(spilled)[:5]}"
 
 
 @pytest.fixture(scope="module")

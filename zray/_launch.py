@@ -57,11 +57,34 @@ def prune_sessions(temp_dir: str, keep: int = KEEP_SESSIONS) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def object_store_bound(asked, available: int, shm_dir: str) -> int:
+    """A node's object store bound: what was asked, else 30% of free memory
+    capped by what ``shm_dir`` can hold; warns when that is less than asked."""
+    try:
+        stat = os.statvfs(shm_dir)
+        shm_bytes = stat.f_bavail * stat.f_frsize
+    except OSError:
+        shm_bytes = None
+    if not asked:
+        store = int(available * 0.3)
+        return min(store, int(shm_bytes * 0.9)) if shm_bytes else store
+    if shm_bytes is not None and int(asked) > shm_bytes:
+        import warnings
+        warnings.warn(
+            f"object_store_memory is {int(asked) / 2**30:.2f} GiB but {shm_dir} can hold "
+            f"only {shm_bytes / 2**30:.2f} GiB more: writes may fail with ENOSPC before the "
+            f"store reaches its bound and spills. Lower object_store_memory, or enlarge "
+            f"{shm_dir} (e.g. `mount -o remount,size=...`, or docker --shm-size).",
+            UserWarning, stacklevel=3)
+    return int(asked)
+
+
 def default_resources(num_cpus=None, num_gpus=None, resources=None, memory=None,
-                      object_store_memory=None, host="127.0.0.1", head=False) -> dict:
+                      object_store_memory=None, host="127.0.0.1", head=False,
+                      shm_dir="/dev/shm") -> dict:
     import psutil
     available = psutil.virtual_memory().available
-    store = int(object_store_memory or available * 0.3)
+    store = object_store_bound(object_store_memory, available, shm_dir)
     result = {"CPU": float(os.cpu_count() if num_cpus is None else num_cpus)}
     if num_gpus is None:
         num_gpus = detect_gpus()
@@ -402,6 +425,9 @@ class LocalCluster:
         self.node.stop(grace)
         self.head.stop(grace)
         remove_segments(self.config.shm_dir, self.node_id)
+        from zray.node.spill import remove_spill_dir
+        remove_spill_dir(self.config.object_spilling_directory or self.session_dir,
+                         self.node_id)
         for name in os.listdir(self.session_dir):
             if name.endswith(".sock"):
                 try:

@@ -57,10 +57,8 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
             raise RuntimeError("Maybe you called zray.init twice by accident? This error "
                                "can be suppressed by passing in 'ignore_reinit_error=True' "
                                "or by calling 'zray.shutdown()' prior to 'zray.init()'.")
-        config = Config.from_env(**dict(_system_config or {}))
-        if kwargs.get("_temp_dir"):
-            config = Config.from_env(**{**dict(_system_config or {}),
-                                        "temp_dir": kwargs["_temp_dir"]})
+        config = Config.from_system_config(_system_config,
+                                           temp_dir=kwargs.get("_temp_dir") or None)
         address = address or os.environ.get("ZRAY_ADDRESS") or os.environ.get("RAY_ADDRESS")
         if address:
             if num_cpus is not None or num_gpus is not None or resources:
@@ -71,7 +69,7 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
         else:
             runtime = _start_local(config, namespace, default_resources(
                 num_cpus, num_gpus, resources, object_store_memory=object_store_memory,
-                head=True))
+                head=True, shm_dir=config.shm_dir))
         runtime.runtime_env = job_env
         runtime.client.log_to_driver = bool(log_to_driver)
         _runtime.set_runtime(runtime)
@@ -107,11 +105,15 @@ def _start_local(config, namespace, resources) -> _runtime.Runtime:
                         local_node_id=cluster.node_id)
     client.liveness_check = cluster.check
     try:
-        client.hello({"wait_for_nodes": 1, "namespace": namespace}, config.startup_timeout_s)
+        welcome = client.hello({"wait_for_nodes": 1, "namespace": namespace},
+                               config.startup_timeout_s)
     except BaseException:
         client.close()
         cluster.stop()
         raise
+    for node in welcome.get("nodes", []):      # the node's socket: room, restores
+        if node.get("NodeID") == cluster.node_id.hex():
+            client.node_endpoint = node.get("NodeManagerEndpoint") or None
     client.serve_results(f"ipc://{cluster.session_dir}/driver-{os.getpid()}.sock")
     runtime = _runtime.Runtime(client, "driver", namespace)
     runtime.cluster = cluster

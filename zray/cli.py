@@ -77,6 +77,10 @@ def parse_resources(text: str | None) -> dict:
 @click.option("--object-store-memory", type=click.IntRange(min=1),
               envvar="ZRAY_OBJECT_STORE_MEMORY", show_envvar=True,
               help="Bytes of shared memory for objects (default: 30% of free memory).")
+@click.option("--spill-dir", envvar="ZRAY_OBJECT_SPILLING_DIRECTORY", show_envvar=True,
+              type=click.Path(file_okay=False),
+              help="Folder where the node spills objects when its store is over "
+                   "--object-store-memory (default: inside the session directory).")
 @click.option("--temp-dir", envvar="ZRAY_TEMP_DIR", show_envvar=True,
               help="Folder for session directories and the record of started processes.")
 @click.option("--block", is_flag=True, envvar="ZRAY_BLOCK", show_envvar=True,
@@ -95,14 +99,16 @@ def parse_resources(text: str | None) -> dict:
                    "and on the address it advertises; give one address to listen there "
                    "only.")
 def start(head, address, port, node_ip_address, num_cpus, num_gpus, resources,
-          object_store_memory, temp_dir, block, key_file, insecure, bind_address):
+          object_store_memory, spill_dir, temp_dir, block, key_file, insecure, bind_address):
     """Start a head, or a node that joins one."""
     if head == bool(address):
         fail("give exactly one of --head (start a new cluster) or --address HOST:PORT "
              "(join one)")
     extra = parse_resources(resources)
     config = Config.from_env(temp_dir=temp_dir, insecure=insecure or None,
-                             cluster_key_file=os.path.abspath(key_file) if key_file else None)
+                             cluster_key_file=os.path.abspath(key_file) if key_file else None,
+                             object_spilling_directory=os.path.abspath(spill_dir)
+                             if spill_dir else None)
     if config.insecure:
         click.echo("WARNING: --insecure: this cluster's sockets accept anyone who can reach "
                    "them, unencrypted, and run what they send. Use it only on a trusted "
@@ -171,7 +177,8 @@ def _start_head(config, port, ip, num_cpus, num_gpus, extra, store_bytes, bind_a
     return [({"role": "head", "pid": head.pid, "address": address,
               "session_dir": session_dir}, head),
             ({"role": "node", "pid": node.pid, "address": address, "node_id": node_id.hex(),
-              "session_dir": session_dir}, node)]
+              "session_dir": session_dir,
+              "spill_base": config.object_spilling_directory or session_dir}, node)]
 
 
 def _start_worker_node(config, address, ip, num_cpus, num_gpus, extra, store_bytes):
@@ -208,14 +215,15 @@ def _start_worker_node(config, address, ip, num_cpus, num_gpus, extra, store_byt
     _wait_joined(endpoint, node_id, [node], config)
     click.echo(f"zray node {node_id.hex()[:12]} at {ip} joined the head at {address}")
     return [({"role": "node", "pid": node.pid, "address": address, "node_id": node_id.hex(),
-              "session_dir": session_dir}, node)]
+              "session_dir": session_dir,
+              "spill_base": config.object_spilling_directory or session_dir}, node)]
 
 
 def _start_node(config, endpoint, session_dir, ip, num_cpus, num_gpus, extra,
                 store_bytes, head):
     resources = _launch.default_resources(num_cpus, num_gpus, extra,
                                           object_store_memory=store_bytes, host=ip,
-                                          head=head)
+                                          head=head, shm_dir=config.shm_dir)
     node_id = os.urandom(16)
     node = _launch.start_node(config, endpoint, node_id, resources, session_dir, ip, None)
     return node, node_id
@@ -297,6 +305,7 @@ def _block(processes, config) -> None:
 def stop(force, grace_s, temp_dir):
     """Stop the heads and nodes `zray start` started on this host (by pid)."""
     import psutil
+    from zray.node.spill import remove_dead_spill_dirs
     from zray.serialization import remove_segments
     config = Config.from_env(temp_dir=temp_dir)
     alive = _launch.read_started(config.temp_dir)
@@ -313,6 +322,10 @@ def stop(force, grace_s, temp_dir):
             remove_segments(config.shm_dir, bytes.fromhex(node_id))
         except ValueError:
             continue
+    # and their spill folders (a node stopped cleanly removed its own already)
+    bases = {e.get(k) for e in entries for k in ("spill_base", "session_dir")}
+    for base in sorted(b for b in bases if b):
+        remove_dead_spill_dirs(base)
     _launch.write_started(config.temp_dir, [])
     click.echo(f"stopped {stopped} zray process(es)" if stopped else
                "nothing to stop: no zray process started here is running")
@@ -373,6 +386,8 @@ def status(address):
     for node in nodes:
         state = "ALIVE" if node["Alive"] else f"DEAD ({node.get('DeathReason')})"
         click.echo(f"  {node['NodeID'][:12]}  {node['NodeManagerAddress']:<15}  {state}")
+        if node["Alive"]:
+            click.echo(f"    object store: {store_line(node)}")
     click.echo("\nResources (used / total)")
     for name in sorted(total):
         if name.startswith("node:") or "_group_" in name:
@@ -399,6 +414,17 @@ def _amount(name: str, value: float) -> str:
     if name in ("memory", "object_store_memory"):
         return f"{value / 2**30:.2f} GiB"
     return f"{value:g}"
+
+
+def store_line(node: dict) -> str:
+    """"used / bound MiB, spilled MiB (n objects)" of a node's object store."""
+    store = node.get("ObjectStore") or {}
+    if not store:
+        return "(no report yet)"
+    mib = 2 ** 20
+    return (f"{store['used_bytes'] / mib:.1f} / {store['bound_bytes'] / mib:.1f} MiB in "
+            f"memory, {store['spilled_bytes'] / mib:.1f} MiB spilled "
+            f"({store['spilled_objects']} objects)")
 
 
 LISTS = {"nodes": "nodes", "tasks": "list_tasks", "actors": "list_actors",
@@ -446,7 +472,11 @@ def memory(address, limit):
     inline = sum(o["size_bytes"] for o in objects if o["inline"])
     click.echo(f"{len(objects)} object(s); {inline} bytes inline at the head")
     for node, size in sorted(by_node.items(), key=lambda kv: -kv[1]):
-        click.echo(f"  node {node[:12]}: {size / 2**20:.1f} MiB in shared memory")
+        click.echo(f"  node {node[:12]}: {size / 2**20:.1f} MiB of objects")
+    click.echo("object stores (in memory / bound, spilled to disk):")
+    for node in _ask(endpoint, "nodes"):
+        if node["Alive"]:
+            click.echo(f"  node {node['NodeID'][:12]}: {store_line(node)}")
     objects.sort(key=lambda o: -o["size_bytes"])
     rows = [{"object_id": o["object_id"], "size_bytes": o["size_bytes"],
              "where": "inline" if o["inline"] else ",".join(n[:12] for n in o["locations"]),

@@ -93,7 +93,8 @@ class Cluster:
             raise ValueError("_system_config is set once, with the head node's arguments")
         node_resources = _launch.default_resources(
             num_cpus, num_gpus, resources, memory=memory,
-            object_store_memory=object_store_memory, host=HOST, head=head)
+            object_store_memory=object_store_memory, host=HOST, head=head,
+            shm_dir=self._config.shm_dir)
         node_id = os.urandom(16)
         process = _launch.start_node(self._config, self.address_endpoint, node_id,
                                      node_resources, self._session[1], HOST, os.getpid())
@@ -123,6 +124,9 @@ class Cluster:
         # a killed node cannot clean its store; its fork server kills its workers
         _launch.await_node_processes_gone(node.node_id)
         remove_segments(self._config.shm_dir, bytes.fromhex(node.node_id))
+        from zray.node.spill import remove_spill_dir
+        remove_spill_dir(self._config.object_spilling_directory or self._session[1],
+                         bytes.fromhex(node.node_id))
 
     def list_all_nodes(self) -> list:
         return ([self.head_node] if self.head_node else []) + list(self.worker_nodes)
@@ -175,7 +179,7 @@ class Cluster:
     # --- internals -------------------------------------------------------------------
 
     def _start_head(self, system_config) -> None:
-        config = Config.from_env(**dict(system_config or {}))
+        config = Config.from_system_config(system_config)
         self._session = _launch.make_session_dir(config)
         if not config.insecure and not config.cluster_key_file:
             from zray.security import KEY_FILE_NAME, create_key_file

@@ -135,6 +135,16 @@ class Config:
     #: Seconds a process waits for its children to exit on shutdown before
     #: killing them.
     shutdown_grace_s: float = 2.0
+    #: Seconds a put or task return that does not fit in its node's object
+    #: store, even after spilling all it can, waits for memory to be freed
+    #: before it raises ObjectStoreFullError.
+    object_store_full_timeout_s: float = 30.0
+    #: Folder where nodes spill objects when their store is over its bound
+    #: (each node uses a subfolder ``zray-spill-<node>`` it removes when it
+    #: stops); empty: inside the session directory.  Ray's
+    #: ``_system_config={"object_spilling_config": json.dumps({"type":
+    #: "filesystem", "params": {"directory_path": ...}})}`` sets it too.
+    object_spilling_directory: str = ""
     #: Root folder for session directories (sockets, logs, keys).
     temp_dir: str = "/tmp/zray-sessions"
     #: Folder holding shared-memory segments, one per object.
@@ -165,6 +175,17 @@ class Config:
                              f"{sorted(f.name for f in fields(cls))}")
         return cls(**values)
 
+    @classmethod
+    def from_system_config(cls, system_config=None, **overrides) -> "Config":
+        """``from_env`` with ``init(_system_config=...)``: Config fields, plus
+        Ray's ``object_spilling_config`` (a JSON string, filesystem type only)."""
+        values = dict(system_config or {})
+        spilling = values.pop("object_spilling_config", None)
+        if spilling is not None:
+            values["object_spilling_directory"] = spilling_directory(spilling)
+        values.update(overrides)
+        return cls.from_env(**values)
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
 
@@ -186,3 +207,28 @@ def _parse(f: dataclasses.Field, raw: str, var: str):
     except ValueError:
         raise ValueError(f"environment variable {var}={raw!r} is not a valid "
                          f"{kind.__name__}; unset it or give a {kind.__name__}") from None
+
+
+def spilling_directory(spilling_config) -> str:
+    """The folder of Ray's ``object_spilling_config`` (JSON text or a dict):
+    ``{"type": "filesystem", "params": {"directory_path": "/path"}}``; a list of
+    paths takes the first (zray spills to one folder per node)."""
+    try:
+        spec = json.loads(spilling_config) if isinstance(spilling_config, str) \
+            else dict(spilling_config)
+        kind = spec.get("type", "filesystem")
+        path = spec["params"]["directory_path"]
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ValueError(
+            "object_spilling_config must be JSON like json.dumps({'type': 'filesystem', "
+            f"'params': {{'directory_path': '/tmp/spill'}}}}); got {spilling_config!r} "
+            f"({exc!r})") from None
+    if kind != "filesystem":
+        raise ValueError(f"object_spilling_config type {kind!r} is not supported by zray; "
+                         "use 'filesystem'")
+    if isinstance(path, (list, tuple)):
+        path = path[0] if path else ""
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"object_spilling_config directory_path must be a folder; got "
+                         f"{path!r}")
+    return path

@@ -96,6 +96,10 @@ class Msg(enum.IntEnum):
     RESERVE_BUNDLES = 51
     RELEASE_BUNDLES = 52
     WORKER_KILLED = 53
+    RESERVE_SPACE = 54
+    SPACE_RESERVED = 55
+    OBJECT_WRITTEN = 56
+    STORE_STATS = 57
 
 
 @dataclass(frozen=True)
@@ -287,6 +291,24 @@ SPECS: dict[Msg, MessageSpec] = {
     Msg.RELEASE_BUNDLES: MessageSpec(
         "head→node", ("pg_id", "bundle_index"),
         "The bundle is gone (its group removed): give its resources back."),
+    Msg.RESERVE_SPACE: MessageSpec(
+        "driver/worker→node", ("object_id", "size"),
+        "Ask for room in the node's store for a segment of size bytes before writing it "
+        "(the node spills to make room, or waits up to object_store_full_timeout_s); "
+        "answered with SPACE_RESERVED."),
+    Msg.SPACE_RESERVED: MessageSpec(
+        "node→driver/worker", ("object_id", "size", "error"),
+        "Write the segment now (error None; size: the bytes granted, which may include "
+        "credit for the writer's next objects), or why the store cannot take it (the "
+        "text of an ObjectStoreFullError)."),
+    Msg.OBJECT_WRITTEN: MessageSpec(
+        "driver/worker→node", ("object_id", "size"),
+        "The segment reserved for object_id is complete (size 0: the write failed and "
+        "the room is given back); from now on the node may spill it."),
+    Msg.STORE_STATS: MessageSpec(
+        "node→head", ("used_bytes", "bound_bytes", "spilled_bytes", "spilled_objects"),
+        "The node's object store, sent with each heartbeat: bytes in memory (objects, "
+        "reservations, spare segments), its bound, and what is spilled to disk now."),
     Msg.SHUTDOWN: MessageSpec(
         "driver→head, head→node, node→worker, node→head", ("reason",),
         "Stop: the receiver exits cleanly, stopping what it started (from a node: it "
@@ -397,6 +419,8 @@ FIELD_TYPES: dict[str, FieldType] = {
     "error": optional(STR), "offset": COUNT, "length": COUNT,
     "pg_id": bytes_of(16), "bundles": sequence_of(RESOURCES), "pg_strategy": STR,
     "lifetime": optional(STR), "bundle_index": INT, "resources": RESOURCES,
+    "used_bytes": COUNT, "bound_bytes": COUNT, "spilled_bytes": COUNT,
+    "spilled_objects": COUNT,
 }
 
 #: Where a field differs from FIELD_TYPES in one message.

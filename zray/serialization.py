@@ -30,6 +30,10 @@ _MAGIC = b"ZRO1"
 _HEAD = struct.Struct("<4sIQ")          # magic, buffer count, meta length
 _SPAN = struct.Struct("<QQ")            # offset, length
 _ALIGN = 64
+#: Mode a node gives a segment it wants to spill while someone maps it:
+#: processes that only keep a cached map of it (SegmentMaps) let go on their
+#: next sweep, so that only live values pin a segment.
+SPILL_WANTED_MODE = 0o700
 _FAST_TYPES = frozenset((int, float, str, bool, type(None), bytes))
 
 _context = threading.local()
@@ -155,6 +159,11 @@ def _layout(meta_len: int, buffer_lengths) -> tuple[list, int]:
     return spans, offset
 
 
+def segment_bytes(obj: SerializedObject) -> int:
+    """The size of the segment ``write_segment`` makes for ``obj``."""
+    return max(_layout(len(obj.meta), [b.nbytes for b in obj.buffers])[1], 1)
+
+
 def write_segment(path: str, obj: SerializedObject, spares=()) -> int:
     """Write ``obj`` to a new segment at ``path``; return its size in bytes.
 
@@ -263,6 +272,21 @@ class SpareSegments:
                 pass
         if verdict != "kept":
             _unlink_quietly(path)
+
+    def held_bytes(self) -> int:
+        """Bytes of memory the spares and draining segments hold."""
+        held = 0
+        for path in (*self.slots, *self.draining):
+            try:
+                held += os.stat(path).st_size
+            except OSError:
+                pass
+        return held
+
+    def drop_spares(self) -> None:
+        """Give the spares' pages back (the store needs the room)."""
+        for slot in self.slots:
+            _unlink_quietly(slot)
 
     def tick(self, now: float) -> None:
         for path, give_up_at in list(self.draining.items()):
@@ -441,6 +465,13 @@ class SegmentMaps:
         with self._lock:
             self._maps.pop(path, None)
 
+    def clear(self) -> None:
+        """Let go of every kept map (values handed out keep theirs): before
+        this process asks its node for room, so that maps kept only for reuse
+        do not pin objects the node could spill."""
+        with self._lock:
+            self._maps.clear()
+
     def sweep(self) -> None:
         if not self._maps:
             return
@@ -449,7 +480,8 @@ class SegmentMaps:
         for path, (identity, _) in kept:
             try:
                 stat = os.stat(path)
-                current = (stat.st_ino, stat.st_size) == identity
+                current = (stat.st_ino, stat.st_size) == identity and \
+                    stat.st_mode & 0o777 != SPILL_WANTED_MODE
             except OSError:
                 current = False
             if not current:

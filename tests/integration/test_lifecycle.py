@@ -46,7 +46,7 @@ def test_shutdown_leaves_nothing_behind():
     assert zray_segments()
     zray.shutdown()
     del ref
-    procs, segments = wait_until_clean(started)
+    procs, segments, _ = wait_until_clean(started)
     assert not procs and not segments
     assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
 

@@ -117,6 +117,8 @@ _SAMPLES = {
     "error": None, "offset": 8 << 20, "length": 8 << 20,
     "pg_id": b"p" * 16, "bundles": [{"CPU": 1.0}, {"GPU": 1.0}], "pg_strategy": "PACK",
     "lifetime": None, "bundle_index": 1, "resources": {"CPU": 2.0},
+    "used_bytes": 3 << 20, "bound_bytes": 200 << 20, "spilled_bytes": 50 << 20,
+    "spilled_objects": 1,
 }
 
 

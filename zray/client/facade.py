@@ -19,6 +19,7 @@ from collections import deque
 
 from zray import protocol
 from zray.client.io import ClientIO
+from zray.client.store import LocalStore
 from zray.client.routes import HEAD, NODE
 from zray.client.state import ClientState
 from zray.exceptions import GetTimeoutError, ObjectLostError, ProtocolError, RaySystemError
@@ -53,14 +54,15 @@ class Client:
         self._released = deque()           # from ObjectRef.__del__, any thread
         self._replies: dict[int, concurrent.futures.Future] = {}
         self._request_ids = itertools.count(1)
-        self._pulls: dict[bytes, concurrent.futures.Future] = {}
+        self.store = LocalStore(self)       # room, writes, pulls and restores here
         self._welcomed = threading.Event()
         self.io = ClientIO(self)
         self.io.bookkeeping_hook = bookkeeping
         self.message_handlers = self.io.handlers      # more handlers: the worker's
         self.message_handlers.update({
             Msg.QUERY_REPLY: self._on_query_reply, Msg.WELCOME: self._on_welcome,
-            Msg.OBJECT_PULLED: self._on_object_pulled,
+            Msg.OBJECT_PULLED: self.store.on_object_pulled,
+            Msg.SPACE_RESERVED: self.store.on_space_reserved,
             Msg.LOG_LINES: lambda items: _print_log_lines(self, items),
             Msg.WARNING: _on_warning,
             Msg.PROTOCOL_ERROR: lambda items: self.set_fatal(ProtocolError(items[0][0]))})
@@ -213,9 +215,9 @@ class Client:
             if self.local_node_id is None:
                 raise RaySystemError("this process has no local node to store a large "
                                      "object in")
-            from zray.serialization import spare_paths, write_segment
-            size = write_segment(self.segment_of(object_id), obj,
-                                 spare_paths(self.config.shm_dir, self.local_node_id))
+            from zray.serialization import spare_paths
+            size = self.store.write_object(object_id, obj,
+                                     spare_paths(self.config.shm_dir, self.local_node_id))
             entry = (KIND_SHM, None, size, (self.local_node_id,))
             item = (object_id, KIND_SHM, None, size, self.local_node_id, obj.contained_ids)
         self._call(self.state.put, object_id, entry, item)
@@ -328,13 +330,13 @@ class Client:
         if kind == KIND_SHM:
             if self.local_node_id not in node_ids:
                 try:
-                    self.pull(object_id, size, node_ids)
+                    self.store.pull(object_id, size, node_ids)
                 except ObjectLostError:
                     fresh = self._refetch(object_id, entry)
                     if fresh is None:
                         raise
                     return self.value_of(object_id, fresh)
-            return self.segment_maps.read(self.segment_of(object_id))
+            return self.store.read_local(object_id, size)
         raise RaySystemError(f"unknown object kind {kind}")
 
     def _refetch(self, object_id: bytes, stale: tuple, timeout_s: float = 300.0):
@@ -357,32 +359,6 @@ class Client:
             return None
         finally:
             del holder
-
-    def pull(self, object_id: bytes, size: int, node_ids) -> None:
-        """Have this process's node copy a segment that lives on other nodes
-        into its store; wait until it is there."""
-        if self.local_node_id is None or self.node_endpoint is None:
-            raise RaySystemError(
-                f"object {object_id.hex()} lives on node(s) "
-                f"{[n.hex()[:12] for n in node_ids]}, and this process has no node of its "
-                "own to pull it to; run the driver on a host where a zray node runs")
-        with self.lock:
-            future = self._pulls.get(object_id)
-            first = future is None
-            if first:
-                future = self._pulls[object_id] = concurrent.futures.Future()
-        if first:
-            self.send(Msg.PULL_OBJECT, (object_id, size, tuple(node_ids)), NODE)
-        while True:
-            try:
-                error = future.result(timeout=1.0)
-                break
-            except concurrent.futures.TimeoutError:
-                self._raise_if_fatal()
-        if error is not None:
-            raise ObjectLostError(object_id.hex(), error)
-        with self.lock:
-            self.state.add_local_copy(object_id, self.local_node_id)
 
     def add_callback(self, object_id: bytes, callback) -> None:
         """Call ``callback(entry)`` (in the I/O thread) once the object is ready."""
@@ -408,13 +384,6 @@ class Client:
         return StreamHandle(self, stream)
 
     # --- I/O thread callbacks ---------------------------------------------------------
-
-    def _on_object_pulled(self, items) -> None:
-        with self.lock:
-            for object_id, error in items:
-                future = self._pulls.pop(object_id, None)
-                if future is not None:
-                    future.set_result(error)
 
     def _on_query_reply(self, items) -> None:
         for request_id, ok, value in items:

@@ -145,6 +145,16 @@ class Membership:
         if client is not None or key in self.node_by_identity:
             self.out.send(key, Msg.HEARTBEAT, (now,))   # drivers and nodes watch the head
 
+    def on_store_stats(self, key, items, now):
+        """A node's object store: used / bound / spilled (for `zray memory`, status)."""
+        node = self.node_by_identity.get(key)
+        if node is not None:
+            for item in items:
+                node.info["object_store"] = {
+                    "used_bytes": item.used_bytes, "bound_bytes": item.bound_bytes,
+                    "spilled_bytes": item.spilled_bytes,
+                    "spilled_objects": item.spilled_objects}
+
     def _node_died(self, node, now, reason):
         node.move(NodeState.DEAD)
         if node.lease is not None:

@@ -21,6 +21,7 @@ def nodes(state, args):
             "ObjectStoreSocketName": info.get("store", ""),
             "NodeManagerEndpoint": info.get("worker_endpoint", ""),
             "ObjectTransferEndpoint": info.get("transfer_endpoint", ""),
+            "ObjectStore": dict(info.get("object_store") or {}),
             "Resources": dict(node.total) if node.state is NodeState.ALIVE else {},
             "Labels": info.get("labels", {}),
             "pid": info.get("pid"),

@@ -132,6 +132,7 @@ class HeadState:
             Msg.OBJECT_COPIED: self.directory.on_object_copied,
             Msg.CREATE_PLACEMENT_GROUP: self.placements.on_create_placement_group,
             Msg.REMOVE_PLACEMENT_GROUP: self.placements.on_remove_placement_group,
+            Msg.STORE_STATS: self.membership.on_store_stats,
         }
 
     # --- entry points ----------------------------------------------------------------

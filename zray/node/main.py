@@ -11,8 +11,10 @@ Sockets and pipes:
 - pipes to the fork server, which forks workers and reports their exits.
 - ROUTER for peer nodes (ipc on one host, TCP between hosts): CHUNK_REQUEST in,
   CHUNK out; and one DEALER per peer this node pulls objects from (see
-  ``zray.node.transfer``).  Drivers and workers ask for pulls with PULL_OBJECT
-  on the worker ROUTER.
+  ``zray.node.transfer``).  Drivers and workers ask for pulls and restores with
+  PULL_OBJECT, and for room in the store with RESERVE_SPACE / OBJECT_WRITTEN,
+  on the worker ROUTER (see ``zray.node.store``); STORE_STATS goes to the head
+  with each heartbeat.
 
 Decisions are made by ``NodeManagerState``; this module only moves bytes.
 No peer's message ends the loop: ``decode`` refuses malformed items (logged
@@ -48,7 +50,10 @@ from zray.config import Config
 from zray.exceptions import ProtocolError
 from zray.node import forkserver
 from zray.node.memory_monitor import MemoryMonitor, MemoryReading, candidates_of, oom_message
+from zray.node.spill import (SpillFiles, open_spill_dir, remove_dead_session_spill_dirs,
+                             remove_spill_dir, spill_base)
 from zray.node.state import HEAD, NodeManagerState
+from zray.node.store import ObjectStore
 from zray.node.transfer import ChunkServer, Puller
 from zray.security import secure_client, secure_server
 from zray.protocol import Msg, REASON_OOM
@@ -87,7 +92,7 @@ class NodeLoop:
         secure_server(self.transfer, endpoint, config)
         self.transfer_endpoint = bind_private(self.transfer, endpoint, config.port_range)
         self.chunks = ChunkServer(config.shm_dir, node_id)
-        self.spares = SpareSegments(config.shm_dir, node_id, config.spare_segment_bytes)
+        self._open_store(resources)
         self.filler = SpareFiller(self.spares, config.spare_blank_bytes)
         self.filler_stop = threading.Event()
         self.filler_thread = threading.Thread(target=self._fill_spares, daemon=True,
@@ -118,9 +123,28 @@ class NodeLoop:
                 w, item.task_id, item.returned_task_ids, now),
             Msg.WORKER_UNBLOCKED:
                 lambda w, item, now: state.on_worker_unblocked(w, item.task_id, now),
-            Msg.PULL_OBJECT: lambda w, item, now: self.puller.request(
-                item.object_id, item.size, item.node_ids, w, now),
+            Msg.PULL_OBJECT: lambda w, item, now: self.store.request(
+                "pull", item.object_id, item.size, w, now, item),
+            Msg.RESERVE_SPACE: lambda w, item, now: self.store.request(
+                "write", item.object_id, item.size, w, now),
+            Msg.OBJECT_WRITTEN: lambda w, item, now: self.store.written(
+                item.object_id, item.size, now, w),
         }
+
+    def _open_store(self, resources: dict) -> None:
+        """The bounded store: spares, spill folder and files, the store's state."""
+        config = self.config
+        bound = int(resources.get("object_store_memory") or 0) or 2 ** 62
+        self.spares = SpareSegments(config.shm_dir, self.node_id,
+                                    min(config.spare_segment_bytes, bound // 4))
+        self.spill_base = spill_base(config, self.session_dir)
+        remove_dead_session_spill_dirs(config.temp_dir)   # of nodes SIGKILLed here
+        spill_dir = open_spill_dir(self.spill_base, self.node_id)
+        self.files = SpillFiles(config.shm_dir, self.node_id, spill_dir, self.spares,
+                                self.chunks)
+        self.store = ObjectStore(self.node_id, bound, config.object_store_full_timeout_s,
+                                 self.files)
+        self.chunks.spilled_path = self.store.spill_path_of
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -163,12 +187,17 @@ class NodeLoop:
                 if self.memory is not None and now >= self.next_memory_check:
                     guarded(log, "the memory monitor", self._check_memory)
                     self.next_memory_check = now + self.config.memory_monitor_refresh_ms / 1e3
+                guarded(log, "the object store's upkeep", self.store.tick, now)
                 next_tick = now + TICK_S
                 if not parent_alive(self.parent_pid):
                     log.warning("parent process %s is gone; shutting down", self.parent_pid)
                     break
             if now >= last_beat + self.beat_every:
                 self.state.out.send(HEAD, Msg.HEARTBEAT, (time.time(),))
+                stats = self.store.stats()
+                self.state.out.send(HEAD, Msg.STORE_STATS, (
+                    stats["used_bytes"], stats["bound_bytes"], stats["spilled_bytes"],
+                    stats["spilled_objects"]))
                 last_beat = now
                 if now - self.head_heard > self.config.head_timeout_s:
                     log.error("no answer from the head at %s for %.0f s (head_timeout_s); "
@@ -223,6 +252,8 @@ class NodeLoop:
         if self.filler_thread.is_alive():
             self.filler_thread.join()
         removed = remove_segments(self.config.shm_dir, self.node_id)
+        self.files.close()
+        remove_spill_dir(self.spill_base, self.node_id)
         self.head.close()
         self.workers.close()
         self.transfer.close()
@@ -318,6 +349,7 @@ class NodeLoop:
                 self.puller.on_freed(object_id)
                 self.spares.free(segment_path(self.config.shm_dir, self.node_id, object_id),
                                  now)
+                self.store.freed(object_id, now)
         elif kind is Msg.CANCEL_TASKS:
             for task_id, force in message.items:
                 self.state.on_cancel(task_id, force, now)
@@ -482,6 +514,7 @@ class NodeLoop:
             self._send_chunk_requests()
             finished, puller.finished = puller.finished, []
             for object_id, error, waiters, size in finished:
+                self.store.written(object_id, size if error is None else 0, time.monotonic())
                 if error is None:
                     self.state.out.send(HEAD, Msg.OBJECT_COPIED, (object_id, size))
                 else:
@@ -489,8 +522,26 @@ class NodeLoop:
                 for waiter in waiters:
                     self.state.out.send(waiter, Msg.OBJECT_PULLED, (object_id, error))
 
+    def _answer_store(self) -> None:
+        """Send the store's answers; start the pulls it made room for."""
+        store, now = self.store, time.monotonic()
+        while store.replies:
+            replies, store.replies = store.replies, []
+            for kind, who, object_id, error, item in replies:
+                if kind == "write":
+                    self.state.out.send(who, Msg.SPACE_RESERVED,
+                                        (object_id, item if error is None else 0, error))
+                elif kind == "pull" and error is None:
+                    self.puller.request(object_id, item.size, item.node_ids, who, now)
+                else:
+                    self.state.out.send(who, Msg.OBJECT_PULLED, (object_id, error))
+
     def _flush(self) -> None:
+        self._answer_store()
         self._flush_transfers()
+        while self.store.replies:        # pulls that ended freed room for more
+            self._answer_store()
+            self._flush_transfers()
         for command in self.state.commands:
             self._run_command(command)
         self.state.commands = []

@@ -1,7 +1,8 @@
 """Moving object segments between nodes, in chunks, with a window of credits.
 
 ``ChunkServer`` answers a peer's CHUNK_REQUEST with a slice of a memory map of the
-segment (sent without a copy).  ``Puller`` brings a segment that lives elsewhere
+segment (sent without a copy), or, for an object spilled here, with the bytes
+read from its spill file (the object is not restored to memory for a peer).  ``Puller`` brings a segment that lives elsewhere
 into this node's store: it keeps at most ``window`` requests outstanding per pull
 (each CHUNK that arrives returns a credit, as in the ZeroMQ guide's credit-based
 flow control; the next request leaves before the chunk is written), writes each
@@ -29,12 +30,17 @@ class ChunkServer:
         self.shm_dir = shm_dir
         self.node_id = node_id
         self._views: OrderedDict[bytes, memoryview] = OrderedDict()
+        self._files: OrderedDict[bytes, int] = OrderedDict()   # spill file fds
+        self.spilled_path = lambda object_id: None    # set by the loop (the store)
 
     def chunk(self, object_id: bytes, offset: int, length: int):
         """(header item, buffer frames) answering one CHUNK_REQUEST."""
         try:
             view = self._view(object_id)
         except OSError as exc:
+            spilled = self.spilled_path(object_id)
+            if spilled is not None:
+                return self._from_file(object_id, spilled, offset, length)
             return (object_id, offset, 0, f"not in the store of node "
                                          f"{self.node_id.hex()[:12]}: {exc.strerror}"), []
         if offset < 0 or length <= 0 or offset >= len(view):
@@ -46,6 +52,29 @@ class ChunkServer:
     def forget(self, object_id: bytes) -> None:
         """The segment was freed: drop our map (frames in flight keep it alive)."""
         self._views.pop(object_id, None)
+        fd = self._files.pop(object_id, None)
+        if fd is not None:
+            os.close(fd)
+
+    def _from_file(self, object_id: bytes, path: str, offset: int, length: int):
+        """A chunk of a spilled object, read from its spill file."""
+        fd = self._files.get(object_id)
+        try:
+            if fd is None:
+                fd = self._files[object_id] = os.open(path, os.O_RDONLY)
+                while len(self._files) > OPEN_MAPS:
+                    os.close(self._files.popitem(last=False)[1])
+            size = os.fstat(fd).st_size
+        except OSError as exc:
+            self.forget(object_id)
+            return (object_id, offset, 0, f"spilled object unreadable on node "
+                                         f"{self.node_id.hex()[:12]}: {exc.strerror}"), []
+        if offset < 0 or length <= 0 or offset >= size:
+            return (object_id, offset, size, f"bad chunk range {offset}+{length}"), []
+        data = os.pread(fd, min(length, size - offset), offset)
+        if offset + length >= size:
+            self.forget(object_id)
+        return (object_id, offset, size, None), [data]
 
     def _view(self, object_id: bytes) -> memoryview:
         view = self._views.get(object_id)

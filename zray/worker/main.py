@@ -37,8 +37,7 @@ from zray.exceptions import RayTaskError
 from zray.protocol import (Msg, STATUS_CANCELLED, STATUS_ERROR, STATUS_OK,
                            STATUS_RETRIABLE_ERROR)
 from zray.serialization import (KIND_ERROR, KIND_INLINE, KIND_SHM, dumps_error,
-                                inline_bytes, segment_path, serialize, spare_paths,
-                                write_segment)
+                                inline_bytes, serialize, spare_paths)
 from zray.task_spec import ArgRef
 
 log = logging.getLogger("zray.worker")
@@ -359,15 +358,7 @@ class WorkerProcess:
         self.client.register_escaping(obj.contained_ids)
         if obj.size <= self.config.max_inline_object_bytes:
             return (object_id, KIND_INLINE, inline_bytes(obj), obj.size, obj.contained_ids)
-        path = segment_path(self.config.shm_dir, self.node_id, object_id)
-        try:
-            size = write_segment(path, obj, self.spares)
-        except FileExistsError:
-            # A retry on a node where an earlier attempt wrote this result (maybe
-            # only in part, if it died writing): write anew and swap it in.
-            fresh = f"{path}.retry{self.pid}"
-            size = write_segment(fresh, obj)
-            os.rename(fresh, path)
+        size = self.client.store.write_object(object_id, obj, self.spares)   # within the bound
         return (object_id, KIND_SHM, None, size, obj.contained_ids)
 
     def _error_results(self, spec, exc):
