@@ -144,6 +144,34 @@ def test_kill_then_calls_raise_actor_died(cluster):
     assert "kill" in str(info.value)
 
 
+@zray.remote
+class BlockMaker:
+    def make(self, n, value):
+        import numpy as np
+        return np.full(n, value, dtype=np.uint8)
+
+
+@zray.remote
+def total(block):
+    return int(block.sum())
+
+
+def test_results_outlive_their_actor(cluster):
+    """The caller owns an actor call's results, as in Ray: a result in shared
+    memory stays usable (here, passed to a task) after its actor is killed at
+    once or stops because its last handle went.  Repeated: the actor's report
+    of the result used to lose a race with the kill."""
+    for round_ in range(5):
+        maker = BlockMaker.remote()
+        refs = [maker.make.remote(1_000_000, 3) for _ in range(3)]
+        zray.wait(refs, num_returns=len(refs), timeout=20)
+        if round_ % 2:
+            zray.kill(maker)
+        else:
+            del maker
+        assert zray.get([total.remote(ref) for ref in refs], timeout=20) == [3_000_000] * 3
+
+
 def test_exit_actor(cluster):
     counter = a.Counter.remote()
     pid = zray.get(counter.pid.remote())

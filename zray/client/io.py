@@ -28,6 +28,7 @@ from zray.client.routes import (HEAD, NODE, Actor, ActorCancel, CloseActor, Conn
                                 Grant, Head, Node, Owner, Reply)
 from zray.exceptions import ProtocolError, RaySystemError
 from zray.protocol import Msg
+from zray.serialization import KIND_SHM
 from zray.security import secure_client, secure_server
 
 log = logging.getLogger("zray")
@@ -50,7 +51,14 @@ _BOOKKEEPING = frozenset((Msg.ADD_REFS, Msg.REMOVE_REFS, Msg.ACTOR_TASKS_FINISHE
 
 
 def is_bookkeeping(msg_type, item) -> bool:
-    """Messages for the head that may wait up to ``bookkeeping_delay_s``."""
+    """Messages for the head that may wait up to ``bookkeeping_delay_s``.
+
+    An actor's report of results in shared memory or holding refs is not: the
+    head must have it before the caller, which gets its answer straight from
+    the actor, can kill the actor or pass the result on; else the head would
+    fail the call with the actor's death while the caller holds its value."""
+    if msg_type is Msg.ACTOR_TASKS_FINISHED:
+        return not any(result[4] or result[1] == KIND_SHM for result in item[3])
     if msg_type in _BOOKKEEPING:
         return True
     return msg_type is Msg.SUBMIT_TASKS and item[0].actor_id is not None \
