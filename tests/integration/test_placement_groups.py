@@ -106,6 +106,10 @@ def bundle_nodes(pg, count):
 @pytest.mark.parametrize("strategy, distinct", [("PACK", 1), ("STRICT_PACK", 1),
                                                 ("SPREAD", 2), ("STRICT_SPREAD", 2)])
 def test_bundles_land_by_strategy(three_nodes, strategy, distinct):
+    # PACK is a preference: it packs onto one node when one has room, so wait
+    # until the earlier tests' workers have given their CPUs back
+    assert wait_for(lambda: zray.available_resources().get("CPU", 0) ==
+                    zray.cluster_resources().get("CPU"), 20)
     pg = placement_group([{"CPU": 1}, {"CPU": 1}], strategy=strategy)
     try:
         assert zray.get(pg.ready(), timeout=30) == pg
