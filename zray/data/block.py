@@ -184,7 +184,7 @@ def concat(tables: list) -> pa.Table:
     if len(tables) == 1:
         return tables[0]
     try:
-        return pa.concat_tables(tables, promote_options="default")
+        return pa.concat_tables(tables, promote_options="permissive")
     except pa.ArrowInvalid as exc:
         raise ValueError(f"Blocks with different schemas cannot be combined: {exc}") from exc
 

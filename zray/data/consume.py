@@ -162,9 +162,12 @@ class ConsumeMixin:
                 raise TypeError(f"aggregate() takes AggregateFn objects, got "
                                 f"{type(agg).__name__}")
         refs = [_block_accumulators.remote(b.ref, list(aggs)) for b in self._bundles()]
-        totals = [agg.init(None) for agg in aggs]
+        totals = None
         for accs in zray.get(refs):
-            totals = [agg.merge(t, a) for agg, t, a in zip(aggs, totals, accs)]
+            totals = accs if totals is None else [
+                agg.merge(t, a) for agg, t, a in zip(aggs, totals, accs)]
+        if totals is None:
+            totals = [agg.init(None) for agg in aggs]
         return {agg.name: agg.finalize(t) for agg, t in zip(aggs, totals)}
 
     def _unary(self, kind, on, ignore_nulls=True, **kwargs):

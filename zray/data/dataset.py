@@ -244,7 +244,13 @@ class MaterializedDataset(Dataset):
 
     def __init__(self, op: P.FromBlocks, execution=None):
         super().__init__(op)
-        self._last_execution = execution
+        self._last_execution = self._made_by = execution
+
+    def stats(self) -> str:
+        """How the blocks were made (when this came from ``materialize()``)."""
+        if self._made_by is not None:
+            return self._made_by.summary()
+        return super().stats()
 
     def num_blocks(self) -> int:
         return len(self._op.bundles)

@@ -135,8 +135,9 @@ class ReadRowGroups:
 
     def __call__(self):
         import pyarrow.dataset as pds
-        fragment = pds.ParquetFileFormat().make_fragment(self.path,
-                                                         row_groups=self.row_groups)
+        import pyarrow.fs as pfs
+        fragment = pds.ParquetFileFormat().make_fragment(
+            self.path, filesystem=pfs.LocalFileSystem(), row_groups=self.row_groups)
         if self.columns is not None:
             missing = [c for c in self.columns if c not in fragment.physical_schema.names]
             if missing:

@@ -98,8 +98,11 @@ class _Aggregator:
             for agg in self.aggs:
                 init = agg.init(key_values[0] if len(keys) == 1 else tuple(key_values))
                 columns[agg.name].append(agg.finalize(agg.accumulate_block(init, part)))
-        return pa.table({name: pa.array(values) for name, values in columns.items()}) \
-            if groups else _empty(table, keys, self.aggs)
+        if not groups:
+            return _empty(table, keys, self.aggs)
+        types = {k: table.schema.field(k).type for k in keys}
+        return pa.table({name: pa.array(values, type=types.get(name))
+                         for name, values in columns.items()})
 
     def _arrow(self, table: pa.Table, keys: list) -> pa.Table:
         import pyarrow.compute as pc

@@ -202,6 +202,9 @@ class SplitCoordinator:
         self.op, self.n, self.equal = op, n, equal
         self.epochs: dict = {}          # epoch -> {"splits"/"stream", "finished"}
 
+    def ready(self) -> bool:
+        return True
+
     def next_bundles(self, split: int, epoch: int):
         """The next bundles for ``split`` in ``epoch``; [] when it has all of them."""
         state = self.epochs.get(epoch)
@@ -248,5 +251,6 @@ def streaming_split(op, n: int, equal: bool) -> list:
     if n <= 0:
         raise ValueError(f"streaming_split needs n >= 1, got {n}")
     coordinator = zray.remote(SplitCoordinator).options(num_cpus=0).remote(op, n, equal)
+    zray.get(coordinator.ready.remote())    # known to the head before its handle travels
     return [DataIterator(_SplitSource(coordinator, i), f"split {i} of {n}")
             for i in range(n)]
