@@ -11,8 +11,7 @@ actor, which runs the dataset once per epoch.
 
 from __future__ import annotations
 
-import queue
-import threading
+from collections import deque
 
 import numpy as np
 
@@ -20,54 +19,32 @@ import zray
 from zray.data import block as B
 from zray.data.plan import Bundle, row_range
 
-_DONE = object()
-
-
 def prefetched_tables(bundles, prefetch: int):
-    """The tables of ``bundles`` in order; a thread fetches ``prefetch`` ahead."""
+    """The tables of ``bundles`` in order, with ``prefetch`` blocks being
+    fetched ahead by a thread.  The bundles themselves are pulled here, in the
+    consumer's thread (the executor submits tasks, a split asks its
+    coordinator); the thread only maps or pulls the blocks."""
     if prefetch <= 0:
         for bundle in bundles:
             yield zray.get(bundle.ref)
         return
-    ready: queue.Queue = queue.Queue(maxsize=prefetch)
-    stop = threading.Event()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def fetch():
-        source = iter(bundles)
+    from concurrent.futures import ThreadPoolExecutor
+    ahead: deque = deque()
+    source = iter(bundles)
+    with ThreadPoolExecutor(1, thread_name_prefix="zray-data-prefetch") as pool:
         try:
             for bundle in source:
-                if not put((zray.get(bundle.ref), None)):
-                    break
-            put((_DONE, None))
-        except BaseException as exc:          # handed to the consumer, raised there
-            put((_DONE, exc))
+                ahead.append(pool.submit(zray.get, bundle.ref))
+                if len(ahead) > prefetch:
+                    yield ahead.popleft().result()
+            while ahead:
+                yield ahead.popleft().result()
         finally:
+            for future in ahead:
+                future.cancel()
             close = getattr(source, "close", None)
             if close is not None:
                 close()
-
-    thread = threading.Thread(target=fetch, name="zray-data-prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            table, error = ready.get()
-            if table is _DONE:
-                if error is not None:
-                    raise error
-                return
-            yield table
-    finally:
-        stop.set()
-        thread.join()
 
 
 def iter_batches(bundles, *, batch_size=256, batch_format="default", drop_last=False,
