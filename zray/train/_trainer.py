@@ -101,6 +101,7 @@ class WorkerGroup:
         self.scaling = scaling
         self.backend = "nccl" if scaling.use_gpu and backend == "nccl" else "gloo"
         self.workers: list = []
+        self.shards: list = []
 
     def start(self, run_dir, checkpoint_path, datasets, first_index) -> None:
         options = self.scaling.worker_resources()
@@ -112,7 +113,8 @@ class WorkerGroup:
         where = zray.get([w.where.remote() for w in self.workers])
         placements = _placements(where)
         master = (where[0][1], zray.get(self.workers[0].free_port.remote()))
-        shards = _shards(datasets, len(self.workers))
+        # kept here: the split coordinator lives as long as a handle to it does
+        self.shards = shards = _shards(datasets, len(self.workers))
         zray.get([worker.setup.remote(placement, master, self.backend, run_dir,
                                       checkpoint_path, shard, first_index, 1800.0)
                   for worker, placement, shard in zip(self.workers, placements, shards)])
@@ -139,6 +141,7 @@ class WorkerGroup:
         for worker in self.workers:
             zray.kill(worker)
         self.workers = []
+        self.shards = []
 
 
 def _placements(where: list) -> list:
