@@ -327,3 +327,14 @@ def test_data_context(cluster):
         assert ray.data.range(100).num_blocks() == 3
     finally:
         context.read_op_min_num_blocks = before
+
+
+def test_actor_pool_outputs_feed_later_stages(cluster):
+    # a plain step after the pool runs in its actors; the blocks the actors
+    # made stay readable after the pool ends (a sort reads them afterwards);
+    # the pool holds its CPUs until the execution ends, so it leaves one free
+    ds = (ray.data.range(40, override_num_blocks=4)
+          .map_batches(AddOffset, concurrency=2, fn_constructor_args=(1,), num_cpus=0.5)
+          .filter(lambda r: r["id"] % 2 == 0)
+          .drop_columns(["pid"]).sort("id", descending=True))
+    assert [r["id"] for r in ds.take_all()] == list(range(40, 0, -2))

@@ -52,6 +52,7 @@ class Execution:
         self.root = root
         self.context = context or DataContext.get_current()
         self.stats: list[OpStats] = []
+        self.actors: list = []          # map_batches pools' actors (see ActorPoolStage)
 
     def bundles(self):
         return self._run(self.root)
@@ -91,7 +92,7 @@ class Execution:
         else:
             sources = (bundle.ref for bundle in self._run(below))
         if op.compute is not None:
-            return ActorPoolStage(op, self.context).run(sources, stats)
+            return ActorPoolStage(op, self.context, self.actors).run(sources, stats)
         return self._task_stage(sources, op.transforms, op.remote_args, stats)
 
     def _task_stage(self, sources, transforms, remote_args, stats):
@@ -169,8 +170,9 @@ class Execution:
 class ActorPoolStage:
     """A MapOp on a pool of MapWorker actors, grown while all are busy."""
 
-    def __init__(self, op: P.MapOp, context: DataContext):
+    def __init__(self, op: P.MapOp, context: DataContext, keep_alive: list):
         self.op = op
+        self.keep_alive = keep_alive
         self.low, self.high = op.compute.bounds()
         self.per_actor = max(1, context.max_tasks_in_flight_per_actor)
         args = dict(op.remote_args)
@@ -201,9 +203,10 @@ class ActorPoolStage:
                 self.load[index] -= 1
                 yield Execution._finish(refs, stats)
         finally:
-            for actor in self.actors:
-                zray.kill(actor)
-            self.actors = []
+            # kept, not killed: in zray an actor's results die with it, and the
+            # blocks this pool made are still to be read downstream; the
+            # Execution holds the pool until it (and what it made) is dropped
+            self.keep_alive.extend(self.actors)
 
     def _add_actor(self, transforms_ref) -> None:
         self.actors.append(self.actor_class.remote(transforms_ref))

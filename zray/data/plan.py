@@ -94,8 +94,15 @@ class MapOp(Op):
 
 def add_map(input_op: Op, transform, compute=None, remote_args=None) -> MapOp:
     """A MapOp for ``transform`` after ``input_op``, fused into it when it is a
-    task-based map with the same resources (or plain tasks feeding an actor pool)."""
+    task-based map with the same resources, plain tasks feeding an actor pool,
+    or a plain step after an actor pool."""
     remote_args = dict(remote_args or {})
+    if (isinstance(input_op, MapOp) and input_op.compute is not None and compute is None
+            and not remote_args):
+        # a plain step after an actor pool runs in the pool's actors: tasks of
+        # its own would wait for CPUs the pool's actors hold until it ends
+        return MapOp(input_op.inputs[0], [*input_op.transforms, transform],
+                     input_op.compute, input_op.remote_args)
     if isinstance(input_op, MapOp) and input_op.compute is None:
         same = input_op.remote_args == remote_args
         if (compute is None and same) or (compute is not None and
