@@ -111,13 +111,15 @@ class WorkerGroup:
         self.backend = "nccl" if scaling.use_gpu and backend == "nccl" else "gloo"
         self.workers: list = []
         self.placement_group = None
+        self.shards: list = []
 
     def start(self, run_dir, checkpoint_path, datasets, first_index) -> None:
         self.workers = self._start_workers()
         where = zray.get([w.where.remote() for w in self.workers])
         placements = _placements(where)
         master = (where[0][1], zray.get(self.workers[0].free_port.remote()))
-        shards = _shards(datasets, len(self.workers))
+        # kept here: the split coordinator lives as long as a handle to it does
+        self.shards = shards = _shards(datasets, len(self.workers))
         zray.get([worker.setup.remote(placement, master, self.backend, run_dir,
                                       checkpoint_path, shard, first_index, 1800.0)
                   for worker, placement, shard in zip(self.workers, placements, shards)])
@@ -165,6 +167,7 @@ class WorkerGroup:
         if self.placement_group is not None:
             remove_placement_group(self.placement_group)
             self.placement_group = None
+        self.shards = []
 
 
 def _placements(where: list) -> list:

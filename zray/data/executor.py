@@ -1,0 +1,222 @@
+"""The streaming executor: walks a plan and yields its output blocks in order.
+
+    Read ─► MapOp ─► ... each operator is a Python generator pulling from the
+    one below; a map operator keeps at most ``max_tasks_in_flight_per_operator``
+    tasks submitted ahead of what its consumer has taken, so blocks flow through
+    the pipeline without the whole dataset existing at once.
+
+A Read followed by a task-based MapOp runs as one task per block (read and
+transform fused).  A MapOp with an ActorPoolStrategy runs on a pool of
+``MapWorker`` actors that grows from its minimum to its maximum size while
+every actor is busy and input is waiting.  All-to-all operators (shuffle,
+sort, groupby, repartition) take every input block first, then run their own
+map and reduce task stages (``shuffle.py``).  Output order is input order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import zray
+from zray.data import _tasks, plan as P
+from zray.data.context import DataContext
+
+
+class OpStats:
+    def __init__(self, name: str):
+        self.name = name
+        self.tasks = 0
+        self.blocks = 0
+        self.rows = 0
+        self.bytes = 0
+        self.started = time.perf_counter()
+        self.wall_s = 0.0
+
+    def add(self, meta) -> None:
+        self.blocks += 1
+        self.rows += meta.num_rows
+        self.bytes += meta.size_bytes
+        self.wall_s = time.perf_counter() - self.started
+
+    def line(self) -> str:
+        return (f"Operator {self.name}: {self.tasks} tasks, {self.blocks} blocks, "
+                f"{self.rows} rows, {self.bytes / 2**20:.2f} MiB out, "
+                f"{self.wall_s:.3f} s wall")
+
+
+class Execution:
+    """One run of a plan; ``stats`` fills in as blocks come out."""
+
+    def __init__(self, root: P.Op, context: DataContext | None = None):
+        self.root = root
+        self.context = context or DataContext.get_current()
+        self.stats: list[OpStats] = []
+        self.actors: list = []          # map_batches pools' actors (see ActorPoolStage)
+
+    def bundles(self):
+        return self._run(self.root)
+
+    def summary(self) -> str:
+        return "\n".join(s.line() for s in self.stats) or "not executed yet"
+
+    def _run(self, op: P.Op):
+        handler = {P.Read: self._read, P.FromBlocks: self._from_blocks, P.MapOp: self._map,
+                   P.AllToAll: self._all_to_all, P.Limit: self._limit,
+                   P.Union: self._union, P.Zip: self._zip}[type(op)]
+        return handler(op)
+
+    def _stats(self, name: str) -> OpStats:
+        stats = OpStats(name)
+        self.stats.append(stats)
+        return stats
+
+    # --- sources and maps ------------------------------------------------------------
+
+    def _read(self, op: P.Read):
+        return self._task_stage(iter(op.tasks), [], {}, self._stats(op.name))
+
+    def _from_blocks(self, op: P.FromBlocks):
+        stats = self._stats(op.name)
+        for bundle in op.bundles:
+            stats.add(bundle.meta)
+            yield bundle
+
+    def _map(self, op: P.MapOp):
+        below = op.inputs[0]
+        fuse_read = isinstance(below, P.Read) and (op.compute is not None or
+                                                   not op.remote_args)
+        stats = self._stats(f"{below.name}->{op.name}" if fuse_read else op.name)
+        if fuse_read:
+            sources = iter(below.tasks)
+        else:
+            sources = (bundle.ref for bundle in self._run(below))
+        if op.compute is not None:
+            return ActorPoolStage(op, self.context, self.actors).run(sources, stats)
+        return self._task_stage(sources, op.transforms, op.remote_args, stats)
+
+    def _task_stage(self, sources, transforms, remote_args, stats):
+        transforms_ref = zray.put(transforms)
+        task = _tasks.run_map.options(num_returns=2, **remote_args)
+        window = max(1, self.context.max_tasks_in_flight_per_operator)
+        pending: deque = deque()
+        for source in sources:
+            pending.append(task.remote(source, transforms_ref))
+            stats.tasks += 1
+            if len(pending) >= window:
+                yield self._finish(pending.popleft(), stats)
+        while pending:
+            yield self._finish(pending.popleft(), stats)
+
+    @staticmethod
+    def _finish(refs, stats) -> P.Bundle:
+        block_ref, meta_ref = refs
+        meta = zray.get(meta_ref)
+        stats.add(meta)
+        return P.Bundle(block_ref, meta)
+
+    # --- the rest --------------------------------------------------------------------
+
+    def _all_to_all(self, op: P.AllToAll):
+        inputs = list(self._run(op.inputs[0]))
+        stats = self._stats(op.name)
+        for bundle in op.run(inputs):
+            stats.add(bundle.meta)
+            yield bundle
+
+    def _limit(self, op: P.Limit):
+        stats = self._stats(op.name)
+        remaining = op.limit
+        if remaining <= 0:
+            return
+        for bundle in self._run(op.inputs[0]):
+            if bundle.meta.num_rows > remaining:
+                stats.tasks += 1
+                bundle = self._finish(_tasks.slice_concat.options(num_returns=2).remote(
+                    [(0, 0, remaining)], bundle.ref), stats)
+            else:
+                stats.add(bundle.meta)
+            remaining -= bundle.meta.num_rows
+            yield bundle
+            if remaining <= 0:
+                return
+
+    def _union(self, op: P.Union):
+        for child in op.inputs:
+            yield from self._run(child)
+
+    def _zip(self, op: P.Zip):
+        stats = self._stats(op.name)
+        left = list(self._run(op.inputs[0]))
+        rights = [list(self._run(child)) for child in op.inputs[1:]]
+        total = sum(b.meta.num_rows for b in left)
+        for right in rights:
+            if sum(b.meta.num_rows for b in right) != total:
+                raise ValueError("zip() needs datasets with the same number of rows; got "
+                                 f"{total} and {sum(b.meta.num_rows for b in right)}")
+        offset = 0
+        for bundle in left:
+            specs, refs = [], []
+            for right in rights:
+                spec, found = P.row_range(right, offset, bundle.meta.num_rows)
+                specs.append([(i + len(refs), lo, n) for i, lo, n in spec])
+                refs.extend(found)
+            stats.tasks += 1
+            yield self._finish(_tasks.zip_blocks.options(num_returns=2).remote(
+                bundle.ref, specs, *refs), stats)
+            offset += bundle.meta.num_rows
+
+
+class ActorPoolStage:
+    """A MapOp on a pool of MapWorker actors, grown while all are busy."""
+
+    def __init__(self, op: P.MapOp, context: DataContext, keep_alive: list):
+        self.op = op
+        self.keep_alive = keep_alive
+        self.low, self.high = op.compute.bounds()
+        self.per_actor = max(1, context.max_tasks_in_flight_per_actor)
+        args = dict(op.remote_args)
+        args.setdefault("num_cpus", 1)
+        self.actor_class = zray.remote(_tasks.MapWorker).options(**args)
+        self.actors: list = []
+        self.load: list = []
+
+    def run(self, sources, stats):
+        transforms_ref = zray.put(self.op.transforms)
+        try:
+            for _ in range(self.low):
+                self._add_actor(transforms_ref)
+            zray.get([actor.ready.remote() for actor in self.actors])
+            pending: deque = deque()
+            sources = iter(sources)
+            source = next(sources, None)
+            while source is not None or pending:
+                while source is not None:
+                    index = self._free_actor(transforms_ref)
+                    if index is None:
+                        break
+                    pending.append((index, self.actors[index].run.remote(source)))
+                    self.load[index] += 1
+                    stats.tasks += 1
+                    source = next(sources, None)
+                index, refs = pending.popleft()
+                self.load[index] -= 1
+                yield Execution._finish(refs, stats)
+        finally:
+            # kept, not killed: in zray an actor's results die with it, and the
+            # blocks this pool made are still to be read downstream; the
+            # Execution holds the pool until it (and what it made) is dropped
+            self.keep_alive.extend(self.actors)
+
+    def _add_actor(self, transforms_ref) -> None:
+        self.actors.append(self.actor_class.remote(transforms_ref))
+        self.load.append(0)
+
+    def _free_actor(self, transforms_ref) -> int | None:
+        index = min(range(len(self.actors)), key=self.load.__getitem__)
+        if self.load[index] < self.per_actor:
+            return index
+        if len(self.actors) < self.high:
+            self._add_actor(transforms_ref)
+            return len(self.actors) - 1
+        return None

@@ -1,0 +1,139 @@
+"""GroupedData: ``ds.groupby(key)`` and its aggregations, with Ray's names.
+
+Rows are hash-partitioned by key (``shuffle.hash_groupby``); each reduce task
+sorts its part by key and aggregates each group (pyarrow's group_by for the
+built-ins, the AggregateFn's own functions otherwise) or calls the user's
+``map_groups`` function once per group.  Each output block is sorted by key;
+blocks follow partition order, so the whole result is not (sort it if needed).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from zray.data import aggregate as A, block as B, shuffle
+from zray.data.plan import AllToAll
+
+
+class GroupedData:
+    def __init__(self, dataset, key, num_partitions: int | None = None):
+        self._dataset = dataset
+        self._keys = [key] if isinstance(key, str) else list(key)
+        self._num_partitions = num_partitions
+
+    def __repr__(self):
+        return f"GroupedData(dataset={self._dataset!r}, key={self._keys!r})"
+
+    def _all_to_all(self, name: str, reducer):
+        keys, partitions = self._keys, self._num_partitions
+        return self._dataset._with_op(AllToAll(
+            name, self._dataset._op,
+            lambda bundles: shuffle.hash_groupby(bundles, keys, reducer, partitions),
+            preserves_rows=False))
+
+    def aggregate(self, *aggs):
+        """One row per group: the key columns, then one column per aggregation."""
+        for agg in aggs:
+            if not isinstance(agg, A.AggregateFn):
+                raise TypeError(f"aggregate() takes AggregateFn objects (Count(), "
+                                f"Sum('x'), ...), got {type(agg).__name__}")
+        return self._all_to_all(f"Aggregate[{', '.join(a.name for a in aggs)}]",
+                                _Aggregator(list(aggs)))
+
+    def count(self):
+        return self.aggregate(A.Count())
+
+    def sum(self, on=None, ignore_nulls: bool = True):
+        return self._unary(A.Sum, on, ignore_nulls)
+
+    def min(self, on=None, ignore_nulls: bool = True):
+        return self._unary(A.Min, on, ignore_nulls)
+
+    def max(self, on=None, ignore_nulls: bool = True):
+        return self._unary(A.Max, on, ignore_nulls)
+
+    def mean(self, on=None, ignore_nulls: bool = True):
+        return self._unary(A.Mean, on, ignore_nulls)
+
+    def std(self, on=None, ddof: int = 1, ignore_nulls: bool = True):
+        columns = self._value_columns(on)
+        return self.aggregate(*[A.Std(c, ddof=ddof, ignore_nulls=ignore_nulls)
+                                for c in columns])
+
+    def _unary(self, kind, on, ignore_nulls):
+        return self.aggregate(*[kind(c, ignore_nulls=ignore_nulls)
+                                for c in self._value_columns(on)])
+
+    def _value_columns(self, on) -> list:
+        if on is None:
+            return [c for c in self._dataset.columns() if c not in self._keys]
+        return [on] if isinstance(on, str) else list(on)
+
+    def map_groups(self, fn, *, compute=None, batch_format: str | None = "default",
+                   fn_args=None, fn_kwargs=None, **_ray_remote_args):
+        """Call ``fn`` on each group (one batch per group); concatenate the results."""
+        B.check_batch_format(batch_format)
+        return self._all_to_all(f"MapGroups({getattr(fn, '__name__', 'fn')})",
+                                _GroupMapper(fn, batch_format, fn_args or (),
+                                             fn_kwargs or {}))
+
+
+class _Aggregator:
+    """A reduce task's work: aggregate each group of a key-sorted table."""
+
+    def __init__(self, aggs: list):
+        self.aggs = aggs
+
+    def __call__(self, table: pa.Table, keys: list) -> pa.Table:
+        if all(agg.arrow is not None for agg in self.aggs):
+            return self._arrow(table, keys)
+        groups = shuffle.group_slices(table, keys)
+        columns = {k: [] for k in keys}
+        columns.update({agg.name: [] for agg in self.aggs})
+        for start, length in groups:
+            part = table.slice(start, length)
+            key_values = [part.column(k)[0].as_py() for k in keys]
+            for k, value in zip(keys, key_values):
+                columns[k].append(value)
+            for agg in self.aggs:
+                init = agg.init(key_values[0] if len(keys) == 1 else tuple(key_values))
+                columns[agg.name].append(agg.finalize(agg.accumulate_block(init, part)))
+        if not groups:
+            return _empty(table, keys, self.aggs)
+        types = {k: table.schema.field(k).type for k in keys}
+        return pa.table({name: pa.array(values, type=types.get(name))
+                         for name, values in columns.items()})
+
+    def _arrow(self, table: pa.Table, keys: list) -> pa.Table:
+        import pyarrow.compute as pc
+        specs = [(agg.arrow[0], agg.arrow[1], pc.VarianceOptions(ddof=agg.arrow[2]))
+                 if agg.arrow[2] is not None else (agg.arrow[0], agg.arrow[1])
+                 for agg in self.aggs]
+        for agg in self.aggs:
+            if agg.arrow[0]:
+                B.check_columns(table, [agg.arrow[0]], agg.name)
+        result = table.group_by(keys, use_threads=False).aggregate(specs)
+        names = [f"{a.arrow[0]}_{a.arrow[1]}" if a.arrow[0] else a.arrow[1]
+                 for a in self.aggs]
+        out = result.select(keys + names).rename_columns(keys + [a.name for a in self.aggs])
+        return out.sort_by([(k, "ascending") for k in keys])
+
+
+def _empty(table, keys, aggs) -> pa.Table:
+    columns = {k: table.column(k).slice(0, 0) for k in keys}
+    columns.update({agg.name: pa.array([]) for agg in aggs})
+    return pa.table(columns)
+
+
+class _GroupMapper:
+    def __init__(self, fn, batch_format, fn_args, fn_kwargs):
+        self.fn, self.batch_format = fn, batch_format
+        self.fn_args, self.fn_kwargs = fn_args, fn_kwargs
+
+    def __call__(self, table: pa.Table, keys: list) -> pa.Table:
+        out = []
+        for start, length in shuffle.group_slices(table, keys):
+            batch = B.to_batch(table.slice(start, length), self.batch_format)
+            out.append(B.to_block(self.fn(batch, *self.fn_args, **self.fn_kwargs),
+                                  "The function given to map_groups()"))
+        return B.concat(out) if out else table.slice(0, 0)
