@@ -125,7 +125,8 @@ def pbt_trainable(config):
         barrier = config["barrier_dir"]
         open(os.path.join(barrier, f"started-{config['lr']}"), "w").close()
         deadline = time.monotonic() + 20
-        while len(os.listdir(barrier)) < config["population"] and time.monotonic() < deadline:
+        started = lambda: sum(name.startswith("started-") for name in os.listdir(barrier))  # noqa: E731
+        while started() < config["population"] and time.monotonic() < deadline:
             time.sleep(0.01)
     while True:
         time.sleep(config.get("step_s", 0))
