@@ -11,6 +11,7 @@
 """
 
 from zray.client.facade import Client
+from zray.client.io import open_router
 from zray.client.routes import HEAD, NODE, Head, Owner, Reply
 
-__all__ = ["Client", "HEAD", "NODE", "Head", "Owner", "Reply"]
+__all__ = ["Client", "HEAD", "NODE", "Head", "Owner", "Reply", "open_router"]

@@ -65,6 +65,24 @@ def is_bookkeeping(msg_type, item) -> bool:
         and item[0].method != "__init__"
 
 
+def open_router(ctx, endpoint: str, config):
+    """A ROUTER for callers bound to ``endpoint`` (a port or path of its own);
+    returns it and the endpoint it is bound to.  Raises zmq.ZMQError or
+    ValueError when it cannot bind."""
+    server = ctx.socket(zmq.ROUTER)
+    try:
+        server.setsockopt(zmq.LINGER, 2000)   # answers must survive an exit
+        server.setsockopt(zmq.SNDHWM, 0)
+        server.setsockopt(zmq.RCVHWM, 0)
+        if config.max_message_bytes > 0:
+            server.setsockopt(zmq.MAXMSGSIZE, config.max_message_bytes)
+        secure_server(server, endpoint, config)
+        return server, bind_private(server, endpoint, config.port_range)
+    except (zmq.ZMQError, ValueError):
+        server.close(linger=0)
+        raise
+
+
 class ClientIO:
     """The loop of one client (see the module docstring); ``client`` is the facade."""
 
@@ -255,14 +273,7 @@ class ClientIO:
         endpoint, handler = self.serve_request
         self.serve_request = None
         try:
-            server = self.ctx.socket(zmq.ROUTER)
-            server.setsockopt(zmq.LINGER, 2000)   # answers must survive an exit
-            server.setsockopt(zmq.SNDHWM, 0)
-            server.setsockopt(zmq.RCVHWM, 0)
-            if self.config.max_message_bytes > 0:
-                server.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
-            secure_server(server, endpoint, self.config)
-            self.server_endpoint = bind_private(server, endpoint, self.config.port_range)
+            server, self.server_endpoint = open_router(self.ctx, endpoint, self.config)
             self.server, self.server_handler = server, handler
             self.poller.register(server, zmq.POLLIN)
         except (zmq.ZMQError, ValueError) as exc:

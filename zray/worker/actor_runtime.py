@@ -1,12 +1,17 @@
 """An actor inside its worker: the instance, its call queue, and how calls run.
 
-Callers send ACTOR_CALLS straight to this worker's ROUTER socket (owned by the
-client's I/O thread).  Calls from one caller arrive in the order sent; they run:
+Callers send ACTOR_CALLS straight to this worker's ROUTER socket.  Calls from
+one caller arrive in the order sent; they run:
 
 - sync actors (max_concurrency 1): one at a time on the main thread, in order;
+  the main thread owns the ROUTER (call_inbox.py): it reads the calls and
+  answers them itself, with no hand-off to the client's I/O thread;
 - threaded actors (max_concurrency > 1): on a thread pool of that size;
 - async actors (any ``async def`` method): on an asyncio loop in the main
   thread, at most max_concurrency at once.
+
+Threaded and async actors are served by the client's I/O thread, which owns
+their ROUTER and hands each call on.
 
 Each finished call answers the caller (ACTOR_RESULTS).  The head hears of it
 (ACTOR_TASKS_FINISHED) only when the results hold refs or live in shared
@@ -24,15 +29,16 @@ import functools
 import inspect
 import logging
 import os
-import queue
 import threading
 import traceback
+from collections import deque
 
 from zray.actor import ActorExit
 from zray.exceptions import ActorDiedError, RayTaskError, TaskCancelledError
 from zray.client import Reply
 from zray.protocol import Msg, STATUS_CANCELLED, STATUS_ERROR, STATUS_OK
 from zray.serialization import KIND_ERROR, KIND_SHM, dumps_error
+from zray.worker.call_inbox import CallInbox
 from zray.worker.streaming import StreamRun, run_async, run_sync
 
 log = logging.getLogger("zray.worker")
@@ -49,7 +55,8 @@ class ActorRuntime:
         self.max_concurrency = options.get("max_concurrency") or 1
         self.mode = "async" if options.get("is_async") else (
             "threaded" if self.max_concurrency > 1 else "sync")
-        self.calls = queue.SimpleQueue()
+        self.calls = deque()        # sync: (caller, spec) read, not yet run
+        self.inbox = None           # sync: the main thread's ROUTER (CallInbox)
         self.cancelled: set = set()
         self.running: dict = {}
         self.lock = threading.Lock()
@@ -72,7 +79,11 @@ class ActorRuntime:
         from zray._process import serve_endpoint
         endpoint = serve_endpoint(self.worker.session_dir, f"a-{tag}-{self.spec.attempt}",
                                   self.worker.host, self.client.endpoint)
-        address = self.client.serve(endpoint, self.on_message)
+        if self.mode == "sync":
+            self.inbox = CallInbox(endpoint, self.client.config)
+            address = self.inbox.endpoint
+        else:
+            address = self.client.serve(endpoint, self.on_message)
         self.client.send(Msg.ACTOR_READY, (self.actor_id, address, os.getpid()))
 
     def run_forever(self) -> None:
@@ -81,12 +92,16 @@ class ActorRuntime:
         elif self.mode == "threaded":
             self.exit_requested.wait()
         else:
+            calls, inbox = self.calls, self.inbox
             while not self.exit_requested.is_set():
-                caller, spec = self.calls.get()
-                self.run_call(caller, spec)
+                inbox.drain(self.on_message)    # cancels sent while the last one ran
+                if calls:
+                    self.run_call(*calls.popleft())
+                else:
+                    inbox.wait(self.on_message)
         self.finish_exit()
 
-    # --- I/O thread -------------------------------------------------------------------
+    # --- arrivals (the I/O thread; a sync actor's main thread) -------------------------
 
     def on_message(self, caller: bytes, message) -> None:
         if message.type is Msg.CANCEL_TASKS:
@@ -98,7 +113,7 @@ class ActorRuntime:
             return
         for (spec,) in message.items:
             if self.mode == "sync":
-                self.calls.put((caller, spec))
+                self.calls.append((caller, spec))
             elif self.mode == "threaded":
                 self.pool.submit(self.run_call, caller, spec)
             else:
@@ -187,6 +202,8 @@ class ActorRuntime:
         return run_sync(run, value, cancelled=cancelled)
 
     def _is_cancelled(self, spec) -> bool:
+        if self.inbox is not None:      # a sync generator: read cancels sent meanwhile
+            self.inbox.drain(self.on_message)
         return self._take_cancelled(spec.task_id)
 
     def _take_cancelled(self, task_id) -> bool:
@@ -205,9 +222,11 @@ class ActorRuntime:
             # (a generator's items went to the head: its end goes there too)
             self.client.send(Msg.ACTOR_TASKS_FINISHED,
                              (spec.task_id, spec.attempt, status, results))
-        self.client.send(Msg.ACTOR_RESULTS,
-                         (spec.task_id, self.worker.node_id, results, status),
-                         Reply(caller))
+        answer = (spec.task_id, self.worker.node_id, results, status)
+        if self.inbox is not None:
+            self.inbox.send(caller, Msg.ACTOR_RESULTS, [answer])
+        else:
+            self.client.send(Msg.ACTOR_RESULTS, answer, Reply(caller))
 
     # --- outcomes ---------------------------------------------------------------------
 
@@ -245,6 +264,8 @@ class ActorRuntime:
         """exit_actor() ran: run the process's atexit handlers (as a Python
         process that exits does), tell the head, flush, and end the process."""
         atexit._run_exitfuncs()
+        if self.inbox is not None:
+            self.inbox.close()          # the last answers leave first
         self.client.send(Msg.ACTOR_DIED, (self.actor_id, "The actor exited by calling "
                                           "exit_actor().", True))
         self.client.close()
