@@ -94,11 +94,11 @@ class ActorRuntime:
         else:
             calls, inbox = self.calls, self.inbox
             while not self.exit_requested.is_set():
-                inbox.drain(self.on_message)    # cancels sent while the last one ran
-                if calls:
-                    self.run_call(*calls.popleft())
-                else:
+                if not calls:
                     inbox.wait(self.on_message)
+                    continue
+                self.run_call(*calls.popleft())
+                inbox.drain(self.on_message)    # what came meanwhile, cancels too
         self.finish_exit()
 
     # --- arrivals (the I/O thread; a sync actor's main thread) -------------------------

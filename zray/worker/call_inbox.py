@@ -37,11 +37,13 @@ class CallInbox:
         except BaseException:
             self.ctx.term()
             raise
+        self.poller = zmq.Poller()      # kept: Socket.poll makes one per call
+        self.poller.register(self.sock, zmq.POLLIN)
 
     def wait(self, handler, timeout_ms: int | None = None) -> None:
         """Block until a message comes (or ``timeout_ms`` passes), then hand each
         waiting one to ``handler(caller_identity, message)``."""
-        if self.sock.poll(timeout_ms, zmq.POLLIN):
+        if self.poller.poll(timeout_ms):
             self.drain(handler)
 
     def drain(self, handler) -> None:
