@@ -168,8 +168,13 @@ class ActorCalls:
         held = any(oid in self.client.refs for oid in spec.return_ids())
         if reported or not held:
             del self.unregistered[task_id]
-            if reported and held:     # claims what the head keeps for it
+            if reported and held:
+                # claims what the head keeps for it; and the results once more,
+                # in order before anything else we send (a kill of the actor):
+                # the actor's own report may reach the head after that kill
                 self.client.send(HEAD, Msg.SUBMIT_TASKS, (spec,))
+                self.client.send(HEAD, Msg.ACTOR_TASKS_FINISHED,
+                                 (task_id, spec.attempt, status, results))
         else:
             self.results[task_id] = (status, results)
 

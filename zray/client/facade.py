@@ -20,7 +20,7 @@ from collections import deque
 from zray import protocol
 from zray.client.io import ClientIO
 from zray.client.store import LocalStore
-from zray.client.routes import HEAD, NODE
+from zray.client.routes import HEAD, NODE, Sent
 from zray.client.state import ClientState
 from zray.exceptions import GetTimeoutError, ObjectLostError, ProtocolError, RaySystemError
 from zray.protocol import Msg
@@ -94,6 +94,12 @@ class Client:
         self.state.out.append((route, msg_type, item))
         if not self.io.wake_pending:
             self.io.wake()
+
+    def wait_sent(self, timeout_s: float = 5.0) -> bool:
+        """Block until the I/O thread has sent everything queued so far."""
+        event = threading.Event()
+        self.send(None, None, Sent(event))
+        return event.wait(timeout_s)
 
     def flush_now(self) -> None:
         """Send what waits as bookkeeping on the I/O thread's next turn."""

@@ -25,7 +25,7 @@ import zmq
 from zray import protocol
 from zray._process import bind_private, has_input, poll_ms, recv_frames, send_frames
 from zray.client.routes import (HEAD, NODE, Actor, ActorCancel, CloseActor, ConnectActor,
-                                Grant, Head, Node, Owner, Reply)
+                                Grant, Head, Node, Owner, Reply, Sent)
 from zray.exceptions import ProtocolError, RaySystemError
 from zray.protocol import Msg
 from zray.serialization import KIND_SHM
@@ -331,9 +331,13 @@ class ClientIO:
         outbox, deferred, grants = self.state.out, self.deferred, self.state.grants
         urgent = final or self.report_now
         self.report_now = False
+        sent = []
         while outbox:
             route, msg_type, item = outbox.popleft()
-            if type(route) is Head:
+            if type(route) is Sent:
+                sent.append(route.event)
+                urgent = True
+            elif type(route) is Head:
                 if msg_type is Msg.SUBMIT_LEASED:
                     msg_type, item = grants.to_head(msg_type, item)
                 if not deferred:
@@ -347,6 +351,8 @@ class ClientIO:
         if deferred and (urgent or time.monotonic() - self.deferred_since
                          >= self.config.bookkeeping_delay_s):
             self._send_deferred()
+        for event in sent:
+            event.set()
 
     def _send_deferred(self) -> None:
         deferred, self.deferred = self.deferred, []

@@ -53,6 +53,13 @@ class Reply:
     identity: bytes
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class Sent:
+    """Not a destination: the I/O loop sends everything queued before it (head
+    bookkeeping included), then sets ``event``."""
+    event: object
+
+
 HEAD = Head()
 NODE = Node()
 

@@ -222,6 +222,10 @@ class ActorRuntime:
             # (a generator's items went to the head: its end goes there too)
             self.client.send(Msg.ACTOR_TASKS_FINISHED,
                              (spec.task_id, spec.attempt, status, results))
+            if self.inbox is not None:
+                # the head must have the report before the caller has the answer
+                # (it may kill us or pass the result on at once): see is_bookkeeping
+                self.client.wait_sent()
         answer = (spec.task_id, self.worker.node_id, results, status)
         if self.inbox is not None:
             self.inbox.send(caller, Msg.ACTOR_RESULTS, [answer])
