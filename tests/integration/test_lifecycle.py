@@ -109,15 +109,16 @@ def test_context_manager_and_shutdown_idempotent():
     zray.shutdown()
 
 
-def test_example_programs_run():
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    examples = os.path.join(root, "examples")
-    for name in sorted(os.listdir(examples)):
-        if not name.endswith(".py"):
-            continue
-        result = subprocess.run([sys.executable, os.path.join(examples, name)],
-                                capture_output=True, text=True, timeout=60)
-        assert result.returncode == 0, f"{name} failed:\n{result.stderr[-2000:]}"
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "examples")
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("name", sorted(n for n in os.listdir(EXAMPLES) if n.endswith(".py")))
+def test_example_programs_run(name):
+    result = subprocess.run([sys.executable, os.path.join(EXAMPLES, name)],
+                            capture_output=True, text=True, timeout=140)
+    assert result.returncode == 0, f"{name} failed:\n{result.stderr[-2000:]}"
 
 
 SECOND_DRIVER = """

@@ -49,7 +49,8 @@ def open_spill_dir(base: str, node_id: bytes) -> str:
     remove_dead_spill_dirs(base)
     path = node_spill_dir(base, node_id)
     os.makedirs(path, mode=0o700, exist_ok=True)
-    with open(os.path.join(path, OWNER_FILE), "w") as f:
+    fd = os.open(os.path.join(path, OWNER_FILE), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:          # owner-only, like every session file
         f.write(str(os.getpid()))
     return path
 
