@@ -29,12 +29,19 @@ driver's clock (``time.time()``, one machine):
 - ``total_s``: launch to process exit (includes shutdown).
 
 Each training step is forward, backward (DDP allreduce of the gradients),
-optimizer step and ``loss.item()``.  The trainers' loops call ``train.report({"step", "loss"})``
-once, after the last step (a one-epoch run reporting per epoch), and with
-``--report-every N`` also every N steps (``--report-every 1``: every step,
-the heaviest use; Ray Train 2.x then stalls each report until its controller
-polls the worker, every 2 s by default, so leave Ray out of that one).  The final loss is printed for each framework:
-equal losses show the three trained the same thing.
+optimizer step and ``loss.item()``.  The trainers' loops call
+``train.report({"step", "loss"})`` once, after the last step (a one-epoch run
+reporting per epoch), and with ``--report-every N`` also every N steps
+(``--report-every 1``: every step, the heaviest use; Ray Train 2.x then
+stalls each report until its controller polls the worker, every 2 s by
+default, so leave Ray out of that one).  The final loss is printed for each
+framework: equal losses show the three trained the same thing.
+
+``rank-0 CPU/step``: CPU seconds (user + system, all threads) of rank 0's
+process per steady-state step.  It hardly moves with the machine's load, so
+on a shared machine it shows a framework's own per-step cost better than the
+wall time does.  Also printed: medians of the per-round ratios (the
+frameworks of a round run back to back).
 
 Also measured, in the same run (unless ``--no-collective``): the ring
 allreduce of 100 MiB numpy arrays over ``zray.util.collective``'s zmq backend
@@ -263,6 +270,8 @@ def launch(framework: str, python: str, config: dict, folder: str, timeout: floa
         # rank 0's process, per steady-state step
         **{f"{key}_per_step": (loop["usage"][1][key] - loop["usage"][0][key]) /
            (len(stamps) - warm) for key in loop["usage"][0]},
+        "step_median_ms": statistics.median(
+            b - a for a, b in zip(stamps[warm - 1:], stamps[warm:])) * 1e3,
         "torch_threads": loop["torch_threads"],
         "interop_threads": loop["interop_threads"],
         "env": loop["env"],
@@ -299,6 +308,7 @@ def run_collective(runs: int, timeout: float) -> dict:
 METRICS = (("startup_s", "launch->1st step (s)", "{:.2f}"),
            ("fit_to_first_step_s", "fit()->1st step (s)", "{:.2f}"),
            ("step_ms", "step (ms)", "{:.1f}"),
+           ("cpu_ms_per_step", "rank-0 CPU/step (ms)", "{:.1f}"),
            ("total_s", "total (s)", "{:.2f}"),
            ("final_loss", "final loss", "{:.4f}"),
            ("torch_threads", "torch threads", "{:.0f}"))
@@ -311,15 +321,16 @@ def median_of(samples: list, key: str):
 
 def print_table(frameworks, samples, medians) -> None:
     print()
-    header = f"{'framework':<10}" + "".join(f"{label:>22}" for _, label, _ in METRICS) + \
-        f"{'ok runs':>9}"
+    widths = [len(label) + 2 for _, label, _ in METRICS]
+    header = f"{'framework':<10}" + "".join(
+        f"{label:>{width}}" for (_, label, _), width in zip(METRICS, widths)) + f"{'ok runs':>9}"
     print(header)
     print("-" * len(header))
     for framework in frameworks:
         cells = []
-        for key, _, form in METRICS:
+        for (key, _, form), width in zip(METRICS, widths):
             value = medians[framework].get(key)
-            cells.append(f"{(form.format(value) if value is not None else '-'):>22}")
+            cells.append(f"{(form.format(value) if value is not None else '-'):>{width}}")
         ok = sum(1 for s in samples[framework] if s.get("status") == "ok")
         print(f"{framework:<10}" + "".join(cells) + f"{ok:>5}/{len(samples[framework])}")
 
@@ -335,6 +346,21 @@ def ratios(medians: dict) -> dict:
         out["startup_zray_over_torchrun"] = zray["startup_s"] / torchrun["startup_s"]
     if zray.get("step_ms") and ray.get("step_ms"):
         out["step_zray_over_ray"] = zray["step_ms"] / ray["step_ms"]
+    return out
+
+
+def paired_ratios(samples: dict) -> dict:
+    """Medians of the per-round ratios (each round runs the frameworks back to
+    back, so a ratio within a round sees less of the machine's drift)."""
+    out = {}
+    for name, key, over, under in (
+            ("paired_step_zray_over_torchrun", "step_ms", "zray", "torchrun"),
+            ("paired_cpu_step_zray_over_torchrun", "cpu_ms_per_step", "zray", "torchrun"),
+            ("paired_startup_ray_over_zray", "startup_s", "ray", "zray")):
+        pairs = [a[key] / b[key] for a, b in zip(samples.get(over, []), samples.get(under, []))
+                 if a.get("status") == "ok" and b.get("status") == "ok"]
+        if pairs:
+            out[name] = statistics.median(pairs)
     return out
 
 
@@ -430,13 +456,18 @@ def main(argv=None) -> int:
             collective = run_collective(options.collective_runs, options.timeout)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    keys = [k for k, _, _ in METRICS] + ["cpu_s_per_step", "minflt_per_step",
+    for framework in frameworks:
+        for sample in samples[framework]:
+            if sample.get("status") == "ok":
+                sample["cpu_ms_per_step"] = sample["cpu_s_per_step"] * 1e3
+    keys = [k for k, _, _ in METRICS] + ["step_median_ms", "minflt_per_step",
                                          "nvcsw_per_step", "nivcsw_per_step",
                                          "loop_entered_s", "ready_s", "first_step_s",
                                          "import_s", "init_s", "fit_s"]
     medians = {f: {k: median_of(samples[f], k) for k in keys} for f in frameworks}
     print_table(frameworks, samples, medians)
     found = ratios(medians)
+    found.update(paired_ratios(samples))
     print()
     if "step_zray_over_torchrun" in found:
         print(f"step time zray / torchrun: {found['step_zray_over_torchrun']:.3f} "
@@ -444,6 +475,12 @@ def main(argv=None) -> int:
     if "startup_ray_over_zray" in found:
         print(f"start-up Ray Train / zray: {found['startup_ray_over_zray']:.2f} "
               f"(target >= {TARGET_STARTUP_RATIO})")
+    for name, label in (("paired_step_zray_over_torchrun", "step time zray / torchrun"),
+                        ("paired_cpu_step_zray_over_torchrun",
+                         "rank-0 CPU per step zray / torchrun"),
+                        ("paired_startup_ray_over_zray", "start-up Ray Train / zray")):
+        if name in found:
+            print(f"  median of per-round ratios, {label}: {found[name]:.3f}")
     if "startup_zray_over_torchrun" in found:
         print(f"start-up zray / torchrun:  {found['startup_zray_over_torchrun']:.2f}")
     if collective is not None:
