@@ -30,7 +30,6 @@ class TrainWorker:
     def setup(self, placement: dict, master: tuple, backend: str, run_dir: str,
               checkpoint_path: str | None, datasets: dict | None, first_index: int,
               timeout_s: float) -> None:
-        _own_session()
         rank, world_size = placement["world_rank"], placement["world_size"]
         os.environ.update(MASTER_ADDR=master[0], MASTER_PORT=str(master[1]),
                           RANK=str(rank), WORLD_SIZE=str(world_size),
@@ -67,19 +66,6 @@ class TrainWorker:
         if dist.is_initialized():
             dist.destroy_process_group()
         _session.set_session(None)
-
-
-def _own_session() -> None:
-    """Move this worker into a session of its own, as torchrun starts each
-    rank.  Where Linux groups CPU time by session (autogroup, on by default
-    in many distributions), the ranks then get a share each on a busy machine
-    instead of one share for the whole node's workers: measured on a loaded
-    2-core machine, ranks in one session took 10-55% longer a step at the same
-    CPU per step (docs/benchmarks.md, Training)."""
-    try:
-        os.setsid()
-    except OSError:             # already a session leader
-        pass
 
 
 def _takes_an_argument(function) -> bool:
