@@ -1,7 +1,7 @@
 """Ring allreduce over zray.util.collective's zmq backend against a raw pyzmq
 send of the same bytes, in the same run (issue: >= 70% of raw).
 
-    python tools/collective_benchmark.py [--mb 100] [--runs 5]
+    python tools/collective_benchmark.py [--mb 100] [--runs 5] [--json out.json]
 
 Bus bandwidth of an allreduce of S bytes over n ranks taking t seconds is
 S * 2 (n - 1) / n / t: the bytes each rank sends (and receives); for n = 2
@@ -13,6 +13,7 @@ on both sides.  Medians of --runs, after one warm-up each.
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import statistics
@@ -101,6 +102,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=100)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--json", dest="json_path", help="write the figures here as JSON")
     args = parser.parse_args()
     size_bytes = args.mb * 1024 * 1024
     raw = statistics.median(raw_send(size_bytes, args.runs))
@@ -119,6 +121,11 @@ def main() -> None:
     print(f"raw pyzmq send of {args.mb} MiB (ipc, zero-copy):        {raw:.3f} s, "
           f"{raw_gbs:.2f} GB/s")
     print(f"ratio: {ring_gbs / raw_gbs:.2f} (target >= 0.70); medians of {args.runs} runs")
+    if args.json_path:
+        with open(args.json_path, "w") as f:
+            json.dump({"mb": args.mb, "runs": args.runs, "allreduce_s": ring,
+                       "raw_s": raw, "allreduce_gbs": ring_gbs, "raw_gbs": raw_gbs,
+                       "ratio": ring_gbs / raw_gbs}, f)
 
 
 if __name__ == "__main__":
