@@ -1,0 +1,60 @@
+"""Worker side: make a resolved runtime_env's packages this process's code.
+
+Each package is fetched from the PackageStore once per node and unpacked
+under ``<session>/runtime_resources/node-<id>/<digest>/`` (a file lock makes
+the workers of one node take turns; the folder appears by an atomic rename,
+so a half-unpacked package is never used).  The worker then chdirs into the
+working_dir and puts it, and each py_module's folder, first on sys.path.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import os
+import shutil
+import sys
+import zipfile
+
+from zray.runtime_env.keys import digest_of
+
+
+def cache_dir(session_dir: str, node_id: bytes) -> str:
+    return os.path.join(session_dir, "runtime_resources", f"node-{node_id.hex()[:12]}")
+
+
+def ensure_package(uri: str, cache: str, fetch) -> str:
+    """The local folder holding ``uri`` unpacked, fetching it if needed."""
+    digest = digest_of(uri)
+    target = os.path.join(cache, digest)
+    if os.path.isdir(target):
+        return target
+    os.makedirs(cache, mode=0o700, exist_ok=True)
+    with open(os.path.join(cache, digest + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.path.isdir(target):
+            return target
+        data = fetch(digest)
+        partial = target + f".tmp-{os.getpid()}"
+        shutil.rmtree(partial, ignore_errors=True)
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            for member in zf.namelist():
+                if member.startswith("/") or ".." in member.split("/"):
+                    raise ValueError(f"package {digest} holds an unsafe path {member!r}")
+            zf.extractall(partial)
+        os.rename(partial, target)
+    return target
+
+
+def apply_code_env(runtime_env: dict, cache: str, fetch) -> None:
+    """chdir into the working_dir; it and the py_modules go first on sys.path."""
+    paths = [ensure_package(uri, cache, fetch)
+             for uri in runtime_env.get("py_modules") or ()]
+    working_dir = runtime_env.get("working_dir")
+    if working_dir:
+        folder = ensure_package(working_dir, cache, fetch)
+        os.chdir(folder)
+        paths.insert(0, folder)
+    for path in reversed(paths):
+        if path not in sys.path:
+            sys.path.insert(0, path)
