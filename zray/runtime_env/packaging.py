@@ -88,12 +88,16 @@ def _package(path, field, excludes, keep_name, max_bytes, store_factory) -> str:
         size = tmp.tell()
         if size > max_bytes:
             raise ValueError(
-                f"runtime_env[{field!r}] {path!r} packs to {size / 2**20:.1f} MiB, over the "
-                f"{max_bytes / 2**20:.0f} MiB limit: add 'excludes' patterns (or a "
+                f"runtime_env[{field!r}] {path!r} packs to {_size(size)}, over the "
+                f"{_size(max_bytes)} limit: add 'excludes' patterns (or a "
                 ".gitignore) for large files, or raise ZRAY_RUNTIME_ENV_MAX_PACKAGE_BYTES")
         tmp.seek(0)
         store.upload(digest, iter(lambda: tmp.read(UPLOAD_CHUNK_BYTES), b""))
     return uri
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**20:.1f} MiB" if count >= 2**20 else f"{count} bytes"
 
 
 def package_files(root: str, excludes) -> list:

@@ -37,6 +37,7 @@ def ensure_package(uri: str, cache: str, fetch) -> str:
         data = fetch(digest)
         partial = target + f".tmp-{os.getpid()}"
         shutil.rmtree(partial, ignore_errors=True)
+        os.makedirs(partial)            # (an empty package unpacks to nothing)
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             for member in zf.namelist():
                 if member.startswith("/") or ".." in member.split("/"):
