@@ -81,8 +81,8 @@ def _runtime_env(runtime_env_json, runtime_env_file, working_dir) -> dict | None
 @click.argument("entrypoint", nargs=-1, type=click.UNPROCESSED, required=True)
 def submit(address, working_dir, runtime_env_json, runtime_env_file, submission_id,
            metadata_json, entrypoint_num_cpus, no_wait, entrypoint):
-    """Run ENTRYPOINT (a shell command, after --) as a job."""
-    import shlex
+    """Run ENTRYPOINT (after --; its words joined by spaces, as Ray does, and run by
+    the shell) as a job."""
     runtime_env = _runtime_env(runtime_env_json, runtime_env_file, working_dir)
     metadata = None
     if metadata_json:
@@ -92,7 +92,7 @@ def submit(address, working_dir, runtime_env_json, runtime_env_file, submission_
             _fail(f"--metadata-json is not JSON ({exc})")
     client = _client(address)
     submission_id = _call(lambda: client.submit_job(
-        entrypoint=shlex.join(entrypoint), runtime_env=runtime_env,
+        entrypoint=" ".join(entrypoint), runtime_env=runtime_env,
         submission_id=submission_id, metadata=metadata,
         entrypoint_num_cpus=entrypoint_num_cpus))
     click.echo(f"Job '{submission_id}' submitted successfully")

@@ -78,12 +78,28 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
         if not _atexit_registered:
             atexit.register(shutdown)
             _atexit_registered = True
+    _exit_cleanly_when_stopped()
     try:        # the packages go up through the cluster's own PackageStore actor
         runtime.runtime_env = runtime.resolve_env(job_env)
     except BaseException:
         shutdown()
         raise
     return _context(runtime)
+
+
+def _exit_cleanly_when_stopped() -> None:
+    """A job's driver (started by ``zray job submit``) exits on SIGTERM through
+    its atexit shutdown, so the head ends its tasks and actors at once rather
+    than when its heartbeats stop (``zray job stop`` sends SIGTERM first)."""
+    import signal
+    if not os.environ.get("ZRAY_JOB_SUBMISSION_ID") or \
+            threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, stop)
 
 
 def _job_runtime_env(runtime_env) -> dict | None:
