@@ -77,9 +77,9 @@ def _retry_exceptions(name, value):
 
 #: runtime_env fields zray applies; those it refuses (NotImplementedError) and
 #: those it accepts and ignores (with a warning, once per field).
-RUNTIME_ENV_FIELDS = frozenset({"env_vars", "working_dir", "py_modules", "excludes"})
+RUNTIME_ENV_FIELDS = frozenset({"env_vars", "working_dir", "py_modules", "excludes", "pip"})
 RUNTIME_ENV_UNSUPPORTED = frozenset({
-    "pip", "conda", "uv", "container", "image_uri", "py_executable", "java_jars",
+    "conda", "uv", "container", "image_uri", "py_executable", "java_jars",
     "nsight", "worker_process_setup_hook"})
 RUNTIME_ENV_IGNORED = frozenset({"config", "eager_install", "_ray_release", "_ray_commit"})
 
@@ -96,7 +96,7 @@ def _runtime_env(name, value):
         raise NotImplementedError(
             f"runtime_env field(s) {refused} are not supported by zray: it supports "
             f"{sorted(RUNTIME_ENV_FIELDS)}; install packages on every node (or in the "
-            "image) and ship your code with working_dir/py_modules")
+            "image), or use pip, and ship your code with working_dir/py_modules")
     for field in sorted(set(value) & RUNTIME_ENV_IGNORED):
         warn_once(f"runtime_env:{field}", f"runtime_env field {field!r} is ignored by zray")
     env_vars = value.get("env_vars") or {}
@@ -107,6 +107,14 @@ def _runtime_env(name, value):
     if working_dir is not None and not isinstance(working_dir, (str, os.PathLike)):
         raise TypeError("runtime_env['working_dir'] must be a local directory path (str), "
                         f"got {type(working_dir).__name__}")
+    pip = value.get("pip")
+    if isinstance(pip, dict):
+        pip = pip.get("packages")
+    if pip is not None and not isinstance(pip, str) and not (
+            isinstance(pip, (list, tuple)) and all(isinstance(p, str) for p in pip)):
+        raise TypeError("runtime_env['pip'] must be a list of requirements (str), a "
+                        "requirements.txt path, or {'packages': [...]}, got "
+                        f"{value.get('pip')!r}")
     for field in ("py_modules", "excludes"):
         items = value.get(field)
         if items is not None and (isinstance(items, (str, bytes)) or not isinstance(

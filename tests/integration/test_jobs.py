@@ -152,6 +152,8 @@ def test_bad_input_and_no_key_are_refused_in_one_line(head, client, tmp_path):
         client.submit_job(entrypoint="true", runtime_env={"working_dir": str(tmp_path / "x")})
     with pytest.raises(ValueError, match="no HTTP job endpoint"):
         JobSubmissionClient("http://127.0.0.1:8265")
+    with pytest.raises(ValueError, match="names the job's log file"):
+        client.submit_job(entrypoint="true", submission_id="../escape")
     client.submit_job(entrypoint="true", submission_id="dup")
     with pytest.raises(Exception, match="already exists"):
         client.submit_job(entrypoint="true", submission_id="dup")

@@ -110,6 +110,27 @@ def test_two_environments_at_once_do_not_mix(driver, tmp_path):
     assert value == "actor-wd" and cwd != str(tmp_path / "actor")
 
 
+def test_pip_installs_once_per_node_into_its_own_folder(driver, tmp_path):
+    project = tmp_path / "proj"
+    _write(project / "pyproject.toml",
+           '[build-system]\nrequires = ["setuptools"]\n'
+           'build-backend = "setuptools.build_meta"\n'
+           '[project]\nname = "zray-pip-probe"\nversion = "0.1"\n'
+           '[tool.setuptools]\npackages = ["zray_pip_probe"]\n')
+    _write(project / "zray_pip_probe" / "__init__.py", "VALUE = 'pip'\n")
+    driver()
+    env = {"pip": ["--no-index", "--no-build-isolation", str(project)]}
+    value, _, _, _, _, _ = zray.get(probe.options(runtime_env=env,
+                                                  resources={"nodeB": 1}).remote(
+        "zray_pip_probe"), timeout=60)
+    assert value == "pip"
+    with pytest.raises(RayTaskError, match="No module named 'zray_pip_probe'"):
+        zray.get(probe.options(resources={"nodeB": 1}).remote("zray_pip_probe"))
+    bad = probe.options(runtime_env={"pip": ["--no-index", "no-such-package-zr"]})
+    with pytest.raises(RayTaskError, match="RuntimeEnvSetupError.*pip install"):
+        zray.get(bad.remote("x"), timeout=60)
+
+
 def test_bad_runtime_envs_say_what_to_do(driver, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="does not exist: give a local directory"):
         driver(runtime_env={"working_dir": str(tmp_path / "missing")})
@@ -117,7 +138,9 @@ def test_bad_runtime_envs_say_what_to_do(driver, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="Unknown runtime_env field"):
         probe.options(runtime_env={"workdir": "."})
     with pytest.raises(NotImplementedError, match="supports"):
-        probe.options(runtime_env={"pip": ["requests"]})
+        probe.options(runtime_env={"uv": ["requests"]})
+    with pytest.raises(TypeError, match="pip"):
+        probe.options(runtime_env={"pip": [1]})
     with pytest.raises(NotImplementedError, match="conda"):
         probe.options(runtime_env={"conda": "env"})
     with pytest.raises(TypeError, match="py_modules"):

@@ -9,6 +9,7 @@ without the key is refused by the head like any other peer.
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 
 import zray
@@ -16,6 +17,8 @@ from zray import _runtime
 from zray.job_submission.models import JobDetails, JobStatus
 from zray.job_submission.supervisor import SUPERVISOR_NAME, JobSupervisor
 from zray.runtime_env.store import SYSTEM_NAMESPACE
+
+_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 
 
 class JobSubmissionClient:
@@ -51,6 +54,9 @@ class JobSubmissionClient:
             raise ValueError("entrypoint must be a non-empty shell command, e.g. "
                              "'python script.py'")
         submission_id = submission_id or job_id or f"zraysubmit_{secrets.token_hex(8)}"
+        if not isinstance(submission_id, str) or not _ID.fullmatch(submission_id):
+            raise ValueError(f"submission_id {submission_id!r} must be 1-128 letters, digits, "
+                             "'_', '-' or '.' (it names the job's log file)")
         if runtime_env is not None:
             opts.validate({"runtime_env": runtime_env}, opts.TASK_OPTIONS, "submit_job()")
         if metadata is not None and not (isinstance(metadata, dict) and all(

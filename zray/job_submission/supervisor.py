@@ -56,6 +56,8 @@ class JobSupervisor:
     def submit(self, submission_id: str, entrypoint: str, runtime_env: dict | None,
                metadata: dict | None, entrypoint_num_cpus=None, entrypoint_num_gpus=None,
                entrypoint_resources=None) -> str:
+        if not submission_id or "/" in submission_id or submission_id.startswith("."):
+            raise ValueError(f"bad submission_id {submission_id!r}")
         with self.lock:
             if submission_id in self.jobs:
                 raise ValueError(f"Job with submission_id {submission_id} already exists. "
@@ -211,19 +213,16 @@ class JobSupervisor:
         (packages unpacked on this node), and what its zray.init() needs to join
         this cluster with its runtime_env."""
         from zray.runtime_env.packaging import JOB_RUNTIME_ENV_VAR
-        from zray.runtime_env.setup import cache_dir, ensure_package
+        from zray.runtime_env.setup import cache_dir, code_paths
         from zray.runtime_env.store import StoreClient
         runtime_env = job.runtime_env
         env = dict(os.environ)
         for name in env.pop("ZRAY_DEFAULTED_THREAD_VARS", "").split(","):
             env.pop(name, None)        # the worker's one-thread defaults, not the user's
-        cache = cache_dir(self.session_dir, self.node_id)
-        paths = [ensure_package(uri, cache, StoreClient().fetch)
-                 for uri in runtime_env.get("py_modules") or ()]
-        cwd = None
-        if runtime_env.get("working_dir"):
-            cwd = ensure_package(runtime_env["working_dir"], cache, StoreClient().fetch)
-            paths.insert(0, cwd)
+        fetch = None
+        if runtime_env.get("working_dir") or runtime_env.get("py_modules"):
+            fetch = StoreClient().fetch
+        cwd, paths = code_paths(runtime_env, cache_dir(self.session_dir, self.node_id), fetch)
         if paths:
             env["PYTHONPATH"] = os.pathsep.join(paths + [p for p in [env.get("PYTHONPATH")]
                                                          if p])

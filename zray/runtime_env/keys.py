@@ -32,6 +32,14 @@ def code_env_key(runtime_env) -> str:
         return ""
     working_dir = runtime_env.get("working_dir") or ""
     modules = runtime_env.get("py_modules") or ()
-    if not working_dir and not modules:
+    pip = runtime_env.get("pip") or ()
+    if not working_dir and not modules and not pip:
         return ""
-    return working_dir + "|" + ",".join(modules)
+    key = working_dir + "|" + ",".join(modules)
+    return key + "|pip:" + pip_digest(pip) if pip else key
+
+
+def pip_digest(requirements) -> str:
+    """Names a resolved pip requirement list (a list of str)."""
+    import hashlib
+    return hashlib.sha256("\n".join(requirements).encode()).hexdigest()[:16]

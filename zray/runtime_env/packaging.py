@@ -46,7 +46,7 @@ def check_local_paths(runtime_env: dict) -> None:
 def resolve(runtime_env: dict | None, max_bytes: int, store_factory) -> dict | None:
     """``runtime_env`` with local paths replaced by uploaded package URIs."""
     if not runtime_env or not (runtime_env.get("working_dir") or
-                               runtime_env.get("py_modules")):
+                               runtime_env.get("py_modules") or runtime_env.get("pip")):
         return runtime_env
     cache_key = json.dumps(runtime_env, sort_keys=True, default=str)
     done = _resolved.get(cache_key)
@@ -63,8 +63,26 @@ def resolve(runtime_env: dict | None, max_bytes: int, store_factory) -> dict | N
         result["py_modules"] = [
             m if is_uri(m) else _package(m, "py_modules", excludes, True, max_bytes,
                                          store_factory) for m in modules]
+    if runtime_env.get("pip"):
+        result["pip"] = pip_requirements(runtime_env["pip"])
     _resolved[cache_key] = result
     return result
+
+
+def pip_requirements(pip) -> list:
+    """Ray's forms of ``pip`` (a list, a requirements.txt path, or
+    {"packages": [...]}) as the list of requirement lines workers install."""
+    if isinstance(pip, dict):
+        pip = pip.get("packages") or []
+    if isinstance(pip, str):
+        try:
+            with open(pip) as f:
+                pip = [line.strip() for line in f
+                       if line.strip() and not line.lstrip().startswith("#")]
+        except OSError as exc:
+            raise ValueError(f"runtime_env['pip'] {pip!r} is not a readable requirements "
+                             f"file ({exc}): give a list of requirements or a file") from None
+    return list(pip)
 
 
 def _package(path, field, excludes, keep_name, max_bytes, store_factory) -> str:

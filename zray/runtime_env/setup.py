@@ -13,10 +13,11 @@ import fcntl
 import io
 import os
 import shutil
+import subprocess
 import sys
 import zipfile
 
-from zray.runtime_env.keys import digest_of
+from zray.runtime_env.keys import digest_of, pip_digest
 
 
 def cache_dir(session_dir: str, node_id: bytes) -> str:
@@ -47,15 +48,52 @@ def ensure_package(uri: str, cache: str, fetch) -> str:
     return target
 
 
-def apply_code_env(runtime_env: dict, cache: str, fetch) -> None:
-    """chdir into the working_dir; it and the py_modules go first on sys.path."""
+def ensure_pip(requirements: list, cache: str) -> str:
+    """A folder holding ``requirements`` installed (``pip install --target``,
+    once per node per requirement list); the system's packages stay visible
+    behind it, as in a virtualenv made with --system-site-packages."""
+    target = os.path.join(cache, "pip-" + pip_digest(requirements))
+    if os.path.isdir(target):
+        return target
+    os.makedirs(cache, mode=0o700, exist_ok=True)
+    with open(target + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.path.isdir(target):
+            return target
+        partial = target + f".tmp-{os.getpid()}"
+        shutil.rmtree(partial, ignore_errors=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--disable-pip-version-check",
+             "--no-input", "--root-user-action=ignore", "--target", partial, *requirements],
+            capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if done.returncode != 0:
+            shutil.rmtree(partial, ignore_errors=True)
+            tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
+            raise RuntimeError(f"pip install {' '.join(requirements)} failed "
+                               f"(exit {done.returncode}): " + " | ".join(tail))
+        os.rename(partial, target)
+    return target
+
+
+def code_paths(runtime_env: dict, cache: str, fetch) -> tuple:
+    """(the unpacked working_dir or None, the folders to put first on sys.path)."""
     paths = [ensure_package(uri, cache, fetch)
              for uri in runtime_env.get("py_modules") or ()]
-    working_dir = runtime_env.get("working_dir")
+    if runtime_env.get("pip"):
+        paths.append(ensure_pip(runtime_env["pip"], cache))
+    working_dir = None
+    if runtime_env.get("working_dir"):
+        working_dir = ensure_package(runtime_env["working_dir"], cache, fetch)
+        paths.insert(0, working_dir)
+    return working_dir, paths
+
+
+def apply_code_env(runtime_env: dict, cache: str, fetch) -> None:
+    """chdir into the working_dir; it, the py_modules and the pip folder go
+    first on sys.path."""
+    working_dir, paths = code_paths(runtime_env, cache, fetch)
     if working_dir:
-        folder = ensure_package(working_dir, cache, fetch)
-        os.chdir(folder)
-        paths.insert(0, folder)
+        os.chdir(working_dir)
     for path in reversed(paths):
         if path not in sys.path:
             sys.path.insert(0, path)
