@@ -18,6 +18,13 @@ class Runtime:
         #: What tasks and actors submitted from here inherit (Ray's runtime_env
         #: inheritance): the job's in a driver, the running task's in a worker.
         self.runtime_env = None
+        #: Turns local working_dir/py_modules paths into uploaded package URIs
+        #: (zray.runtime_env.packaging.resolver, set by init and the worker).
+        self.resolve_env = _unchanged
+
+
+def _unchanged(runtime_env):
+    return runtime_env
 
 
 def set_runtime(runtime) -> None:

@@ -192,7 +192,8 @@ class ActorClass:
             "max_concurrency": resolved["max_concurrency"], "is_async": is_async,
             "max_pending_calls": resolved["max_pending_calls"],
         }
-        runtime_env = opts.merge_runtime_env(runtime.runtime_env, resolved["runtime_env"])
+        runtime_env = opts.merge_runtime_env(runtime.runtime_env,
+                                             runtime.resolve_env(resolved["runtime_env"]))
         spec = TaskSpec(actor_id, client.job_id, f"{self._class_name}.__init__", function_id,
                         args_blob, dep_ids, nested_ids, 0, placement, 0, False, runtime_env, 0,
                         strategy, None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import inspect
 import os
+import json
 import threading
 
 from zray import _runtime, options as opts
@@ -17,6 +18,7 @@ from zray.generators import ObjectRefGenerator
 from zray.object_ref import ObjectRef, stale_ref_error
 from zray.protocol import Msg
 from zray.remote_function import RemoteFunction, put_value
+from zray.runtime_env.packaging import JOB_RUNTIME_ENV_VAR, check_local_paths, resolver
 
 _init_lock = threading.RLock()
 _atexit_registered = False
@@ -70,23 +72,50 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
             runtime = _start_local(config, namespace, default_resources(
                 num_cpus, num_gpus, resources, object_store_memory=object_store_memory,
                 head=True, shm_dir=config.shm_dir))
-        runtime.runtime_env = job_env
+        runtime.resolve_env = resolver(config.runtime_env_max_package_bytes)
         runtime.client.log_to_driver = bool(log_to_driver)
         _runtime.set_runtime(runtime)
         if not _atexit_registered:
             atexit.register(shutdown)
             _atexit_registered = True
-        return _context(runtime)
+    _exit_cleanly_when_stopped()
+    try:        # the packages go up through the cluster's own PackageStore actor
+        runtime.runtime_env = runtime.resolve_env(job_env)
+    except BaseException:
+        shutdown()
+        raise
+    return _context(runtime)
+
+
+def _exit_cleanly_when_stopped() -> None:
+    """A job's driver (started by ``zray job submit``) exits on SIGTERM through
+    its atexit shutdown, so the head ends its tasks and actors at once rather
+    than when its heartbeats stop (``zray job stop`` sends SIGTERM first)."""
+    import signal
+    if not os.environ.get("ZRAY_JOB_SUBMISSION_ID") or \
+            threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, stop)
 
 
 def _job_runtime_env(runtime_env) -> dict | None:
-    """The job's runtime_env, checked as a task's is: its env_vars apply to every
-    task and actor of this driver (and, inherited, to theirs), as in Ray."""
+    """The job's runtime_env, checked as a task's is: it applies to every task
+    and actor of this driver (and, inherited, to theirs), as in Ray.  A driver
+    started by ``zray job submit`` gets its job's (ZRAY_JOB_RUNTIME_ENV, already
+    uploaded), under what it passes itself."""
+    inherited = os.environ.get(JOB_RUNTIME_ENV_VAR)
+    job_env = json.loads(inherited) if inherited else None
     if runtime_env is None:
-        return None
+        return job_env or None
     opts.validate({"runtime_env": runtime_env}, opts.TASK_OPTIONS, "init()")
-    env_vars = runtime_env.get("env_vars")
-    return {"env_vars": dict(env_vars)} if env_vars else None
+    check_local_paths(runtime_env)
+    mine = {k: (list(v) if isinstance(v, (list, tuple)) else v)
+            for k, v in runtime_env.items() if k in opts.RUNTIME_ENV_FIELDS and v}
+    return opts.merge_runtime_env(job_env, mine) or None
 
 
 def _warn_ignored_init_options(kwargs) -> None:

@@ -512,5 +512,13 @@ def _table(rows: list) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def _register_job_commands() -> None:
+    from zray._jobs_cli import job
+    main.add_command(job)
+
+
+_register_job_commands()
+
+
 if __name__ == "__main__":
     sys.exit(main())

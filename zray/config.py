@@ -145,6 +145,9 @@ class Config:
     #: ``_system_config={"object_spilling_config": json.dumps({"type":
     #: "filesystem", "params": {"directory_path": ...}})}`` sets it too.
     object_spilling_directory: str = ""
+    #: Largest runtime_env package (a zipped working_dir or py_module) zray
+    #: uploads, as Ray's 500 MiB limit.
+    runtime_env_max_package_bytes: int = 500 * 1024 * 1024
     #: Root folder for session directories (sockets, logs, keys).
     temp_dir: str = "/tmp/zray-sessions"
     #: Folder holding shared-memory segments, one per object.

@@ -9,6 +9,7 @@ naming the option, when the decorator or ``.options()`` is called.
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from dataclasses import dataclass
@@ -74,31 +75,54 @@ def _retry_exceptions(name, value):
                      f"got {value!r}")
 
 
-#: runtime_env fields zray applies, and those Ray knows that zray ignores (with a
-#: warning, once per field): the code is expected to be on every node already.
-RUNTIME_ENV_FIELDS = frozenset({"env_vars"})
-RUNTIME_ENV_IGNORED = frozenset({
-    "working_dir", "py_modules", "excludes", "pip", "conda", "uv", "container",
-    "image_uri", "config", "nsight", "worker_process_setup_hook", "java_jars",
-    "py_executable", "_ray_release", "_ray_commit", "eager_install"})
+#: runtime_env fields zray applies; those it refuses (NotImplementedError) and
+#: those it accepts and ignores (with a warning, once per field).
+RUNTIME_ENV_FIELDS = frozenset({"env_vars", "working_dir", "py_modules", "excludes", "pip"})
+RUNTIME_ENV_UNSUPPORTED = frozenset({
+    "conda", "uv", "container", "image_uri", "py_executable", "java_jars",
+    "nsight", "worker_process_setup_hook"})
+RUNTIME_ENV_IGNORED = frozenset({"config", "eager_install", "_ray_release", "_ray_commit"})
 
 
 def _runtime_env(name, value):
     if value is None:
         return
-    unknown = set(value) - RUNTIME_ENV_FIELDS - RUNTIME_ENV_IGNORED
+    unknown = set(value) - RUNTIME_ENV_FIELDS - RUNTIME_ENV_UNSUPPORTED - RUNTIME_ENV_IGNORED
     if unknown:
-        raise ValueError(f"Unknown runtime_env field(s) {sorted(unknown)}; zray applies "
-                         f"{sorted(RUNTIME_ENV_FIELDS)} and ignores "
-                         f"{sorted(RUNTIME_ENV_IGNORED)}")
+        raise ValueError(f"Unknown runtime_env field(s) {sorted(unknown)}; zray supports "
+                         f"{sorted(RUNTIME_ENV_FIELDS)}")
+    refused = sorted(set(value) & RUNTIME_ENV_UNSUPPORTED)
+    if refused:
+        raise NotImplementedError(
+            f"runtime_env field(s) {refused} are not supported by zray: it supports "
+            f"{sorted(RUNTIME_ENV_FIELDS)}; install packages on every node (or in the "
+            "image), or use pip, and ship your code with working_dir/py_modules")
     for field in sorted(set(value) & RUNTIME_ENV_IGNORED):
-        warn_once(f"runtime_env:{field}",
-                  f"runtime_env field {field!r} is ignored by zray: only 'env_vars' is "
-                  "applied; the code and packages must already be on every node.")
+        warn_once(f"runtime_env:{field}", f"runtime_env field {field!r} is ignored by zray")
     env_vars = value.get("env_vars") or {}
     if not isinstance(env_vars, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in env_vars.items()):
         raise TypeError("runtime_env['env_vars'] must be a dict of str -> str")
+    working_dir = value.get("working_dir")
+    if working_dir is not None and not isinstance(working_dir, (str, os.PathLike)):
+        raise TypeError("runtime_env['working_dir'] must be a local directory path (str), "
+                        f"got {type(working_dir).__name__}")
+    pip = value.get("pip")
+    if isinstance(pip, dict):
+        pip = pip.get("packages")
+    if pip is not None and not isinstance(pip, str) and not (
+            isinstance(pip, (list, tuple)) and all(isinstance(p, str) for p in pip)):
+        raise TypeError("runtime_env['pip'] must be a list of requirements (str), a "
+                        "requirements.txt path, or {'packages': [...]}, got "
+                        f"{value.get('pip')!r}")
+    for field in ("py_modules", "excludes"):
+        items = value.get(field)
+        if items is not None and (isinstance(items, (str, bytes)) or not isinstance(
+                items, (list, tuple)) or not all(isinstance(i, (str, os.PathLike))
+                                                  for i in items)):
+            raise TypeError(f"runtime_env[{field!r}] must be a list of "
+                            f"{'directory paths' if field == 'py_modules' else 'patterns'} "
+                            f"(str), got {items!r}")
 
 
 def _strategy(name, value):

@@ -106,8 +106,9 @@ class _Template:
         self.check(args, kwargs, self.function._function_name)
         runtime = _runtime.runtime()
         client = runtime.client
-        runtime_env = self.runtime_env if runtime.runtime_env is None else \
-            opts.merge_runtime_env(runtime.runtime_env, self.runtime_env)
+        runtime_env = runtime.resolve_env(self.runtime_env)
+        if runtime.runtime_env is not None:
+            runtime_env = opts.merge_runtime_env(runtime.runtime_env, runtime_env)
         function_id, blob = self.function.pickled(client.config)
         client.register_function(function_id, blob)
         args_blob, dep_ids, nested_ids, keep = pack_args(

@@ -7,6 +7,8 @@ worker) must agree on these, so they live here once.
 
 from __future__ import annotations
 
+from zray.runtime_env.keys import code_env_key
+
 #: Slack for float sums of fractional resources (0.1 + 0.2 fits in 0.3).
 EPSILON = 1e-9
 
@@ -34,7 +36,7 @@ def leasable(spec) -> bool:
     """A plain 1-CPU task with nothing the node must enforce (strategy, max
     calls, actor, timeout): it may go straight to a leased worker."""
     return spec.resources == ONE_CPU and spec.strategy is None and not spec.max_calls \
-        and spec.actor_id is None and not spec.timeout_s
+        and spec.actor_id is None and not spec.timeout_s and not code_env_key(spec.runtime_env)
 
 
 # --- placement groups ------------------------------------------------------------------

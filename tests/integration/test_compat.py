@@ -90,9 +90,10 @@ def test_init_warns_about_what_it_ignores(fresh_cluster):
         zray.init(num_cpus=1, runtime_env={"no_such_field": 1})
     assert not zray.is_initialized()
     with pytest.warns(UserWarning) as warned:
-        fresh_cluster(num_cpus=1, local_mode=True, runtime_env={"working_dir": "."})
+        fresh_cluster(num_cpus=1, local_mode=True,
+                      runtime_env={"config": {"setup_timeout_seconds": 60}})
     messages = " ".join(str(w.message) for w in warned)
-    assert "local_mode" in messages and "'working_dir' is ignored" in messages
+    assert "local_mode" in messages and "'config' is ignored" in messages
     assert zray.get(t.echo.remote(1), timeout=30) == 1
 
 

@@ -25,6 +25,11 @@ def test_only_plain_one_cpu_tasks_are_leasable():
         max_calls = 0
         actor_id = None
         timeout_s = None
+        runtime_env = {"env_vars": {"A": "1"}}
+    assert leasable(Spec)
+    Spec.runtime_env = {"working_dir": "zray://pkg_ab.zip"}   # its own worker pool
+    assert not leasable(Spec)
+    Spec.runtime_env = None
     assert leasable(Spec)
     Spec.strategy = "SPREAD"
     assert not leasable(Spec)

@@ -27,6 +27,7 @@ from collections import deque
 from zray.outbox import Outbox
 from zray.protocol import Msg, REASON_CANCELLED, REASON_TIMEOUT
 from zray.resources import add_resources, base_amount, bundle_resources, fits, held
+from zray.runtime_env.keys import code_env_key
 
 log = logging.getLogger("zray.node")
 
@@ -51,7 +52,7 @@ WORKER_TRANSITIONS = {
 class Worker:
     __slots__ = ("worker_id", "pid", "state", "tasks", "known_functions", "blocked",
                  "calls", "idle_since", "started_at", "retiring", "task_started_at",
-                 "leased", "timed_out")
+                 "leased", "timed_out", "env_key")
 
     def __init__(self, worker_id, now):
         self.worker_id = worker_id
@@ -67,6 +68,8 @@ class Worker:
         self.task_started_at = None
         self.leased = False     # the head sends it tasks directly (see offer_lease)
         self.timed_out = False  # its task ran past timeout_s; it is being killed
+        #: code_env_key of the tasks it runs, fixed by its first (None: none yet)
+        self.env_key = None
 
     @property
     def task(self):
@@ -299,7 +302,8 @@ class NodeManagerState:
             if not fits(spec.resources, available if unstarted is None else unstarted):
                 kept.append(spec)
                 continue
-            if not idle:
+            worker = self._pick_worker(idle, spec)
+            if worker is None:
                 if unstarted is None:
                     unstarted = dict(available)
                 for name, amount in spec.resources.items():
@@ -310,13 +314,14 @@ class NodeManagerState:
                     actor_shortfall += 1
                 kept.append(spec)
                 continue
-            worker = self._pick_worker(idle, spec)
             self._start(worker, spec, now)
         self.queue = kept
         if self.queue and self.config.worker_prefetch > 1:
             self._prefetch(now)
         starting = sum(1 for w in self.workers.values() if w.state is WorkerState.STARTING)
         wanted = shortfall + actor_shortfall - starting
+        if wanted > 0 and idle:
+            self._retire_unmatched(idle, wanted)
         for _ in range(min(wanted, actor_shortfall + self._room_for_task_workers())):
             self._spawn(now)
 
@@ -348,8 +353,9 @@ class NodeManagerState:
             return      # only a fully idle node lends: bursts keep every CPU
         for worker in self.workers.values():
             if worker.state is WorkerState.IDLE and not worker.retiring \
-                    and not worker.leased:
+                    and not worker.leased and not worker.env_key:
                 worker.leased = True
+                worker.env_key = ""     # the head sends it plain tasks only
                 self.lease = worker.worker_id
                 self.available["CPU"] -= 1.0
                 self.out.send(HEAD, Msg.LEASE_OFFER, (worker.worker_id,))
@@ -397,7 +403,8 @@ class NodeManagerState:
             if duration is not None and duration <= short and not spec.max_calls \
                     and "GPU" not in spec.resources:
                 for worker in busy:
-                    if len(worker.tasks) < limit and worker.task.resources == spec.resources:
+                    if len(worker.tasks) < limit and worker.task.resources == spec.resources \
+                            and worker.env_key == code_env_key(spec.runtime_env):
                         target = worker
                         break
             if target is None:
@@ -409,10 +416,29 @@ class NodeManagerState:
         self.queue = kept
 
     def _pick_worker(self, idle, spec):
-        for i, worker in enumerate(idle):
+        """An idle worker for ``spec``: one of its code environment (or a fresh
+        one), preferably one that has its function; None if there is none."""
+        key = code_env_key(spec.runtime_env)
+        fallback = None
+        for i in range(len(idle) - 1, -1, -1):
+            worker = idle[i]
+            if worker.env_key is not None and worker.env_key != key:
+                continue
             if spec.function_id in worker.known_functions:
                 return idle.pop(i)
-        return idle.pop()
+            if fallback is None:
+                fallback = i
+        return None if fallback is None else idle.pop(fallback)
+
+    def _retire_unmatched(self, idle, wanted) -> None:
+        """Idle workers of another code environment make room for the ``wanted``
+        new ones when the pool is full (else they stay, for their next task)."""
+        live = sum(1 for w in self.workers.values()
+                   if w.state is not WorkerState.DEAD and not w.retiring)
+        excess = live + wanted - max(self.pool_size, 1)
+        for worker in [w for w in idle if w.env_key is not None][:max(0, excess)]:
+            idle.remove(worker)
+            self._retire(worker)
 
     def _start(self, worker, spec, now):
         for name, amount in held(spec).items():
@@ -422,6 +448,7 @@ class NodeManagerState:
             spec.gpu_ids = tuple(self.free_gpus[:gpus])
             del self.free_gpus[:gpus]
         worker.move(WorkerState.BUSY)
+        worker.env_key = code_env_key(spec.runtime_env)
         worker.tasks.append(spec)
         worker.task_started_at = now
         self._send_task(worker, spec)

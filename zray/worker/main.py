@@ -33,6 +33,7 @@ from zray._process import setup_logging
 from zray.config import Config
 from zray.client import NODE, Client, Head, Owner
 from zray.worker.reports import LazyReports
+from zray.runtime_env.packaging import resolver
 from zray.exceptions import RayTaskError
 from zray.protocol import (Msg, STATUS_CANCELLED, STATUS_ERROR, STATUS_OK,
                            STATUS_RETRIABLE_ERROR)
@@ -57,6 +58,8 @@ class WorkerProcess:
         self.node_id = bytes.fromhex(args["node_id"])
         self.session_dir = args.get("session_dir", "/tmp")
         self.actor = None
+        self.code_env = None            # code_env_key of its first task's runtime_env
+        self.code_env_error = None      # why setting that up failed, if it did
         self.host = args.get("host", "127.0.0.1")
         self.pid = os.getpid()
         self.reports = LazyReports()
@@ -86,6 +89,7 @@ class WorkerProcess:
         self.main_thread = threading.main_thread().ident
         runtime = _runtime.Runtime(self.client, "worker")
         runtime.worker = self
+        runtime.resolve_env = resolver(config.runtime_env_max_package_bytes)
         self.runtime = runtime
         _runtime.set_runtime(runtime)
 
@@ -238,6 +242,7 @@ class WorkerProcess:
     def _call_user_function(self, spec):
         """Load the task's function and arguments and call it; zray.cancel may
         interrupt it while it runs."""
+        self._enter_code_env(spec)
         function = self._function(spec)
         args, kwargs = self.resolve_args(spec)
         self.interruptible = True
@@ -291,6 +296,7 @@ class WorkerProcess:
         self.current_spec = spec
         self._apply_env(spec)
         try:
+            self._enter_code_env(spec)
             cls = self._function(spec)
             args, kwargs = self.resolve_args(spec)
             instance = cls(*args, **kwargs)
@@ -382,6 +388,34 @@ class WorkerProcess:
         if isinstance(policy, bytes):
             return isinstance(exc, cloudpickle.loads(policy))
         return False
+
+    def _enter_code_env(self, spec) -> None:
+        """The task's working_dir and py_modules (see zray.runtime_env.setup): set
+        up by a worker's first task; the node never sends this worker a task of
+        another code environment."""
+        from zray.exceptions import RuntimeEnvSetupError
+        from zray.runtime_env.keys import code_env_key
+        key = code_env_key(spec.runtime_env)
+        if key == self.code_env:
+            if self.code_env_error is not None:
+                raise self.code_env_error
+            return
+        if self.code_env is not None:
+            raise RuntimeEnvSetupError(
+                f"worker pid={self.pid} runs runtime_env {self.code_env!r} and was sent a "
+                f"task of {key!r} (a zray bug: workers are pooled per environment)")
+        self.code_env = key
+        if key:
+            from zray.runtime_env.setup import apply_code_env, cache_dir
+            from zray.runtime_env.store import StoreClient
+            try:
+                apply_code_env(spec.runtime_env, cache_dir(self.session_dir, self.node_id),
+                               StoreClient().fetch)
+            except Exception as exc:
+                self.code_env_error = RuntimeEnvSetupError(
+                    f"could not set up runtime_env {spec.runtime_env!r} on node "
+                    f"{self.node_id.hex()[:12]} (pid={self.pid}): {exc!r}")
+                raise self.code_env_error from exc
 
     def _apply_env(self, spec):
         self.runtime.runtime_env = spec.runtime_env     # what its own tasks inherit

@@ -1,0 +1,174 @@
+"""Jobs against a cluster started with `zray start --head`, by CLI and by client."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import psutil
+import pytest
+
+import zray
+from zray.job_submission import JobStatus, JobSubmissionClient
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def zray_cli(*args, temp_dir, timeout_s=45, env=None):
+    environ = dict(os.environ, ZRAY_TEMP_DIR=str(temp_dir), **(env or {}))
+    return subprocess.run([sys.executable, "-m", "zray", *args], capture_output=True,
+                          text=True, timeout=timeout_s, env=environ)
+
+
+@pytest.fixture(scope="module")
+def head():
+    temp_dir = pathlib.Path(tempfile.mkdtemp(prefix="zj", dir="/tmp"))
+    started = zray_cli("start", "--head", "--port", "0", "--node-ip-address", "127.0.0.1",
+                       "--num-cpus", "2", temp_dir=temp_dir)
+    assert started.returncode == 0, started.stderr
+    address = re.search(r"zray head started at (\S+)", started.stdout).group(1)
+    yield address, temp_dir
+    if zray.is_initialized():
+        zray.shutdown()
+    zray_cli("stop", "--grace-s", "5", temp_dir=temp_dir)
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def client(head, monkeypatch):
+    address, temp_dir = head
+    monkeypatch.setenv("ZRAY_TEMP_DIR", str(temp_dir))       # where the key is recorded
+    job_client = JobSubmissionClient(address)
+    yield job_client
+    job_client.close()
+
+
+def wait_status(client, submission_id, timeout_s=20):
+    assert wait_for(lambda: client.get_job_status(submission_id).is_terminal(), timeout_s)
+    return client.get_job_info(submission_id)
+
+
+def test_cli_submit_with_working_dir_succeeds_with_logs(head, tmp_path):
+    address, temp_dir = head
+    (tmp_path / "helper_mod.py").write_text("GREETING = 'hello from the working_dir'\n")
+    (tmp_path / "main.py").write_text(
+        "import zray, helper_mod\n"
+        "zray.init()\n"
+        "@zray.remote\n"
+        "def f():\n"
+        "    import helper_mod\n"
+        "    return helper_mod.GREETING.upper()\n"
+        "print(helper_mod.GREETING)\n"
+        "print(zray.get(f.remote()))\n")
+    done = zray_cli("job", "submit", "--address", address, "--working-dir", str(tmp_path),
+                    "--submission-id", "cli-ok", "--", "python", "main.py",
+                    temp_dir=temp_dir)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert "Job 'cli-ok' submitted successfully" in done.stdout
+    assert "hello from the working_dir\nHELLO FROM THE WORKING_DIR\n" in done.stdout
+    assert "Job 'cli-ok' succeeded" in done.stdout
+    status = zray_cli("job", "status", "--address", address, "cli-ok", temp_dir=temp_dir)
+    assert "Status for job 'cli-ok': SUCCEEDED" in status.stdout
+    logs = zray_cli("job", "logs", "--address", address, "cli-ok", temp_dir=temp_dir)
+    assert logs.stdout == "hello from the working_dir\nHELLO FROM THE WORKING_DIR\n"
+    listed = zray_cli("job", "list", "--address", address, temp_dir=temp_dir)
+    assert re.search(r"cli-ok\s+SUCCEEDED\s+python main.py", listed.stdout)
+
+
+def test_failing_entrypoint_is_failed_with_its_output(client):
+    submission_id = client.submit_job(
+        entrypoint="python -c \"import sys; print('about to fail'); sys.exit(3)\"",
+        metadata={"owner": "tests"}, runtime_env={"env_vars": {"X": "1"}})
+    info = wait_status(client, submission_id)
+    assert info.status is JobStatus.FAILED and info.driver_exit_code == 3
+    assert "exit code 3" in info.message and "about to fail" in info.message
+    assert info.metadata == {"owner": "tests"}
+    assert info.start_time <= info.end_time
+    assert submission_id in [j.submission_id for j in client.list_jobs()]
+    assert client.delete_job(submission_id)
+    with pytest.raises(Exception, match="does not exist"):
+        client.get_job_info(submission_id)
+
+
+def test_stop_kills_the_entrypoint_tree_and_its_actors(client, tmp_path):
+    pids = tmp_path / "pids"
+    script = tmp_path / "long.py"
+    script.write_text(
+        "import os, subprocess, sys, time, zray\n"
+        "zray.init()\n"
+        "@zray.remote\n"
+        "class A:\n"
+        "    def pid(self):\n"
+        "        return os.getpid()\n"
+        "a = A.remote()\n"
+        "child = subprocess.Popen(['sleep', '300'])\n"
+        f"open({str(pids)!r} + '.tmp', 'w').write(f'{{os.getpid()}} {{child.pid}} "
+        "{zray.get(a.pid.remote())}')\n"
+        f"os.replace({str(pids)!r} + '.tmp', {str(pids)!r})\n"
+        "time.sleep(300)\n")
+    submission_id = client.submit_job(entrypoint=f"{sys.executable} {script}")
+    assert wait_for(pids.exists, 20)
+    assert client.get_job_status(submission_id) is JobStatus.RUNNING
+    with pytest.raises(Exception, match="non-terminal"):
+        client.delete_job(submission_id)
+    assert client.stop_job(submission_id)
+    info = wait_status(client, submission_id)
+    assert info.status is JobStatus.STOPPED
+    def gone(pid):
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+    for pid in map(int, pids.read_text().split()):
+        assert wait_for(lambda: gone(pid), 10), f"pid {pid} outlived its stopped job"
+    assert not client.stop_job(submission_id)         # already over
+
+
+def test_state_outlives_the_submitter_and_logs_stream(head, client):
+    address, temp_dir = head
+    submitted = zray_cli("job", "submit", "--address", address, "--no-wait",
+                         "--submission-id", "detached-1", "--",
+                         "python -c \"import time; print('one', flush=True); "
+                         "time.sleep(0.5); print('two')\"", temp_dir=temp_dir)
+    assert submitted.returncode == 0, submitted.stderr       # that client is gone now
+
+    async def collect():
+        return "".join([text async for text in client.tail_job_logs("detached-1")])
+    assert asyncio.run(collect()) == "one\ntwo\n"
+    assert client.get_job_status("detached-1") is JobStatus.SUCCEEDED
+
+
+def test_bad_input_and_no_key_are_refused_in_one_line(head, client, tmp_path):
+    address, temp_dir = head
+    with pytest.raises(ValueError, match="does not exist"):
+        client.submit_job(entrypoint="true", runtime_env={"working_dir": str(tmp_path / "x")})
+    with pytest.raises(ValueError, match="no HTTP job endpoint"):
+        JobSubmissionClient("http://127.0.0.1:8265")
+    with pytest.raises(ValueError, match="names the job's log file"):
+        client.submit_job(entrypoint="true", submission_id="../escape")
+    client.submit_job(entrypoint="true", submission_id="dup")
+    with pytest.raises(Exception, match="already exists"):
+        client.submit_job(entrypoint="true", submission_id="dup")
+    bad = zray_cli("job", "submit", "--address", address, "--runtime-env-json", "{oops",
+                   "--", "true", temp_dir=temp_dir)
+    assert bad.returncode != 0 and "not JSON" in bad.stderr and "Traceback" not in bad.stderr
+    # another cluster's key: the head refuses the CURVE handshake
+    other = tmp_path / "other"
+    other.mkdir(mode=0o700)
+    from zray.security import create_key_file
+    create_key_file(str(other / "cluster.key"))
+    refused = zray_cli("job", "list", "--address", address, temp_dir=other,
+                       env={"ZRAY_CLUSTER_KEY_FILE": str(other / "cluster.key"),
+                            "ZRAY_STARTUP_TIMEOUT_S": "2"})
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "cluster key" in refused.stderr and "dup" not in refused.stdout
+    nokey = zray_cli("job", "list", "--address", address, temp_dir=other)
+    assert nokey.returncode == 1 and "needs its key file" in nokey.stderr
