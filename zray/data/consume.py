@@ -4,9 +4,11 @@ rows, batches, aggregates or files."""
 from __future__ import annotations
 
 import os
+from collections import deque
 
 import zray
 from zray.data import _tasks, aggregate as A, block as B, plan as P
+from zray.data.context import DataContext
 
 
 class Schema:
@@ -219,10 +221,20 @@ class ConsumeMixin:
         """One file per block, ``{uuid}_{block:06d}_000000.{ext}``: block order
         is file-name order, so reading the directory back keeps row order."""
         os.makedirs(path, exist_ok=True)
-        refs = [_tasks.write_block.remote(
-            b.ref, os.path.join(path, f"{self._uuid}_{i:06d}_000000.{file_format}"),
-            file_format, options) for i, b in enumerate(self._bundles()) if b.meta.num_rows]
-        zray.get(refs)
+        window = max(1, DataContext.get_current().max_tasks_in_flight_per_operator)
+        pending: deque = deque()
+        for i, bundle in enumerate(self._bundles()):
+            if bundle.meta.num_rows:
+                # a window of writes: the blocks they hold leave the store as they
+                # finish, and the operators above run only as far ahead as this
+                pending.append(_tasks.write_block.remote(
+                    bundle.ref,
+                    os.path.join(path, f"{self._uuid}_{i:06d}_000000.{file_format}"),
+                    file_format, options))
+            del bundle
+            if len(pending) >= window:
+                zray.get(pending.popleft())
+        zray.get(list(pending))
 
 
 @zray.remote
