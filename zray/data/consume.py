@@ -3,6 +3,7 @@ rows, batches, aggregates or files."""
 
 from __future__ import annotations
 
+import gc
 import os
 from collections import deque
 
@@ -39,6 +40,12 @@ class ConsumeMixin:
 
     def _execution(self):
         from zray.data.executor import Execution
+        previous, self._last_execution = getattr(self, "_last_execution", None), None
+        if previous is not None and previous.actors:
+            # its actor pools hold CPUs a new run's pools may need; a finished
+            # run's generators keep it in reference cycles, so collect them now
+            del previous
+            gc.collect()
         execution = Execution(self._op)
         self._last_execution = execution
         return execution
@@ -163,9 +170,14 @@ class ConsumeMixin:
             if not isinstance(agg, A.AggregateFn):
                 raise TypeError(f"aggregate() takes AggregateFn objects, got "
                                 f"{type(agg).__name__}")
-        refs = [_block_accumulators.remote(b.ref, list(aggs)) for b in self._bundles()]
+        # accumulated here, block by block as the run streams them (views of the
+        # store on this host): tasks could wait forever for CPUs an actor pool
+        # of this very run holds until the run ends
         totals = None
-        for accs in zray.get(refs):
+        for bundle in self._bundles():
+            table = zray.get(bundle.ref)
+            accs = [agg.accumulate_block(agg.init(None), table) for agg in aggs]
+            del table
             totals = accs if totals is None else [
                 agg.merge(t, a) for agg, t, a in zip(aggs, totals, accs)]
         if totals is None:
@@ -235,11 +247,6 @@ class ConsumeMixin:
             if len(pending) >= window:
                 zray.get(pending.popleft())
         zray.get(list(pending))
-
-
-@zray.remote
-def _block_accumulators(table, aggs):
-    return [agg.accumulate_block(agg.init(None), table) for agg in aggs]
 
 
 @zray.remote
