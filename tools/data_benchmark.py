@@ -9,7 +9,9 @@ Workloads (sizes at --scale 1; every size is multiplied by --scale):
   groupby  sum of a float column over 10 M generated rows, 1,000 keys
   sort     sort 1 GiB of generated rows (16 float64 columns) by a float column
   infer    batch inference: a callable class on a pool of 2 actors over 1 M rows
-           (Dask: map_partitions with the model built once per worker process)
+           (actors take num_cpus=0.5: on 2 CPUs, 1-CPU actors leave none for the
+           tasks that feed them and Ray Data waits forever; Dask: map_partitions
+           with the model built once per worker process)
 
 Each (framework, workload, run) runs in its own process, interleaved
 (run 1: every workload on every framework, then run 2, ...), with a 2-CPU
@@ -102,7 +104,8 @@ if framework in ("zray", "ray"):
         check = ds.count()
     else:
         check = ray.data.range(infer_rows).map_batches(gen_features) \
-            .map_batches(Model, concurrency=2, batch_size=4096).sum("pred")
+            .map_batches(Model, concurrency=2, num_cpus=0.5,
+                         batch_size=4096).sum("pred")
     seconds = time.perf_counter() - started
     ray.shutdown()
 else:
@@ -123,8 +126,8 @@ else:
         return pd.DataFrame({{"pred": model({{"x": np.stack([df[f"x{{k}}"].to_numpy() for k in range(32)], axis=1)}})["pred"]}})
 
     def features(i):
-        frame = chunk(i, infer_rows, gen_features)
-        x = np.stack(frame["x"].to_numpy()) if len(frame) else np.zeros((0, 32))
+        lo, hi = infer_rows * i // parts, infer_rows * (i + 1) // parts
+        x = gen_features({{"id": np.arange(lo, hi)}})["x"]
         return pd.DataFrame({{f"x{{k}}": x[:, k] for k in range(32)}})
 
     started = time.perf_counter()
