@@ -3,10 +3,13 @@ rows, batches, aggregates or files."""
 
 from __future__ import annotations
 
+import gc
 import os
+from collections import deque
 
 import zray
 from zray.data import _tasks, aggregate as A, block as B, plan as P
+from zray.data.context import DataContext
 
 
 class Schema:
@@ -37,6 +40,12 @@ class ConsumeMixin:
 
     def _execution(self):
         from zray.data.executor import Execution
+        previous, self._last_execution = getattr(self, "_last_execution", None), None
+        if previous is not None and previous.actors:
+            # its actor pools hold CPUs a new run's pools may need; a finished
+            # run's generators keep it in reference cycles, so collect them now
+            del previous
+            gc.collect()
         execution = Execution(self._op)
         self._last_execution = execution
         return execution
@@ -161,9 +170,14 @@ class ConsumeMixin:
             if not isinstance(agg, A.AggregateFn):
                 raise TypeError(f"aggregate() takes AggregateFn objects, got "
                                 f"{type(agg).__name__}")
-        refs = [_block_accumulators.remote(b.ref, list(aggs)) for b in self._bundles()]
+        # accumulated here, block by block as the run streams them (views of the
+        # store on this host): tasks could wait forever for CPUs an actor pool
+        # of this very run holds until the run ends
         totals = None
-        for accs in zray.get(refs):
+        for bundle in self._bundles():
+            table = zray.get(bundle.ref)
+            accs = [agg.accumulate_block(agg.init(None), table) for agg in aggs]
+            del table
             totals = accs if totals is None else [
                 agg.merge(t, a) for agg, t, a in zip(aggs, totals, accs)]
         if totals is None:
@@ -219,15 +233,20 @@ class ConsumeMixin:
         """One file per block, ``{uuid}_{block:06d}_000000.{ext}``: block order
         is file-name order, so reading the directory back keeps row order."""
         os.makedirs(path, exist_ok=True)
-        refs = [_tasks.write_block.remote(
-            b.ref, os.path.join(path, f"{self._uuid}_{i:06d}_000000.{file_format}"),
-            file_format, options) for i, b in enumerate(self._bundles()) if b.meta.num_rows]
-        zray.get(refs)
-
-
-@zray.remote
-def _block_accumulators(table, aggs):
-    return [agg.accumulate_block(agg.init(None), table) for agg in aggs]
+        window = max(1, DataContext.get_current().max_tasks_in_flight_per_operator)
+        pending: deque = deque()
+        for i, bundle in enumerate(self._bundles()):
+            if bundle.meta.num_rows:
+                # a window of writes: the blocks they hold leave the store as they
+                # finish, and the operators above run only as far ahead as this
+                pending.append(_tasks.write_block.remote(
+                    bundle.ref,
+                    os.path.join(path, f"{self._uuid}_{i:06d}_000000.{file_format}"),
+                    file_format, options))
+            del bundle
+            if len(pending) >= window:
+                zray.get(pending.popleft())
+        zray.get(list(pending))
 
 
 @zray.remote

@@ -28,6 +28,15 @@ class DataContext:
     max_tasks_in_flight_per_actor: int = 2
     #: Ray's progress bars; accepted and ignored (zray logs nothing per task).
     enable_progress_bars: bool = False
+    #: Bytes of blocks an execution lets sit in the object store before its
+    #: operators stop running ahead (see ``budget.py``); None: the fraction below
+    #: of the cluster's object store bound.
+    object_store_memory_limit: int | None = None
+    #: Share of the object store bound the budget takes when no limit is set.
+    object_store_memory_limit_fraction: float = 0.5
+    #: Reads of a known size are split into blocks under this many bytes (and
+    #: under a quarter of the memory budget).
+    target_max_block_size: int = 128 * 1024 * 1024
 
     @staticmethod
     def get_current() -> "DataContext":

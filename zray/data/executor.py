@@ -11,6 +11,13 @@ transform fused).  A MapOp with an ActorPoolStrategy runs on a pool of
 every actor is busy and input is waiting.  All-to-all operators (shuffle,
 sort, groupby, repartition) take every input block first, then run their own
 map and reduce task stages (``shuffle.py``).  Output order is input order.
+
+Memory: besides the task window, a map operator starts another task only while
+the execution's ``MemoryBudget`` allows it (``budget.py``): its tasks in flight
+times its mean output block size, and the object store's use, stay under the
+budget; otherwise it waits for its oldest task and hands that block on.  Below
+an all-to-all operator or a zip, which hold all their input anyway, only the
+task window applies.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from collections import deque
 
 import zray
 from zray.data import _tasks, plan as P
+from zray.data.budget import MemoryBudget
 from zray.data.context import DataContext
 
 
@@ -32,6 +40,9 @@ class OpStats:
         self.bytes = 0
         self.started = time.perf_counter()
         self.wall_s = 0.0
+
+    def mean_block_bytes(self) -> float:
+        return self.bytes / self.blocks if self.blocks else 0.0
 
     def add(self, meta) -> None:
         self.blocks += 1
@@ -53,6 +64,7 @@ class Execution:
         self.context = context or DataContext.get_current()
         self.stats: list[OpStats] = []
         self.actors: list = []          # map_batches pools' actors (see ActorPoolStage)
+        self.budget = MemoryBudget(self.context)
 
     def bundles(self):
         return self._run(self.root)
@@ -60,11 +72,16 @@ class Execution:
     def summary(self) -> str:
         return "\n".join(s.line() for s in self.stats) or "not executed yet"
 
-    def _run(self, op: P.Op):
+    def _run(self, op: P.Op, budgeted: bool = True):
         handler = {P.Read: self._read, P.FromBlocks: self._from_blocks, P.MapOp: self._map,
                    P.AllToAll: self._all_to_all, P.Limit: self._limit,
                    P.Union: self._union, P.Zip: self._zip}[type(op)]
-        return handler(op)
+        return handler(op, budgeted)
+
+    def may_submit(self, pending: int, window: int, stats: OpStats, budgeted: bool) -> bool:
+        if not budgeted:
+            return pending < window
+        return self.budget.may_submit(pending, window, stats.mean_block_bytes())
 
     def _stats(self, name: str) -> OpStats:
         stats = OpStats(name)
@@ -73,16 +90,16 @@ class Execution:
 
     # --- sources and maps ------------------------------------------------------------
 
-    def _read(self, op: P.Read):
-        return self._task_stage(iter(op.tasks), [], {}, self._stats(op.name))
+    def _read(self, op: P.Read, budgeted: bool):
+        return self._task_stage(iter(op.tasks), [], {}, self._stats(op.name), budgeted)
 
-    def _from_blocks(self, op: P.FromBlocks):
+    def _from_blocks(self, op: P.FromBlocks, budgeted: bool):
         stats = self._stats(op.name)
         for bundle in op.bundles:
             stats.add(bundle.meta)
             yield bundle
 
-    def _map(self, op: P.MapOp):
+    def _map(self, op: P.MapOp, budgeted: bool):
         below = op.inputs[0]
         fuse_read = isinstance(below, P.Read) and (op.compute is not None or
                                                    not op.remote_args)
@@ -90,17 +107,20 @@ class Execution:
         if fuse_read:
             sources = iter(below.tasks)
         else:
-            sources = (bundle.ref for bundle in self._run(below))
+            sources = (bundle.ref for bundle in self._run(below, budgeted))
         if op.compute is not None:
-            return ActorPoolStage(op, self.context, self.actors).run(sources, stats)
-        return self._task_stage(sources, op.transforms, op.remote_args, stats)
+            return ActorPoolStage(op, self, budgeted).run(sources, stats)
+        return self._task_stage(sources, op.transforms, op.remote_args, stats, budgeted)
 
-    def _task_stage(self, sources, transforms, remote_args, stats):
+    def _task_stage(self, sources, transforms, remote_args, stats, budgeted):
         transforms_ref = zray.put(transforms)
         task = _tasks.run_map.options(num_returns=2, **remote_args)
         window = max(1, self.context.max_tasks_in_flight_per_operator)
         pending: deque = deque()
         for source in sources:
+            while pending and not self.may_submit(len(pending), window + 1, stats,
+                                                  budgeted):
+                yield self._finish(pending.popleft(), stats)
             pending.append(task.remote(source, transforms_ref))
             stats.tasks += 1
             if len(pending) >= window:
@@ -117,19 +137,19 @@ class Execution:
 
     # --- the rest --------------------------------------------------------------------
 
-    def _all_to_all(self, op: P.AllToAll):
-        inputs = list(self._run(op.inputs[0]))
+    def _all_to_all(self, op: P.AllToAll, budgeted: bool):
+        inputs = list(self._run(op.inputs[0], budgeted=False))
         stats = self._stats(op.name)
         for bundle in op.run(inputs):
             stats.add(bundle.meta)
             yield bundle
 
-    def _limit(self, op: P.Limit):
+    def _limit(self, op: P.Limit, budgeted: bool):
         stats = self._stats(op.name)
         remaining = op.limit
         if remaining <= 0:
             return
-        for bundle in self._run(op.inputs[0]):
+        for bundle in self._run(op.inputs[0], budgeted):
             if bundle.meta.num_rows > remaining:
                 stats.tasks += 1
                 bundle = self._finish(_tasks.slice_concat.options(num_returns=2).remote(
@@ -141,14 +161,14 @@ class Execution:
             if remaining <= 0:
                 return
 
-    def _union(self, op: P.Union):
+    def _union(self, op: P.Union, budgeted: bool):
         for child in op.inputs:
-            yield from self._run(child)
+            yield from self._run(child, budgeted)
 
-    def _zip(self, op: P.Zip):
+    def _zip(self, op: P.Zip, budgeted: bool):
         stats = self._stats(op.name)
-        left = list(self._run(op.inputs[0]))
-        rights = [list(self._run(child)) for child in op.inputs[1:]]
+        left = list(self._run(op.inputs[0], budgeted=False))
+        rights = [list(self._run(child, budgeted=False)) for child in op.inputs[1:]]
         total = sum(b.meta.num_rows for b in left)
         for right in rights:
             if sum(b.meta.num_rows for b in right) != total:
@@ -170,9 +190,12 @@ class Execution:
 class ActorPoolStage:
     """A MapOp on a pool of MapWorker actors, grown while all are busy."""
 
-    def __init__(self, op: P.MapOp, context: DataContext, keep_alive: list):
+    def __init__(self, op: P.MapOp, execution: Execution, budgeted: bool):
+        context = execution.context
         self.op = op
-        self.keep_alive = keep_alive
+        self.execution = execution
+        self.budgeted = budgeted
+        self.keep_alive = execution.actors
         self.low, self.high = op.compute.bounds()
         self.per_actor = max(1, context.max_tasks_in_flight_per_actor)
         args = dict(op.remote_args)
@@ -192,6 +215,9 @@ class ActorPoolStage:
             source = next(sources, None)
             while source is not None or pending:
                 while source is not None:
+                    if not self.execution.may_submit(len(pending), len(pending) + 1, stats,
+                                                     self.budgeted):
+                        break
                     index = self._free_actor(transforms_ref)
                     if index is None:
                         break

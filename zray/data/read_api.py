@@ -10,16 +10,22 @@ import pyarrow as pa
 
 import zray
 from zray.data import block as B, datasource as S, plan as P
+from zray.data.budget import target_block_bytes
 from zray.data.context import DataContext
 from zray.data.dataset import Dataset, MaterializedDataset
 
 
-def _num_blocks(rows: int, override_num_blocks) -> int:
+def _num_blocks(rows: int, override_num_blocks, row_bytes: int = 0) -> int:
+    """``override_num_blocks``, else ``read_op_min_num_blocks``, more when
+    blocks of ``row_bytes``-byte rows would pass ``target_block_bytes()``."""
     if override_num_blocks is not None:
         if override_num_blocks < 1:
             raise ValueError(f"override_num_blocks must be >= 1, got {override_num_blocks}")
         return override_num_blocks
-    return max(1, builtins.min(rows, DataContext.get_current().read_op_min_num_blocks))
+    count = DataContext.get_current().read_op_min_num_blocks
+    if row_bytes:
+        count = builtins.max(count, -(-rows * row_bytes // target_block_bytes()))
+    return max(1, builtins.min(rows, count))
 
 
 def _row_ranges(rows: int, count: int) -> list:
@@ -42,7 +48,7 @@ class _RangeBlock:
 def range(n: int, *, override_num_blocks: int | None = None, parallelism: int = -1,
           concurrency=None) -> Dataset:
     """Rows ``{"id": 0}`` ... ``{"id": n-1}``."""
-    count = _num_blocks(n, override_num_blocks)
+    count = _num_blocks(n, override_num_blocks, 8)
     tasks = [P.ReadTask(_RangeBlock(lo, hi), hi - lo) for lo, hi in _row_ranges(n, count)]
     return Dataset(P.Read("ReadRange", tasks))
 
@@ -50,7 +56,7 @@ def range(n: int, *, override_num_blocks: int | None = None, parallelism: int = 
 def range_tensor(n: int, *, shape: tuple = (1,), override_num_blocks: int | None = None,
                  parallelism: int = -1, concurrency=None) -> Dataset:
     """Rows ``{"data": i * ones(shape)}`` for i in 0..n-1."""
-    count = _num_blocks(n, override_num_blocks)
+    count = _num_blocks(n, override_num_blocks, 8 * int(np.prod(shape)))
     tasks = [P.ReadTask(_RangeBlock(lo, hi, shape), hi - lo)
              for lo, hi in _row_ranges(n, count)]
     return Dataset(P.Read("ReadRangeTensor", tasks))
