@@ -28,7 +28,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 @pytest.fixture(scope="module")
 def cluster():
-    zray.init(num_cpus=4)
+    # logical CPUs: the trained algorithm's 2 runners stay up for the module, and
+    # Tune counts the cluster's total (not what is free) when it starts trials
+    zray.init(num_cpus=6)
     yield
     zray.shutdown()
 
