@@ -246,3 +246,31 @@ def test_unsupported_spaces_are_refused_clearly():
         model_spec(gym.spaces.Discrete(3), gym.spaces.Discrete(2), {})
     with pytest.raises(ValueError, match="Discrete and 1-d Box"):
         model_spec(gym.spaces.Box(-1, 1, (2,)), gym.spaces.MultiDiscrete([2, 2]), {})
+
+
+# -- the Tune registry -------------------------------------------------------------------
+def test_registry_names_builtins_and_travels_with_the_trainable():
+    from zray.tune import registry
+    from zray.rllib.algorithms.ppo import PPO
+    assert registry.get_trainable_cls("PPO") is PPO
+    with pytest.raises(ValueError, match="register_trainable"):
+        registry.get_trainable_cls("NoSuchAlgo")
+    with pytest.raises(TypeError, match="callable"):
+        registry.register_env("bad", 3)
+    registry.register_env("unit_corridor", lambda config: None)
+    wrapped = registry.with_registry(PPO)
+    assert issubclass(wrapped, PPO) and wrapped._tune_inner is PPO
+    saved = registry.snapshot()
+    registry._envs.pop("unit_corridor")
+    assert registry.get_env_creator("unit_corridor") is None
+    registry.install(saved)                  # what a trial's process does first
+    assert registry.get_env_creator("unit_corridor") is not None
+    registry._envs.pop("unit_corridor")
+
+
+def test_algorithms_ask_tune_for_one_bundle_per_runner():
+    from zray.rllib.algorithms.ppo import PPO
+    from zray.tune._trainable import first_bundle_function, resources_function
+    config = PPOConfig().env_runners(num_env_runners=3).to_dict()
+    assert resources_function(PPO)(config) == {"CPU": 4}
+    assert first_bundle_function(PPO)(config) == {"CPU": 1}
