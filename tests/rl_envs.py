@@ -31,3 +31,10 @@ class Corridor(gym.Env):
 def pendulum(env_config):
     """A creator for tune.register_env: Pendulum-v1 with shorter episodes."""
     return gym.make("Pendulum-v1", max_episode_steps=int(env_config.get("max_steps", 100)))
+
+
+class Exploding(Corridor):
+    """A corridor whose step raises: a bug in the user's env."""
+
+    def step(self, action):
+        raise ValueError("the env exploded")

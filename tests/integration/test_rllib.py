@@ -175,6 +175,16 @@ def test_a_killed_env_runner_is_replaced_and_nothing_is_counted_twice(cluster):
         algo.stop()
 
 
+def test_an_env_that_raises_fails_train_with_its_error(cluster):
+    algo = (PPOConfig().environment(rl_envs.Exploding).env_runners(num_env_runners=1)
+            .training(train_batch_size=100, minibatch_size=50, num_epochs=1).build_algo())
+    try:
+        with pytest.raises(ValueError, match="the env exploded"):
+            algo.train()
+    finally:
+        algo.stop()
+
+
 @pytest.mark.timeout(180)
 def test_the_seeds_ppotrainer_program_runs():
     """examples/seed_ppo.py: Ray 1.x's PPOTrainer with a config dict."""
@@ -219,17 +229,19 @@ def test_tuner_runs_ppo_by_name_and_by_class(cluster, tmp_path):
     grid = tune.Tuner("PPO", param_space=config,
                       run_config=tune.RunConfig(stop={"training_iteration": 2}, verbose=0,
                                                 storage_path=str(tmp_path), name="by_name"),
-                      tune_config=tune.TuneConfig(metric="episode_reward_mean",
+                      tune_config=tune.TuneConfig(metric="env_runners/episode_return_mean",
                                                   mode="max")).fit()
     assert len(grid) == 2 and grid.num_errors == 0, grid.errors
     assert sorted(r.config["lr"] for r in grid) == [3e-4, 1e-3]
     for result in grid:
         assert result.metrics["training_iteration"] == 2
         assert result.metrics["env_runners"]["num_env_steps_sampled_lifetime"] == 400
-    assert grid.get_best_result().metrics["episode_reward_mean"] is not None
+    best = grid.get_best_result()
+    assert best.metrics["env_runners/episode_return_mean"] == \
+        best.metrics["env_runners"]["episode_return_mean"]
     by_class = tune.Tuner(PPO, param_space=config.copy(copy_frozen=False).training(
         lr=1e-3).to_dict(), run_config=tune.RunConfig(
-        stop={"training_iteration": 1}, verbose=0, storage_path=str(tmp_path),
-        name="by_class")).fit()
+        stop={"env_runners/num_env_steps_sampled_lifetime": 200}, verbose=0,
+        storage_path=str(tmp_path), name="by_class")).fit()
     assert by_class.num_errors == 0, by_class.errors
     assert by_class[0].metrics["timesteps_total"] == 200

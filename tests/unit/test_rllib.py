@@ -274,3 +274,17 @@ def test_algorithms_ask_tune_for_one_bundle_per_runner():
     config = PPOConfig().env_runners(num_env_runners=3).to_dict()
     assert resources_function(PPO)(config) == {"CPU": 4}
     assert first_bundle_function(PPO)(config) == {"CPU": 1}
+
+
+def test_tune_reads_nested_results_by_path():
+    from zray.tune._flatten import flatten_dict, with_flat_keys
+    from zray.tune.stopper import reached
+    result = {"env_runners": {"episode_return_mean": 150.0, "deep": {"x": 1}},
+              "config": {"lr": 0.1}, "training_iteration": 3}
+    flat = with_flat_keys(result)
+    assert flat["env_runners/episode_return_mean"] == 150.0
+    assert flat["env_runners/deep/x"] == 1 and "config/lr" not in flat
+    assert flat["env_runners"] is result["env_runners"]
+    assert flatten_dict({"a": {"b": 1}, "c": 2}) == {"a/b": 1, "c": 2}
+    assert reached({"env_runners/episode_return_mean": 150}, result)
+    assert not reached({"env_runners/episode_return_mean": 151}, result)

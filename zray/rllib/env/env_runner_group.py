@@ -7,7 +7,8 @@ parallel with one weights broadcast per iteration, and replaced when they die.
     runner 1 .. N (actors)  ── {batch, episodes, env_steps} ──► concatenated by PPO
 
 A runner whose call fails (its process died, or its env raised) is replaced
-by a fresh actor with the same index; the iteration goes on with the others'
+by a fresh actor with the same index (unless ``restart_failed_env_runners``
+is False: then the error is raised); the iteration goes on with the others'
 samples, so nothing is counted twice.  With ``num_env_runners=0`` the driver
 samples itself.
 """
@@ -64,6 +65,8 @@ class EnvRunnerGroup:
             try:
                 results.append(zray.get(call))
             except RayError as exc:
+                if not self.config.restart_failed_env_runners:
+                    raise
                 errors.append(exc)
                 self._replace(index, exc)
         if not results:
