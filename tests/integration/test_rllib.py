@@ -154,6 +154,20 @@ def test_an_env_class_with_env_config(cluster):
         algo.stop()
 
 
+def test_a_seed_makes_runs_repeat(cluster):
+    def run():
+        algo = (PPOConfig().environment("CartPole-v1").env_runners(num_env_runners=1)
+                .training(train_batch_size=300, minibatch_size=100, num_epochs=2)
+                .debugging(seed=11).build_algo())
+        try:
+            results = [algo.train() for _ in range(2)]
+            return ([r["hist_stats"]["episode_reward"] for r in results],
+                    results[-1]["learners"]["default_policy"]["total_loss"])
+        finally:
+            algo.stop()
+    assert run() == run()
+
+
 @pytest.mark.timeout(120)
 def test_a_killed_env_runner_is_replaced_and_nothing_is_counted_twice(cluster):
     algo = (PPOConfig().environment("CartPole-v1").env_runners(num_env_runners=2)
