@@ -189,6 +189,26 @@ def test_a_killed_env_runner_is_replaced_and_nothing_is_counted_twice(cluster):
         algo.stop()
 
 
+def test_evaluation_on_runner_actors_and_iteration_minimums(cluster):
+    algo = (PPOConfig().environment(rl_envs.Corridor, env_config={"length": 3})
+            .env_runners(num_env_runners=0)
+            .training(train_batch_size=100, minibatch_size=50, num_epochs=1)
+            .evaluation(evaluation_interval=1, evaluation_num_env_runners=2,
+                        evaluation_duration=5)
+            .reporting(min_sample_timesteps_per_iteration=250)
+            .debugging(seed=2).build_algo())
+    try:
+        result = algo.train()
+        assert result["env_runners"]["num_env_steps_sampled"] == 300   # 3 training_steps
+        assert result["learners"]["__all_modules__"]["num_env_steps_trained"] == 300
+        assert result["evaluation"]["env_runners"]["num_episodes"] == 5
+        assert result["evaluation"]["env_runners"]["episode_len_mean"] >= 3
+    finally:
+        algo.stop()
+    with pytest.raises(RuntimeError, match="stopped"):
+        algo.train()
+
+
 def test_an_env_that_raises_fails_train_with_its_error(cluster):
     algo = (PPOConfig().environment(rl_envs.Exploding).env_runners(num_env_runners=1)
             .training(train_batch_size=100, minibatch_size=50, num_epochs=1).build_algo())

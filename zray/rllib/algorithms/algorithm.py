@@ -27,7 +27,6 @@ from zray.rllib.algorithms.algorithm_config import AlgorithmConfig
 from zray.rllib.core import DEFAULT_MODULE_ID
 from zray.rllib.core.model_spec import model_spec
 from zray.rllib.env.env_context import EnvMaker
-from zray.rllib.env.env_runner import SingleAgentEnvRunner
 from zray.rllib.env.env_runner_group import EnvRunnerGroup
 from zray.train._checkpoint import Checkpoint
 from zray.tune._trainable import PlacementGroupFactory, Trainable
@@ -92,7 +91,7 @@ class Algorithm(Trainable):
         self.metrics = MetricsTracker(config.metrics_num_episodes_for_smoothing)
         self._build_learner()
         self.env_runner_group = EnvRunnerGroup(self.env_maker, self.spec, config)
-        self._evaluation_runner = None
+        self._evaluation_runners = None
         self._time_total_s = 0.0
 
     def _build_learner(self) -> None:
@@ -102,7 +101,13 @@ class Algorithm(Trainable):
         raise NotImplementedError("an Algorithm subclass defines training_step()")
 
     def step(self) -> dict:
+        """``training_step()`` until ``min_sample_timesteps_per_iteration`` env steps
+        and ``min_time_s_per_iteration`` seconds are reached (once by default)."""
+        config, started = self.config, time.perf_counter()
         measured = self.training_step()
+        while (measured["env_steps"] < (config.min_sample_timesteps_per_iteration or 0)
+               or time.perf_counter() - started < (config.min_time_s_per_iteration or 0)):
+            measured = _merge_steps(measured, self.training_step())
         return training_result(self.metrics, measured,
                                self.env_runner_group.num_healthy_env_runners,
                                self.env_runner_group.num_restarts)
@@ -125,8 +130,13 @@ class Algorithm(Trainable):
         group = getattr(self, "env_runner_group", None)
         if group is not None:
             group.stop()
-        if getattr(self, "_evaluation_runner", None) is not None:
-            self._evaluation_runner.stop()
+        if getattr(self, "_evaluation_runners", None) is not None:
+            self._evaluation_runners.stop()
+
+    @property
+    def workers(self) -> EnvRunnerGroup:
+        """The old API stack's name for ``env_runner_group``."""
+        return self.env_runner_group
 
     # -- the module -------------------------------------------------------------------
     def get_module(self, module_id: str = DEFAULT_MODULE_ID):
@@ -160,21 +170,24 @@ class Algorithm(Trainable):
     # -- evaluation -------------------------------------------------------------------
     def evaluate(self) -> dict:
         """Run ``evaluation_duration`` episodes (or timesteps) with the current
-        weights in this process; ``{"env_runners": {"episode_return_mean": ...}}``."""
+        weights, on ``evaluation_num_env_runners`` actors (0: in this process);
+        ``{"env_runners": {"episode_return_mean": ...}}``."""
         config = self.config
-        if self._evaluation_runner is None:
-            seed = None if config.seed is None else config.seed + 7_777
-            self._evaluation_runner = SingleAgentEnvRunner(
-                self.env_maker, self.spec, num_envs=config.num_envs_per_env_runner,
-                seed=seed, gamma=config.gamma, lambda_=config.lambda_)
+        if self._evaluation_runners is None:
+            self._evaluation_runners = EnvRunnerGroup(
+                self.env_maker, self.spec, config,
+                num_runners=config.evaluation_num_env_runners, seed_offset=7_777)
+        group = self._evaluation_runners
         explore = (config.evaluation_config or {}).get("explore", config.explore)
         weights = self.module.get_state()
-        runner = self._evaluation_runner
         if config.evaluation_duration_unit == "timesteps":
-            steps = -(-int(config.evaluation_duration) // config.num_envs_per_env_runner)
-            sampled = runner.sample(weights, steps, explore)
-            return evaluation_result(sampled["episodes"], sampled["env_steps"])
-        episodes = runner.sample_episodes(weights, int(config.evaluation_duration), explore)
+            envs = max(group.num_runners, 1) * config.num_envs_per_env_runner
+            steps = -(-int(config.evaluation_duration) // envs)
+            sampled = group.sample(weights, steps, explore)
+            return evaluation_result([e for s in sampled for e in s["episodes"]],
+                                     sum(s["env_steps"] for s in sampled))
+        shares = group.sample_episodes(weights, int(config.evaluation_duration), explore)
+        episodes = [episode for share in shares for episode in share]
         return evaluation_result(episodes, sum(length for _, length in episodes))
 
     # -- checkpoints ------------------------------------------------------------------
@@ -230,6 +243,17 @@ class Algorithm(Trainable):
         self.restore_from_path(checkpoint_path)
         if iteration is not None:
             self._iteration = iteration
+
+
+def _merge_steps(first: dict, second: dict) -> dict:
+    """Two training_step measurements as one (the later learner stats)."""
+    timers = dict(first["timers"])
+    for key, value in second["timers"].items():
+        timers[key] = timers.get(key, 0.0) + value
+    return {"episodes": first["episodes"] + second["episodes"],
+            "env_steps": first["env_steps"] + second["env_steps"],
+            "trained_steps": first["trained_steps"] + second["trained_steps"],
+            "learner_stats": second["learner_stats"], "timers": timers}
 
 
 def _checkpoint_dir(path) -> str:
