@@ -220,15 +220,17 @@ def test_an_env_that_raises_fails_train_with_its_error(cluster):
 
 
 @pytest.mark.timeout(180)
-def test_the_seeds_ppotrainer_program_runs():
+def test_the_seeds_ppotrainer_program_runs(tmp_path):
     """examples/seed_ppo.py: Ray 1.x's PPOTrainer with a config dict."""
-    env = dict(os.environ, PYTHONPATH=ROOT)
+    env = dict(os.environ, PYTHONPATH=ROOT, HOME=str(tmp_path))     # ~/zray_results
     done = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "seed_ppo.py"), "3"],
                           env=env, capture_output=True, text=True, timeout=170)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [line for line in done.stdout.splitlines() if "episode_reward_mean=" in line]
     assert len(lines) == 3 and "timesteps_total=6000" in lines[-1]
-    assert "checkpoint saved in" in done.stdout
+    saved = [line for line in done.stdout.splitlines() if "checkpoint saved in" in line]
+    assert saved and saved[0].split()[-1].startswith(str(tmp_path / "zray_results" / "PPO"))
+    assert saved[0].endswith("checkpoint_000003")
 
 
 def test_the_ray1_trainer_reads_ray1_keys_and_saves(cluster, tmp_path):

@@ -92,6 +92,7 @@ class Algorithm(Trainable):
         self._build_learner()
         self.env_runner_group = EnvRunnerGroup(self.env_maker, self.spec, config)
         self._evaluation_runners = None
+        self._results_dir = None
         self._time_total_s = 0.0
 
     def _build_learner(self) -> None:
@@ -228,8 +229,15 @@ class Algorithm(Trainable):
         return algo
 
     def save(self, checkpoint_dir=None, **_ignored) -> SavedPath:
+        """Write a checkpoint to ``checkpoint_dir``, by default (as Ray 1.x did)
+        ``~/zray_results/<Algo>_<env>_<date>/checkpoint_<iteration>``."""
         if checkpoint_dir is None:
-            return SavedPath(self.save_to_path())
+            if self._results_dir is None:
+                env = str(self.env_maker.name).replace(os.sep, "_")
+                self._results_dir = os.path.join(os.path.expanduser("~/zray_results"), (
+                    f"{type(self).__name__}_{env}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"))
+            checkpoint_dir = os.path.join(self._results_dir,
+                                          f"checkpoint_{self.iteration:06d}")
         return SavedPath(super().save(os.fspath(checkpoint_dir)))
 
     def save_checkpoint(self, checkpoint_dir: str):
