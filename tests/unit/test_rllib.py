@@ -80,6 +80,10 @@ def test_numpy_policy_computes_what_the_torch_module_does(space, shared):
     np.testing.assert_allclose(policy.dist_inputs(obs), inputs["action_dist_inputs"].numpy(),
                                rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(policy.values(obs), values.numpy(), rtol=1e-4, atol=1e-5)
+    fused_inputs, fused_values = policy.forward(obs)     # both nets in one pass
+    np.testing.assert_allclose(fused_inputs, inputs["action_dist_inputs"].numpy(),
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(fused_values, values.numpy(), rtol=1e-4, atol=1e-5)
     actions, logp, dist_inputs = policy.act(obs, np.random.default_rng(1), explore=True)
     dist = module.get_inference_action_dist_cls().from_logits(torch.from_numpy(dist_inputs))
     np.testing.assert_allclose(logp, dist.logp(torch.as_tensor(actions)).numpy(),

@@ -32,6 +32,42 @@ class NumpyPolicy:
                     self.layers[name] = (np.ascontiguousarray(
                         np.asarray(weights[f"{name}.weight"], np.float32).T),
                         np.asarray(weights[f"{name}.bias"], np.float32))
+        self.fused = self._fuse()
+
+    def _fuse(self) -> list:
+        """Policy and value nets side by side, one matrix product per layer:
+        a layer's input is [pi features | vf features] (the observation at the
+        first layer, shared layers once), its weight block-diagonal."""
+        fused = []
+        for index, (pi_name, vf_name) in enumerate(zip(self.names["pi"], self.names["vf"])):
+            pi_w, pi_b = self.layers[pi_name]
+            if pi_name == vf_name:                       # a shared layer
+                fused.append((pi_w, pi_b, None))
+                continue
+            vf_w, vf_b = self.layers[vf_name]
+            if index == 0 or fused[-1][2] is None:       # both read the same input
+                weight = np.concatenate([pi_w, vf_w], axis=1)
+            else:
+                weight = np.zeros((pi_w.shape[0] + vf_w.shape[0],
+                                   pi_w.shape[1] + vf_w.shape[1]), np.float32)
+                weight[:pi_w.shape[0], :pi_w.shape[1]] = pi_w
+                weight[pi_w.shape[0]:, pi_w.shape[1]:] = vf_w
+            fused.append((weight, np.concatenate([pi_b, vf_b]), pi_w.shape[1]))
+        return fused
+
+    def forward(self, obs: np.ndarray) -> tuple:
+        """(action distribution inputs, values) in one pass."""
+        x = obs.reshape(len(obs), -1).astype(np.float32, copy=False)
+        last = len(self.fused) - 1
+        for index, (weight, bias, _) in enumerate(self.fused):
+            x = x @ weight + bias
+            if index < last:
+                if self.spec.activation == "tanh":
+                    x = np.tanh(x)
+                elif self.spec.activation == "relu":
+                    x = np.maximum(x, 0.0)
+        split = self.fused[-1][2]
+        return x[:, :split], x[:, split]
 
     def _mlp(self, x: np.ndarray, names: list) -> np.ndarray:
         activation = self.spec.activation
@@ -53,9 +89,12 @@ class NumpyPolicy:
         return self._mlp(obs.reshape(len(obs), -1).astype(np.float32, copy=False),
                          self.names["vf"])[:, 0]
 
-    def act(self, obs: np.ndarray, rng: np.random.Generator, explore: bool) -> tuple:
-        """(actions, their log-probabilities, the distribution inputs) for a batch."""
-        inputs = self.dist_inputs(obs)
+    def act(self, obs: np.ndarray, rng: np.random.Generator, explore: bool,
+            inputs: np.ndarray | None = None) -> tuple:
+        """(actions, their log-probabilities, the distribution inputs) for a batch
+        (``inputs``: the distribution inputs, when ``forward`` already made them)."""
+        if inputs is None:
+            inputs = self.dist_inputs(obs)
         if self.spec.discrete:
             return (*_categorical(inputs, rng, explore), inputs)
         return (*_gaussian(inputs, rng, explore), inputs)

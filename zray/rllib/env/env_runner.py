@@ -102,8 +102,9 @@ class SingleAgentEnvRunner:
         finished: list = []
         for t in range(num_steps):
             obs[t] = self.obs
-            values[t] = policy.values(self.obs)
-            actions[t], logp[t], inputs[t] = policy.act(self.obs, self.rng, explore)
+            step_inputs, values[t] = policy.forward(self.obs)
+            actions[t], logp[t], inputs[t] = policy.act(self.obs, self.rng, explore,
+                                                        step_inputs)
             rewards[t], terminated[t], truncated[t], final_obs = self._step_all(
                 actions[t], finished)
             if final_obs:
