@@ -37,7 +37,7 @@ _API = {
     "wait": "zray.api",
 }
 #: Subpackages reachable as attributes after a bare ``import zray``, as in Ray.
-_SUBMODULES = ("actor", "data", "exceptions", "train", "tune", "util")
+_SUBMODULES = ("actor", "data", "exceptions", "rllib", "train", "tune", "util")
 
 __all__ = sorted([*_API, "actor", "exceptions", "__version__"])
 

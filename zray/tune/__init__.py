@@ -19,6 +19,7 @@ from zray.tune._trainable import (PlacementGroupFactory, Trainable, with_paramet
                                   with_resources)
 from zray.tune._tuner import TuneConfig, Tuner
 from zray.tune.error import TuneError
+from zray.tune.registry import register_env, register_trainable
 from zray.tune.search.sample import (choice, grid_search, lograndint, loguniform,
                                      qlograndint, qloguniform, qrandint, qrandn, quniform,
                                      randint, randn, sample_from, uniform)
@@ -28,5 +29,5 @@ __all__ = ["Checkpoint", "CheckpointConfig", "FailureConfig", "PlacementGroupFac
            "Result", "ResultGrid", "RunConfig", "Stopper", "Trainable", "TuneConfig",
            "TuneError", "Tuner", "choice", "get_checkpoint", "get_context", "grid_search",
            "lograndint", "loguniform", "qlograndint", "qloguniform", "qrandint", "qrandn",
-           "quniform", "randint", "randn", "report", "sample_from", "uniform",
-           "with_parameters", "with_resources"]
+           "quniform", "randint", "randn", "register_env", "register_trainable", "report",
+           "sample_from", "uniform", "with_parameters", "with_resources"]

@@ -21,6 +21,7 @@ import uuid
 from dataclasses import dataclass
 
 from zray.train._checkpoint import Checkpoint
+from zray.tune._flatten import with_flat_keys
 from zray.tune._trial import Status, Trial
 from zray.tune.schedulers.trial_scheduler import TrialScheduler
 
@@ -172,6 +173,7 @@ class TuneController:
         if saved:
             commands += self._record_checkpoint(trial, saved, trial.last_result)
         for position, (metrics, checkpoint_path) in enumerate(results):
+            metrics = with_flat_keys(metrics)          # "env_runners/episode_return_mean"
             last = done and position == len(results) - 1
             checkpoint = None
             if checkpoint_path:

@@ -243,6 +243,23 @@ def resources_function(trainable):
     return lambda config: fixed
 
 
+def first_bundle_function(trainable):
+    """config -> what the trial's runner actor itself holds, for class trainables
+    whose ``default_resource_request`` gives bundles (RLlib's algorithms: the
+    first bundle is the trainable's, the others its env runner actors'); else None."""
+    if getattr(trainable, "_tune_resources", None) is not None or \
+            not is_class_trainable(trainable) or \
+            trainable.default_resource_request is Trainable.default_resource_request:
+        return None
+
+    def first_bundle(config) -> dict:
+        request = trainable.default_resource_request(config)
+        if isinstance(request, PlacementGroupFactory) and request.bundles:
+            return normalize_resources(dict(request.bundles[0]))
+        return normalize_resources(request)
+    return first_bundle
+
+
 def actor_options(resources: dict) -> dict:
     """Options for a runner actor holding ``resources``."""
     custom = {k: v for k, v in resources.items() if k not in ("CPU", "GPU")}

@@ -15,11 +15,12 @@ from zray.tune._executor import Executor
 from zray.tune._progress import ProgressTable
 from zray.tune._result_grid import ResultGrid
 from zray.tune._storage import TUNER_FILE, ExperimentStorage, trial_from_record
-from zray.tune._trainable import (actor_options, is_class_trainable, resources_function,
-                                  trainable_name)
+from zray.tune._trainable import (actor_options, first_bundle_function, is_class_trainable,
+                                  resources_function, trainable_name)
 from zray.tune._trainer_trial import TrainerTrainable, is_trainer
 from zray.tune._trial import Status
 from zray.tune.error import TuneError
+from zray.tune.registry import get_trainable_cls, with_registry
 from zray.tune.schedulers.trial_scheduler import FIFOScheduler
 from zray.tune.search.searcher import as_search_alg
 from zray.tune.stopper import DictStopper, as_stopper
@@ -62,6 +63,10 @@ class Tuner:
         if trainable is None:
             raise TypeError("Tuner needs a trainable: a function, a tune.Trainable "
                             "class or a Trainer")
+        if isinstance(trainable, str):
+            trainable = get_trainable_cls(trainable)    # "PPO" or a registered name
+        if hasattr(param_space, "to_dict"):             # an RLlib AlgorithmConfig
+            param_space = param_space.to_dict()
         self.trainable = trainable
         self.param_space = param_space or {}
         self.tune_config = tune_config or TuneConfig()
@@ -149,13 +154,16 @@ class Tuner:
         if not callable(self.trainable):
             raise TypeError(f"Tuner's trainable must be a function, a tune.Trainable class "
                             f"or a Trainer; got {type(self.trainable).__name__}")
-        return self.trainable, resources_function(self.trainable)
+        return with_registry(self.trainable), resources_function(self.trainable)
 
     def _actor_options(self):
         trainer = is_trainer(self.trainable)
+        first_bundle = first_bundle_function(self.trainable)
 
         def options(trial) -> tuple:
             held = {} if trainer else trial.resources
+            if first_bundle is not None:      # the other bundles are its own actors'
+                held = first_bundle(trial.config)
             chosen = actor_options(held)
             key = tuple(sorted((k, repr(v)) for k, v in chosen.items()))
             return key, chosen

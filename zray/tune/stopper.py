@@ -8,6 +8,8 @@ from collections import defaultdict, deque
 
 import numpy as np
 
+from zray.tune._flatten import with_flat_keys
+
 
 class Stopper:
     """``__call__(trial_id, result)``: stop this trial; ``stop_all()``: end the run."""
@@ -35,6 +37,7 @@ class DictStopper(Stopper):
 
 
 def reached(criteria: dict, result: dict) -> bool:
+    result = with_flat_keys(result)               # {"env_runners/episode_return_mean": 150}
     for key, threshold in criteria.items():
         if key in result and result[key] is not None and result[key] >= threshold:
             return True

@@ -1,0 +1,1 @@
+"""Helpers shared by zray.rllib's pieces (no torch here)."""
