@@ -334,15 +334,17 @@ class Client:
         if kind == KIND_ERROR:
             raise _as_raisable(deserialize(data))
         if kind == KIND_SHM:
-            if self.local_node_id not in node_ids:
-                try:
+            try:
+                if self.local_node_id not in node_ids:
                     self.store.pull(object_id, size, node_ids)
-                except ObjectLostError:
-                    fresh = self._refetch(object_id, entry)
-                    if fresh is None:
-                        raise
-                    return self.value_of(object_id, fresh)
-            return self.store.read_local(object_id, size)
+                return self.store.read_local(object_id, size)
+            except ObjectLostError:
+                # every copy we knew of is gone (here too: e.g. our node came
+                # back as a new one): the head rebuilds it from lineage
+                fresh = self._refetch(object_id, entry)
+                if fresh is None:
+                    raise
+                return self.value_of(object_id, fresh)
         raise RaySystemError(f"unknown object kind {kind}")
 
     def _refetch(self, object_id: bytes, stale: tuple, timeout_s: float = 300.0):
