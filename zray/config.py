@@ -23,6 +23,10 @@ class Config:
     heartbeat_interval_s: float = 1.0
     #: A peer that misses this many heartbeats in a row is declared dead.
     heartbeat_missed_limit: int = 10
+    #: Task attempts whose events (submitted, scheduled, started, finished or
+    #: failed, retried, cancelled) the head keeps for the state API, the
+    #: timeline and ``zray summary``; the oldest go first and are counted.
+    task_events_max: int = 100_000
     #: Seconds a driver or node manager goes without hearing from the head
     #: (it answers every heartbeat) before it presumes the head dead: a
     #: driver's blocked and new calls then raise an error naming the head, and

@@ -37,6 +37,7 @@ from zray.head.records import (
 from zray.head.scheduling import Scheduler
 from zray.head.tasks import TaskFlow
 from zray.outbox import Outbox
+from zray.head.events import TaskEvents
 from zray.protocol import Msg, REJOIN
 from zray.resources import fits
 from zray.serialization import KIND_ERROR
@@ -57,6 +58,7 @@ class HeadState:
         self.exit_requested = False
         self.started_at = now
         self.queries = QUERIES
+        self.events = TaskEvents(config.task_events_max, now)
         self.membership = Membership(self)
         self.directory = ObjectDirectory(self)
         self.task_flow = TaskFlow(self)
@@ -159,6 +161,7 @@ class HeadState:
     def after_batch(self, now: float) -> None:
         """Run once after a batch of messages: place what can be placed (waiting
         placement groups first, so freed resources go to them)."""
+        self.now = now
         if self.dirty:
             self.dirty = False
             self.placements.schedule()

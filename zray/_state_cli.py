@@ -1,0 +1,154 @@
+"""The CLI's state commands: ``zray list``, ``zray get``, ``zray summary``,
+``zray timeline`` (Ray's names), over ``zray.util.state`` and ``zray.timeline``.
+
+``zray.cli`` adds them to its group; they import nothing of it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+address_option = click.option(
+    "--address", envvar="ZRAY_ADDRESS", show_envvar=True,
+    help="HOST:PORT of the head (default: the cluster started on this host).")
+
+LISTS = {"nodes": "list_nodes", "tasks": "list_tasks", "actors": "list_actors",
+         "placement-groups": "list_placement_groups", "objects": "list_objects"}
+
+# the columns of the table format (json and yaml print every field)
+TABLE_COLUMNS = {
+    "nodes": ("node_id", "node_ip", "state", "resources_total", "death_reason"),
+    "placement-groups": ("placement_group_id", "name", "strategy", "state"),
+    "objects": ("object_id", "state", "size_bytes", "inline", "references"),
+}
+
+
+def _call(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _address(address):
+    return address or "auto"
+
+
+def _parse_filters(pairs) -> list:
+    out = []
+    for pair in pairs:
+        for op in ("!=", "="):
+            if op in pair:
+                key, value = pair.split(op, 1)
+                out.append((key.strip(), op, value.strip()))
+                break
+        else:
+            raise click.BadParameter(f"{pair!r}: write KEY=VALUE or KEY!=VALUE",
+                                     param_hint="--filter")
+    return out
+
+
+def _emit(rows, fmt, columns=None):
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=1, default=str))
+    elif fmt == "yaml":
+        try:
+            import yaml
+        except ImportError:
+            raise click.ClickException("--format yaml needs PyYAML (pip install pyyaml)")
+        click.echo(yaml.safe_dump(json.loads(json.dumps(rows, default=str)),
+                                  sort_keys=False))
+    else:
+        if columns and isinstance(rows, list):
+            rows = [{c: r.get(c) for c in columns} for r in rows]
+        click.echo(table(rows) if isinstance(rows, list) else table([rows]))
+
+
+@click.command(name="list")
+@click.argument("what", type=click.Choice(sorted(LISTS)))
+@click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE",
+              help="Keep rows whose KEY equals (=) or differs from (!=) VALUE; repeatable.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True,
+              envvar="ZRAY_LIST_LIMIT", show_envvar=True, help="Most rows to show.")
+@click.option("--detail", is_flag=True, help="Every field, not only the default columns.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "yaml"]),
+              default="table", show_default=True, envvar="ZRAY_LIST_FORMAT",
+              show_envvar=True)
+@address_option
+def list_(what, filters, limit, detail, fmt, address):
+    """List nodes, tasks, actors, objects or placement groups."""
+    from zray.util import state
+    fn = getattr(state, LISTS[what])
+    kwargs = {"detail": detail} if what == "tasks" else {}
+    rows = _call(fn, _address(address), filters=_parse_filters(filters), limit=limit,
+                 **kwargs)
+    _emit([dict(r) for r in rows], fmt, None if detail else TABLE_COLUMNS.get(what))
+
+
+@click.command(name="get")
+@click.argument("what", type=click.Choice(["task", "actor", "node"]))
+@click.argument("id")
+@click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="json",
+              show_default=True)
+@address_option
+def get(what, id, fmt, address):
+    """One task (its latest attempt), actor or node, every field."""
+    from zray.util import state
+    row = _call(getattr(state, f"get_{what}"), id, _address(address))
+    if row is None:
+        raise click.ClickException(f"no {what} with id {id} (ids are hex; `zray list "
+                                   f"{what}s` shows them)")
+    _emit(dict(row), fmt)
+
+
+@click.command()
+@click.argument("what", type=click.Choice(["tasks", "actors", "objects"]))
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "yaml"]),
+              default="table", show_default=True)
+@address_option
+def summary(what, fmt, address):
+    """Counts of tasks (by function), actors (by class) or objects, by state."""
+    from zray.util import state
+    result = _call(getattr(state, f"summarize_{what}"), _address(address))
+    if fmt != "table":
+        _emit(result, fmt)
+        return
+    cluster = result["cluster"]
+    rows = [{"name": name, **{k: v for k, v in entry.items()
+                              if k not in ("state_counts",) and k != "func_or_class_name"
+                              and k != "class_name"},
+             "state_counts": ", ".join(f"{s}: {c}" for s, c in
+                                       sorted(entry["state_counts"].items()))}
+            for name, entry in cluster["summary"].items()]
+    click.echo(table(rows))
+    totals = {k: v for k, v in cluster.items() if k.startswith("total")}
+    click.echo("\n" + ", ".join(f"{k}: {v}" for k, v in totals.items()))
+
+
+@click.command()
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="Write the Chrome trace JSON here (default: timeline-<time>.json).")
+@address_option
+def timeline(output, address):
+    """Task executions as a Chrome trace (open in chrome://tracing or Perfetto)."""
+    import time
+    from zray._timeline import timeline as build
+    output = output or time.strftime("timeline-%Y%m%d-%H%M%S.json")
+    _call(build, output, _address(address))
+    click.echo(f"wrote {output}; open it in chrome://tracing or https://ui.perfetto.dev")
+
+
+def table(rows: list) -> str:
+    if not rows:
+        return "(none)"
+    columns = list(rows[0])
+    cells = [[str(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+COMMANDS = (list_, get, summary, timeline)
