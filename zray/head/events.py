@@ -237,14 +237,3 @@ def _text(value) -> str:
         return "true" if value else "false"
     return str(value)
 
-
-def summarize(rows, key: str = "name", by: str = "state") -> dict:
-    """Counts by ``key`` (function name) then ``by`` (state), as ``ray summary``."""
-    out = {}
-    for row in rows:
-        name = row.get(key) or "?"
-        entry = out.setdefault(name, {"total": 0, by: {}})
-        entry["total"] += 1
-        state = row.get(by)
-        entry[by][state] = entry[by].get(state, 0) + 1
-    return out
