@@ -44,6 +44,18 @@ def test_the_oldest_rows_go_first_and_are_counted():
         (i).to_bytes(16, "big").hex() for i in (2, 3, 4)]
     assert store.dropped == 2
     store.finished((0).to_bytes(16, "big"), 0, True, 9.0)    # dropped: ignored
+    store.submitted(spec(2), b"D", 9.0)       # made again (lineage): now the newest
+    assert store.select()[-1]["task_id"] == (2).to_bytes(16, "big").hex()
+
+
+def test_rows_are_plain_tuples_the_garbage_collector_lets_go():
+    import gc
+    store = TaskEvents(10, monotonic_now=0.0)
+    store.submitted(spec(1), b"D", 0.0)
+    store.scheduled((1).to_bytes(16, "big"), 0, NODE, 0.1)
+    store.finished((1).to_bytes(16, "big"), 0, True, 1.0, run_s=0.5, pid=3)
+    gc.collect()
+    assert not any(gc.is_tracked(t) for t in store.rows.values())
 
 
 def test_a_retry_ends_the_attempt_and_opens_the_next():

@@ -21,6 +21,7 @@ unpickled by the client that asks (``zray.util.state``), never in the head.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 
 from zray.serialization import KIND_ERROR
 
@@ -38,51 +39,57 @@ ACTOR_TASK = "ACTOR_TASK"
 ACTOR_CREATION_TASK = "ACTOR_CREATION_TASK"
 
 
-class TaskAttempt:
-    __slots__ = ("task_id", "attempt", "name", "kind", "job_id", "actor_id", "submitter",
-                 "state", "node_id", "worker_pid", "submitted", "scheduled", "start",
-                 "end", "error", "retried", "events")
+# A row is a tuple of these fields (ids as bytes, times wall-clock seconds):
+# a tuple of plain values is soon untracked by the cyclic garbage collector, so
+# 100,000 kept rows cost its full collections nothing (objects with slots or
+# lists cost about 5 us a task in the head, as each collection scans them).
+FIELDS = ("task_id", "attempt", "name", "kind", "job_id", "actor_id", "submitter",
+          "state", "node_id", "worker_pid", "submitted", "scheduled", "start", "end",
+          "error", "retried")
+(TASK_ID, ATTEMPT, NAME, KIND, JOB_ID, ACTOR_ID, SUBMITTER, STATE, NODE_ID, WORKER_PID,
+ SUBMITTED, SCHEDULED, START, END, ERROR, RETRIED) = range(len(FIELDS))
 
-    def __init__(self, task_id, attempt, name, kind, job_id, actor_id, submitter, when):
-        self.task_id = task_id
-        self.attempt = attempt
-        self.name = name
-        self.kind = kind
-        self.job_id = job_id
-        self.actor_id = actor_id
-        self.submitter = submitter      # the submitting peer's socket identity
-        self.state = PENDING_NODE_ASSIGNMENT
-        self.node_id = None
-        self.worker_pid = None
-        self.submitted = when
-        self.scheduled = None
-        self.start = None
-        self.end = None
-        self.error = None               # pickled exception (bytes) or text (str)
-        self.retried = False
-        self.events = [(PENDING_NODE_ASSIGNMENT, when)]
 
-    def row(self) -> dict:
-        """Ray's field names (``ray.util.state.common.TaskState``); ids as hex."""
-        start, end = self.start, self.end
-        return {
-            "task_id": self.task_id.hex(), "attempt_number": self.attempt,
-            "name": self.name, "func_or_class_name": self.name, "type": self.kind,
-            "state": self.state,
-            "job_id": self.job_id.hex() if self.job_id else None,
-            "actor_id": self.actor_id.hex() if self.actor_id else None,
-            "node_id": self.node_id.hex() if self.node_id else None,
-            "worker_pid": self.worker_pid,
-            "creation_time_ms": _ms(self.submitted),
-            "scheduled_time_ms": _ms(self.scheduled),
-            "start_time_ms": _ms(start), "end_time_ms": _ms(end),
-            "duration_ms": (end - start) * 1e3 if start is not None and end is not None
-            else None,
-            "retried": self.retried,
-            "submitter": _peer(self.submitter),
-            "events": [{"state": s, "time_ms": _ms(t)} for s, t in self.events],
-            "error": self.error,
-        }
+def _new(task_id, attempt, name, kind, job_id, actor_id, submitter, when):
+    return (task_id, attempt, name, kind, job_id, actor_id, submitter,
+            PENDING_NODE_ASSIGNMENT, None, None, when, None, None, None, None, False)
+
+
+def _changed(t, changes):
+    out = list(t)
+    for index, value in changes:
+        out[index] = value
+    return tuple(out)
+
+
+def row_of(t) -> dict:
+    """Ray's field names (``ray.util.state.common.TaskState``); ids as hex."""
+    start, end = t[START], t[END]
+    events = [(PENDING_NODE_ASSIGNMENT, t[SUBMITTED])]
+    if t[SCHEDULED] is not None:
+        events.append((SUBMITTED_TO_WORKER, t[SCHEDULED]))
+    if start is not None:
+        events.append((RUNNING, start))
+    if end is not None:
+        events.append((t[STATE], end))
+    return {
+        "task_id": t[TASK_ID].hex(), "attempt_number": t[ATTEMPT],
+        "name": t[NAME], "func_or_class_name": t[NAME], "type": t[KIND],
+        "state": t[STATE],
+        "job_id": t[JOB_ID].hex() if t[JOB_ID] else None,
+        "actor_id": t[ACTOR_ID].hex() if t[ACTOR_ID] else None,
+        "node_id": t[NODE_ID].hex() if t[NODE_ID] else None,
+        "worker_pid": t[WORKER_PID],
+        "creation_time_ms": _ms(t[SUBMITTED]),
+        "scheduled_time_ms": _ms(t[SCHEDULED]),
+        "start_time_ms": _ms(start), "end_time_ms": _ms(end),
+        "duration_ms": (end - start) * 1e3 if start is not None and end is not None
+        else None,
+        "retried": t[RETRIED],
+        "submitter": _peer(t[SUBMITTER]),
+        "events": [{"state": s, "time_ms": _ms(w)} for s, w in events],
+        "error": t[ERROR],
+    }
 
 
 def error_of(results):
@@ -111,107 +118,95 @@ class TaskEvents:
         self.max_rows = max(1, int(max_rows))
         now = time.monotonic() if monotonic_now is None else monotonic_now
         self.offset = time.time() - now     # monotonic -> wall clock
-        self.rows = {}                      # (task id, attempt) -> TaskAttempt
+        # (task id, attempt) -> row tuple, oldest first: an OrderedDict, as dropping
+        # a plain dict's first key costs a scan past every key dropped before
+        self.rows = OrderedDict()
         self.dropped = 0
 
     def wall(self, now: float) -> float:
         return now + self.offset
 
-    def _get(self, task_id, attempt):
-        return self.rows.get((task_id, attempt))
+    def _add(self, key, row):
+        rows = self.rows
+        if len(rows) >= self.max_rows:
+            rows.popitem(last=False)
+            self.dropped += 1
+        rows[key] = row
 
     def submitted(self, spec, submitter, now, kind=NORMAL_TASK):
         key = (spec.task_id, spec.attempt)
-        rows = self.rows
-        if key in rows:          # resubmitted (lineage rebuild): the same attempt again
-            rows[key] = rows.pop(key)
-            return rows[key]
-        if len(rows) >= self.max_rows:
-            del rows[next(iter(rows))]
-            self.dropped += 1
-        row = rows[key] = TaskAttempt(spec.task_id, spec.attempt, spec.name, kind,
-                                      spec.job_id, spec.actor_id, submitter, now + self.offset)
-        return row
+        if key in self.rows:     # resubmitted (lineage rebuild): the same attempt again
+            self.rows.move_to_end(key)
+            return
+        self._add(key, _new(spec.task_id, spec.attempt, spec.name, kind, spec.job_id,
+                            spec.actor_id, submitter, now + self.offset))
 
     def waiting(self, task_id, attempt, now):
-        row = self._get(task_id, attempt)
-        if row is not None:
-            row.state = PENDING_ARGS_AVAIL
-            row.events.append((PENDING_ARGS_AVAIL, now + self.offset))
+        """It waits for arguments that are not ready yet."""
+        key = (task_id, attempt)
+        t = self.rows.get(key)
+        if t is not None:
+            self.rows[key] = _changed(t, ((STATE, PENDING_ARGS_AVAIL),))
 
     def scheduled(self, task_id, attempt, node_id, now):
-        row = self._get(task_id, attempt)
-        if row is not None:
-            when = now + self.offset
-            row.state, row.node_id, row.scheduled = SUBMITTED_TO_WORKER, node_id, when
-            row.events.append((SUBMITTED_TO_WORKER, when))
+        key = (task_id, attempt)
+        t = self.rows.get(key)
+        if t is not None:
+            self.rows[key] = t[:STATE] + (SUBMITTED_TO_WORKER, node_id) + \
+                t[WORKER_PID:SCHEDULED] + (now + self.offset,) + t[START:]
 
     def finished(self, task_id, attempt, ok, now, run_s=None, node_id=None, pid=None,
                  error=None):
         """The attempt ended: ``ok`` FINISHED, else FAILED with ``error``.  With
         ``run_s`` it also started (``run_s`` before the end)."""
-        row = self._get(task_id, attempt)
-        if row is None:
-            return None
+        key = (task_id, attempt)
+        t = self.rows.get(key)
+        if t is None:
+            return
         end = now + self.offset
-        if run_s is not None:
-            row.start = end - max(0.0, float(run_s))
-            row.events.append((RUNNING, row.start))
-        row.end = end
-        row.state = FINISHED if ok else FAILED
-        row.events.append((row.state, end))
-        if node_id is not None:
-            row.node_id = node_id
-        if pid is not None:
-            row.worker_pid = pid
-        if error is not None:
-            row.error = error
-        return row
+        start = t[START] if run_s is None else end - max(0.0, float(run_s))
+        self.rows[key] = t[:STATE] + (
+            FINISHED if ok else FAILED, t[NODE_ID] if node_id is None else node_id,
+            t[WORKER_PID] if pid is None else pid, t[SUBMITTED], t[SCHEDULED], start, end,
+            t[ERROR] if error is None else error, t[RETRIED])
 
     def ended(self, task_id, attempt, state, now, error=None):
         """Failed or cancelled without a worker's report (node's word, a dependency's
         error, a cancel); a row that already ended keeps its first end."""
-        row = self._get(task_id, attempt)
-        if row is None:
+        key = (task_id, attempt)
+        t = self.rows.get(key)
+        if t is None:
             return
-        if row.end is not None:      # a worker's failure report, then the cancel
+        if t[END] is not None:       # a worker's failure report, then the cancel
             if state == CANCELLED:
-                row.state = CANCELLED
+                self.rows[key] = _changed(t, ((STATE, CANCELLED),))
             return
-        row.end = now + self.offset
-        row.state = state
-        row.events.append((state, row.end))
+        changes = [(STATE, state), (END, now + self.offset)]
         if error is not None:
-            row.error = error
+            changes.append((ERROR, error))
+        self.rows[key] = _changed(t, changes)
 
     def retried(self, task_id, attempt, now, error=None):
         """Attempt ``attempt`` failed and attempt+1 was made (same name and submitter)."""
-        row = self._get(task_id, attempt)
-        if row is None:
+        key = (task_id, attempt)
+        t = self.rows.get(key)
+        if t is None:
             return
-        if row.end is None:
-            row.end = now + self.offset
-            row.state = FAILED
-            row.events.append((FAILED, row.end))
-        if error is not None and row.error is None:
-            row.error = error
-        row.retried = True
-        key = (task_id, attempt + 1)
-        if key not in self.rows:
-            if len(self.rows) >= self.max_rows:
-                del self.rows[next(iter(self.rows))]
-                self.dropped += 1
-            self.rows[key] = TaskAttempt(task_id, attempt + 1, row.name, row.kind,
-                                         row.job_id, row.actor_id, row.submitter,
-                                         now + self.offset)
+        changes = [(RETRIED, True)]
+        if t[END] is None:
+            changes += [(STATE, FAILED), (END, now + self.offset)]
+        if error is not None and t[ERROR] is None:
+            changes.append((ERROR, error))
+        self.rows[key] = _changed(t, changes)
+        if (task_id, attempt + 1) not in self.rows:
+            self._add((task_id, attempt + 1),
+                      _new(task_id, attempt + 1, t[NAME], t[KIND], t[JOB_ID], t[ACTOR_ID],
+                           t[SUBMITTER], now + self.offset))
 
     def select(self, filters=(), limit=None) -> list:
-        """Rows (as dicts) passing every ``(key, op, value)`` filter, newest last."""
-        out = []
-        for attempt in self.rows.values():
-            row = attempt.row()
-            if matches(row, filters):
-                out.append(row)
+        """Rows (as dicts) passing every ``(key, op, value)`` filter, oldest first
+        (with ``limit``: the newest ``limit``)."""
+        out = [row for row in map(row_of, self.rows.values()) if matches(row, filters)]
         if limit is not None and len(out) > limit:
             out = out[-limit:]
         return out

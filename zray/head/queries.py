@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from zray.head.events import matches
+from zray.head.events import END, START, SUBMITTER, matches, row_of
 from zray.head.records import ActorState, NodeState
 from zray.resources import fits
 from zray.serialization import KIND_SHM
@@ -83,17 +83,17 @@ def list_tasks(state, args):
 
 def get_task(state, args):
     """Every attempt of the task whose id (hex) is ``args``."""
-    return [a.row() for (task_id, _), a in state.events.rows.items()
+    return [row_of(t) for (task_id, _), t in state.events.rows.items()
             if task_id.hex() == args]
 
 
 def timeline(state, args):
     """Attempts that ran (a start and an end), for ``zray.timeline``."""
     out = []
-    for attempt in state.events.rows.values():
-        if attempt.start is not None and attempt.end is not None:
-            row = attempt.row()
-            client = state.clients.get(attempt.submitter)
+    for t in state.events.rows.values():
+        if t[START] is not None and t[END] is not None:
+            row = row_of(t)
+            client = state.clients.get(t[SUBMITTER])
             row["submitter_pid"] = client.info.get("pid") if client is not None else None
             row.pop("error", None)
             out.append(row)
