@@ -42,9 +42,9 @@ def build_trace(rows: list) -> list:
 
 
 def _flows(rows, slices) -> list:
-    """Arrows from the slice of the task that submitted a task (the worker whose
-    pid is the row's ``submitter_pid``, running when it was submitted) to the
-    submitted task's slice."""
+    """Arrows from the slice of the task that submitted a task (on the worker
+    whose pid is the row's ``submitter_pid``, running when it was submitted, or
+    the nearest within a second) to the submitted task's slice."""
     by_tid = {}
     for ev in slices:
         by_tid.setdefault(ev["tid"], []).append(ev)
@@ -56,16 +56,30 @@ def _flows(rows, slices) -> list:
         if not pid or created is None or target is None:
             continue
         ts = created * 1e3
-        source = next((ev for ev in by_tid.get(pid, ())
-                       if ev["ts"] <= ts <= ev["ts"] + ev["dur"]), None)
+        source = _nearest(by_tid.get(pid, ()), ts)
         if source is None:
             continue
+        # the head's clock: its view of the submitter's slice may miss the submit
+        # time by the messages' latency, so the arrow starts inside the slice
+        ts = min(max(ts, source["ts"]), source["ts"] + source["dur"])
         flow = len(out) // 2 + 1
         out.append({"name": "submit", "cat": "flow", "ph": "s", "id": flow,
                     "pid": source["pid"], "tid": pid, "ts": ts})
         out.append({"name": "submit", "cat": "flow", "ph": "f", "bp": "e", "id": flow,
                     "pid": target["pid"], "tid": target["tid"], "ts": target["ts"]})
     return out
+
+
+def _nearest(slices, ts, within_us=1e6):
+    """The slice containing ``ts``, else the nearest within ``within_us``."""
+    best, best_gap = None, within_us
+    for ev in slices:
+        gap = max(ev["ts"] - ts, ts - ev["ts"] - ev["dur"], 0.0)
+        if gap <= best_gap:
+            best, best_gap = ev, gap
+            if gap == 0.0:
+                break
+    return best
 
 
 def timeline(filename: str | None = None, address=None):

@@ -16,6 +16,18 @@ from zray.util import state
 pytestmark = pytest.mark.timeout(60)
 
 
+def eventually(produce, ok, timeout=10.0):
+    """``produce()`` once ``ok`` of it holds: a worker's finish report reaches the
+    head with its bookkeeping batch, possibly after the owner got the result."""
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        value = produce()
+        if ok(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="module")
 def two_nodes():
     cluster = Cluster(initialize_head=True, head_node_args={
@@ -51,7 +63,8 @@ def test_timeline_has_one_slice_per_task_on_its_node_and_worker(two_nodes, tmp_p
             for i in range(n)]
     ran = zray.get(refs)
     ids = {r.task_id().hex() for r in refs}
-    trace = zray.timeline()
+    trace = eventually(zray.timeline, lambda t: ids <= {
+        e["args"]["task_id"] for e in t if e["ph"] == "X"})
     slices = {e["args"]["task_id"]: e for e in trace
               if e["ph"] == "X" and e["args"]["task_id"] in ids}
     assert len(slices) == n
@@ -69,7 +82,7 @@ def test_timeline_has_one_slice_per_task_on_its_node_and_worker(two_nodes, tmp_p
 
 def test_nested_task_gets_a_flow_arrow(two_nodes):
     zray.get(parent.options(resources={"head": 0.01}).remote())
-    trace = zray.timeline()
+    trace = eventually(zray.timeline, lambda t: any(e["ph"] == "s" for e in t))
     starts = [e for e in trace if e["ph"] == "s"]
     ends = [e for e in trace if e["ph"] == "f"]
     assert starts and len(starts) == len(ends)
@@ -100,8 +113,13 @@ def test_failed_task_event_carries_traceback_and_filters(two_nodes):
 
 def test_summaries_count_by_function_and_state(two_nodes):
     zray.get([traced.remote(i) for i in range(3)])
-    summary = state.summarize_tasks()["cluster"]
-    traced_row = next(v for k, v in summary["summary"].items() if k.endswith("traced"))
+
+    def traced_row(summary):
+        return next(v for k, v in summary["cluster"]["summary"].items()
+                    if k.endswith("traced"))
+    summary = eventually(state.summarize_tasks, lambda s: traced_row(s)[
+        "state_counts"].get("FINISHED", 0) >= 3)["cluster"]
+    traced_row = traced_row({"cluster": summary})
     assert traced_row["state_counts"]["FINISHED"] >= 3
     assert summary["total_tasks"] >= 3
     nodes = state.list_nodes()

@@ -119,3 +119,15 @@ def test_trace_has_a_slice_per_run_on_node_and_worker_tracks_and_flows():
     s, f = [e for e in trace if e["ph"] in ("s", "f")]
     assert (s["pid"], s["tid"], s["ts"]) == ("n1", 10, 1.01e6)
     assert (f["pid"], f["tid"], f["ts"], f["id"]) == ("n2", 20, 1.02e6, s["id"])
+
+
+def test_a_flow_starts_inside_the_submitters_slice_despite_message_latency():
+    rows = [
+        {"task_id": "aa", "name": "parent", "node_id": "n1", "worker_pid": 10,
+         "start_time_ms": 1000.0, "end_time_ms": 1100.0, "creation_time_ms": 990.0},
+        {"task_id": "bb", "name": "child", "node_id": "n2", "worker_pid": 20,
+         "start_time_ms": 1020.0, "end_time_ms": 1030.0, "creation_time_ms": 998.0,
+         "submitter_pid": 10},
+    ]
+    s, _f = [e for e in build_trace(rows) if e["ph"] in ("s", "f")]
+    assert s["ts"] == 1e6
