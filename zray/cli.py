@@ -99,8 +99,14 @@ def parse_resources(text: str | None) -> dict:
                    "(every TCP socket is CURVE-authenticated), so it answers on loopback "
                    "and on the address it advertises; give one address to listen there "
                    "only.")
+@click.option("--metrics-export-port", type=click.IntRange(min=1, max=65535), default=None,
+              envvar="ZRAY_METRICS_EXPORT_PORT", show_envvar=True,
+              help="With --head: serve the cluster's and applications' metrics in "
+                   "Prometheus' text format at http://127.0.0.1:PORT/metrics "
+                   "(ZRAY_METRICS_EXPORT_HOST widens the interface).")
 def start(head, address, port, node_ip_address, num_cpus, num_gpus, resources,
-          object_store_memory, spill_dir, temp_dir, block, key_file, insecure, bind_address):
+          object_store_memory, spill_dir, temp_dir, block, key_file, insecure, bind_address,
+          metrics_export_port):
     """Start a head, or a node that joins one."""
     if head == bool(address):
         fail("give exactly one of --head (start a new cluster) or --address HOST:PORT "
@@ -109,7 +115,8 @@ def start(head, address, port, node_ip_address, num_cpus, num_gpus, resources,
     config = Config.from_env(temp_dir=temp_dir, insecure=insecure or None,
                              cluster_key_file=os.path.abspath(key_file) if key_file else None,
                              object_spilling_directory=os.path.abspath(spill_dir)
-                             if spill_dir else None)
+                             if spill_dir else None,
+                             metrics_export_port=metrics_export_port)
     if config.insecure:
         click.echo("WARNING: --insecure: this cluster's sockets accept anyone who can reach "
                    "them, unencrypted, and run what they send. Use it only on a trusted "

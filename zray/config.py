@@ -27,6 +27,12 @@ class Config:
     #: failed, retried, cancelled) the head keeps for the state API, the
     #: timeline and ``zray summary``; the oldest go first and are counted.
     task_events_max: int = 100_000
+    #: A port on which the head serves its metrics in Prometheus' text format
+    #: (``zray start --head --metrics-export-port``, ``init(_metrics_export_port=)``);
+    #: 0: not served.
+    metrics_export_port: int = 0
+    #: The interface the metrics endpoint listens on (loopback unless widened).
+    metrics_export_host: str = "127.0.0.1"
     #: Seconds a driver or node manager goes without hearing from the head
     #: (it answers every heartbeat) before it presumes the head dead: a
     #: driver's blocked and new calls then raise an error naming the head, and

@@ -150,3 +150,4 @@ def test_cli_list_get_summary_timeline(two_nodes, tmp_path):
     out = tmp_path / "t.json"
     cli("timeline", "--output", str(out))
     assert any(e["ph"] == "X" for e in json.loads(out.read_text()))
+

@@ -168,7 +168,20 @@ def get_placement_group(state, args):
     return group.pg_id, group.bundles
 
 
+def record_metrics(state, args):
+    """User metrics' records (``zray.util.metrics``), sent with no reply wanted."""
+    state.user_metrics.record(args)
+
+
+def metrics(state, args):
+    """The Prometheus exposition text (what the metrics endpoint serves)."""
+    from zray.head.metrics import render
+    return render(state)
+
+
 QUERIES = {
+    "record_metrics": record_metrics,
+    "metrics": metrics,
     "demands": demands,
     "placement_group_table": placement_group_table,
     "list_placement_groups": list_placement_groups,

@@ -38,6 +38,7 @@ from zray.head.scheduling import Scheduler
 from zray.head.tasks import TaskFlow
 from zray.outbox import Outbox
 from zray.head.events import TaskEvents
+from zray.head.metrics import UserMetrics
 from zray.protocol import Msg, REJOIN
 from zray.resources import fits
 from zray.serialization import KIND_ERROR
@@ -59,6 +60,7 @@ class HeadState:
         self.started_at = now
         self.queries = QUERIES
         self.events = TaskEvents(config.task_events_max, now)
+        self.user_metrics = UserMetrics()
         self.membership = Membership(self)
         self.directory = ObjectDirectory(self)
         self.task_flow = TaskFlow(self)
@@ -193,7 +195,8 @@ class HeadState:
                 except Exception as exc:
                     log.exception("query %s failed", name)
                     reply = (request_id, False, f"query {name} failed: {exc!r}")
-            self.out.send(key, Msg.QUERY_REPLY, reply)
+            if request_id >= 0:          # a negative id asks for no reply
+                self.out.send(key, Msg.QUERY_REPLY, reply)
 
     # --- checks ----------------------------------------------------------------------
 
