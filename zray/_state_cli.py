@@ -140,6 +140,59 @@ def timeline(output, address):
     click.echo(f"wrote {output}; open it in chrome://tracing or https://ui.perfetto.dev")
 
 
+@click.command()
+@click.option("--node-id", default=None, help="Only this node's workers (hex id).")
+@click.option("--actor-id", default=None, help="Only this actor's worker.")
+@click.option("--task-id", default=None, help="Only this task's worker, while it ran.")
+@click.option("--pid", type=int, default=None, help="Only this worker process.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new output (Ctrl-C ends).")
+@click.option("--tail", type=int, default=1000, show_default=True,
+              help="Print the last N chunks of output first (-1: all kept).")
+@address_option
+def logs(node_id, actor_id, task_id, pid, follow, tail, address):
+    """Workers' output (what tasks and actors printed), kept at the head, from
+    any node; it also went to the drivers of their jobs."""
+    from zray.util import state
+    address = _address(address)
+    if sum(x is not None for x in (actor_id, task_id, pid)) > 1:
+        raise click.UsageError("give at most one of --actor-id, --task-id, --pid")
+    args = {"node_id": node_id, "pid": pid, "tail": None if tail < 0 else tail}
+    if actor_id is not None:
+        actor = _call(state.get_actor, actor_id, address)
+        if actor is None or not actor.get("pid"):
+            raise click.ClickException(f"no actor {actor_id} with a worker (`zray list "
+                                       "actors` shows them)")
+        args.update(pid=actor["pid"], node_id=actor.get("node_id"))
+    elif task_id is not None:
+        task = _call(state.get_task, task_id, address)
+        if task is None or not task.get("worker_pid"):
+            raise click.ClickException(f"no task {task_id} that ran on a worker the head "
+                                       "knows of (`zray list tasks` shows them)")
+        slack = 1.0       # the head's clock: the task's times are its view of them
+        args.update(pid=task["worker_pid"], node_id=task["node_id"],
+                    start=(task["start_time_ms"] or 0) / 1e3 - slack,
+                    end=None if task["end_time_ms"] is None
+                    else task["end_time_ms"] / 1e3 + slack)
+    ask = state._asker(address)
+    prefix = args["pid"] is None
+    reply = _call(ask, "logs", args)
+    _print_chunks(reply["chunks"], prefix)
+    while follow:
+        import time
+        time.sleep(0.5)
+        reply = _call(ask, "logs", dict(args, since=reply["next"], tail=None))
+        _print_chunks(reply["chunks"], prefix)
+
+
+def _print_chunks(chunks, prefix) -> None:
+    for _seq, _when, node, pid, stream, text in chunks:
+        err = stream == "stderr"
+        if prefix:
+            text = "".join(f"(pid={pid}, node={(node or '?')[:8]}) {line}"
+                           for line in text.splitlines(True))
+        click.echo(text, nl=not text.endswith("\n"), err=err)
+
+
 def table(rows: list) -> str:
     if not rows:
         return "(none)"
@@ -151,4 +204,4 @@ def table(rows: list) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-COMMANDS = (list_, get, summary, timeline)
+COMMANDS = (list_, get, summary, timeline, logs)

@@ -17,7 +17,7 @@ import json
 
 
 def build_trace(rows: list) -> list:
-    """Chrome trace events from task rows (``zray.head.events.TaskAttempt.row``)."""
+    """Chrome trace events from task rows (``zray.head.events.row_of``)."""
     events, nodes, threads = [], {}, set()
     for row in rows:
         start, end = row.get("start_time_ms"), row.get("end_time_ms")

@@ -31,6 +31,9 @@ class Config:
     #: (``zray start --head --metrics-export-port``, ``init(_metrics_export_port=)``);
     #: 0: not served.
     metrics_export_port: int = 0
+    #: Chunks of worker output (each a print's worth) the head keeps for
+    #: ``zray logs``; the oldest go first.
+    log_buffer_chunks: int = 20_000
     #: The interface the metrics endpoint listens on (loopback unless widened).
     metrics_export_host: str = "127.0.0.1"
     #: Seconds a driver or node manager goes without hearing from the head

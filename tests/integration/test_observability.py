@@ -151,3 +151,30 @@ def test_cli_list_get_summary_timeline(two_nodes, tmp_path):
     cli("timeline", "--output", str(out))
     assert any(e["ph"] == "X" for e in json.loads(out.read_text()))
 
+
+
+@zray.remote
+def chatty(marker):
+    print(f"hello {marker}")
+    return os.getpid()
+
+
+def test_cli_logs_reads_a_workers_output_by_task_and_pid(two_nodes):
+    cluster, _ = two_nodes
+    ref = chatty.options(resources={"nodeB": 0.01}).remote("obs-marker-1")
+    pid = zray.get(ref)
+    env = dict(os.environ, ZRAY_ADDRESS=cluster.address)
+
+    def logs(*args):
+        done = subprocess.run([sys.executable, "-m", "zray", "logs", *args], env=env,
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    task_id = ref.task_id().hex()
+    assert "hello obs-marker-1" in eventually(
+        lambda: logs("--task-id", task_id), lambda out: "obs-marker-1" in out)
+    assert "hello obs-marker-1" in logs("--pid", str(pid), "--tail", "5")
+    everyone = logs()
+    assert f"(pid={pid}, node=" in everyone and "hello obs-marker-1" in everyone
+    assert "obs-marker-1" not in logs("--pid", "1")

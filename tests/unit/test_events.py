@@ -21,13 +21,26 @@ def spec(i, name="f", attempt=0):
     return s
 
 
+class FakeTask:
+    """What the store reads of the head's Task record."""
+
+    def __init__(self, i, created=0.0, state="PENDING_NODE_ASSIGNMENT"):
+        self.spec = spec(i)
+        self.owner = b"Dx"
+        self.created = created
+        self.node_id = None
+        self.state = type("S", (), {"value": state})()
+
+
 def test_a_task_goes_from_submitted_to_finished_with_its_run_time():
     store = TaskEvents(10, monotonic_now=100.0)
-    store.submitted(spec(1), b"Dx", 100.0)
-    store.scheduled((1).to_bytes(16, "big"), 0, NODE, 100.5)
+    task = FakeTask(1, created=100.0)
+    assert store.select() == []
+    assert [r["state"] for r in store.select(tasks={1: task})] == ["PENDING_NODE_ASSIGNMENT"]
+    store.scheduled(task, NODE, 100.5)
     store.finished((1).to_bytes(16, "big"), 0, True, 102.0, run_s=0.25, node_id=NODE,
                    pid=4321)
-    (row,) = store.select()
+    (row,) = store.select(tasks={1: task})      # its row now, not the live record
     assert row["state"] == "FINISHED" and row["worker_pid"] == 4321
     assert row["node_id"] == NODE.hex() and row["name"] == "f"
     assert row["duration_ms"] == pytest.approx(250.0)
@@ -38,32 +51,36 @@ def test_a_task_goes_from_submitted_to_finished_with_its_run_time():
 
 def test_the_oldest_rows_go_first_and_are_counted():
     store = TaskEvents(3, monotonic_now=0.0)
-    for i in range(5):
-        store.submitted(spec(i), b"D", float(i))
+    tasks = [FakeTask(i, created=float(i)) for i in range(5)]
+    for task in tasks:
+        store.scheduled(task, NODE, task.created)
     assert [r["task_id"] for r in store.select()] == [
         (i).to_bytes(16, "big").hex() for i in (2, 3, 4)]
     assert store.dropped == 2
     store.finished((0).to_bytes(16, "big"), 0, True, 9.0)    # dropped: ignored
-    store.submitted(spec(2), b"D", 9.0)       # made again (lineage): now the newest
-    assert store.select()[-1]["task_id"] == (2).to_bytes(16, "big").hex()
+    store.scheduled(tasks[2], NODE, 9.0)          # scheduled again: updated in place
+    assert store.select()[0]["scheduled_time_ms"] == pytest.approx(store.wall(9.0) * 1e3)
 
 
 def test_rows_are_plain_tuples_the_garbage_collector_lets_go():
     import gc
     store = TaskEvents(10, monotonic_now=0.0)
-    store.submitted(spec(1), b"D", 0.0)
-    store.scheduled((1).to_bytes(16, "big"), 0, NODE, 0.1)
+    task = FakeTask(1)
+    store.scheduled(task, NODE, 0.1)
     store.finished((1).to_bytes(16, "big"), 0, True, 1.0, run_s=0.5, pid=3)
     gc.collect()
     assert not any(gc.is_tracked(t) for t in store.rows.values())
 
 
-def test_a_retry_ends_the_attempt_and_opens_the_next():
+def test_a_retry_ends_the_attempt_and_the_next_one_gets_its_own_row():
     store = TaskEvents(10, monotonic_now=0.0)
-    tid = (7).to_bytes(16, "big")
-    store.submitted(spec(7), b"D", 0.0)
+    task = FakeTask(7)
+    tid = task.spec.task_id
+    store.scheduled(task, NODE, 0.5)
     store.finished(tid, 0, False, 1.0, run_s=0.5, error=b"blob")
-    store.retried(tid, 0, 1.0)
+    store.retried(task, 1.0)
+    task.spec.attempt = 1
+    store.scheduled(task, NODE, 1.5)
     store.finished(tid, 1, True, 2.0, run_s=0.1)
     first, second = store.select()
     assert (first["attempt_number"], first["state"], first["retried"]) == (0, "FAILED", True)
@@ -73,12 +90,22 @@ def test_a_retry_ends_the_attempt_and_opens_the_next():
 
 def test_a_cancel_after_the_workers_failure_report_says_cancelled():
     store = TaskEvents(10, monotonic_now=0.0)
-    tid = (8).to_bytes(16, "big")
-    store.submitted(spec(8), b"D", 0.0)
-    store.finished(tid, 0, False, 1.0, run_s=0.5)
-    store.ended(tid, 0, "CANCELLED", 1.1)
+    task = FakeTask(8)
+    store.scheduled(task, NODE, 0.5)
+    store.finished(task.spec.task_id, 0, False, 1.0, run_s=0.5)
+    store.ended(task, "CANCELLED", 1.1)
     assert store.select()[0]["state"] == "CANCELLED"
     assert store.select()[0]["end_time_ms"] == pytest.approx(store.wall(1.0) * 1e3)
+
+
+def test_a_task_that_ends_before_it_is_scheduled_gets_a_row():
+    store = TaskEvents(10, monotonic_now=0.0)
+    task = FakeTask(9, state="WAITING_FOR_DEPENDENCIES")
+    assert store.select(tasks={9: task})[0]["state"] == "PENDING_ARGS_AVAIL"
+    store.ended(task, "FAILED", 2.0, error=b"dep failed")
+    (row,) = store.select()
+    assert (row["state"], row["error"], row["start_time_ms"]) == ("FAILED", b"dep failed",
+                                                                  None)
 
 
 def test_filters_compare_as_text_and_refuse_other_predicates():
@@ -131,3 +158,16 @@ def test_a_flow_starts_inside_the_submitters_slice_despite_message_latency():
     ]
     s, _f = [e for e in build_trace(rows) if e["ph"] in ("s", "f")]
     assert s["ts"] == 1e6
+
+
+def test_log_buffer_keeps_the_last_chunks_and_filters():
+    from zray.head.logs import LogBuffer
+    buf = LogBuffer(3)
+    for i in range(4):
+        buf.add(NODE if i % 2 else None, 10 + i % 2, "stdout", f"line {i}\n", when=float(i))
+    chunks, nxt = buf.read()
+    assert [c[-1] for c in chunks] == ["line 1\n", "line 2\n", "line 3\n"] and nxt == 4
+    assert [c[-1] for c in buf.read(pid=11)[0]] == ["line 1\n", "line 3\n"]
+    assert [c[-1] for c in buf.read(node_id=NODE.hex(), tail=1)[0]] == ["line 3\n"]
+    assert [c[-1] for c in buf.read(since_seq=3)[0]] == ["line 3\n"]
+    assert [c[-1] for c in buf.read(start=1.5, end=2.5)[0]] == ["line 2\n"]

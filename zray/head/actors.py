@@ -157,8 +157,7 @@ class ActorTable:
         actor = self.actors.get(spec.actor_id)
         task.move(TaskState.ASSIGNED)
         if actor is not None and actor.node_id is not None:
-            self.head.events.scheduled(spec.task_id, spec.attempt, actor.node_id,
-                                       self.head.now)
+            self.head.events.scheduled(task, actor.node_id, self.head.now)
         self.directory.pin_task_args(task)
         if spec.task_id in self.early_items:    # a generator's items from the actor
             self.generator_items.apply_early_items(task)

@@ -1,8 +1,11 @@
 """The head's bounded history of task events (socket-free; unit-tested).
 
-One ``TaskAttempt`` row per (task id, attempt), as Ray's task events are kept
-per attempt: its state, the times it was submitted, scheduled, started and
-ended, its node and worker pid, and an error blob when it failed.  At most
+One row per (task id, attempt), as Ray's task events are kept per attempt:
+its state, the times it was submitted, scheduled, started and ended, its node
+and worker pid, and an error blob when it failed.  A row is made when its
+attempt is first scheduled (or ends before that): until then the head's live
+task record answers for it (``pending``), which spares the hot path a row
+per task.  At most
 ``Config.task_events_max`` rows are kept; the oldest go first and are counted
 (``dropped``), as Ray's GCS does with ``task_events_max_num_task_in_gcs``.
 
@@ -34,6 +37,10 @@ FINISHED = "FINISHED"
 FAILED = "FAILED"
 CANCELLED = "CANCELLED"   # zray's own (Ray reports FAILED with a TaskCancelledError)
 
+# the head's TaskState values of a task not scheduled yet -> Ray's state
+_WAITING_STATES = {"WAITING_FOR_DEPENDENCIES": PENDING_ARGS_AVAIL,
+                   "PENDING_NODE_ASSIGNMENT": PENDING_NODE_ASSIGNMENT}
+
 NORMAL_TASK = "NORMAL_TASK"
 ACTOR_TASK = "ACTOR_TASK"
 ACTOR_CREATION_TASK = "ACTOR_CREATION_TASK"
@@ -48,11 +55,6 @@ FIELDS = ("task_id", "attempt", "name", "kind", "job_id", "actor_id", "submitter
           "error", "retried")
 (TASK_ID, ATTEMPT, NAME, KIND, JOB_ID, ACTOR_ID, SUBMITTER, STATE, NODE_ID, WORKER_PID,
  SUBMITTED, SCHEDULED, START, END, ERROR, RETRIED) = range(len(FIELDS))
-
-
-def _new(task_id, attempt, name, kind, job_id, actor_id, submitter, when):
-    return (task_id, attempt, name, kind, job_id, actor_id, submitter,
-            PENDING_NODE_ASSIGNMENT, None, None, when, None, None, None, None, False)
 
 
 def _changed(t, changes):
@@ -92,6 +94,12 @@ def row_of(t) -> dict:
     }
 
 
+def kind_of(spec) -> str:
+    if spec.actor_id is not None:
+        return ACTOR_TASK
+    return ACTOR_CREATION_TASK if spec.actor_options is not None else NORMAL_TASK
+
+
 def error_of(results):
     """A failed task's pickled error (its first error result), for its event."""
     for _object_id, kind, data, _size, _contained in results:
@@ -118,8 +126,10 @@ class TaskEvents:
         self.max_rows = max(1, int(max_rows))
         now = time.monotonic() if monotonic_now is None else monotonic_now
         self.offset = time.time() - now     # monotonic -> wall clock
-        # (task id, attempt) -> row tuple, oldest first: an OrderedDict, as dropping
-        # a plain dict's first key costs a scan past every key dropped before
+        # task id + attempt (8 bytes) -> row tuple, oldest first: an OrderedDict, as
+        # dropping a plain dict's first key costs a scan past every key dropped
+        # before; keys are bytes and rows change by one new tuple each, as every
+        # tracked allocation brings the next garbage collection nearer
         self.rows = OrderedDict()
         self.dropped = 0
 
@@ -133,51 +143,52 @@ class TaskEvents:
             self.dropped += 1
         rows[key] = row
 
-    def submitted(self, spec, submitter, now, kind=NORMAL_TASK):
-        key = (spec.task_id, spec.attempt)
-        if key in self.rows:     # resubmitted (lineage rebuild): the same attempt again
-            self.rows.move_to_end(key)
-            return
-        self._add(key, _new(spec.task_id, spec.attempt, spec.name, kind, spec.job_id,
-                            spec.actor_id, submitter, now + self.offset))
+    def _make(self, task, state, node_id, scheduled):
+        """A new row for ``task`` (a head Task record): made when it is first
+        scheduled (or ends before that), not when submitted, to spare the hot
+        path one row per task; until then list_tasks reads the live record."""
+        spec = task.spec
+        self._add(spec.task_id + spec.attempt.to_bytes(8, "big"), (
+            spec.task_id, spec.attempt, spec.name, kind_of(spec), spec.job_id,
+            spec.actor_id, task.owner, state, node_id, None, task.created + self.offset,
+            scheduled, None, None, None, False))
 
-    def waiting(self, task_id, attempt, now):
-        """It waits for arguments that are not ready yet."""
-        key = (task_id, attempt)
+    def scheduled(self, task, node_id, now):
+        spec = task.spec
+        key = spec.task_id + spec.attempt.to_bytes(8, "big")
         t = self.rows.get(key)
-        if t is not None:
-            self.rows[key] = _changed(t, ((STATE, PENDING_ARGS_AVAIL),))
-
-    def scheduled(self, task_id, attempt, node_id, now):
-        key = (task_id, attempt)
-        t = self.rows.get(key)
-        if t is not None:
-            self.rows[key] = t[:STATE] + (SUBMITTED_TO_WORKER, node_id) + \
-                t[WORKER_PID:SCHEDULED] + (now + self.offset,) + t[START:]
+        if t is None:
+            self._make(task, SUBMITTED_TO_WORKER, node_id, now + self.offset)
+        else:        # one new tuple (each allocation brings the next GC nearer)
+            self.rows[key] = (t[0], t[1], t[2], t[3], t[4], t[5], t[6], SUBMITTED_TO_WORKER,
+                              node_id, t[9], t[10], now + self.offset, t[12], t[13], t[14],
+                              t[15])
 
     def finished(self, task_id, attempt, ok, now, run_s=None, node_id=None, pid=None,
                  error=None):
         """The attempt ended: ``ok`` FINISHED, else FAILED with ``error``.  With
         ``run_s`` it also started (``run_s`` before the end)."""
-        key = (task_id, attempt)
+        key = task_id + attempt.to_bytes(8, "big")
         t = self.rows.get(key)
         if t is None:
             return
         end = now + self.offset
         start = t[START] if run_s is None else end - max(0.0, float(run_s))
-        self.rows[key] = t[:STATE] + (
-            FINISHED if ok else FAILED, t[NODE_ID] if node_id is None else node_id,
-            t[WORKER_PID] if pid is None else pid, t[SUBMITTED], t[SCHEDULED], start, end,
-            t[ERROR] if error is None else error, t[RETRIED])
+        self.rows[key] = (t[0], t[1], t[2], t[3], t[4], t[5], t[6],
+                          FINISHED if ok else FAILED, t[8] if node_id is None else node_id,
+                          t[9] if pid is None else pid, t[10], t[11], start, end,
+                          t[14] if error is None else error, t[15])
 
-    def ended(self, task_id, attempt, state, now, error=None):
+    def ended(self, task, state, now, error=None):
         """Failed or cancelled without a worker's report (node's word, a dependency's
         error, a cancel); a row that already ended keeps its first end."""
-        key = (task_id, attempt)
+        spec = task.spec
+        key = spec.task_id + spec.attempt.to_bytes(8, "big")
         t = self.rows.get(key)
         if t is None:
-            return
-        if t[END] is not None:       # a worker's failure report, then the cancel
+            self._make(task, state, task.node_id, None)
+            t = self.rows[key]
+        elif t[END] is not None:       # a worker's failure report, then the cancel
             if state == CANCELLED:
                 self.rows[key] = _changed(t, ((STATE, CANCELLED),))
             return
@@ -186,27 +197,48 @@ class TaskEvents:
             changes.append((ERROR, error))
         self.rows[key] = _changed(t, changes)
 
-    def retried(self, task_id, attempt, now, error=None):
-        """Attempt ``attempt`` failed and attempt+1 was made (same name and submitter)."""
-        key = (task_id, attempt)
+    def retried(self, task, now):
+        """The task's current attempt failed and will run again as the next one
+        (whose row is made when it is scheduled)."""
+        spec = task.spec
+        key = spec.task_id + spec.attempt.to_bytes(8, "big")
         t = self.rows.get(key)
         if t is None:
-            return
+            self._make(task, FAILED, task.node_id, None)
+            t = self.rows[key]
         changes = [(RETRIED, True)]
         if t[END] is None:
             changes += [(STATE, FAILED), (END, now + self.offset)]
-        if error is not None and t[ERROR] is None:
-            changes.append((ERROR, error))
         self.rows[key] = _changed(t, changes)
-        if (task_id, attempt + 1) not in self.rows:
-            self._add((task_id, attempt + 1),
-                      _new(task_id, attempt + 1, t[NAME], t[KIND], t[JOB_ID], t[ACTOR_ID],
-                           t[SUBMITTER], now + self.offset))
 
-    def select(self, filters=(), limit=None) -> list:
+    def has(self, task_id, attempt) -> bool:
+        return task_id + attempt.to_bytes(8, "big") in self.rows
+
+    def live_row(self, task, state) -> dict:
+        """The row of a task not scheduled yet (from its head record)."""
+        spec = task.spec
+        return row_of((spec.task_id, spec.attempt, spec.name, kind_of(spec), spec.job_id,
+                       spec.actor_id, task.owner, state, None, None,
+                       task.created + self.offset, None, None, None, None, False))
+
+    def pending(self, tasks) -> list:
+        """Rows of the head's live task records (``tasks``: id -> Task) that wait
+        for arguments or a node and have no row yet."""
+        out = []
+        for task in tasks.values():
+            state = _WAITING_STATES.get(task.state.value)
+            if state is not None and not self.has(task.spec.task_id, task.spec.attempt):
+                out.append(self.live_row(task, state))
+        return out
+
+    def select(self, filters=(), limit=None, tasks=None) -> list:
         """Rows (as dicts) passing every ``(key, op, value)`` filter, oldest first
-        (with ``limit``: the newest ``limit``)."""
-        out = [row for row in map(row_of, self.rows.values()) if matches(row, filters)]
+        (with ``limit``: the newest ``limit``); with ``tasks`` (the head's live
+        records), those not scheduled yet come last."""
+        rows = list(map(row_of, self.rows.values()))
+        if tasks is not None:
+            rows += self.pending(tasks)
+        out = [row for row in rows if matches(row, filters)]
         if limit is not None and len(out) > limit:
             out = out[-limit:]
         return out

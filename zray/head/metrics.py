@@ -132,7 +132,10 @@ def cluster_lines(head) -> list:
     task_states = {}
     for row in head.events.rows.values():
         task_states[row[STATE]] = task_states.get(row[STATE], 0) + 1
-    _family(out, "zray_tasks", GAUGE, "Task attempts in the head's event history, by state.",
+    for row in head.events.pending(head.tasks):
+        task_states[row["state"]] = task_states.get(row["state"], 0) + 1
+    _family(out, "zray_tasks", GAUGE, "Task attempts in the head's event history (and "
+            "tasks waiting to be scheduled), by state.",
             [((("State", s),), n) for s, n in sorted(task_states.items())])
     _family(out, "zray_task_events_dropped_total", COUNTER,
             "Task attempts dropped from the event history (task_events_max).",

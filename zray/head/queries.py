@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from zray.head.events import END, START, SUBMITTER, matches, row_of
+from zray.head.events import END, START, SUBMITTER, TASK_ID, matches, row_of
 from zray.head.records import ActorState, NodeState
 from zray.resources import fits
 from zray.serialization import KIND_SHM
@@ -76,15 +76,18 @@ def _select(rows, args):
 
 def list_tasks(state, args):
     """Task attempts from the event history (finished ones too), oldest first."""
-    rows = state.events.select()
+    rows = state.events.select(tasks=state.tasks)
     selected = _select(rows, args)
     return {"rows": selected, "total": len(rows), "dropped": state.events.dropped}
 
 
 def get_task(state, args):
     """Every attempt of the task whose id (hex) is ``args``."""
-    return [row_of(t) for (task_id, _), t in state.events.rows.items()
-            if task_id.hex() == args]
+    rows = [row_of(t) for t in state.events.rows.values() if t[TASK_ID].hex() == args]
+    task = next((t for t in state.tasks.values() if t.spec.task_id.hex() == args), None)
+    if task is not None:
+        rows += state.events.pending({task.spec.task_id: task})
+    return rows
 
 
 def timeline(state, args):
@@ -168,6 +171,16 @@ def get_placement_group(state, args):
     return group.pg_id, group.bundles
 
 
+def logs(state, args):
+    """Worker output kept at the head: args ``node_id`` (hex), ``pid``, ``since``
+    (a sequence number), ``tail``, ``start``/``end`` (wall seconds)."""
+    args = args or {}
+    chunks, next_seq = state.logs.read(args.get("node_id"), args.get("pid"),
+                                       args.get("since", 0), args.get("tail"),
+                                       args.get("start"), args.get("end"))
+    return {"chunks": chunks, "next": next_seq}
+
+
 def record_metrics(state, args):
     """User metrics' records (``zray.util.metrics``), sent with no reply wanted."""
     state.user_metrics.record(args)
@@ -181,6 +194,7 @@ def metrics(state, args):
 
 QUERIES = {
     "record_metrics": record_metrics,
+    "logs": logs,
     "metrics": metrics,
     "demands": demands,
     "placement_group_table": placement_group_table,

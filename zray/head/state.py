@@ -38,6 +38,7 @@ from zray.head.scheduling import Scheduler
 from zray.head.tasks import TaskFlow
 from zray.outbox import Outbox
 from zray.head.events import TaskEvents
+from zray.head.logs import LogBuffer
 from zray.head.metrics import UserMetrics
 from zray.protocol import Msg, REJOIN
 from zray.resources import fits
@@ -61,6 +62,7 @@ class HeadState:
         self.queries = QUERIES
         self.events = TaskEvents(config.task_events_max, now)
         self.user_metrics = UserMetrics()
+        self.logs = LogBuffer(config.log_buffer_chunks)
         self.membership = Membership(self)
         self.directory = ObjectDirectory(self)
         self.task_flow = TaskFlow(self)

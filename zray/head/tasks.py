@@ -12,7 +12,7 @@ import heapq
 import logging
 
 from zray import exceptions as zerr
-from zray.head.events import ACTOR_CREATION_TASK, ACTOR_TASK, NORMAL_TASK, error_of
+from zray.head.events import error_of
 from zray.head.records import (
     ActorState, EarlyBlocked, EarlyGranted, ObjectState, Task, TaskState,
 )
@@ -83,10 +83,7 @@ class TaskFlow:
         placeholders for arguments not heard of yet."""
         key = client.key
         task = self.add(Task(spec, key))
-        self.events.submitted(spec, key, self.head.now,
-                              ACTOR_TASK if spec.actor_id is not None else
-                              ACTOR_CREATION_TASK if spec.actor_options is not None
-                              else NORMAL_TASK)
+        task.created = self.head.now       # its event row is made when it is scheduled
         for object_id in spec.return_ids():
             obj = self.directory.claim(object_id)
             obj.holders[key] = obj.holders.get(key, 0) + 1
@@ -107,8 +104,6 @@ class TaskFlow:
                 if dep.lost:
                     self.directory.rebuild(dep)
         task.waiting_on = waiting
-        if waiting:
-            self.events.waiting(task.spec.task_id, task.spec.attempt, self.head.now)
         if waiting == 0:
             self.deps_ready(task)
 
@@ -183,7 +178,7 @@ class TaskFlow:
 
     def _retry(self, task, due=None):
         """Back to PENDING; into the scheduler's queue now, or at ``due``."""
-        self.events.retried(task.spec.task_id, task.spec.attempt, self.head.now)
+        self.events.retried(task, self.head.now)
         task.spec.attempt += 1
         task.node_id = None
         task.move(TaskState.PENDING)
@@ -233,8 +228,7 @@ class TaskFlow:
 
     def _finish_with_error_blob(self, task, blob, state):
         task.move(state)
-        self.events.ended(task.spec.task_id, task.spec.attempt, state.value,
-                          self.head.now, blob)
+        self.events.ended(task, state.value, self.head.now, blob)
         if task.spec.is_generator and self.generator_items.generator_failed(task, blob):
             self.task_done(task)
             return
