@@ -147,6 +147,10 @@ def test_cli_list_get_summary_timeline(two_nodes, tmp_path):
     assert all(r["state"] == "FAILED" for r in rows)
     assert "broken on purpose" in cli("get", "task", ref.task_id().hex())
     assert "FAILED" in cli("summary", "tasks")
+    assert "node_id:" in cli("list", "nodes", "--format", "yaml")
+    table = cli("list", "tasks", "--filter", "state!=FAILED", "--limit", "3")
+    assert table.splitlines()[0].split()[:3] == ["TASK_ID", "ATTEMPT_NUMBER", "NAME"]
+    assert "FAILED" not in table
     out = tmp_path / "t.json"
     cli("timeline", "--output", str(out))
     assert any(e["ph"] == "X" for e in json.loads(out.read_text()))
