@@ -34,6 +34,7 @@ _API = {
     "put": "zray.api",
     "remote": "zray.api",
     "shutdown": "zray.api",
+    "timeline": "zray._timeline",
     "wait": "zray.api",
 }
 #: Subpackages reachable as attributes after a bare ``import zray``, as in Ray.

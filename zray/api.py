@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import inspect
 import os
 import json
@@ -47,7 +48,8 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
     """Connect this process to a cluster, starting a local one when no address is given."""
     global _atexit_registered
     ignored = set(kwargs) - {"dashboard_host", "dashboard_port", "_temp_dir",
-                             "local_mode", "_node_ip_address", "job_config"}
+                             "local_mode", "_node_ip_address", "job_config",
+                             "_metrics_export_port"}
     if ignored:
         raise TypeError(f"init() got unexpected keyword argument(s) {sorted(ignored)}")
     job_env = _job_runtime_env(runtime_env)
@@ -61,6 +63,9 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
                                "or by calling 'zray.shutdown()' prior to 'zray.init()'.")
         config = Config.from_system_config(_system_config,
                                            temp_dir=kwargs.get("_temp_dir") or None)
+        if kwargs.get("_metrics_export_port"):     # served by the head this starts
+            config = dataclasses.replace(
+                config, metrics_export_port=int(kwargs["_metrics_export_port"]))
         address = address or os.environ.get("ZRAY_ADDRESS") or os.environ.get("RAY_ADDRESS")
         if address:
             if num_cpus is not None or num_gpus is not None or resources:

@@ -23,6 +23,7 @@ import time
 import click
 
 from zray import _launch
+from zray import _state_cli as state_cli
 from zray.config import Config
 from zray.exceptions import RaySystemError
 
@@ -98,8 +99,14 @@ def parse_resources(text: str | None) -> dict:
                    "(every TCP socket is CURVE-authenticated), so it answers on loopback "
                    "and on the address it advertises; give one address to listen there "
                    "only.")
+@click.option("--metrics-export-port", type=click.IntRange(min=1, max=65535), default=None,
+              envvar="ZRAY_METRICS_EXPORT_PORT", show_envvar=True,
+              help="With --head: serve the cluster's and applications' metrics in "
+                   "Prometheus' text format at http://127.0.0.1:PORT/metrics "
+                   "(ZRAY_METRICS_EXPORT_HOST widens the interface).")
 def start(head, address, port, node_ip_address, num_cpus, num_gpus, resources,
-          object_store_memory, spill_dir, temp_dir, block, key_file, insecure, bind_address):
+          object_store_memory, spill_dir, temp_dir, block, key_file, insecure, bind_address,
+          metrics_export_port):
     """Start a head, or a node that joins one."""
     if head == bool(address):
         fail("give exactly one of --head (start a new cluster) or --address HOST:PORT "
@@ -108,7 +115,8 @@ def start(head, address, port, node_ip_address, num_cpus, num_gpus, resources,
     config = Config.from_env(temp_dir=temp_dir, insecure=insecure or None,
                              cluster_key_file=os.path.abspath(key_file) if key_file else None,
                              object_spilling_directory=os.path.abspath(spill_dir)
-                             if spill_dir else None)
+                             if spill_dir else None,
+                             metrics_export_port=metrics_export_port)
     if config.insecure:
         click.echo("WARNING: --insecure: this cluster's sockets accept anyone who can reach "
                    "them, unencrypted, and run what they send. Use it only on a trusted "
@@ -427,36 +435,6 @@ def store_line(node: dict) -> str:
             f"({store['spilled_objects']} objects)")
 
 
-LISTS = {"nodes": "nodes", "tasks": "list_tasks", "actors": "list_actors",
-         "placement-groups": "list_placement_groups",
-         "objects": "list_objects"}
-
-
-@main.command(name="list")
-@click.argument("what", type=click.Choice(sorted(LISTS)))
-@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True,
-              envvar="ZRAY_LIST_LIMIT", show_envvar=True, help="Most rows to show.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-              show_default=True, envvar="ZRAY_LIST_FORMAT", show_envvar=True)
-@address_option
-def list_(what, limit, fmt, address):
-    """List nodes, tasks, actors, objects or placement groups."""
-    rows = _ask(_head(address), LISTS[what], {"limit": limit})[:limit]
-    if fmt == "json":
-        click.echo(json.dumps(rows, indent=1, default=str))
-        return
-    if what == "nodes":
-        rows = [{"node_id": r["NodeID"], "address": r["NodeManagerAddress"],
-                 "state": r["State"], "cpus": r["Resources"].get("CPU", 0),
-                 "death_reason": r.get("DeathReason") or ""} for r in rows]
-    elif what == "placement-groups":
-        rows = [{"placement_group_id": r["placement_group_id"], "name": r["name"],
-                 "strategy": r["strategy"], "state": r["state"],
-                 "bundles": len(r["bundles"]),
-                 "nodes": len(set(r["bundles_to_node_id"].values()))} for r in rows]
-    click.echo(_table(rows))
-
-
 @main.command()
 @address_option
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
@@ -501,15 +479,9 @@ def microbenchmark(ctx):
     sys.exit(subprocess.call([sys.executable, script, *ctx.args]))
 
 
-def _table(rows: list) -> str:
-    if not rows:
-        return "(none)"
-    columns = list(rows[0])
-    cells = [[str(row.get(c, "")) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
-    return "\n".join(line.rstrip() for line in lines)
+_table = state_cli.table
+for _command in state_cli.COMMANDS:
+    main.add_command(_command)
 
 
 def _register_job_commands() -> None:

@@ -23,6 +23,19 @@ class Config:
     heartbeat_interval_s: float = 1.0
     #: A peer that misses this many heartbeats in a row is declared dead.
     heartbeat_missed_limit: int = 10
+    #: Task attempts whose events (submitted, scheduled, started, finished or
+    #: failed, retried, cancelled) the head keeps for the state API, the
+    #: timeline and ``zray summary``; the oldest go first and are counted.
+    task_events_max: int = 100_000
+    #: A port on which the head serves its metrics in Prometheus' text format
+    #: (``zray start --head --metrics-export-port``, ``init(_metrics_export_port=)``);
+    #: 0: not served.
+    metrics_export_port: int = 0
+    #: Chunks of worker output (each a print's worth) the head keeps for
+    #: ``zray logs``; the oldest go first.
+    log_buffer_chunks: int = 20_000
+    #: The interface the metrics endpoint listens on (loopback unless widened).
+    metrics_export_host: str = "127.0.0.1"
     #: Seconds a driver or node manager goes without hearing from the head
     #: (it answers every heartbeat) before it presumes the head dead: a
     #: driver's blocked and new calls then raise an error naming the head, and

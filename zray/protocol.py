@@ -35,7 +35,7 @@ from zray.fieldtypes import (
     sequence_of)
 
 PROTOCOL_MAJOR = 2
-PROTOCOL_MINOR = 1
+PROTOCOL_MINOR = 2
 #: The first minor whose nodes take RESERVE_BUNDLES (placement groups): bundles
 #: are reserved only on nodes that registered with at least this minor.
 BUNDLES_MINOR = 1

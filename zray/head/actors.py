@@ -22,6 +22,7 @@ from zray import exceptions as zerr
 from zray.head.records import (
     Actor, ActorState, EarlyActorResult, NodeState, ObjectState, Task, TaskState,
 )
+from zray.head.events import error_of
 from zray.ids import handle_id
 from zray.protocol import Msg
 from zray.serialization import dumps_error
@@ -155,6 +156,8 @@ class ActorTable:
         spec = task.spec
         actor = self.actors.get(spec.actor_id)
         task.move(TaskState.ASSIGNED)
+        if actor is not None and actor.node_id is not None:
+            self.head.events.scheduled(task, actor.node_id, self.head.now)
         self.directory.pin_task_args(task)
         if spec.task_id in self.early_items:    # a generator's items from the actor
             self.generator_items.apply_early_items(task)
@@ -200,6 +203,11 @@ class ActorTable:
         client = self.clients.get(actor.worker_key) if actor is not None else None
         node = self.nodes.get(client.node_id) if client is not None else None
         task.move(TaskState.FINISHED if status == 0 else TaskState.FAILED)
+        self.head.events.finished(
+            task.spec.task_id, task.spec.attempt, status == 0, self.head.now,
+            node_id=node.node_id if node is not None else None,
+            pid=actor.pid if actor is not None else None,
+            error=None if status == 0 else error_of(results))
         for object_id, kind, data, size, contained in results:
             self.directory.store_result(object_id, kind, data, size, contained, node,
                                push_owner=False)

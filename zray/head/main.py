@@ -53,6 +53,15 @@ class HeadLoop:
         self.endpoints = [bind_private(self.router, b) for b in binds]
         self.state = HeadState(config, session_name, time.monotonic())
         self.flag = {"stop": False}
+        self.metrics = None
+        if config.metrics_export_port:
+            from zray.head.metrics_http import MetricsEndpoint
+            try:
+                self.metrics = MetricsEndpoint(config.metrics_export_host,
+                                               config.metrics_export_port)
+            except OSError as exc:
+                log.error("cannot serve metrics on %s:%s (%s); running without them",
+                          config.metrics_export_host, config.metrics_export_port, exc)
 
     def run(self, ready_file: str | None = None) -> None:
         install_stop_handler(self.flag)
@@ -80,6 +89,8 @@ class HeadLoop:
                 if not parent_alive(self.parent_pid):
                     log.warning("parent process %s is gone; shutting down", self.parent_pid)
                     break
+            if self.metrics is not None:
+                self.metrics.answer(self._render_metrics)
             self._flush()
         self._shutdown()
 
@@ -110,6 +121,10 @@ class HeadLoop:
             self.router.send_multipart(
                 [identity] + protocol.encode(protocol.Msg.PROTOCOL_ERROR, [(str(exc),)]))
 
+    def _render_metrics(self) -> str:
+        from zray.head.metrics import render
+        return render(self.state)
+
     def _flush(self) -> None:
         router = self.router
         for (identity, msg_type), items in self.state.out.drain().items():
@@ -127,6 +142,8 @@ class HeadLoop:
                 self.state.out.send(node.identity, protocol.Msg.SHUTDOWN,
                                     ("head exiting",))
         self._flush()
+        if self.metrics is not None:
+            self.metrics.close()
         self.router.setsockopt(zmq.LINGER, 500)
         if self.watch is not None:
             self.watch.close()

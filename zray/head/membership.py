@@ -230,7 +230,11 @@ class Membership:
 
     def on_log_lines(self, key, items, now):
         drivers = {c.job_id: c.key for c in self.clients.values() if c.kind == "driver"}
+        sender = self.clients.get(key)
+        node_id = sender.node_id if sender is not None else None
+        pid = sender.info.get("pid") if sender is not None else None
         for item in items:
+            self.head.logs.add(node_id, pid, item.stream, item.text)
             target = drivers.get(item.job_id)
             if target is not None:
                 self.out.send(target, Msg.LOG_LINES, item)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from zray.head.events import END, START, SUBMITTER, TASK_ID, matches, row_of
 from zray.head.records import ActorState, NodeState
 from zray.resources import fits
 from zray.serialization import KIND_SHM
@@ -53,26 +54,63 @@ def available_resources(state, args):
     return {k: v for k, v in free.items() if v > 0}
 
 
+def _filters(args):
+    """The head-side filters and limit of a list query: a filter on a key the
+    head's rows lack (``error_type``: the client decodes errors) is left to the
+    client, and then so is the limit."""
+    args = args or {}
+    filters = [tuple(f) for f in args.get("filters") or ()]
+    return filters, args.get("limit", 1000)
+
+
+def _select(rows, args):
+    filters, limit = _filters(args)
+    out, deferred = [], False
+    for row in rows:
+        known = [f for f in filters if f[0] in row]
+        deferred = deferred or len(known) < len(filters)
+        if matches(row, known):
+            out.append(row)
+    return out if deferred or limit is None else out[:limit]
+
+
 def list_tasks(state, args):
-    limit = (args or {}).get("limit", 1000)
+    """Task attempts from the event history (finished ones too), oldest first."""
+    rows = state.events.select(tasks=state.tasks)
+    selected = _select(rows, args)
+    return {"rows": selected, "total": len(rows), "dropped": state.events.dropped}
+
+
+def get_task(state, args):
+    """Every attempt of the task whose id (hex) is ``args``."""
+    rows = [row_of(t) for t in state.events.rows.values() if t[TASK_ID].hex() == args]
+    task = next((t for t in state.tasks.values() if t.spec.task_id.hex() == args), None)
+    if task is not None:
+        rows += state.events.pending({task.spec.task_id: task})
+    return rows
+
+
+def timeline(state, args):
+    """Attempts that ran (a start and an end), for ``zray.timeline``."""
     out = []
-    for task in list(state.tasks.values())[:limit]:
-        out.append({"task_id": task.spec.task_id.hex(), "name": task.spec.name,
-                    "state": task.state.value, "attempt": task.spec.attempt,
-                    "node_id": task.node_id.hex() if task.node_id else None,
-                    "job_id": task.spec.job_id.hex() if task.spec.job_id else None})
+    for t in state.events.rows.values():
+        if t[START] is not None and t[END] is not None:
+            row = row_of(t)
+            client = state.clients.get(t[SUBMITTER])
+            row["submitter_pid"] = client.info.get("pid") if client is not None else None
+            row.pop("error", None)
+            out.append(row)
     return out
 
 
 def list_objects(state, args):
-    limit = (args or {}).get("limit", 1000)
     out = []
-    for obj in list(state.objects.values())[:limit]:
+    for obj in list(state.objects.values()):
         out.append({"object_id": obj.object_id.hex(), "state": obj.state.value,
                     "size_bytes": obj.size, "inline": obj.kind != KIND_SHM,
                     "locations": [n.hex() for n in obj.locations],
                     "references": sum(obj.holders.values()), "pins": obj.pins})
-    return out
+    return _select(out, args)
 
 
 def summary(state, args):
@@ -83,8 +121,7 @@ def summary(state, args):
 
 
 def list_actors(state, args):
-    limit = (args or {}).get("limit", 1000)
-    return [actor.describe() for actor in list(state.actors.values())[:limit]]
+    return _select([actor.describe() for actor in state.actors.values()], args)
 
 
 def get_actor(state, args):
@@ -120,8 +157,7 @@ def placement_group_table(state, args):
 
 
 def list_placement_groups(state, args):
-    limit = (args or {}).get("limit", 1000)
-    return [g.describe() for g in list(state.placement_groups.values())[:limit]]
+    return _select([g.describe() for g in state.placement_groups.values()], args)
 
 
 def get_placement_group(state, args):
@@ -135,7 +171,31 @@ def get_placement_group(state, args):
     return group.pg_id, group.bundles
 
 
+def logs(state, args):
+    """Worker output kept at the head: args ``node_id`` (hex), ``pid``, ``since``
+    (a sequence number), ``tail``, ``start``/``end`` (wall seconds)."""
+    args = args or {}
+    chunks, next_seq = state.logs.read(args.get("node_id"), args.get("pid"),
+                                       args.get("since", 0), args.get("tail"),
+                                       args.get("start"), args.get("end"))
+    return {"chunks": chunks, "next": next_seq}
+
+
+def record_metrics(state, args):
+    """User metrics' records (``zray.util.metrics``), sent with no reply wanted."""
+    state.user_metrics.record(args)
+
+
+def metrics(state, args):
+    """The Prometheus exposition text (what the metrics endpoint serves)."""
+    from zray.head.metrics import render
+    return render(state)
+
+
 QUERIES = {
+    "record_metrics": record_metrics,
+    "logs": logs,
+    "metrics": metrics,
     "demands": demands,
     "placement_group_table": placement_group_table,
     "list_placement_groups": list_placement_groups,
@@ -146,6 +206,8 @@ QUERIES = {
     "cluster_resources": cluster_resources,
     "available_resources": available_resources,
     "list_tasks": list_tasks,
+    "get_task": get_task,
+    "timeline": timeline,
     "list_objects": list_objects,
     "summary": summary,
 }

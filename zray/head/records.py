@@ -50,7 +50,7 @@ TERMINAL = (TaskState.FINISHED, TaskState.FAILED, TaskState.CANCELLED)
 
 class Task:
     __slots__ = ("spec", "state", "owner", "node_id", "waiting_on", "live_returns",
-                 "pinned", "cancel_requested", "blocked", "lease", "items")
+                 "pinned", "cancel_requested", "blocked", "lease", "items", "created")
 
     def __init__(self, spec, owner):
         self.spec = spec
@@ -64,6 +64,7 @@ class Task:
         self.blocked = False
         self.lease = None            # the leased worker running it, if any
         self.items = 0               # a generator task: items 0..items-1 were stored
+        self.created = 0.0           # when the head got it (its monotonic clock)
 
     def move(self, new_state: TaskState) -> None:
         if new_state not in TASK_TRANSITIONS[self.state]:

@@ -141,6 +141,7 @@ class Scheduler:
         self.dispatch_counts["node"] += 1
         task.move(TaskState.ASSIGNED)
         task.node_id = node.node_id
+        self.head.events.scheduled(task, node.node_id, self.head.now)
         for name, amount in held(spec).items():
             node.available[name] = node.available.get(name, 0.0) - amount
         self.out.send(node.identity, Msg.EXECUTE_TASKS,

@@ -37,6 +37,9 @@ from zray.head.records import (
 from zray.head.scheduling import Scheduler
 from zray.head.tasks import TaskFlow
 from zray.outbox import Outbox
+from zray.head.events import TaskEvents
+from zray.head.logs import LogBuffer
+from zray.head.metrics import UserMetrics
 from zray.protocol import Msg, REJOIN
 from zray.resources import fits
 from zray.serialization import KIND_ERROR
@@ -57,6 +60,9 @@ class HeadState:
         self.exit_requested = False
         self.started_at = now
         self.queries = QUERIES
+        self.events = TaskEvents(config.task_events_max, now)
+        self.user_metrics = UserMetrics()
+        self.logs = LogBuffer(config.log_buffer_chunks)
         self.membership = Membership(self)
         self.directory = ObjectDirectory(self)
         self.task_flow = TaskFlow(self)
@@ -159,6 +165,7 @@ class HeadState:
     def after_batch(self, now: float) -> None:
         """Run once after a batch of messages: place what can be placed (waiting
         placement groups first, so freed resources go to them)."""
+        self.now = now
         if self.dirty:
             self.dirty = False
             self.placements.schedule()
@@ -190,7 +197,8 @@ class HeadState:
                 except Exception as exc:
                     log.exception("query %s failed", name)
                     reply = (request_id, False, f"query {name} failed: {exc!r}")
-            self.out.send(key, Msg.QUERY_REPLY, reply)
+            if request_id >= 0:          # a negative id asks for no reply
+                self.out.send(key, Msg.QUERY_REPLY, reply)
 
     # --- checks ----------------------------------------------------------------------
 

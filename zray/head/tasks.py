@@ -12,6 +12,7 @@ import heapq
 import logging
 
 from zray import exceptions as zerr
+from zray.head.events import error_of
 from zray.head.records import (
     ActorState, EarlyBlocked, EarlyGranted, ObjectState, Task, TaskState,
 )
@@ -53,6 +54,7 @@ class TaskFlow:
         self.leases = head.leases
         self.membership = head.membership
         self.scheduler = head.scheduler
+        self.events = head.events
 
     def add(self, task):
         self.tasks[task.spec.task_id] = task
@@ -81,6 +83,7 @@ class TaskFlow:
         placeholders for arguments not heard of yet."""
         key = client.key
         task = self.add(Task(spec, key))
+        task.created = self.head.now       # its event row is made when it is scheduled
         for object_id in spec.return_ids():
             obj = self.directory.claim(object_id)
             obj.holders[key] = obj.holders.get(key, 0) + 1
@@ -135,6 +138,10 @@ class TaskFlow:
             if not _is_current(task, attempt, node):
                 self.directory.discard_results(results, node)
                 continue
+            self.events.finished(task_id, attempt, status == STATUS_OK, now, run_s,
+                                 node.node_id if node is not None else None,
+                                 client.info.get("pid") if client is not None else None,
+                                 None if status == STATUS_OK else error_of(results))
             self.scheduler.release(task)
             if status == STATUS_RETRIABLE_ERROR and self.retries_left(task) \
                     and not task.cancel_requested:
@@ -171,6 +178,7 @@ class TaskFlow:
 
     def _retry(self, task, due=None):
         """Back to PENDING; into the scheduler's queue now, or at ``due``."""
+        self.events.retried(task, self.head.now)
         task.spec.attempt += 1
         task.node_id = None
         task.move(TaskState.PENDING)
@@ -220,6 +228,7 @@ class TaskFlow:
 
     def _finish_with_error_blob(self, task, blob, state):
         task.move(state)
+        self.events.ended(task, state.value, self.head.now, blob)
         if task.spec.is_generator and self.generator_items.generator_failed(task, blob):
             self.task_done(task)
             return
@@ -348,3 +357,4 @@ def _is_current(task, attempt, node) -> bool:
 
 
 __all__ = ["TaskFlow", "death_error"]
+

@@ -1,0 +1,266 @@
+"""The head's bounded history of task events (socket-free; unit-tested).
+
+One row per (task id, attempt), as Ray's task events are kept per attempt:
+its state, the times it was submitted, scheduled, started and ended, its node
+and worker pid, and an error blob when it failed.  A row is made when its
+attempt is first scheduled (or ends before that): until then the head's live
+task record answers for it (``pending``), which spares the hot path a row
+per task.  At most
+``Config.task_events_max`` rows are kept; the oldest go first and are counted
+(``dropped``), as Ray's GCS does with ``task_events_max_num_task_in_gcs``.
+
+Times are wall-clock seconds.  The head calls with its monotonic ``now``; the
+store turns it into wall time with one offset taken when it was made.  Start
+and end come from the head too: the end is when the head heard of the finish,
+the start that minus the ``run_s`` the worker measured, so durations are the
+worker's own.
+
+Rows hold no reference to the head's task records: a record goes when its
+task is done and its results are gone, but its row stays for the state API,
+the timeline and ``zray summary``.  Error blobs are kept as bytes and only
+unpickled by the client that asks (``zray.util.state``), never in the head.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+
+from zray.serialization import KIND_ERROR
+
+# Ray's task states (ray.util.state.common.TaskState values) this store uses.
+PENDING_ARGS_AVAIL = "PENDING_ARGS_AVAIL"
+PENDING_NODE_ASSIGNMENT = "PENDING_NODE_ASSIGNMENT"
+SUBMITTED_TO_WORKER = "SUBMITTED_TO_WORKER"
+RUNNING = "RUNNING"
+FINISHED = "FINISHED"
+FAILED = "FAILED"
+CANCELLED = "CANCELLED"   # zray's own (Ray reports FAILED with a TaskCancelledError)
+
+# the head's TaskState values of a task not scheduled yet -> Ray's state
+_WAITING_STATES = {"WAITING_FOR_DEPENDENCIES": PENDING_ARGS_AVAIL,
+                   "PENDING_NODE_ASSIGNMENT": PENDING_NODE_ASSIGNMENT}
+
+NORMAL_TASK = "NORMAL_TASK"
+ACTOR_TASK = "ACTOR_TASK"
+ACTOR_CREATION_TASK = "ACTOR_CREATION_TASK"
+
+
+# A row is a tuple of these fields (ids as bytes, times wall-clock seconds):
+# a tuple of plain values is soon untracked by the cyclic garbage collector, so
+# 100,000 kept rows cost its full collections nothing (objects with slots or
+# lists cost about 5 us a task in the head, as each collection scans them).
+FIELDS = ("task_id", "attempt", "name", "kind", "job_id", "actor_id", "submitter",
+          "state", "node_id", "worker_pid", "submitted", "scheduled", "start", "end",
+          "error", "retried")
+(TASK_ID, ATTEMPT, NAME, KIND, JOB_ID, ACTOR_ID, SUBMITTER, STATE, NODE_ID, WORKER_PID,
+ SUBMITTED, SCHEDULED, START, END, ERROR, RETRIED) = range(len(FIELDS))
+
+
+def _changed(t, changes):
+    out = list(t)
+    for index, value in changes:
+        out[index] = value
+    return tuple(out)
+
+
+def row_of(t) -> dict:
+    """Ray's field names (``ray.util.state.common.TaskState``); ids as hex."""
+    start, end = t[START], t[END]
+    events = [(PENDING_NODE_ASSIGNMENT, t[SUBMITTED])]
+    if t[SCHEDULED] is not None:
+        events.append((SUBMITTED_TO_WORKER, t[SCHEDULED]))
+    if start is not None:
+        events.append((RUNNING, start))
+    if end is not None:
+        events.append((t[STATE], end))
+    return {
+        "task_id": t[TASK_ID].hex(), "attempt_number": t[ATTEMPT],
+        "name": t[NAME], "func_or_class_name": t[NAME], "type": t[KIND],
+        "state": t[STATE],
+        "job_id": t[JOB_ID].hex() if t[JOB_ID] else None,
+        "actor_id": t[ACTOR_ID].hex() if t[ACTOR_ID] else None,
+        "node_id": t[NODE_ID].hex() if t[NODE_ID] else None,
+        "worker_pid": t[WORKER_PID],
+        "creation_time_ms": _ms(t[SUBMITTED]),
+        "scheduled_time_ms": _ms(t[SCHEDULED]),
+        "start_time_ms": _ms(start), "end_time_ms": _ms(end),
+        "duration_ms": (end - start) * 1e3 if start is not None and end is not None
+        else None,
+        "retried": t[RETRIED],
+        "submitter": _peer(t[SUBMITTER]),
+        "events": [{"state": s, "time_ms": _ms(w)} for s, w in events],
+        "error": t[ERROR],
+    }
+
+
+def kind_of(spec) -> str:
+    if spec.actor_id is not None:
+        return ACTOR_TASK
+    return ACTOR_CREATION_TASK if spec.actor_options is not None else NORMAL_TASK
+
+
+def error_of(results):
+    """A failed task's pickled error (its first error result), for its event."""
+    for _object_id, kind, data, _size, _contained in results:
+        if kind == KIND_ERROR:
+            return data
+    return None
+
+
+def _ms(t):
+    return None if t is None else t * 1e3
+
+
+def _peer(identity):
+    """A socket identity as text: its role letter and the rest in hex."""
+    if not identity:
+        return None
+    return identity[:1].decode("ascii", "replace") + identity[1:].hex()
+
+
+class TaskEvents:
+    """Per-attempt rows, in the order they were made, at most ``max_rows``."""
+
+    def __init__(self, max_rows: int, monotonic_now: float | None = None):
+        self.max_rows = max(1, int(max_rows))
+        now = time.monotonic() if monotonic_now is None else monotonic_now
+        self.offset = time.time() - now     # monotonic -> wall clock
+        # task id + attempt (8 bytes) -> row tuple, oldest first: an OrderedDict, as
+        # dropping a plain dict's first key costs a scan past every key dropped
+        # before; keys are bytes and rows change by one new tuple each, as every
+        # tracked allocation brings the next garbage collection nearer
+        self.rows = OrderedDict()
+        self.dropped = 0
+
+    def wall(self, now: float) -> float:
+        return now + self.offset
+
+    def _add(self, key, row):
+        rows = self.rows
+        if len(rows) >= self.max_rows:
+            rows.popitem(last=False)
+            self.dropped += 1
+        rows[key] = row
+
+    def _make(self, task, state, node_id, scheduled):
+        """A new row for ``task`` (a head Task record): made when it is first
+        scheduled (or ends before that), not when submitted, to spare the hot
+        path one row per task; until then list_tasks reads the live record."""
+        spec = task.spec
+        self._add(spec.task_id + spec.attempt.to_bytes(8, "big"), (
+            spec.task_id, spec.attempt, spec.name, kind_of(spec), spec.job_id,
+            spec.actor_id, task.owner, state, node_id, None, task.created + self.offset,
+            scheduled, None, None, None, False))
+
+    def scheduled(self, task, node_id, now):
+        spec = task.spec
+        key = spec.task_id + spec.attempt.to_bytes(8, "big")
+        t = self.rows.get(key)
+        if t is None:
+            self._make(task, SUBMITTED_TO_WORKER, node_id, now + self.offset)
+        else:        # one new tuple (each allocation brings the next GC nearer)
+            self.rows[key] = (t[0], t[1], t[2], t[3], t[4], t[5], t[6], SUBMITTED_TO_WORKER,
+                              node_id, t[9], t[10], now + self.offset, t[12], t[13], t[14],
+                              t[15])
+
+    def finished(self, task_id, attempt, ok, now, run_s=None, node_id=None, pid=None,
+                 error=None):
+        """The attempt ended: ``ok`` FINISHED, else FAILED with ``error``.  With
+        ``run_s`` it also started (``run_s`` before the end)."""
+        key = task_id + attempt.to_bytes(8, "big")
+        t = self.rows.get(key)
+        if t is None:
+            return
+        end = now + self.offset
+        start = t[START] if run_s is None else end - max(0.0, float(run_s))
+        self.rows[key] = (t[0], t[1], t[2], t[3], t[4], t[5], t[6],
+                          FINISHED if ok else FAILED, t[8] if node_id is None else node_id,
+                          t[9] if pid is None else pid, t[10], t[11], start, end,
+                          t[14] if error is None else error, t[15])
+
+    def ended(self, task, state, now, error=None):
+        """Failed or cancelled without a worker's report (node's word, a dependency's
+        error, a cancel); a row that already ended keeps its first end."""
+        spec = task.spec
+        key = spec.task_id + spec.attempt.to_bytes(8, "big")
+        t = self.rows.get(key)
+        if t is None:
+            self._make(task, state, task.node_id, None)
+            t = self.rows[key]
+        elif t[END] is not None:       # a worker's failure report, then the cancel
+            if state == CANCELLED:
+                self.rows[key] = _changed(t, ((STATE, CANCELLED),))
+            return
+        changes = [(STATE, state), (END, now + self.offset)]
+        if error is not None:
+            changes.append((ERROR, error))
+        self.rows[key] = _changed(t, changes)
+
+    def retried(self, task, now):
+        """The task's current attempt failed and will run again as the next one
+        (whose row is made when it is scheduled)."""
+        spec = task.spec
+        key = spec.task_id + spec.attempt.to_bytes(8, "big")
+        t = self.rows.get(key)
+        if t is None:
+            self._make(task, FAILED, task.node_id, None)
+            t = self.rows[key]
+        changes = [(RETRIED, True)]
+        if t[END] is None:
+            changes += [(STATE, FAILED), (END, now + self.offset)]
+        self.rows[key] = _changed(t, changes)
+
+    def has(self, task_id, attempt) -> bool:
+        return task_id + attempt.to_bytes(8, "big") in self.rows
+
+    def live_row(self, task, state) -> dict:
+        """The row of a task not scheduled yet (from its head record)."""
+        spec = task.spec
+        return row_of((spec.task_id, spec.attempt, spec.name, kind_of(spec), spec.job_id,
+                       spec.actor_id, task.owner, state, None, None,
+                       task.created + self.offset, None, None, None, None, False))
+
+    def pending(self, tasks) -> list:
+        """Rows of the head's live task records (``tasks``: id -> Task) that wait
+        for arguments or a node and have no row yet."""
+        out = []
+        for task in tasks.values():
+            state = _WAITING_STATES.get(task.state.value)
+            if state is not None and not self.has(task.spec.task_id, task.spec.attempt):
+                out.append(self.live_row(task, state))
+        return out
+
+    def select(self, filters=(), limit=None, tasks=None) -> list:
+        """Rows (as dicts) passing every ``(key, op, value)`` filter, oldest first
+        (with ``limit``: the newest ``limit``); with ``tasks`` (the head's live
+        records), those not scheduled yet come last."""
+        rows = list(map(row_of, self.rows.values()))
+        if tasks is not None:
+            rows += self.pending(tasks)
+        out = [row for row in rows if matches(row, filters)]
+        if limit is not None and len(out) > limit:
+            out = out[-limit:]
+        return out
+
+
+# --- filters (shared with the other lists) ------------------------------------------
+
+def matches(row: dict, filters) -> bool:
+    """Ray's state-API filters: ``(key, "=" or "!=", value)``, compared as text
+    (case-insensitive for states), and a missing key never matches ``=``."""
+    for key, op, value in filters or ():
+        if op not in ("=", "!="):
+            raise ValueError(f"unsupported filter predicate {op!r}: use '=' or '!='")
+        have = row.get(key)
+        equal = have is not None and _text(have).lower() == _text(value).lower()
+        if op == "=" and not equal or op == "!=" and equal:
+            return False
+    return True
+
+
+def _text(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
