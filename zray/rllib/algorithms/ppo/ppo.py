@@ -88,7 +88,6 @@ class PPO(Algorithm):
                    -(-config.total_train_batch_size // envs))
 
     def training_step(self) -> dict:
-        config = self.config
         started = time.perf_counter()
         weights = self.module.get_state()
         samples = self.env_runner_group.sample(weights, self._steps_per_env())
