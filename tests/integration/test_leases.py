@@ -16,13 +16,22 @@ from tests import tasks as t
 pytestmark = pytest.mark.timeout(60)
 
 
-def granted_cluster(fresh_cluster):
-    fresh_cluster(num_cpus=2)
-    for i in range(10):
-        assert zray.get(t.echo.remote(i)) == i
+def earn_grant():
+    """Run one-at-a-time tasks until the head has lent this driver a worker
+    (it does after a few; on a loaded machine the offer can take longer)."""
     client = _runtime.client()
+    deadline = time.monotonic() + 30
+    i = 0
+    while not client.has_grant and time.monotonic() < deadline:
+        assert zray.get(t.echo.remote(i)) == i
+        i += 1
     assert client.has_grant, "one-at-a-time tasks should have earned a grant"
     return client
+
+
+def granted_cluster(fresh_cluster):
+    fresh_cluster(num_cpus=2)
+    return earn_grant()
 
 
 def dispatched(client):
@@ -84,8 +93,6 @@ def test_errors_and_large_results_of_granted_tasks_reach_the_driver(fresh_cluste
 
 def test_a_granted_task_that_waits_on_its_own_children_on_one_cpu(fresh_cluster):
     fresh_cluster(num_cpus=1)
-    for i in range(10):
-        assert zray.get(t.echo.remote(i)) == i
-    assert _runtime.client().has_grant
+    earn_grant()
     for _ in range(5):          # the parent blocks in get: its CPU must be lent back
         assert zray.get(t.nested_sum.remote(4), timeout=30) == 12
