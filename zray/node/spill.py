@@ -230,21 +230,8 @@ class SpillFiles:
     def restore(self, object_id: bytes, spill_path: str) -> None:
         """Copy a spill file back into a new segment, renamed into place."""
         path = self.segment(object_id)
-        part = path + ".restore"
-        src = os.open(spill_path, os.O_RDONLY)
-        try:
-            size = os.fstat(src).st_size
-            dst = os.open(part, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
-            try:
-                copy_file(src, dst, size)
-            except BaseException:
-                os.close(dst)
-                _unlink_quietly(part)
-                raise
-            os.close(dst)
-        finally:
-            os.close(src)
-        os.rename(part, path)
+        _copy_path(spill_path, path + ".restore")
+        os.rename(path + ".restore", path)
 
     def delete_spill(self, spill_path: str) -> None:
         _unlink_quietly(spill_path)
