@@ -78,10 +78,6 @@ class Algorithm(Trainable):
         config.validate()
         config.freeze()
         self.config = config
-        if config.seed is not None:
-            import torch
-            torch.manual_seed(config.seed)
-            np.random.seed(config.seed)
         self.env_maker = EnvMaker(config.env, config.env_config)
         probe = self.env_maker(0, config.num_env_runners, 0)
         try:

@@ -76,7 +76,12 @@ class PPO(Algorithm):
         threads = int(self.config.num_cpus_for_main_process or 1)
         if torch.get_num_threads() > threads:
             torch.set_num_threads(threads)     # tiny MLPs: more threads only contend
-        self.module = RLModule(self.spec)
+        # seeded without touching the process's global generators (Tune, the
+        # user's code): the runners and the learner have their own
+        with torch.random.fork_rng(devices=[]):
+            if self.config.seed is not None:
+                torch.manual_seed(self.config.seed)
+            self.module = RLModule(self.spec)
         self.learner = PPOTorchLearner(self.module, self.config)
 
     def _steps_per_env(self) -> int:
