@@ -649,3 +649,20 @@ def test_actor_generator_items_before_the_registration_wait_for_it():
     out = h.send(DRIVER, Msg.SUBMIT_TASKS, (call,))
     assert not h.state.early_items
     assert ids.object_id_for_item(call.task_id, 0) in h.state.objects
+
+
+def test_a_lease_is_not_used_before_its_worker_said_hello():
+    # The node's offer can overtake the worker's own HELLO to the head; a task
+    # sent to a worker the head's socket does not know yet would be dropped.
+    h = Harness()
+    h.add_node(cpus=2.0)
+    h.connect_driver()
+    h.send(NODE_A, Msg.LEASE_OFFER, (WORKER[1:],))
+    first = spec()
+    out = h.send(DRIVER, Msg.SUBMIT_TASKS, (first,))
+    assert (WORKER, Msg.EXECUTE_TASKS) not in out
+    assert [t.task_id for t in executed(out)] == [first.task_id]
+    h.connect_worker()
+    second = spec()
+    out = h.send(DRIVER, Msg.SUBMIT_TASKS, (second,))
+    assert [item[0].task_id for item in out[(WORKER, Msg.EXECUTE_TASKS)]] == [second.task_id]

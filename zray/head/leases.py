@@ -71,11 +71,15 @@ class Leases:
             obj = self.objects.get(dep_id)
             if obj is not None and obj.locations:
                 wanted = (wanted or set()) | obj.locations
+        clients = self.clients
         for node in self.nodes.values():
             lease = node.lease
             if lease is not None and lease.task_id is None and not lease.tasks and \
                     lease.granted_to is None and node.state is NodeState.ALIVE and \
-                    (wanted is None or node.node_id in wanted):
+                    (wanted is None or node.node_id in wanted) and \
+                    b"W" + lease.worker_id in clients:
+                # (A worker whose own HELLO has not reached us yet is unroutable:
+                # its node's offer can overtake it, and a task sent to it is lost.)
                 return node
         return None
 
