@@ -12,7 +12,8 @@ Allreduce is a ring: the array is cut into ``n`` chunks; in ``n - 1``
 reduce-scatter steps each rank sends one chunk to the next rank and folds the
 one from the previous rank into its own copy, so each rank ends up owning one
 fully reduced chunk; ``n - 1`` allgather steps then pass the reduced chunks
-around.  Every rank sends and receives ``2 (n - 1) / n`` of the array, at
+around.  A chunk travels as pieces of 4 MiB, so a rank folds in one piece while
+the next is still on the wire.  Every rank sends and receives ``2 (n - 1) / n`` of the array, at
 most twice its size, whatever ``n``.
 """
 
@@ -30,6 +31,7 @@ from zray.security import secure_client, secure_server
 from zray.util.collective.types import NUMPY_REDUCERS, CollectiveError, ReduceOp
 
 _HEADER = struct.Struct("<QI")       # message number on this pair of ranks, source rank
+_PIECE_BYTES = 4 << 20               # allreduce sends ring chunks in pieces this big
 
 
 class ZmqGroup:
@@ -115,22 +117,29 @@ class ZmqGroup:
             return
         reducer = NUMPY_REDUCERS[op]
         flat = _flat_view(array)
-        chunks = np.array_split(flat, n)
+        chunks = [_pieces(chunk) for chunk in np.array_split(flat, n)]
         nxt, prv = (self.rank + 1) % n, (self.rank - 1) % n
-        sent: dict[int, zmq.MessageTracker] = {}
+        sent: dict[int, list] = {}
+        # Each ring chunk travels as pieces of _PIECE_BYTES: the peer reduces one
+        # piece while the next is on the wire, and small receive buffers are
+        # recycled by malloc instead of faulting in a fresh chunk-sized one.
         for step in range(n - 1):                          # reduce-scatter
             out, into = (self.rank - step) % n, (self.rank - step - 1) % n
-            sent[out] = self._send(nxt, chunks[out])
-            incoming = np.frombuffer(self._recv(prv), dtype=flat.dtype)
-            reducer(chunks[into], incoming, out=chunks[into])
+            sent[out] = [self._send(nxt, piece) for piece in chunks[out]]
+            for piece in chunks[into]:
+                reducer(piece, np.frombuffer(self._recv(prv), dtype=flat.dtype), out=piece)
         for step in range(n - 1):                          # allgather
             out, into = (self.rank - step + 1) % n, (self.rank - step) % n
-            sent[out] = self._send(nxt, chunks[out])
-            incoming = np.frombuffer(self._recv(prv), dtype=flat.dtype)
-            _wait_sent(sent.pop(into, None))       # never overwrite what is in flight
-            chunks[into][...] = incoming
-        for tracker in sent.values():
-            _wait_sent(tracker)
+            sent[out] = [self._send(nxt, piece) for piece in chunks[out]]
+            in_flight = sent.pop(into, None) or ()
+            for i, piece in enumerate(chunks[into]):
+                incoming = np.frombuffer(self._recv(prv), dtype=flat.dtype)
+                if i < len(in_flight):
+                    _wait_sent(in_flight[i])   # never overwrite what is in flight
+                piece[...] = incoming
+        for trackers in sent.values():
+            for tracker in trackers:
+                _wait_sent(tracker)
 
     def reduce(self, array: np.ndarray, dst_rank: int, op: ReduceOp) -> None:
         """Every rank sends to ``dst_rank``, which folds them in rank order."""
@@ -198,6 +207,13 @@ def _flat_view(array) -> np.ndarray:
                          "read-only (e.g. a zray.get of a shared-memory object); "
                          "pass a copy")
     return array.reshape(-1)
+
+
+def _pieces(chunk: np.ndarray) -> list:
+    """``chunk`` as consecutive views of about _PIECE_BYTES (at least one, so an
+    empty chunk still sends one message and both sides count alike)."""
+    count = max(1, -(-chunk.nbytes // _PIECE_BYTES))
+    return np.array_split(chunk, count)
 
 
 def _wait_sent(tracker) -> None:
