@@ -189,6 +189,10 @@ class Server:
             for fd in (self.cmd_fd, self.event_fd, self.wake_r, self.wake_w):
                 os.close(fd)
             set_parent_death_signal()
+            # A session of its own: where the kernel groups CPU time by session
+            # (sched_autogroup), each worker gets its own share, as each rank
+            # started by torchrun does, instead of one share for the whole node.
+            os.setsid()
             code = self.worker_main.run_forked(worker_id, self.worker_args)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 0
