@@ -151,10 +151,15 @@ class ObjectStore:
         """Grant waiting requests in order while they fit; fail expired ones."""
         while self.waiting:
             first = self.waiting[0]
-            if self._room_for(first.size, now):
+            restoring = first.kind == "restore"
+            if self._room_for(first.size, now, recycle=restoring):
                 self.waiting.pop(0)
                 self._grant(first, now)
+                if restoring:
+                    self.files.drop_recycled()
                 continue
+            if restoring:
+                self.files.drop_recycled()
             break
         for request in [r for r in self.waiting if now >= r.deadline]:
             self.waiting.remove(request)
@@ -296,7 +301,10 @@ class ObjectStore:
     def used_bytes(self) -> int:
         return self.memory_bytes + self.files.held_bytes()
 
-    def _room_for(self, size: int, now: float) -> bool:
+    def _room_for(self, size: int, now: float, recycle: bool = False) -> bool:
+        """Whether ``size`` bytes fit now, spilling unused objects (oldest first)
+        to make room; ``recycle``: keep the pages of what is spilled for a
+        restore (the files' ``restore`` takes them)."""
         free = self.bound_bytes - self.used_bytes()
         if free >= size:
             return True
@@ -315,7 +323,7 @@ class ObjectStore:
                 continue
             if entry.held_until > now:         # its reader has not mapped it yet
                 continue
-            if self._spill(entry):
+            if self._spill(entry, recycle):
                 free += entry.size
         return free >= size
 
@@ -353,11 +361,12 @@ class ObjectStore:
         self.totals["spilled_objects"] += 1
         self.serve(now)
 
-    def _spill(self, entry: Entry) -> bool:
+    def _spill(self, entry: Entry, recycle: bool = False) -> bool:
         first = entry.spill_path is None
         try:
             entry.spill_path = self.files.spill(   # beside a copy the writer is making
-                entry.object_id, entry.spill_path, entry.object_id in self.writing_behind)
+                entry.object_id, entry.spill_path, entry.object_id in self.writing_behind,
+                recycle=recycle)
         except OSError as exc:
             log.error("could not spill object %s (%d bytes) to %s: %s",
                       entry.object_id.hex(), entry.size, self.files.spill_dir, exc)
