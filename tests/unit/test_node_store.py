@@ -48,6 +48,9 @@ class FakeFiles:
     def drop_recycled(self):
         pass
 
+    def recycled_to_spares(self, size):
+        pass
+
     def delete_spill(self, spill_path):
         self.spilled.pop(spill_path, None)
 

@@ -284,6 +284,18 @@ class SpillFiles:
                 _unlink_quietly(target)
         return None
 
+    def recycled_to_spares(self, size: int) -> None:
+        """Offer a recycled segment of at least ``size`` bytes to the writer the
+        room was made for, as a spare (it claims the smallest that fits)."""
+        for path in list(self.recycled):
+            try:
+                fits = os.stat(path).st_size >= size
+            except OSError:
+                continue
+            if fits and self.spares.adopt(path):
+                self.recycled.remove(path)
+                return
+
     def drop_recycled(self) -> None:
         """Remove the segments kept for a restore that did not take them."""
         while self.recycled:

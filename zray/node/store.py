@@ -151,15 +151,18 @@ class ObjectStore:
         """Grant waiting requests in order while they fit; fail expired ones."""
         while self.waiting:
             first = self.waiting[0]
-            restoring = first.kind == "restore"
-            if self._room_for(first.size, now, recycle=restoring):
+            # The pages of what is spilled to make room go to the restore (or,
+            # as a spare, to the writer) they make room for: writing over pages
+            # already there is ~3x faster than faulting in fresh ones.
+            recycle = first.kind in ("restore", "write")
+            if self._room_for(first.size, now, recycle=recycle):
                 self.waiting.pop(0)
                 self._grant(first, now)
-                if restoring:
-                    self.files.drop_recycled()
-                continue
-            if restoring:
+                if first.kind == "write":
+                    self.files.recycled_to_spares(first.size)
                 self.files.drop_recycled()
+                continue
+            self.files.drop_recycled()
             break
         for request in [r for r in self.waiting if now >= r.deadline]:
             self.waiting.remove(request)
