@@ -273,6 +273,36 @@ class SpareSegments:
         if verdict != "kept":
             _unlink_quietly(path)
 
+    def adopt(self, path: str) -> bool:
+        """Make ``path`` (a segment nobody maps) a spare if a slot and the
+        budget allow; whether it did."""
+        slot = self._free_slot(path)
+        if slot is None:
+            return False
+        try:
+            os.rename(path, slot)
+        except OSError:
+            return False
+        return True
+
+    def _free_slot(self, path: str) -> str | None:
+        """A free slot for the segment ``path`` within the budget, or None."""
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            return None
+        if size < SPARE_MIN_BYTES or size > self.budget_bytes:
+            return None
+        free_slot, used = None, 0
+        for slot in self.slots:
+            try:
+                used += os.stat(slot).st_size
+            except FileNotFoundError:
+                free_slot = free_slot or slot
+        if free_slot is None or used + size > self.budget_bytes:
+            return None
+        return free_slot
+
     def held_bytes(self) -> int:
         """Bytes of memory the spares and draining segments hold."""
         held = 0
@@ -299,19 +329,8 @@ class SpareSegments:
 
     def _keep(self, path: str) -> str:
         """"kept" (now a spare), "in use" (open or mapped somewhere), or "no"."""
-        try:
-            size = os.stat(path).st_size
-        except OSError:
-            return "no"
-        if size < SPARE_MIN_BYTES or size > self.budget_bytes:
-            return "no"
-        free_slot, used = None, 0
-        for slot in self.slots:
-            try:
-                used += os.stat(slot).st_size
-            except FileNotFoundError:
-                free_slot = free_slot or slot
-        if free_slot is None or used + size > self.budget_bytes:
+        free_slot = self._free_slot(path)
+        if free_slot is None:
             return "no"
         unused = _unused(path)
         if unused is None:

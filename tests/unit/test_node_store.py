@@ -37,13 +37,19 @@ class FakeFiles:
     def mark_wanted(self, object_id):
         self.wanted.add(object_id)
 
-    def spill(self, object_id, spill_path, aside=False):
+    def spill(self, object_id, spill_path, aside=False, recycle=False):
         path = spill_path or f"/spill/{object_id.hex()}" + (".now" if aside else "")
         self.spilled[path] = self.segments.pop(object_id)
         return path
 
     def restore(self, object_id, spill_path):
         self.segments[object_id] = self.spilled[spill_path]
+
+    def drop_recycled(self):
+        pass
+
+    def recycled_to_spares(self, size):
+        pass
 
     def delete_spill(self, spill_path):
         self.spilled.pop(spill_path, None)
@@ -212,3 +218,34 @@ def test_ray_spilling_config_sets_the_directory():
     config = Config.from_system_config({"object_spilling_config": json.dumps(
         {"type": "filesystem", "params": {"directory_path": "/mnt/spill"}})})
     assert config.object_spilling_directory == "/mnt/spill"
+
+
+def test_a_restore_writes_into_the_pages_of_the_segment_spilled_for_it(tmp_path):
+    from zray.node.spill import SpillFiles
+    from zray.serialization import SpareSegments
+    shm, spill = tmp_path / "shm", tmp_path / "spill"
+    shm.mkdir()
+    spill.mkdir()
+    node = b"n" * 16
+    files = SpillFiles(str(shm), node, str(spill), SpareSegments(str(shm), node, 0), None)
+    old, new = b"o" * 16, b"w" * 16
+    with open(files.segment(old), "wb") as f:
+        f.write(b"x" * 5000)
+    with open(files.segment(new), "wb") as f:
+        f.write(bytes(range(256)) * 10)
+    new_spill = files.spill(new, None)                   # spilled earlier, plainly
+    pages = os.stat(files.segment(old)).st_ino
+    assert not os.path.exists(files.segment(new))
+    files.spill(old, None, recycle=True)                 # spilled now, to make room
+    assert len(files.recycled) == 1 and not os.path.exists(files.segment(old))
+    files.restore(new, new_spill)
+    with open(files.segment(new), "rb") as f:
+        assert f.read() == bytes(range(256)) * 10        # exact size, exact bytes
+    assert os.stat(files.segment(new)).st_ino == pages   # in the recycled file
+    assert files.recycled == []
+    with open(files.segment(b"z" * 16), "wb") as f:
+        f.write(b"z" * 10)
+    files.spill(b"z" * 16, None, recycle=True)           # kept, but no restore took it
+    files.drop_recycled()
+    assert sorted(os.listdir(shm)) == [os.path.basename(files.segment(new))]
+    files.close()

@@ -143,6 +143,7 @@ class SpillFiles:
         self.node_id = node_id
         self.spill_dir = spill_dir
         self.spares = spares              # SpareSegments: freed pages kept for reuse
+        self.recycled: list[str] = []     # spilled segments kept for the next restore
         self.chunks = chunks              # ChunkServer: its maps pin segments
         self.worker_pids: dict = {}       # pid -> what runs there (for error texts)
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
@@ -168,6 +169,7 @@ class SpillFiles:
                 return done
 
     def close(self) -> None:
+        self.drop_recycled()
         if self._writer is not None:
             self._jobs.put(None)
             self._writer.join(timeout=10.0)
@@ -216,22 +218,88 @@ class SpillFiles:
         except OSError:
             pass
 
-    def spill(self, object_id: bytes, spill_path: str | None, aside: bool = False) -> str:
+    def spill(self, object_id: bytes, spill_path: str | None, aside: bool = False,
+              recycle: bool = False) -> str:
         """Write the segment to its spill file (unless one exists: objects never
         change) and remove the segment; the spill file's path.  ``aside``: the
-        writer thread is writing the usual path, so use another."""
+        writer thread is writing the usual path, so use another.  ``recycle``:
+        keep the segment's pages for the restore this spill makes room for
+        (nobody maps it: the store spills only segments not in use)."""
         source = self.segment(object_id)
         if spill_path is None:
             spill_path = self.spill_path(object_id) + (".now" if aside else "")
             _copy_path(source, spill_path)
+        if recycle:
+            kept = f"{source}.recycled"
+            try:
+                os.rename(source, kept)
+                self.recycled.append(kept)
+                return spill_path
+            except OSError:
+                pass
         _unlink_quietly(source)
         return spill_path
 
     def restore(self, object_id: bytes, spill_path: str) -> None:
-        """Copy a spill file back into a new segment, renamed into place."""
+        """Copy a spill file back into a segment, renamed into place: into the
+        pages of a segment just spilled to make room when one is large enough
+        (writing over pages already there is ~3x faster than faulting in fresh
+        tmpfs pages), else into a new file."""
         path = self.segment(object_id)
-        _copy_path(spill_path, path + ".restore")
+        size = os.stat(spill_path).st_size
+        fd = self._claim_recycled(path + ".restore", size)
+        if fd is None:
+            _copy_path(spill_path, path + ".restore")
+        else:
+            try:
+                src = os.open(spill_path, os.O_RDONLY)
+                try:
+                    os.ftruncate(fd, max(size, 1))
+                    copy_file(src, fd, size)
+                finally:
+                    os.close(src)
+            except BaseException:
+                _unlink_quietly(path + ".restore")
+                raise
+            finally:
+                os.close(fd)
         os.rename(path + ".restore", path)
+
+    def _claim_recycled(self, target: str, size: int) -> int | None:
+        """The smallest recycled segment of at least ``size`` bytes, renamed to
+        ``target`` and opened; None if there is none."""
+        fitting = []
+        for path in self.recycled:
+            try:
+                fitting.append((os.stat(path).st_size, path))
+            except OSError:
+                continue
+        fitting = sorted(f for f in fitting if f[0] >= size)
+        for _, path in fitting:
+            self.recycled.remove(path)
+            try:
+                os.rename(path, target)
+                return os.open(target, os.O_RDWR)
+            except OSError:
+                _unlink_quietly(target)
+        return None
+
+    def recycled_to_spares(self, size: int) -> None:
+        """Offer a recycled segment of at least ``size`` bytes to the writer the
+        room was made for, as a spare (it claims the smallest that fits)."""
+        for path in list(self.recycled):
+            try:
+                fits = os.stat(path).st_size >= size
+            except OSError:
+                continue
+            if fits and self.spares.adopt(path):
+                self.recycled.remove(path)
+                return
+
+    def drop_recycled(self) -> None:
+        """Remove the segments kept for a restore that did not take them."""
+        while self.recycled:
+            _unlink_quietly(self.recycled.pop())
 
     def delete_spill(self, spill_path: str) -> None:
         _unlink_quietly(spill_path)

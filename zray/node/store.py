@@ -151,10 +151,18 @@ class ObjectStore:
         """Grant waiting requests in order while they fit; fail expired ones."""
         while self.waiting:
             first = self.waiting[0]
-            if self._room_for(first.size, now):
+            # The pages of what is spilled to make room go to the restore (or,
+            # as a spare, to the writer) they make room for: writing over pages
+            # already there is ~3x faster than faulting in fresh ones.
+            recycle = first.kind in ("restore", "write")
+            if self._room_for(first.size, now, recycle=recycle):
                 self.waiting.pop(0)
                 self._grant(first, now)
+                if first.kind == "write":
+                    self.files.recycled_to_spares(first.size)
+                self.files.drop_recycled()
                 continue
+            self.files.drop_recycled()
             break
         for request in [r for r in self.waiting if now >= r.deadline]:
             self.waiting.remove(request)
@@ -296,7 +304,10 @@ class ObjectStore:
     def used_bytes(self) -> int:
         return self.memory_bytes + self.files.held_bytes()
 
-    def _room_for(self, size: int, now: float) -> bool:
+    def _room_for(self, size: int, now: float, recycle: bool = False) -> bool:
+        """Whether ``size`` bytes fit now, spilling unused objects (oldest first)
+        to make room; ``recycle``: keep the pages of what is spilled for a
+        restore (the files' ``restore`` takes them)."""
         free = self.bound_bytes - self.used_bytes()
         if free >= size:
             return True
@@ -315,7 +326,7 @@ class ObjectStore:
                 continue
             if entry.held_until > now:         # its reader has not mapped it yet
                 continue
-            if self._spill(entry):
+            if self._spill(entry, recycle):
                 free += entry.size
         return free >= size
 
@@ -353,11 +364,12 @@ class ObjectStore:
         self.totals["spilled_objects"] += 1
         self.serve(now)
 
-    def _spill(self, entry: Entry) -> bool:
+    def _spill(self, entry: Entry, recycle: bool = False) -> bool:
         first = entry.spill_path is None
         try:
             entry.spill_path = self.files.spill(   # beside a copy the writer is making
-                entry.object_id, entry.spill_path, entry.object_id in self.writing_behind)
+                entry.object_id, entry.spill_path, entry.object_id in self.writing_behind,
+                recycle=recycle)
         except OSError as exc:
             log.error("could not spill object %s (%d bytes) to %s: %s",
                       entry.object_id.hex(), entry.size, self.files.spill_dir, exc)
