@@ -171,3 +171,19 @@ def test_log_buffer_keeps_the_last_chunks_and_filters():
     assert [c[-1] for c in buf.read(node_id=NODE.hex(), tail=1)[0]] == ["line 3\n"]
     assert [c[-1] for c in buf.read(since_seq=3)[0]] == ["line 3\n"]
     assert [c[-1] for c in buf.read(start=1.5, end=2.5)[0]] == ["line 2\n"]
+
+
+def test_newest_rows_come_first_and_only_as_many_as_asked():
+    store = TaskEvents(100, monotonic_now=0.0)
+    tasks = [FakeTask(i, created=float(i)) for i in range(6)]
+    for task in tasks[:5]:
+        store.scheduled(task, NODE, task.created)
+    store.finished((1).to_bytes(16, "big"), 0, False, 9.0, run_s=0.1, error=b"x")
+    waiting = {5: tasks[5]}
+    ids = [int(r["task_id"], 16) for r in store.newest(limit=3, tasks=waiting)]
+    assert ids == [5, 4, 3]                      # the waiting one is the newest
+    failed = store.newest([("state", "=", "failed")], limit=10, tasks=waiting)
+    assert [int(r["task_id"], 16) for r in failed] == [1]
+    assert store.counts(waiting) == {"SUBMITTED_TO_WORKER": 4, "FAILED": 1,
+                                     "PENDING_NODE_ASSIGNMENT": 1}
+    assert store.counts() == {"SUBMITTED_TO_WORKER": 4, "FAILED": 1}

@@ -23,6 +23,7 @@ unpickled by the client that asks (``zray.util.state``), never in the head.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import OrderedDict
 
@@ -229,6 +230,29 @@ class TaskEvents:
             state = _WAITING_STATES.get(task.state.value)
             if state is not None and not self.has(task.spec.task_id, task.spec.attempt):
                 out.append(self.live_row(task, state))
+        return out
+
+    def newest(self, filters=(), limit=None, tasks=None) -> list:
+        """Rows passing every filter, newest first (the waiting live records of
+        ``tasks`` before the rest), building only the rows looked at: the newest
+        ``limit`` cost the same however long the history is."""
+        out = []
+        waiting = self.pending(tasks) if tasks is not None else []
+        for row in itertools.chain(reversed(waiting), map(row_of, reversed(self.rows.values()))):
+            if matches(row, filters):
+                out.append(row)
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
+
+    def counts(self, tasks=None) -> dict:
+        """Attempts by state (with ``tasks``, the waiting live records too),
+        without building rows."""
+        out = {}
+        for t in self.rows.values():
+            out[t[STATE]] = out.get(t[STATE], 0) + 1
+        for row in self.pending(tasks) if tasks is not None else ():
+            out[row["state"]] = out.get(row["state"], 0) + 1
         return out
 
     def select(self, filters=(), limit=None, tasks=None) -> list:
