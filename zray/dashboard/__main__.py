@@ -114,7 +114,10 @@ def main(argv=None) -> int:
     _use_cluster_key(config)
     sock = bind(args.host, args.port, args.port_retries)
     asyncio.run(serve(args, config, sock))
-    return 0
+    # a read of the head may still wait in a pool thread (up to its timeout):
+    # nothing is left to say, so exit without joining it
+    logging.shutdown()
+    os._exit(0)
 
 
 if __name__ == "__main__":

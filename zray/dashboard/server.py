@@ -24,7 +24,7 @@ from zray.dashboard.reader import Sampler, StateReader
 log = logging.getLogger("zray.dashboard")
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
-PAGES = ("/", "/tasks", "/actors", "/timeline", "/logs", "/metrics")
+PAGES = ("/", "/tasks", "/actors", "/timeline", "/logs", "/cluster-metrics")
 PUBLIC = ("/login", "/static/app.css", "/static/favicon.svg")
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
@@ -56,7 +56,7 @@ def _safe_target(target: str | None) -> str:
     """A local path to go back to after signing in (never another site)."""
     parts = urlsplit(target or "/")
     if parts.scheme or parts.netloc or not parts.path.startswith("/") or \
-            parts.path.startswith("//"):
+            parts.path[1:2] in ("/", "\\"):         # "//host" and "/\host" leave the site
         return "/"
     return parts.path + (f"?{parts.query}" if parts.query else "")
 
@@ -136,11 +136,11 @@ def make_app(endpoint: str, config, host: str, token: str) -> web.Application:
     return app
 
 
-async def _sample_forever(sampler):
+async def _sample_forever(sampler, executor):
     loop = asyncio.get_running_loop()
     while True:
         try:
-            await loop.run_in_executor(None, sampler.sample)
+            await loop.run_in_executor(executor, sampler.sample)
         except (ConnectionError, RuntimeError, OSError) as exc:
             log.debug("could not sample the cluster's usage: %s", exc)
         except Exception:
@@ -149,7 +149,8 @@ async def _sample_forever(sampler):
 
 
 async def _start_sampling(app):
-    app["sampling"] = asyncio.get_running_loop().create_task(_sample_forever(app["sampler"]))
+    app["sampling"] = asyncio.get_running_loop().create_task(
+        _sample_forever(app["sampler"], app["executor"]))
 
 
 async def _stop_sampling(app):

@@ -20,7 +20,7 @@ Z.pages.actors = {
     const columns = [
       { title: "State", cell: (a) => Z.badge(a.state) },
       { title: "Class", cell: (a) => `<b>${Z.esc(a.class_name)}</b>` + (a.name ? `<div class="id">name: ${Z.esc(a.name)}</div>` : "") },
-      { title: "Actor", cell: (a) => Z.short(a.actor_id, 16) },
+      { title: "Actor", cell: (a) => Z.tid(a.actor_id) },
       { title: "Node", cell: (a) => Z.short(a.node_id, 8) },
       { title: "PID", cls: "num", cell: (a) => Z.esc(a.pid ?? "—") },
       { title: "Restarts", cls: "num", cell: (a) => Z.esc(a.restarts ?? 0) },

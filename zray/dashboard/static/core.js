@@ -32,6 +32,8 @@ Z.setQuery = function (params) {
 // --- formatting ----------------------------------------------------------------------
 
 Z.short = (id, n = 12) => id ? `<span class="id" title="${Z.esc(id)}">${Z.esc(id.slice(0, n))}</span>` : "—";
+// task and actor ids start with their job's bytes and end with a counter: show both ends
+Z.tid = (id) => id ? `<span class="id" title="${Z.esc(id)}">${Z.esc(id.length > 16 ? id.slice(0, 8) + "…" + id.slice(-6) : id)}</span>` : "—";
 
 Z.bytes = function (n) {
   if (n === null || n === undefined) return "—";
@@ -106,10 +108,16 @@ Z.table = function (columns, rows, options = {}) {
   return `<div class="table-wrap"><table><thead><tr>${head}</tr></thead><tbody>${body}</tbody></table></div>`;
 };
 
-// a stable colour per name (function names in the timeline)
+// a colour per name: distinct for the first names given to Z.assignColours, then hashed
 const PALETTE = ["#3b82f6", "#10b981", "#f59e0b", "#8b5cf6", "#06b6d4", "#ec4899",
                  "#84cc16", "#f97316", "#6366f1", "#14b8a6", "#a855f7", "#eab308"];
+Z.assigned = {};
+Z.assignColours = function (names) {
+  Z.assigned = {};
+  names.slice(0, PALETTE.length).forEach((name, i) => { Z.assigned[name] = PALETTE[i]; });
+};
 Z.colour = function (name) {
+  if (Z.assigned[name]) return Z.assigned[name];
   let h = 0;
   for (const ch of String(name)) h = (h * 31 + ch.codePointAt(0)) >>> 0;
   return PALETTE[h % PALETTE.length];

@@ -15,8 +15,9 @@ Z.pages.overview = {
     const [cluster, nodes, history] = await Promise.all(
       [Z.api("/api/cluster"), Z.api("/api/nodes"), Z.api("/api/history")]);
     document.getElementById("cards").innerHTML = this.cards(cluster);
-    document.getElementById("usage").innerHTML = Z.panel("Usage", this.chart(history.samples),
-      "last " + Math.round(history.samples.length * history.interval_s / 60 || 0) + " min, sampled every " + history.interval_s + " s");
+    const samples = history.samples, span = samples.length > 1 ? samples[samples.length - 1].time - samples[0].time : 0;
+    document.getElementById("usage").innerHTML = Z.panel("Usage", this.chart(samples),
+      `the last ${Z.duration(span * 1000)}, sampled every ${history.interval_s} s by the dashboard`);
     document.getElementById("nodes").innerHTML = Z.panel(
       `Nodes <span class="tag">${nodes.filter((n) => n.state === "ALIVE").length} alive</span>`,
       this.nodeTable(nodes));
@@ -25,9 +26,13 @@ Z.pages.overview = {
   cards(c) {
     const total = c.resources_total, used = c.resources_used;
     const tasks = c.tasks_by_state;
-    const chip = (state, n) => `<span class="chip static">${Z.badge(state)}<b>${n}</b></span>`;
-    const taskChips = Object.entries(tasks).sort((a, b) => b[1] - a[1]).slice(0, 4)
-      .map(([s, n]) => chip(s, n)).join("");
+    const colours = { ok: "#16a34a", bad: "#dc2626", run: "#2563eb", wait: "#d97706" };
+    const kind = (s) => ({ FINISHED: "ok", FAILED: "bad", RUNNING: "run", SUBMITTED_TO_WORKER: "run" }[s] || (s.startsWith("PENDING") ? "wait" : ""));
+    const entries = Object.entries(tasks).sort((a, b) => b[1] - a[1]);
+    const sum = entries.reduce((a, [, n]) => a + n, 0) || 1;
+    const taskChips = entries.length ? `<div class="stack">${entries.map(([s, n]) =>
+        `<span title="${Z.esc(Z.stateLabel(s))}: ${n}" style="width:${(100 * n / sum).toFixed(2)}%;background:${colours[kind(s)] || "#9ca3af"}"></span>`).join("")}</div>
+      <div class="sub">${entries.map(([s, n]) => `${n} ${Z.esc(Z.stateLabel(s).toLowerCase())}`).join(" · ")}</div>` : "";
     const actorsAlive = c.actors_by_state.ALIVE || 0;
     const actorsTotal = Object.values(c.actors_by_state).reduce((a, b) => a + b, 0);
     const cards = [
@@ -45,7 +50,7 @@ Z.pages.overview = {
         ${Z.meter(c.object_store_used_bytes, c.object_store_bound_bytes,
                   `of ${Z.bytes(c.object_store_bound_bytes)} · ${Z.bytes(c.object_store_spilled_bytes)} spilled`)}</div>`,
       `<div class="card"><div class="label">Tasks</div><div class="value">${c.tasks_total}
-        <small>attempts</small></div><div class="chips">${taskChips || '<span class="sub">none yet</span>'}</div></div>`,
+        <small>attempts</small></div>${taskChips || '<div class="sub">none yet</div>'}</div>`,
       `<div class="card"><div class="label">Actors</div><div class="value">${actorsAlive}
         <small>alive</small></div><div class="sub">${actorsTotal} in all</div></div>`);
     return cards.join("");

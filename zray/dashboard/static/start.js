@@ -3,7 +3,7 @@
 
 (function () {
   const byPath = { "/": "overview", "/tasks": "tasks", "/actors": "actors", "/timeline": "timeline",
-                   "/logs": "logs", "/metrics": "metrics" };
+                   "/logs": "logs", "/cluster-metrics": "metrics" };
   const name = byPath[location.pathname.replace(/\/+$/, "") || "/"] || "overview";
   const page = Z.pages[name];
   document.title = `${page.title} · zray dashboard`;

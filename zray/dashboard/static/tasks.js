@@ -56,11 +56,12 @@ Z.pages.tasks = {
 
   renderFailures(failed) {
     const box = document.getElementById("failures");
-    if (!failed.length || this.state && this.state !== "FAILED") { box.innerHTML = ""; return; }
+    // hidden while a task is open (its traceback is there) or another state is chosen
+    if (!failed.length || this.selected || this.state && this.state !== "FAILED") { box.innerHTML = ""; return; }
     const items = failed.slice(0, 3).map((t, i) => `<div class="failure">
         <div class="failure-head"><span class="error-type">${Z.esc(t.error_type || "Error")}</span>
           <span class="name">${Z.esc(t.name)}</span>
-          <span class="meta">task ${Z.short(t.task_id, 16)} · attempt ${t.attempt_number} · node ${Z.short(t.node_id, 8)} · pid ${Z.esc(t.worker_pid ?? "—")} · ${Z.ago(t.end_time_ms)}</span>
+          <span class="meta">task ${Z.tid(t.task_id)} · attempt ${t.attempt_number} · node ${Z.short(t.node_id, 8)} · pid ${Z.esc(t.worker_pid ?? "—")} · ${Z.ago(t.end_time_ms)}</span>
           <a href="/tasks?task_id=${encodeURIComponent(t.task_id)}" data-select="${Z.esc(t.task_id)}">details</a></div>
         ${i === 0 ? this.traceback(t.error_message) :
           `<details><summary>traceback</summary>${this.traceback(t.error_message)}</details>`}</div>`).join("");
@@ -85,7 +86,7 @@ Z.pages.tasks = {
     const columns = [
       { title: "State", cell: (t) => Z.badge(t.state) },
       { title: "Function", cell: (t) => `<b>${Z.esc(t.name)}</b>` + (t.type !== "NORMAL_TASK" ? `<div class="id">${Z.esc(t.type)}</div>` : "") },
-      { title: "Task", cell: (t) => Z.short(t.task_id, 16) + (t.attempt_number ? ` <span class="tag">retry ${t.attempt_number}</span>` : "") },
+      { title: "Task", cell: (t) => Z.tid(t.task_id) + (t.attempt_number ? ` <span class="tag">retry ${t.attempt_number}</span>` : "") },
       { title: "Node", cell: (t) => Z.short(t.node_id, 8) },
       { title: "Worker", cls: "num", cell: (t) => t.worker_pid ? `<a href="/logs?pid=${t.worker_pid}&node_id=${encodeURIComponent(t.node_id || "")}">${t.worker_pid}</a>` : "—" },
       { title: "Submitted", cell: (t) => Z.clock(t.creation_time_ms) },
@@ -102,6 +103,7 @@ Z.pages.tasks = {
   async select(taskId) {
     this.selected = taskId;
     Z.setQuery({ task_id: taskId });
+    document.getElementById("failures").innerHTML = "";
     this.renderTable();
     await this.renderDetail();
     document.getElementById("detail").scrollIntoView({ behavior: "smooth", block: "start" });
@@ -117,13 +119,13 @@ Z.pages.tasks = {
     const body = `<div class="panel-body"><dl class="detail-grid">
         ${field("State", Z.badge(t.state))}${field("Function", `<b>${Z.esc(t.name)}</b> <span class="id">${Z.esc(t.type)}</span>`)}
         ${field("Task id", `<span class="mono">${Z.esc(t.task_id)}</span> · attempt ${t.attempt_number}${t.retried ? " (retried)" : ""}`)}
-        ${field("Job", Z.short(t.job_id, 8))}${t.actor_id ? field("Actor", Z.short(t.actor_id, 32)) : ""}
+        ${field("Job", Z.short(t.job_id, 8))}${t.actor_id ? field("Actor", `<span class="mono">${Z.esc(t.actor_id)}</span>`) : ""}
         ${field("Node / worker", `${Z.short(t.node_id, 32)} · pid ${Z.esc(t.worker_pid ?? "—")}`)}
         ${field("Duration", Z.duration(t.duration_ms))}${field("Progress", `<div class="steps">${steps}</div>`)}
       </dl>${t.error_message ? this.traceback(t.error_message) : ""}</div>`;
     box.innerHTML = Z.panel(`Task ${Z.esc(t.name)}`, body, `<a href="#" id="close-detail">close</a>`);
     document.getElementById("close-detail").addEventListener("click", (e) => {
-      e.preventDefault(); this.selected = null; Z.setQuery({ task_id: null }); box.innerHTML = ""; this.renderTable();
+      e.preventDefault(); this.selected = null; Z.setQuery({ task_id: null }); box.innerHTML = ""; this.refresh();
     });
   },
 };

@@ -91,20 +91,22 @@ Z.pages.timeline = {
     for (let t = 0; t <= span + 1; t += step) {
       const tx = x(start + t);
       axis += `<line class="tick" x1="${tx}" x2="${tx}" y1="${AXIS - 6}" y2="${height}"/>` +
-        `<text class="tick-label" x="${tx}" y="${AXIS - 10}" text-anchor="middle">+${Z.esc(Z.duration(t / 1e3))}</text>`;
+        `<text class="tick-label" x="${tx}" y="${AXIS - 10}" text-anchor="middle">${t ? "+" + Z.esc(Z.duration(t / 1e3)) : "0"}</text>`;
     }
-    let bars = "";
     const counts = {};
+    for (const s of slices) counts[s.name] = (counts[s.name] || 0) + 1;
+    const byCount = Object.entries(counts).sort((a, b) => b[1] - a[1]);
+    Z.assignColours(byCount.map(([name]) => name));
+    let bars = "";
     slices.forEach((s, i) => {
       const ly = laneY.get(`${s.pid}|${s.tid}`);
       const bx = x(s.ts), bw = Math.max(1.5, x(s.ts + s.dur) - bx);
       const failed = s.args && s.args.state === "FAILED";
-      counts[s.name] = (counts[s.name] || 0) + 1;
       bars += `<rect class="slice${failed ? " failed" : ""}" data-i="${i}" x="${bx.toFixed(1)}" y="${ly + 4}" width="${bw.toFixed(1)}" height="${LANE - 8}" rx="2" fill="${Z.colour(s.name)}">` +
         `<title>${Z.esc(s.name)} · ${Z.esc(Z.duration(s.dur / 1e3))}${failed ? " · FAILED" : ""}</title></rect>`;
     });
     const arrows = this.arrows(laneY, x, start, LANE);
-    const legend = Object.entries(counts).sort((a, b) => b[1] - a[1]).slice(0, 12)
+    const legend = byCount.slice(0, 12)
       .map(([name, n]) => `<span><i style="background:${Z.colour(name)}"></i>${Z.esc(name)} (${n})</span>`).join("");
     box.innerHTML = Z.panel("Executions",
       `<div class="panel-body" style="padding-bottom:4px"><div class="legend">${legend}</div></div>
