@@ -96,9 +96,9 @@ def row_of(t) -> dict:
 
 
 def kind_of(spec) -> str:
-    if spec.actor_id is not None:
-        return ACTOR_TASK
-    return ACTOR_CREATION_TASK if spec.actor_options is not None else NORMAL_TASK
+    if spec.actor_options is not None:      # a creation carries its actor's id too
+        return ACTOR_CREATION_TASK
+    return ACTOR_TASK if spec.actor_id is not None else NORMAL_TASK
 
 
 def error_of(results):
@@ -211,6 +211,25 @@ class TaskEvents:
         if t[END] is None:
             changes += [(STATE, FAILED), (END, now + self.offset)]
         self.rows[key] = _changed(t, changes)
+
+    def actor_calls_ran(self, node_id, pid, calls, submitter=None) -> None:
+        """An actor worker's report of method calls it ran (``zray.worker.call_events``):
+        each ``(task_id, attempt, name, job_id, actor_id, end, run_s, ok, error)``
+        with the worker's wall-clock ``end``.  A call the head registered keeps
+        its row (its submit time) and gains its run; others get a row here."""
+        for task_id, attempt, name, job_id, actor_id, end, run_s, ok, error in calls:
+            key = task_id + attempt.to_bytes(8, "big")
+            start = end - max(0.0, float(run_s))
+            t = self.rows.get(key)
+            if t is None:
+                self._add(key, (task_id, attempt, name, ACTOR_TASK, job_id, actor_id,
+                                submitter, FINISHED if ok else FAILED, node_id, pid,
+                                start, None, start, end, error, False))
+                continue
+            state = t[STATE] if t[END] is not None else (FINISHED if ok else FAILED)
+            self.rows[key] = (t[0], t[1], t[2], t[3], t[4], t[5], t[6], state, node_id, pid,
+                              t[10], t[11], start, end, t[14] if error is None else error,
+                              t[15])
 
     def has(self, task_id, attempt) -> bool:
         return task_id + attempt.to_bytes(8, "big") in self.rows

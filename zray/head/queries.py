@@ -207,6 +207,12 @@ def log_sources(state, args):
     return state.logs.sources()
 
 
+def actor_calls_ran(state, args):
+    """An actor worker's batch of method calls it ran (``zray.worker.call_events``),
+    sent with no reply wanted: rows of the task-event history."""
+    state.events.actor_calls_ran(args["node_id"], args["pid"], args["calls"])
+
+
 def record_metrics(state, args):
     """User metrics' records (``zray.util.metrics``), sent with no reply wanted."""
     state.user_metrics.record(args)
@@ -220,6 +226,7 @@ def metrics(state, args):
 
 QUERIES = {
     "record_metrics": record_metrics,
+    "actor_calls_ran": actor_calls_ran,
     "logs": logs,
     "log_sources": log_sources,
     "metrics": metrics,
