@@ -87,10 +87,12 @@ Z.badge = (state) => `<span class="badge ${STATE_KIND[state] || ""}" title="${Z.
   `${Z.esc(STATE_LABEL[state] || state || "?")}</span>`;
 Z.stateLabel = (state) => STATE_LABEL[state] || state;
 
-Z.meter = function (used, total, text) {
+// a bar of used / total; ``alarm``: amber past 80%, red past 95% (memory, stores; not CPUs,
+// which are meant to be busy)
+Z.meter = function (used, total, text, alarm = true) {
   if (!total) return '<span class="id">—</span>';
   const pct = Math.max(0, Math.min(100, 100 * used / total));
-  const cls = pct >= 95 ? "full" : pct >= 80 ? "warn" : "";
+  const cls = !alarm ? "" : pct >= 95 ? "full" : pct >= 80 ? "warn" : "";
   return `<div class="meter"><div class="bar ${cls}"><span style="width:${pct.toFixed(1)}%"></span></div>` +
     `<div class="text">${text || `${Z.num(used)} / ${Z.num(total)}`}</div></div>`;
 };
@@ -109,8 +111,9 @@ Z.table = function (columns, rows, options = {}) {
 };
 
 // a colour per name: distinct for the first names given to Z.assignColours, then hashed
-const PALETTE = ["#3b82f6", "#10b981", "#f59e0b", "#8b5cf6", "#06b6d4", "#ec4899",
-                 "#84cc16", "#f97316", "#6366f1", "#14b8a6", "#a855f7", "#eab308"];
+// neighbours differ in hue as much as they can (the first names get the first colours)
+const PALETTE = ["#3b82f6", "#f59e0b", "#10b981", "#ec4899", "#8b5cf6", "#06b6d4",
+                 "#f97316", "#84cc16", "#6366f1", "#e11d48", "#a855f7", "#eab308"];
 Z.assigned = {};
 Z.assignColours = function (names) {
   Z.assigned = {};

@@ -39,11 +39,11 @@ Z.pages.overview = {
       `<div class="card"><div class="label">Nodes</div><div class="value">${c.nodes_alive}
         <small>alive</small></div><div class="sub">${c.nodes_dead} dead</div></div>`,
       `<div class="card"><div class="label">CPU</div><div class="value">${Z.num(used.CPU || 0)}
-        <small>/ ${Z.num(total.CPU || 0)} in use</small></div>${Z.meter(used.CPU || 0, total.CPU || 0, " ")}</div>`,
+        <small>/ ${Z.num(total.CPU || 0)} in use</small></div>${Z.meter(used.CPU || 0, total.CPU || 0, " ", false)}</div>`,
     ];
     if (total.GPU) {
       cards.push(`<div class="card"><div class="label">GPU</div><div class="value">${Z.num(used.GPU || 0)}
-        <small>/ ${Z.num(total.GPU)} in use</small></div>${Z.meter(used.GPU || 0, total.GPU, " ")}</div>`);
+        <small>/ ${Z.num(total.GPU)} in use</small></div>${Z.meter(used.GPU || 0, total.GPU, " ", false)}</div>`);
     }
     cards.push(
       `<div class="card"><div class="label">Object store</div><div class="value">${Z.bytes(c.object_store_used_bytes)}</div>
@@ -94,9 +94,9 @@ Z.pages.overview = {
           ((n.resources_total || {})["node:__internal_head__"] ? '<span class="tag">head</span>' : "") },
       { title: "State", cell: (n) => Z.badge(n.state) },
       { title: "Address", cell: (n) => `${Z.esc(n.node_ip)}<div class="id">${Z.esc(n.node_name)}</div>` },
-      { title: "CPU", cell: (n) => { const [t, u] = res(n, "CPU"); return Z.meter(u, t); } },
+      { title: "CPU", cell: (n) => { const [t, u] = res(n, "CPU"); return Z.meter(u, t, null, false); } },
     ];
-    if (anyGpu) columns.push({ title: "GPU", cell: (n) => { const [t, u] = res(n, "GPU"); return Z.meter(u, t); } });
+    if (anyGpu) columns.push({ title: "GPU", cell: (n) => { const [t, u] = res(n, "GPU"); return Z.meter(u, t, null, false); } });
     columns.push(
       { title: "Memory", cell: (n) => { const [t, u] = res(n, "memory"); return Z.meter(u, t, `${Z.bytes(u)} / ${Z.bytes(t)}`); } },
       { title: "Object store", cell: (n) => { const s = n.object_store || {};

@@ -91,7 +91,7 @@ Z.pages.timeline = {
     for (let t = 0; t <= span + 1; t += step) {
       const tx = x(start + t);
       axis += `<line class="tick" x1="${tx}" x2="${tx}" y1="${AXIS - 6}" y2="${height}"/>` +
-        `<text class="tick-label" x="${tx}" y="${AXIS - 10}" text-anchor="middle">${t ? "+" + Z.esc(Z.duration(t / 1e3)) : "0"}</text>`;
+        `<text class="tick-label" x="${tx}" y="${AXIS - 10}" text-anchor="${tx > W - 40 ? "end" : "middle"}">${t ? "+" + Z.esc(Z.duration(t / 1e3)) : "0"}</text>`;
     }
     const counts = {};
     for (const s of slices) counts[s.name] = (counts[s.name] || 0) + 1;
