@@ -74,6 +74,11 @@ def zray_processes(since: float) -> list:
             continue
         if proc.info["pid"] not in mine and proc.info["ppid"] != 1:
             continue
+        # an orphan is ours only if it uses our shared-memory folder: on a machine
+        # shared by several checkouts (each with its ZRAY_SHM_DIR), another's
+        # `zray start` leaves orphans too
+        if proc.info["pid"] not in mine and f'"shm_dir": "{SHM_DIR}"' not in cmdline:
+            continue
         if "zray.head" in cmdline or "zray.node" in cmdline or "zray.dashboard" in cmdline:
             found.append((proc.info["pid"], cmdline[:120]))
     return found
