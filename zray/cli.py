@@ -207,8 +207,7 @@ def _start_dashboard(config, started, include, host, port) -> list:
     from zray import dashboard
     if include is False or (include is None and not dashboard.available()):
         return []
-    from zray.dashboard.launch import describe, missing_dependencies_message, \
-        start_dashboard
+    from zray.dashboard.launch import missing_dependencies_message, start_dashboard
     if not dashboard.available():
         _stop_all([process for _, process in started], config)
         fail(missing_dependencies_message())
@@ -220,7 +219,11 @@ def _start_dashboard(config, started, include, host, port) -> list:
     except RaySystemError as exc:
         _stop_all([process for _, process in started], config)
         fail(str(exc))
-    click.echo(f"\n  Dashboard: {describe(board)}")
+    click.echo(f"\n  Dashboard:                   {board.url}")
+    if board.token:
+        click.echo(f"  Dashboard token:             {board.token}\n    (it listens on "
+                   f"{board.host}: other hosts use this host's address; it asks every "
+                   "request for the token; `zray dashboard-token` prints it again)")
     return [({"role": "dashboard", "pid": board.pid, "address": entry["address"],
               "url": board.url, "session_dir": entry["session_dir"]}, board.process)]
 

@@ -46,7 +46,7 @@ def test_zray_start_head_starts_the_dashboard_and_stop_ends_it():
         started = cli("start", "--head", "--port", "0", "--node-ip-address", "127.0.0.1",
                       "--num-cpus", "1", "--dashboard-port", "0")
         assert started.returncode == 0, started.stderr
-        url = re.search(r"View the dashboard at (http://\S+)", started.stdout).group(1)
+        url = re.search(r"Dashboard: +(http://\S+)", started.stdout).group(1)
         status, _, nodes = request(url, "/api/nodes")
         assert status == 200 and len(nodes) == 1
     finally:
