@@ -1,5 +1,6 @@
 """The dashboard in a real browser: headless Chromium driven by Selenium against
-a live two-node cluster.  Each test saves a screenshot of its page under
+a live two-node cluster (overview, tasks with a failure, timeline, logs,
+actors), and the sign-in page of a dashboard bound beyond loopback.  Each test saves a screenshot of its page under
 ``$ZRAY_DASHBOARD_SCREENSHOTS`` (default: pytest's temporary folder), so a
 person can look at what a user sees.
 
@@ -175,3 +176,24 @@ def test_actors_page_lists_the_actor(live, browser, shots):
     text_appears(browser, "#actor-table", "Greeter")
     text_appears(browser, "#actor-table", str(work["actor_pid"]))
     save(browser, shots, "actors")
+
+
+def test_beyond_loopback_the_browser_signs_in_with_the_token(browser, shots):
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "include_dashboard": True, "dashboard_host": "0.0.0.0"})
+    try:
+        open_page(browser, cluster.dashboard_url + "/actors", "form.login-box")
+        assert not browser.find_elements(By.CSS_SELECTOR, "#nav")     # nothing shown
+        save(browser, shots, "sign-in")
+        browser.find_element(By.NAME, "token").send_keys("not-the-token")
+        browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        text_appears(browser, ".login-error", "not this cluster")
+        browser.find_element(By.NAME, "token").send_keys(cluster.dashboard.token)
+        browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        open_page(browser, browser.current_url, "#actor-table")     # back where it was
+        assert browser.current_url.endswith("/actors")
+        # the cookie is HttpOnly: the page's scripts cannot read it
+        assert browser.execute_script("return document.cookie") == ""
+    finally:
+        browser.delete_all_cookies()
+        cluster.shutdown()
