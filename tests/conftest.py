@@ -14,6 +14,10 @@ import zray
 # seeing each other's segments.
 SHM_DIR = os.environ.get("ZRAY_SHM_DIR", "/dev/shm")
 TEMP_DIR = os.environ.get("ZRAY_TEMP_DIR", "/tmp/zray-sessions")
+# `zray start --head` starts the dashboard by default where its extra is
+# installed; the CLI tests count and stop what they start without it (the
+# dashboard's own tests start it on purpose).
+os.environ.setdefault("ZRAY_INCLUDE_DASHBOARD", "0")
 #: Folders tests spill to besides the session folders (they add theirs here).
 SPILL_BASES: set = set()
 
@@ -70,7 +74,12 @@ def zray_processes(since: float) -> list:
             continue
         if proc.info["pid"] not in mine and proc.info["ppid"] != 1:
             continue
-        if "zray.head" in cmdline or "zray.node" in cmdline:
+        # an orphan is ours only if it uses our shared-memory folder: on a machine
+        # shared by several checkouts (each with its ZRAY_SHM_DIR), another's
+        # `zray start` leaves orphans too
+        if proc.info["pid"] not in mine and f'"shm_dir": "{SHM_DIR}"' not in cmdline:
+            continue
+        if "zray.head" in cmdline or "zray.node" in cmdline or "zray.dashboard" in cmdline:
             found.append((proc.info["pid"], cmdline[:120]))
     return found
 

@@ -415,6 +415,7 @@ class LocalCluster:
                                [self.head_address], me)
         self.node = start_node(config, self.head_address, self.node_id, resources,
                                self.session_dir, "127.0.0.1", me)
+        self.dashboard = None       # zray.dashboard.launch.Dashboard, when asked for
 
     def check(self) -> None:
         self.head.check()
@@ -422,6 +423,8 @@ class LocalCluster:
 
     def stop(self) -> None:
         grace = self.config.shutdown_grace_s
+        if self.dashboard is not None:
+            self.dashboard.stop(grace)
         self.node.stop(grace)
         self.head.stop(grace)
         remove_segments(self.config.shm_dir, self.node_id)

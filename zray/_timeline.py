@@ -8,7 +8,9 @@ attempt and state.  A task submitted by another task gets a flow arrow
 
 Times are the head's: each slice ends when the head heard the task finish and
 lasts the run time the worker measured (see ``zray.head.events``).  Actor
-method calls are not in it yet (their run time is not reported).
+method calls are in it too when actor workers report them
+(``Config.actor_task_events``), on the actor's worker track, with the
+worker's own times.
 """
 
 from __future__ import annotations

@@ -73,10 +73,13 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
                                  "and resources must not be given: they are set where the "
                                  "cluster's nodes are started.")
             runtime = _connect(address, config, namespace)
+            _warn_dashboard_ignored(include_dashboard)
         else:
             runtime = _start_local(config, namespace, default_resources(
                 num_cpus, num_gpus, resources, object_store_memory=object_store_memory,
                 head=True, shm_dir=config.shm_dir))
+            if include_dashboard:
+                _start_dashboard(runtime, kwargs)
         runtime.resolve_env = resolver(config.runtime_env_max_package_bytes)
         runtime.client.log_to_driver = bool(log_to_driver)
         _runtime.set_runtime(runtime)
@@ -121,6 +124,32 @@ def _job_runtime_env(runtime_env) -> dict | None:
     mine = {k: (list(v) if isinstance(v, (list, tuple)) else v)
             for k, v in runtime_env.items() if k in opts.RUNTIME_ENV_FIELDS and v}
     return opts.merge_runtime_env(job_env, mine) or None
+
+
+def _start_dashboard(runtime, kwargs) -> None:
+    """The dashboard beside the local cluster's head (``include_dashboard=True``);
+    ``dashboard_host`` default 127.0.0.1, ``dashboard_port`` default 8265 or the
+    next free one, as Ray.  Its URL goes to stderr, as Ray's banner."""
+    import sys
+    from zray.dashboard.launch import describe, start_dashboard
+    cluster = runtime.cluster
+    try:
+        cluster.dashboard = start_dashboard(
+            cluster.config, cluster.head_address, cluster.session_dir,
+            kwargs.get("dashboard_host"), kwargs.get("dashboard_port"),
+            head_pid=cluster.head.pid)
+    except BaseException:
+        runtime.client.close()
+        cluster.stop()
+        raise
+    sys.stderr.write(describe(cluster.dashboard) + "\n")   # user-facing, as Ray's
+
+
+def _warn_dashboard_ignored(include_dashboard) -> None:
+    if include_dashboard:
+        opts.warn_once("init:include_dashboard", "init(include_dashboard=True) is ignored "
+                       "when connecting to a running cluster: its dashboard is started "
+                       "with its head (`zray start --head --include-dashboard`).")
 
 
 def _warn_ignored_init_options(kwargs) -> None:
@@ -222,8 +251,13 @@ def _context(runtime) -> ClientContext:
                       "session_dir": getattr(cluster, "session_dir", None),
                       "node_id": runtime.client.local_node_id.hex()
                       if runtime.client.local_node_id else None},
-        address=runtime.address, dashboard_url=None,
+        address=runtime.address, dashboard_url=_dashboard_url(cluster),
         session_dir=getattr(cluster, "session_dir", None))
+
+
+def _dashboard_url(cluster) -> str | None:
+    board = getattr(cluster, "dashboard", None)
+    return board.address if board is not None else None
 
 
 def shutdown(_exiting_interpreter: bool = False) -> None:

@@ -104,9 +104,20 @@ def parse_resources(text: str | None) -> dict:
               help="With --head: serve the cluster's and applications' metrics in "
                    "Prometheus' text format at http://127.0.0.1:PORT/metrics "
                    "(ZRAY_METRICS_EXPORT_HOST widens the interface).")
+@click.option("--include-dashboard/--no-include-dashboard", default=None,
+              envvar="ZRAY_INCLUDE_DASHBOARD", show_envvar=True,
+              help="With --head: start the web dashboard beside the head (default: when "
+                   "its extra, zray[dashboard], is installed).")
+@click.option("--dashboard-host", default="127.0.0.1", show_default=True,
+              envvar="ZRAY_DASHBOARD_HOST", show_envvar=True,
+              help="Interface the dashboard listens on; on any but loopback it asks for "
+                   "a token derived from the cluster key (printed here).")
+@click.option("--dashboard-port", type=click.IntRange(0, 65535), default=None,
+              envvar="ZRAY_DASHBOARD_PORT", show_envvar=True,
+              help="The dashboard's port (default: 8265, or the next free one).")
 def start(head, address, port, node_ip_address, num_cpus, num_gpus, resources,
           object_store_memory, spill_dir, temp_dir, block, key_file, insecure, bind_address,
-          metrics_export_port):
+          metrics_export_port, include_dashboard, dashboard_host, dashboard_port):
     """Start a head, or a node that joins one."""
     if head == bool(address):
         fail("give exactly one of --head (start a new cluster) or --address HOST:PORT "
@@ -126,6 +137,8 @@ def start(head, address, port, node_ip_address, num_cpus, num_gpus, resources,
     if head:
         started = _start_head(config, port, node_ip_address, num_cpus, num_gpus, extra,
                               object_store_memory, bind_address)
+        started += _start_dashboard(config, started, include_dashboard, dashboard_host,
+                                    dashboard_port)
     else:
         started = _start_worker_node(config, address, node_ip_address, num_cpus, num_gpus,
                                      extra, object_store_memory)
@@ -187,6 +200,32 @@ def _start_head(config, port, ip, num_cpus, num_gpus, extra, store_bytes, bind_a
             ({"role": "node", "pid": node.pid, "address": address, "node_id": node_id.hex(),
               "session_dir": session_dir,
               "spill_base": config.object_spilling_directory or session_dir}, node)]
+
+
+def _start_dashboard(config, started, include, host, port) -> list:
+    """The dashboard beside the head just started (when asked, or installed)."""
+    from zray import dashboard
+    if include is False or (include is None and not dashboard.available()):
+        return []
+    from zray.dashboard.launch import missing_dependencies_message, start_dashboard
+    if not dashboard.available():
+        _stop_all([process for _, process in started], config)
+        fail(missing_dependencies_message())
+    entry, head = started[0]
+    config = _launch.with_cluster_key(config, "tcp://" + entry["address"])   # its key
+    try:
+        board = start_dashboard(config, "tcp://" + entry["address"], entry["session_dir"],
+                                host, port, head_pid=head.pid)
+    except RaySystemError as exc:
+        _stop_all([process for _, process in started], config)
+        fail(str(exc))
+    click.echo(f"\n  Dashboard:                   {board.url}")
+    if board.token:
+        click.echo(f"  Dashboard token:             {board.token}\n    (it listens on "
+                   f"{board.host}: other hosts use this host's address; it asks every "
+                   "request for the token; `zray dashboard-token` prints it again)")
+    return [({"role": "dashboard", "pid": board.pid, "address": entry["address"],
+              "url": board.url, "session_dir": entry["session_dir"]}, board.process)]
 
 
 def _start_worker_node(config, address, ip, num_cpus, num_gpus, extra, store_bytes):
@@ -462,6 +501,31 @@ def memory(address, limit):
     if rows:
         click.echo("")
         click.echo(_table(rows))
+
+
+@main.command(name="dashboard-token")
+@address_option
+@click.option("--key", "key_file", envvar="ZRAY_CLUSTER_KEY_FILE", show_envvar=True,
+              type=click.Path(dir_okay=False), help="The cluster's key file.")
+def dashboard_token(address, key_file):
+    """Print the token the cluster's dashboard asks for when it listens beyond
+    loopback (derived from the cluster key: whoever holds the key may print it)."""
+    from zray.dashboard.auth import dashboard_token as derive
+    from zray.security import KeyFileError
+    endpoint = _head(address)
+    config = Config.from_env(cluster_key_file=os.path.abspath(key_file) if key_file else None)
+    try:
+        config = _launch.with_cluster_key(config, endpoint)
+        session_dir = None
+        if config.insecure or not config.cluster_key_file:     # a secret in its session
+            address = endpoint.split("://", 1)[1]
+            session_dir = next((e.get("session_dir") for e in
+                                _launch.read_started(config.temp_dir)
+                                if e.get("role") == "head" and e.get("address") == address),
+                               None)
+        click.echo(derive(config, session_dir))
+    except (KeyFileError, ValueError, OSError) as exc:
+        fail(f"cannot derive the dashboard token: {exc}")
 
 
 @main.command(context_settings={"ignore_unknown_options": True,

@@ -59,6 +59,7 @@ class Cluster:
         self.address = None
         self.head_process = None
         self.connected = False
+        self.dashboard = None       # zray.dashboard.launch.Dashboard
         self._config = None
         self._session = None
         if shutdown_at_exit:
@@ -78,19 +79,29 @@ class Cluster:
         return self._config
 
     @property
+    def dashboard_url(self) -> str | None:
+        """http://HOST:PORT of the dashboard (``include_dashboard``), else None."""
+        return self.dashboard.url if self.dashboard is not None else None
+
+    @property
     def session_dir(self) -> str | None:
         """The folder of the cluster's sockets, key and logs (``logs/``)."""
         return self._session[1] if self._session else None
 
     def add_node(self, wait: bool = True, num_cpus=None, num_gpus=None, resources=None,
                  object_store_memory=None, memory=None, _system_config=None,
+                 include_dashboard=False, dashboard_host="127.0.0.1", dashboard_port=0,
                  **ignored) -> NodeHandle:
-        """Start a node manager (the first one also starts the head)."""
+        """Start a node manager (the first one also starts the head, and, with
+        ``include_dashboard``, the dashboard: ``dashboard_url``)."""
         head = self.head_process is None
         if head:
             self._start_head(_system_config)
-        elif _system_config:
-            raise ValueError("_system_config is set once, with the head node's arguments")
+            if include_dashboard:
+                self._start_dashboard(dashboard_host, dashboard_port)
+        elif _system_config or include_dashboard:
+            raise ValueError("_system_config and include_dashboard are set once, with the "
+                             "head node's arguments")
         node_resources = _launch.default_resources(
             num_cpus, num_gpus, resources, memory=memory,
             object_store_memory=object_store_memory, host=HOST, head=head,
@@ -164,6 +175,9 @@ class Cluster:
             import zray
             zray.shutdown()
             self.connected = False
+        if self.dashboard is not None:
+            self.dashboard.stop(self._config.shutdown_grace_s)
+            self.dashboard = None
         for node in reversed(self.list_all_nodes()):
             self.remove_node(node, allow_graceful=True)
         self.head_process.stop(self._config.shutdown_grace_s)
@@ -177,6 +191,17 @@ class Cluster:
                     pass
 
     # --- internals -------------------------------------------------------------------
+
+    def _start_dashboard(self, host, port) -> None:
+        from zray.dashboard.launch import start_dashboard
+        try:
+            self.dashboard = start_dashboard(self._config, self.address_endpoint,
+                                             self._session[1], host, port,
+                                             head_pid=self.head_process.pid)
+        except BaseException:
+            self.head_process.stop(self._config.shutdown_grace_s)
+            self.head_process = None
+            raise
 
     def _start_head(self, system_config) -> None:
         config = Config.from_system_config(system_config)

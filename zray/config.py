@@ -27,6 +27,10 @@ class Config:
     #: failed, retried, cancelled) the head keeps for the state API, the
     #: timeline and ``zray summary``; the oldest go first and are counted.
     task_events_max: int = 100_000
+    #: Actor workers report each method call they ran (its run time, outcome
+    #: and error), batched every 50 ms, so that actor calls are in the task
+    #: events and the timeline (calls go from caller to actor without the head).
+    actor_task_events: bool = True
     #: A port on which the head serves its metrics in Prometheus' text format
     #: (``zray start --head --metrics-export-port``, ``init(_metrics_export_port=)``);
     #: 0: not served.

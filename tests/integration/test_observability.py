@@ -88,6 +88,38 @@ def test_nested_task_gets_a_flow_arrow(two_nodes):
     assert starts and len(starts) == len(ends)
 
 
+@zray.remote
+class Tracked:
+    def work(self, seconds):
+        import time
+        time.sleep(seconds)
+        return os.getpid()
+
+    def fail(self):
+        raise KeyError("actor call broken on purpose")
+
+
+def test_actor_calls_are_task_events_and_timeline_slices(two_nodes):
+    actor = Tracked.options(resources={"nodeB": 0.01}).remote()
+    refs = [actor.work.remote(0.01) for _ in range(3)]
+    pid = zray.get(refs)[0]
+    failed = actor.fail.remote()
+    with pytest.raises(KeyError):
+        zray.get(failed)
+    ids = {r.task_id().hex() for r in refs}
+    trace = eventually(zray.timeline, lambda t: ids <= {
+        e["args"]["task_id"] for e in t if e["ph"] == "X"})
+    slices = [e for e in trace if e["ph"] == "X" and e["args"]["task_id"] in ids]
+    assert len(slices) == 3
+    assert all(e["name"] == "Tracked.work" and e["tid"] == pid and
+               e["pid"] == two_nodes[1]["nodeB"].node_id and e["dur"] >= 5e3
+               for e in slices)
+    row = eventually(lambda: state.get_task(failed.task_id().hex()),
+                     lambda r: r is not None and r.state == "FAILED")
+    assert row.type == "ACTOR_TASK" and row.error_type == "KeyError"
+    assert "actor call broken on purpose" in row.error_message
+
+
 def test_failed_task_event_carries_traceback_and_filters(two_nodes):
     ref = broken.remote()
     with pytest.raises(zray.exceptions.RayTaskError):

@@ -171,3 +171,44 @@ def test_log_buffer_keeps_the_last_chunks_and_filters():
     assert [c[-1] for c in buf.read(node_id=NODE.hex(), tail=1)[0]] == ["line 3\n"]
     assert [c[-1] for c in buf.read(since_seq=3)[0]] == ["line 3\n"]
     assert [c[-1] for c in buf.read(start=1.5, end=2.5)[0]] == ["line 2\n"]
+
+
+def test_newest_rows_come_first_and_only_as_many_as_asked():
+    store = TaskEvents(100, monotonic_now=0.0)
+    tasks = [FakeTask(i, created=float(i)) for i in range(6)]
+    for task in tasks[:5]:
+        store.scheduled(task, NODE, task.created)
+    store.finished((1).to_bytes(16, "big"), 0, False, 9.0, run_s=0.1, error=b"x")
+    waiting = {5: tasks[5]}
+    ids = [int(r["task_id"], 16) for r in store.newest(limit=3, tasks=waiting)]
+    assert ids == [5, 4, 3]                      # the waiting one is the newest
+    failed = store.newest([("state", "=", "failed")], limit=10, tasks=waiting)
+    assert [int(r["task_id"], 16) for r in failed] == [1]
+    assert store.counts(waiting) == {"SUBMITTED_TO_WORKER": 4, "FAILED": 1,
+                                     "PENDING_NODE_ASSIGNMENT": 1}
+    assert store.counts() == {"SUBMITTED_TO_WORKER": 4, "FAILED": 1}
+
+
+def test_an_actor_workers_report_makes_or_completes_rows():
+    store = TaskEvents(10, monotonic_now=0.0)
+    actor = b"a" * 16
+    ran = [((7).to_bytes(16, "big"), 0, "A.f", b"j" * 4, actor, 50.0, 0.5, True, None),
+           ((8).to_bytes(16, "big"), 0, "A.g", b"j" * 4, actor, 51.0, 0.25, False, b"err")]
+    store.actor_calls_ran(NODE, 99, ran)
+    rows = {r["name"]: r for r in store.select()}
+    assert rows["A.f"]["state"] == "FINISHED" and rows["A.f"]["type"] == "ACTOR_TASK"
+    assert rows["A.f"]["worker_pid"] == 99 and rows["A.f"]["node_id"] == NODE.hex()
+    assert rows["A.f"]["start_time_ms"] == pytest.approx(49_500.0)
+    assert rows["A.f"]["duration_ms"] == pytest.approx(500.0)
+    assert rows["A.g"]["state"] == "FAILED" and rows["A.g"]["error"] == b"err"
+    # a call the head registered keeps its row and gains its run
+    task = FakeTask(9, created=10.0)
+    store.scheduled(task, NODE, 10.5)
+    store.finished((9).to_bytes(16, "big"), 0, True, 12.0)         # no run time known
+    store.actor_calls_ran(NODE, 99, [((9).to_bytes(16, "big"), 0, "f", b"j" * 4, actor,
+                                      store.wall(11.9), 0.4, True, None)])
+    (row,) = [r for r in store.select() if r["name"] == "f"]
+    assert row["state"] == "FINISHED" and row["duration_ms"] == pytest.approx(400.0)
+    assert row["scheduled_time_ms"] is not None
+    trace = build_trace(store.select())
+    assert {e["name"] for e in trace if e["ph"] == "X"} == {"A.f", "A.g", "f"}

@@ -88,6 +88,7 @@ class ActorTable:
             self.named_actors[(namespace, name)] = actor.actor_id
         self._hold_handle(client, actor.actor_id)
         task = self.task_flow.add(Task(spec, client.key))
+        task.created = self.head.now       # its event row's submit time
         for object_id in spec.dep_ids + tuple(spec.nested_ids):
             if object_id not in self.objects:
                 self.directory.unknown_object(object_id)
@@ -124,6 +125,8 @@ class ActorTable:
             if task is not None and task.state is TaskState.ASSIGNED:
                 task.move(TaskState.FINISHED)
                 self.directory.unpin_task_args(task)
+                self.head.events.finished(task.spec.task_id, task.spec.attempt, True, now,
+                                          node_id=client.node_id, pid=pid)
             for task_id in actor.pending_cancels:
                 if task_id in actor.calls:
                     self.out.send(key, Msg.CANCEL_TASKS, (task_id, False))

@@ -23,6 +23,9 @@ unpickled by the client that asks (``zray.util.state``), never in the head.
 
 from __future__ import annotations
 
+import collections
+import itertools
+import operator
 import time
 from collections import OrderedDict
 
@@ -55,6 +58,10 @@ FIELDS = ("task_id", "attempt", "name", "kind", "job_id", "actor_id", "submitter
           "error", "retried")
 (TASK_ID, ATTEMPT, NAME, KIND, JOB_ID, ACTOR_ID, SUBMITTER, STATE, NODE_ID, WORKER_PID,
  SUBMITTED, SCHEDULED, START, END, ERROR, RETRIED) = range(len(FIELDS))
+
+
+# row keys whose value is a tuple field of text, as is (for newest's quick filter)
+_TEXT_FIELDS = {"state": STATE, "name": NAME, "func_or_class_name": NAME, "type": KIND}
 
 
 def _changed(t, changes):
@@ -95,9 +102,9 @@ def row_of(t) -> dict:
 
 
 def kind_of(spec) -> str:
-    if spec.actor_id is not None:
-        return ACTOR_TASK
-    return ACTOR_CREATION_TASK if spec.actor_options is not None else NORMAL_TASK
+    if spec.actor_options is not None:      # a creation carries its actor's id too
+        return ACTOR_CREATION_TASK
+    return ACTOR_TASK if spec.actor_id is not None else NORMAL_TASK
 
 
 def error_of(results):
@@ -211,6 +218,25 @@ class TaskEvents:
             changes += [(STATE, FAILED), (END, now + self.offset)]
         self.rows[key] = _changed(t, changes)
 
+    def actor_calls_ran(self, node_id, pid, calls, submitter=None) -> None:
+        """An actor worker's report of method calls it ran (``zray.worker.call_events``):
+        each ``(task_id, attempt, name, job_id, actor_id, end, run_s, ok, error)``
+        with the worker's wall-clock ``end``.  A call the head registered keeps
+        its row (its submit time) and gains its run; others get a row here."""
+        for task_id, attempt, name, job_id, actor_id, end, run_s, ok, error in calls:
+            key = task_id + attempt.to_bytes(8, "big")
+            start = end - max(0.0, float(run_s))
+            t = self.rows.get(key)
+            if t is None:
+                self._add(key, (task_id, attempt, name, ACTOR_TASK, job_id, actor_id,
+                                submitter, FINISHED if ok else FAILED, node_id, pid,
+                                start, None, start, end, error, False))
+                continue
+            state = t[STATE] if t[END] is not None else (FINISHED if ok else FAILED)
+            self.rows[key] = (t[0], t[1], t[2], t[3], t[4], t[5], t[6], state, node_id, pid,
+                              t[10], t[11], start, end, t[14] if error is None else error,
+                              t[15])
+
     def has(self, task_id, attempt) -> bool:
         return task_id + attempt.to_bytes(8, "big") in self.rows
 
@@ -229,6 +255,33 @@ class TaskEvents:
             state = _WAITING_STATES.get(task.state.value)
             if state is not None and not self.has(task.spec.task_id, task.spec.attempt):
                 out.append(self.live_row(task, state))
+        return out
+
+    def newest(self, filters=(), limit=None, tasks=None) -> list:
+        """Rows passing every filter, newest first (the waiting live records of
+        ``tasks`` before the rest), building only the rows looked at: the newest
+        ``limit`` cost the same however long the history is."""
+        out = []
+        waiting = self.pending(tasks) if tasks is not None else []
+        # "=" on a text field is checked on the tuple first: a row is built only
+        # for candidates (a search for the few FAILED in 100,000 builds few rows)
+        quick = [(_TEXT_FIELDS[key], str(value).lower()) for key, op, value in filters or ()
+                 if op == "=" and key in _TEXT_FIELDS]
+        candidates = (t for t in reversed(self.rows.values())
+                      if all(t[i] is not None and t[i].lower() == v for i, v in quick))
+        for row in itertools.chain(reversed(waiting), map(row_of, candidates)):
+            if matches(row, filters):
+                out.append(row)
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
+
+    def counts(self, tasks=None) -> dict:
+        """Attempts by state (with ``tasks``, the waiting live records too),
+        without building rows."""
+        out = dict(collections.Counter(map(operator.itemgetter(STATE), self.rows.values())))
+        for row in self.pending(tasks) if tasks is not None else ():
+            out[row["state"]] = out.get(row["state"], 0) + 1
         return out
 
     def select(self, filters=(), limit=None, tasks=None) -> list:

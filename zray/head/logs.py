@@ -41,5 +41,20 @@ class LogBuffer:
             out = out[-tail:] if tail > 0 else []
         return out, self.next_seq
 
+    def sources(self) -> list:
+        """One row per (node, pid) with output kept: its chunk count, first and
+        last wall time, and whether it wrote to stderr; oldest first."""
+        found = {}
+        for chunk in self.chunks:
+            key = (chunk[NODE], chunk[PID])
+            row = found.get(key)
+            if row is None:
+                row = found[key] = {"node_id": chunk[NODE], "pid": chunk[PID], "chunks": 0,
+                                    "first_time": chunk[TIME], "stderr": False}
+            row["chunks"] += 1
+            row["last_time"] = chunk[TIME]
+            row["stderr"] = row["stderr"] or chunk[STREAM] == "stderr"
+        return list(found.values())
+
 
 __all__ = ["LogBuffer"]

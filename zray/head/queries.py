@@ -24,6 +24,7 @@ def nodes(state, args):
             "ObjectTransferEndpoint": info.get("transfer_endpoint", ""),
             "ObjectStore": dict(info.get("object_store") or {}),
             "Resources": dict(node.total) if node.state is NodeState.ALIVE else {},
+            "ResourcesAvailable": _node_available(node),
             "Labels": info.get("labels", {}),
             "pid": info.get("pid"),
             "DeathReason": node.death_reason,
@@ -31,6 +32,17 @@ def nodes(state, args):
             "alive": node.state is NodeState.ALIVE,
         })
     return out
+
+
+def _node_available(node) -> dict:
+    """What a node has free (an idle lease's CPU counted as free), within its total."""
+    if node.state is not NodeState.ALIVE:
+        return {}
+    available = dict(node.available)
+    if node.lease is not None and node.lease.task_id is None:
+        available["CPU"] = available.get("CPU", 0.0) + 1.0
+    return {name: max(0.0, min(amount, node.total.get(name, 0.0)))
+            for name, amount in available.items()}
 
 
 def cluster_resources(state, args):
@@ -45,12 +57,8 @@ def cluster_resources(state, args):
 def available_resources(state, args):
     free = {}
     for node in state.nodes.values():
-        if node.state is NodeState.ALIVE:
-            available = dict(node.available)
-            if node.lease is not None and node.lease.task_id is None:
-                available["CPU"] = available.get("CPU", 0.0) + 1.0   # an idle lease
-            for name, amount in available.items():
-                free[name] = free.get(name, 0.0) + max(0.0, min(amount, node.total.get(name, 0)))
+        for name, amount in _node_available(node).items():
+            free[name] = free.get(name, 0.0) + amount
     return {k: v for k, v in free.items() if v > 0}
 
 
@@ -75,10 +83,23 @@ def _select(rows, args):
 
 
 def list_tasks(state, args):
-    """Task attempts from the event history (finished ones too), oldest first."""
+    """Task attempts from the event history (finished ones too), oldest first;
+    with ``newest`` in args, the newest first, building only the rows returned
+    (filters then apply to the head's keys only: not ``error_type``)."""
+    if (args or {}).get("newest"):
+        filters, limit = _filters(args)
+        return {"rows": state.events.newest(filters, limit, state.tasks),
+                "total": len(state.events.rows), "dropped": state.events.dropped}
     rows = state.events.select(tasks=state.tasks)
     selected = _select(rows, args)
     return {"rows": selected, "total": len(rows), "dropped": state.events.dropped}
+
+
+def task_counts(state, args):
+    """Task attempts by state (waiting tasks too), and how many the history
+    dropped: the dashboard's overview, without building a row per task."""
+    return {"by_state": state.events.counts(state.tasks), "total": len(state.events.rows),
+            "dropped": state.events.dropped}
 
 
 def get_task(state, args):
@@ -181,6 +202,17 @@ def logs(state, args):
     return {"chunks": chunks, "next": next_seq}
 
 
+def log_sources(state, args):
+    """The workers whose output the head keeps: node, pid, chunk count, times."""
+    return state.logs.sources()
+
+
+def actor_calls_ran(state, args):
+    """An actor worker's batch of method calls it ran (``zray.worker.call_events``),
+    sent with no reply wanted: rows of the task-event history."""
+    state.events.actor_calls_ran(args["node_id"], args["pid"], args["calls"])
+
+
 def record_metrics(state, args):
     """User metrics' records (``zray.util.metrics``), sent with no reply wanted."""
     state.user_metrics.record(args)
@@ -194,7 +226,9 @@ def metrics(state, args):
 
 QUERIES = {
     "record_metrics": record_metrics,
+    "actor_calls_ran": actor_calls_ran,
     "logs": logs,
+    "log_sources": log_sources,
     "metrics": metrics,
     "demands": demands,
     "placement_group_table": placement_group_table,
@@ -206,6 +240,7 @@ QUERIES = {
     "cluster_resources": cluster_resources,
     "available_resources": available_resources,
     "list_tasks": list_tasks,
+    "task_counts": task_counts,
     "get_task": get_task,
     "timeline": timeline,
     "list_objects": list_objects,

@@ -30,6 +30,7 @@ import inspect
 import logging
 import os
 import threading
+import time
 import traceback
 from collections import deque
 
@@ -38,6 +39,7 @@ from zray.exceptions import ActorDiedError, RayTaskError, TaskCancelledError
 from zray.client import Reply
 from zray.protocol import Msg, STATUS_CANCELLED, STATUS_ERROR, STATUS_OK
 from zray.serialization import KIND_ERROR, KIND_SHM, dumps_error
+from zray.worker.call_events import CallEvents
 from zray.worker.call_inbox import CallInbox
 from zray.worker.streaming import StreamRun, run_async, run_sync
 
@@ -64,6 +66,9 @@ class ActorRuntime:
         self.pool = None
         self.loop = None
         self.semaphore = None
+        # the calls it ran, for the head's task events (Config.actor_task_events)
+        self.call_events = CallEvents(self.client, worker.node_id) \
+            if self.client.config.actor_task_events else None
 
     # --- start ------------------------------------------------------------------------
 
@@ -134,6 +139,7 @@ class ActorRuntime:
             self.reply(caller, spec, *self._cancelled(spec, run))
             return
         keep_alive = []
+        started = time.perf_counter()
         try:
             args, kwargs = self.worker.resolve_args(spec)
             value = self.method(spec.method)(*args, **kwargs)
@@ -147,7 +153,7 @@ class ActorRuntime:
             status, results = self._exit_results(spec, run)
         except Exception as exc:
             status, results = self._error_results(spec, exc, run)
-        self.reply(caller, spec, status, results)
+        self.reply(caller, spec, status, results, started)
 
     def _schedule_async(self, caller, spec) -> None:
         task = self.loop.create_task(self.run_async(caller, spec))
@@ -157,10 +163,12 @@ class ActorRuntime:
     async def run_async(self, caller, spec) -> None:
         run = StreamRun(self.worker, spec) if spec.is_generator else None
         keep_alive = []
+        started = None
         try:
             async with self.semaphore:
                 if self._take_cancelled(spec.task_id):
                     raise asyncio.CancelledError
+                started = time.perf_counter()
                 if spec.dep_ids:
                     args, kwargs = await self.loop.run_in_executor(
                         None, self.worker.resolve_args, spec)
@@ -183,7 +191,7 @@ class ActorRuntime:
         finally:
             with self.lock:
                 self.running.pop(spec.task_id, None)
-        self.reply(caller, spec, status, results)
+        self.reply(caller, spec, status, results, started)
 
     def method(self, name: str):
         """The instance's method ``name``, or one that every actor has."""
@@ -213,7 +221,8 @@ class ActorRuntime:
                 return True
         return False
 
-    def reply(self, caller: bytes, spec, status: int, results: list) -> None:
+    def reply(self, caller: bytes, spec, status: int, results: list,
+              started: float | None = None) -> None:
         """Answer the caller; tell the head too when the results hold refs or live
         in shared memory (it must pin what they contain, or free the segment).
         Anything else the caller forwards to the head if the refs ever escape."""
@@ -231,6 +240,8 @@ class ActorRuntime:
             self.inbox.send(caller, Msg.ACTOR_RESULTS, [answer])
         else:
             self.client.send(Msg.ACTOR_RESULTS, answer, Reply(caller))
+        if self.call_events is not None and started is not None:
+            self.call_events.note(spec, status, results, time.perf_counter() - started)
 
     # --- outcomes ---------------------------------------------------------------------
 
@@ -268,6 +279,8 @@ class ActorRuntime:
         """exit_actor() ran: run the process's atexit handlers (as a Python
         process that exits does), tell the head, flush, and end the process."""
         atexit._run_exitfuncs()
+        if self.call_events is not None:
+            self.call_events.flush()
         if self.inbox is not None:
             self.inbox.close()          # the last answers leave first
         self.client.send(Msg.ACTOR_DIED, (self.actor_id, "The actor exited by calling "
