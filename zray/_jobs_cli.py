@@ -118,8 +118,8 @@ def _check_runtime_env(env: dict) -> None:
 @click.argument("entrypoint", nargs=-1, type=click.UNPROCESSED, required=True)
 def submit(address, working_dir, runtime_env_json, runtime_env_file, submission_id,
            metadata_json, entrypoint_num_cpus, no_wait, entrypoint):
-    """Run ENTRYPOINT (after --; its words joined by spaces, as Ray does, and run by
-    the shell) as a job."""
+    """Run ENTRYPOINT (after --; several words are quoted and joined as Ray does,
+    one word is taken as a shell command) as a job."""
     runtime_env = _runtime_env(runtime_env_json, runtime_env_file, working_dir)
     metadata = None
     if metadata_json:
@@ -129,7 +129,7 @@ def submit(address, working_dir, runtime_env_json, runtime_env_file, submission_
             _fail(f"--metadata-json is not JSON ({exc})")
     client = _client(address)
     submission_id = _call(lambda: client.submit_job(
-        entrypoint=" ".join(entrypoint), runtime_env=runtime_env,
+        entrypoint=entrypoint_command(entrypoint), runtime_env=runtime_env,
         submission_id=submission_id, metadata=metadata,
         entrypoint_num_cpus=entrypoint_num_cpus))
     click.echo(f"Job '{submission_id}' submitted successfully")
@@ -140,6 +140,14 @@ def submit(address, working_dir, runtime_env_json, runtime_env_file, submission_
     status = _call(client.get_job_status, submission_id)
     click.echo(f"Job '{submission_id}' {status.value.lower()}")
     sys.exit(0 if status.value == "SUCCEEDED" else 1)
+
+
+def entrypoint_command(words) -> str:
+    """The shell command for ENTRYPOINT's words: several are quoted and joined
+    (shlex.join, as Ray's CLI does: `-- python -c "print(1)"` works); a single
+    word is taken as a shell command as it is (`-- "python x.py | tee out"`)."""
+    import shlex
+    return words[0] if len(words) == 1 else shlex.join(words)
 
 
 def _follow(client, submission_id) -> None:

@@ -253,3 +253,14 @@ def test_job_records_survive_the_supervisor_dying(client):
     again = client.submit_job(entrypoint="echo again")
     assert wait_status(client, again).status is JobStatus.SUCCEEDED
     assert client.delete_job(ended)
+
+
+def test_cli_entrypoint_words_are_quoted_as_ray_does(head):
+    address, temp_dir = head
+    done = zray_cli("job", "submit", "--address", address, "--", "python", "-c",
+                    "print('two words', flush=True)", temp_dir=temp_dir)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert "two words\n" in done.stdout
+    piped = zray_cli("job", "submit", "--address", address, "--",
+                     "echo one | tr a-z A-Z", temp_dir=temp_dir)   # one word: a shell command
+    assert piped.returncode == 0 and "ONE\n" in piped.stdout, (piped.stdout, piped.stderr)
