@@ -10,7 +10,8 @@ the job's output appears on its stdout (both CLIs follow the job's logs):
   1 for Ray), until its `done` line: with no working_dir (the script by
   absolute path), with a fresh --working-dir of --mb MB of random bytes (first:
   pack, upload, unpack on every node) and with the same content again (cached).
-  The working_dir's overhead is (with it) - (without it).
+  The working_dir's overhead is the median over runs of (with it) - (without
+  it), each run against its own no-working_dir time.
 
 Ray is started with `ray start --head --block` under a tag in its environment;
 afterwards the processes carrying that tag (that `ray start`, its services, its
@@ -117,8 +118,9 @@ def series(submit, runs: int, mb: int, root: str, lib: str) -> dict:
         out["wd_cached"].append(submit(["--working-dir", wd], "python main.py wd", "done"))
         shutil.rmtree(wd)
     medians = {k: statistics.median(v) for k, v in out.items()}
-    medians["wd_first_overhead"] = medians["wd_first"] - medians["no_wd"]
-    medians["wd_cached_overhead"] = medians["wd_cached"] - medians["no_wd"]
+    for kind in ("wd_first", "wd_cached"):       # paired: each run's own baseline
+        medians[f"{kind}_overhead"] = statistics.median(
+            with_wd - without for with_wd, without in zip(out[kind], out["no_wd"]))
     medians["runs"] = {k: [round(x, 3) for x in v] for k, v in out.items()}
     return medians
 
