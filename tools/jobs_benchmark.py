@@ -1,6 +1,10 @@
 """Timings of jobs and runtime_env packages (docs/benchmarks.md).
 
     python tools/jobs_benchmark.py [--runs 5] [--mb 10]
+    sudo python tools/jobs_benchmark.py --compare ray [--runs 3] [--mb 10]
+
+With --compare ray: the CLI figures of tools/jobs_compare.py instead (zray on
+three simulated hosts against Ray's `ray job submit` on one host).
 
 Starts a cluster with `zray start --head` in a temp dir, then measures:
 - submit -> first line: JobSubmissionClient.submit_job of an entrypoint that
@@ -63,7 +67,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--mb", type=int, default=10)
+    parser.add_argument("--compare", choices=["ray"],
+                        help="zray's CLI on 3 simulated hosts against Ray's on one host")
     args = parser.parse_args(argv)
+    if args.compare:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from jobs_compare import compare
+        print(json.dumps(compare(args.runs, args.mb), indent=1))
+        return 0
     temp = tempfile.mkdtemp(prefix="zb", dir="/tmp")
     env = dict(os.environ, ZRAY_TEMP_DIR=temp,
                PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))

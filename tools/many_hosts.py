@@ -114,10 +114,33 @@ class ZrayHosts:
     def temp_dir(self, index: int) -> str:
         return os.path.join(self.root, f"h{index}")
 
+    def cli(self, index: int, *args: str, timeout_s: float = 60.0, env: dict | None = None,
+            popen: bool = False):
+        """`zray ARGS` on host ``index`` with that host's temp dir (and the key, unless
+        ``env`` changes it; a None value unsets a variable): its CompletedProcess, or its Popen (text pipes) if
+        ``popen``."""
+        environ = dict(self.env, ZRAY_TEMP_DIR=self.temp_dir(index))
+        environ.update(env or {})
+        environ = {k: v for k, v in environ.items() if v is not None}     # None: unset
+        argv = [sys.executable, "-m", "zray", *args]
+        if popen:
+            import subprocess
+            return self.net.popen(index, argv, env=environ, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        return self.net.run(index, argv, timeout_s=timeout_s, env=environ)
+
+    def head_log(self) -> str:
+        """The head's log (host 0's session), for what it refused."""
+        import glob
+        text = ""
+        for path in glob.glob(os.path.join(self.temp_dir(0), "session_*", "logs",
+                                           "head.log")):
+            with open(path, errors="replace") as f:
+                text += f.read()
+        return text
+
     def _zray(self, index: int, *args: str, timeout_s: float = 60.0) -> str:
-        env = dict(self.env, ZRAY_TEMP_DIR=self.temp_dir(index))
-        result = self.net.run(index, [sys.executable, "-m", "zray", *args],
-                              timeout_s=timeout_s, env=env)
+        result = self.cli(index, *args, timeout_s=timeout_s)
         if result.returncode != 0:
             raise RuntimeError(f"`zray {' '.join(args)}` on host {index} failed "
                                f"({result.returncode}): {result.stderr.strip()}")

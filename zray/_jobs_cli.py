@@ -19,17 +19,40 @@ ADDRESS = click.option("--address", envvar="ZRAY_ADDRESS", show_envvar=True,
 
 
 def _fail(message: str):
-    raise click.ClickException(message)
+    """Exit 1 with ``message`` as one line on stderr (``Error: ...``)."""
+    raise click.ClickException(" ".join(str(message).split()))
 
 
 def _client(address):
     from zray.job_submission import JobSubmissionClient
     from zray.exceptions import RayError
     from zray.security import KeyFileError
+    _check_reachable(address)
     try:
         return JobSubmissionClient(address)
     except (KeyFileError, RayError, ValueError, ConnectionError, TimeoutError) as exc:
         _fail(f"cannot reach the cluster at {address or 'auto'}: {exc}")
+
+
+def _check_reachable(address, timeout_s: float = 5.0) -> None:
+    """Fail at once, saying what to do, when nothing listens at a HOST:PORT
+    address (ZeroMQ itself would retry silently until the startup timeout)."""
+    import socket
+    if not address or address == "auto" or address.startswith(("ipc://", "http://",
+                                                                "https://")):
+        return
+    host, sep, port = address[len("tcp://"):].rpartition(":") \
+        if address.startswith("tcp://") else address.rpartition(":")
+    if not sep or not port.isdigit():
+        return              # JobSubmissionClient says what is wrong with it
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, socket.timeout) else \
+            (exc.strerror or str(exc))
+        _fail(f"cannot reach the cluster at {address} ({reason}): check the address "
+              "(`zray start --head` prints it; --address or ZRAY_ADDRESS) and that the "
+              "head runs and its port is open from this host")
 
 
 def _call(function, *args):
@@ -66,7 +89,21 @@ def _runtime_env(runtime_env_json, runtime_env_file, working_dir) -> dict | None
         _fail("the runtime_env must be a JSON/YAML mapping, like {\"working_dir\": \".\"}")
     if working_dir:
         env = dict(env or {}, working_dir=working_dir)
+    if env:
+        _check_runtime_env(env)
     return env
+
+
+def _check_runtime_env(env: dict) -> None:
+    """Refuse a bad runtime_env before connecting: unknown or unsupported keys,
+    wrong types, a working_dir or py_module that is not a local directory."""
+    from zray import options as opts
+    from zray.runtime_env.packaging import check_local_paths
+    try:
+        opts.validate({"runtime_env": env}, opts.TASK_OPTIONS, "the job's runtime_env")
+        check_local_paths(env)
+    except (ValueError, TypeError, NotImplementedError) as exc:
+        _fail(str(exc))
 
 
 @job.command(context_settings={"ignore_unknown_options": True})
@@ -81,8 +118,8 @@ def _runtime_env(runtime_env_json, runtime_env_file, working_dir) -> dict | None
 @click.argument("entrypoint", nargs=-1, type=click.UNPROCESSED, required=True)
 def submit(address, working_dir, runtime_env_json, runtime_env_file, submission_id,
            metadata_json, entrypoint_num_cpus, no_wait, entrypoint):
-    """Run ENTRYPOINT (after --; its words joined by spaces, as Ray does, and run by
-    the shell) as a job."""
+    """Run ENTRYPOINT (after --; several words are quoted and joined as Ray does,
+    one word is taken as a shell command) as a job."""
     runtime_env = _runtime_env(runtime_env_json, runtime_env_file, working_dir)
     metadata = None
     if metadata_json:
@@ -92,7 +129,7 @@ def submit(address, working_dir, runtime_env_json, runtime_env_file, submission_
             _fail(f"--metadata-json is not JSON ({exc})")
     client = _client(address)
     submission_id = _call(lambda: client.submit_job(
-        entrypoint=" ".join(entrypoint), runtime_env=runtime_env,
+        entrypoint=entrypoint_command(entrypoint), runtime_env=runtime_env,
         submission_id=submission_id, metadata=metadata,
         entrypoint_num_cpus=entrypoint_num_cpus))
     click.echo(f"Job '{submission_id}' submitted successfully")
@@ -103,6 +140,14 @@ def submit(address, working_dir, runtime_env_json, runtime_env_file, submission_
     status = _call(client.get_job_status, submission_id)
     click.echo(f"Job '{submission_id}' {status.value.lower()}")
     sys.exit(0 if status.value == "SUCCEEDED" else 1)
+
+
+def entrypoint_command(words) -> str:
+    """The shell command for ENTRYPOINT's words: several are quoted and joined
+    (shlex.join, as Ray's CLI does: `-- python -c "print(1)"` works); a single
+    word is taken as a shell command as it is (`-- "python x.py | tee out"`)."""
+    import shlex
+    return words[0] if len(words) == 1 else shlex.join(words)
 
 
 def _follow(client, submission_id) -> None:

@@ -89,8 +89,14 @@ def _runtime_env(name, value):
         return
     unknown = set(value) - RUNTIME_ENV_FIELDS - RUNTIME_ENV_UNSUPPORTED - RUNTIME_ENV_IGNORED
     if unknown:
-        raise ValueError(f"Unknown runtime_env field(s) {sorted(unknown)}; zray supports "
-                         f"{sorted(RUNTIME_ENV_FIELDS)}")
+        import difflib
+        known = sorted(RUNTIME_ENV_FIELDS | RUNTIME_ENV_IGNORED - {"_ray_release",
+                                                                    "_ray_commit"})
+        hints = [f"{close[0]!r} for {name!r}" for name in sorted(unknown)
+                 for close in [difflib.get_close_matches(str(name), known, 1)] if close]
+        hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
+        raise ValueError(f"Unknown runtime_env field(s) {sorted(unknown)}{hint}; zray "
+                         f"supports {sorted(RUNTIME_ENV_FIELDS)}")
     refused = sorted(set(value) & RUNTIME_ENV_UNSUPPORTED)
     if refused:
         raise NotImplementedError(

@@ -172,3 +172,95 @@ def test_bad_input_and_no_key_are_refused_in_one_line(head, client, tmp_path):
     assert "cluster key" in refused.stderr and "dup" not in refused.stdout
     nokey = zray_cli("job", "list", "--address", address, temp_dir=other)
     assert nokey.returncode == 1 and "needs its key file" in nokey.stderr
+
+
+def _one_line_error(done, *fragments):
+    """The CLI failed with exit 1 and one line on stderr holding ``fragments``."""
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), done.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def test_cli_bad_input_is_one_line_that_says_what_to_do(head, tmp_path):
+    address, temp_dir = head
+    marker = tmp_path / "ran"
+
+    def submit(*args, env=None):
+        return zray_cli("job", "submit", "--address", address, *args, "--", "touch",
+                        str(marker), temp_dir=temp_dir, env=env)
+    _one_line_error(submit("--working-dir", str(tmp_path / "missing")),
+                    "does not exist", "give a local directory")
+    _one_line_error(submit("--runtime-env-json", "{'working_dir': '.'}"),
+                    "--runtime-env-json is not JSON", "write it like")
+    _one_line_error(submit("--runtime-env-json", '{"workdir": "."}'),
+                    "Unknown runtime_env field(s) ['workdir']",
+                    "did you mean 'working_dir' for 'workdir'?", "zray supports")
+    _one_line_error(submit("--runtime-env-json", '{"conda": "env"}'),
+                    "not supported by zray", "use pip")
+    big = tmp_path / "big"
+    big.mkdir()
+    (big / "blob.bin").write_bytes(os.urandom(200_000))
+    _one_line_error(submit("--working-dir", str(big),
+                           env={"ZRAY_RUNTIME_ENV_MAX_PACKAGE_BYTES": "100000"}),
+                    "over the 100000 bytes limit", "add 'excludes' patterns")
+    import socket
+    with socket.socket() as probe:       # a port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    started = time.monotonic()
+    _one_line_error(zray_cli("job", "submit", "--address", f"127.0.0.1:{free}", "--",
+                             "true", temp_dir=temp_dir),
+                    f"cannot reach the cluster at 127.0.0.1:{free}", "check the address")
+    assert time.monotonic() - started < 15          # not the 30 s startup timeout
+    _one_line_error(zray_cli("job", "status", "--address", address, "no-such-job",
+                             temp_dir=temp_dir), "does not exist")
+    assert not marker.exists()
+
+
+def _gone(pid):
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_job_records_survive_the_supervisor_dying(client):
+    ended = client.submit_job(entrypoint="echo kept", submission_id="before-crash")
+    assert wait_status(client, ended).status is JobStatus.SUCCEEDED
+    running = client.submit_job(
+        entrypoint=f"{sys.executable} -c \"import time; print('up', flush=True); "
+                   "time.sleep(300)\"")
+    assert wait_for(lambda: "up" in client.get_job_logs(running), 20)
+    driver_pid = client.get_job_info(running).driver_pid
+    supervisor = psutil.Process(driver_pid).parent()
+    supervisor.kill()                            # its worker dies: the head restarts it
+
+    def status(submission_id):
+        try:
+            return client.get_job_status(submission_id)
+        except Exception:                        # while the actor restarts
+            return None
+    assert wait_for(lambda: status(running) is JobStatus.FAILED, 30)
+    info = client.get_job_info(running)
+    assert info.error_type == "JOB_SUPERVISOR" and "supervisor's process died" in info.message
+    assert info.end_time >= info.start_time
+    assert wait_for(lambda: _gone(driver_pid), 10)
+    assert client.get_job_status(ended) is JobStatus.SUCCEEDED      # read back
+    assert client.get_job_logs(ended) == "kept\n"
+    again = client.submit_job(entrypoint="echo again")
+    assert wait_status(client, again).status is JobStatus.SUCCEEDED
+    assert client.delete_job(ended)
+
+
+def test_cli_entrypoint_words_are_quoted_as_ray_does(head):
+    address, temp_dir = head
+    done = zray_cli("job", "submit", "--address", address, "--", "python", "-c",
+                    "print('two words', flush=True)", temp_dir=temp_dir)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert "two words\n" in done.stdout
+    piped = zray_cli("job", "submit", "--address", address, "--",
+                     "echo one | tr a-z A-Z", temp_dir=temp_dir)   # one word: a shell command
+    assert piped.returncode == 0 and "ONE\n" in piped.stdout, (piped.stdout, piped.stderr)

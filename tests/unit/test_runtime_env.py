@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 
 import pytest
@@ -113,3 +114,15 @@ def test_workers_are_pooled_per_code_environment():
     assert not [k for k in out if k[1] is Msg.EXECUTE_TASKS]
     assert len([k for k in out if k[1] is Msg.SHUTDOWN]) == 1    # the pool is full: one goes
     assert len([c for c in state.commands if c[0] == "spawn"]) == 1
+
+
+def test_incompressible_files_are_stored_not_deflated(tmp_path):
+    (tmp_path / "random.bin").write_bytes(os.urandom(200_000))
+    (tmp_path / "text.py").write_text("VALUE = 1\n" * 20_000)
+    buffer = io.BytesIO()
+    write_zip(buffer, str(tmp_path), ["random.bin", "text.py"], "pkg")
+    with zipfile.ZipFile(buffer) as zf:
+        kinds = {info.filename: info.compress_type for info in zf.infolist()}
+        assert zf.read("pkg/random.bin") == (tmp_path / "random.bin").read_bytes()
+    assert kinds == {"pkg/random.bin": zipfile.ZIP_STORED,
+                     "pkg/text.py": zipfile.ZIP_DEFLATED}

@@ -36,7 +36,7 @@ class JobSubmissionClient:
         runtime = _runtime.runtime()
         self._supervisor = zray.remote(JobSupervisor).options(
             name=SUPERVISOR_NAME, namespace=SYSTEM_NAMESPACE, lifetime="detached",
-            get_if_exists=True, num_cpus=0, max_concurrency=16,
+            get_if_exists=True, num_cpus=0, max_concurrency=16, max_restarts=-1,
             runtime_env={"working_dir": None, "py_modules": None},
             resources={"node:__internal_head__": 0.001}).remote(runtime.address)
 
@@ -84,19 +84,22 @@ class JobSubmissionClient:
             if not text:
                 return "".join(chunks)
 
-    async def tail_job_logs(self, job_id: str, poll_s: float = 0.2):
-        """Yield the job's output as it is written, until the job ends."""
-        offset = 0
+    async def tail_job_logs(self, job_id: str, poll_s: float = 0.5):
+        """Yield the job's output as it is written, until the job ends (polling:
+        every 20 ms after output, backing off to ``poll_s`` while there is none)."""
+        offset, delay = 0, 0.02
         loop = asyncio.get_running_loop()
         while True:
             text, offset, over = await loop.run_in_executor(
                 None, self._call, "logs", job_id, offset)
             if text:
+                delay = 0.02
                 yield text
             elif over:
                 return
             else:
-                await asyncio.sleep(poll_s)
+                await asyncio.sleep(delay)
+                delay = min(delay * 1.5, poll_s)
 
     def stop_job(self, job_id: str) -> bool:
         return self._call("stop", job_id)

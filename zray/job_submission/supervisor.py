@@ -6,7 +6,11 @@ the supervisor's process dies), each in its own session (process group),
 output to ``<session>/logs/job-driver-<id>.log``.  The thread also polls them:
 an exit code turns into SUCCEEDED or FAILED (with the log's tail in
 ``message``).  ``stop`` sends SIGTERM to the group, SIGKILL after a grace
-period.  State lives in this actor, so it outlives the submitting client.
+period.  State lives in this actor, so it outlives the submitting client, and
+each change of a job is also written to ``<session>/jobs/<id>.json`` on the
+head's host: the actor is restarted if its worker dies (max_restarts=-1), and
+the new one reads the records back (jobs that were running are FAILED, their
+entrypoints having died with the old worker).
 """
 
 from __future__ import annotations
@@ -44,11 +48,13 @@ class JobSupervisor:
         self.node_id = worker.node_id
         self.config = worker.config
         self.logs_dir = os.path.join(self.session_dir, "logs")
+        self.records_dir = os.path.join(self.session_dir, "jobs")
         self.jobs: dict[str, JobDetails] = {}
         self.procs: dict[str, subprocess.Popen] = {}
         self.stopping: dict[str, float] = {}        # id -> when SIGTERM went out
         self.lock = threading.Lock()
         self.requests: queue.SimpleQueue = queue.SimpleQueue()
+        self._recover()
         threading.Thread(target=self._launcher, name="job-launcher", daemon=True).start()
 
     # --- the actor's methods -----------------------------------------------------------
@@ -71,6 +77,7 @@ class JobSupervisor:
                              log_path=os.path.join(self.logs_dir,
                                                    f"job-driver-{submission_id}.log"))
             self.jobs[submission_id] = job
+            self._save(job)
         try:
             cwd, env = self._prepare(job)
         except Exception as exc:
@@ -121,10 +128,11 @@ class JobSupervisor:
                 raise RuntimeError(f"Attempted to delete job '{submission_id}', but it is in "
                                    f"a non-terminal state {job.status.value}: stop it first")
             del self.jobs[submission_id]
-        try:
-            os.unlink(job.log_path)
-        except FileNotFoundError:
-            pass
+        for path in (job.log_path, self._record_path(submission_id)):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
         return True
 
     # --- the launcher thread -------------------------------------------------------------
@@ -144,9 +152,10 @@ class JobSupervisor:
     def _launch(self, job, cwd, env) -> None:
         os.makedirs(self.logs_dir, exist_ok=True)
         with self.lock:
-            if job.submission_id in self.stopping:
-                self._move(job, JobStatus.STOPPED, "Job was intentionally stopped.")
-                return
+            stopped = job.submission_id in self.stopping
+        if stopped:
+            self._finish(job, JobStatus.STOPPED, None, "Job was intentionally stopped.")
+            return
         try:
             with open(job.log_path, "ab") as log:
                 proc = subprocess.Popen(job.entrypoint, shell=True, cwd=cwd, env=env,
@@ -161,6 +170,7 @@ class JobSupervisor:
             self.procs[job.submission_id] = proc
             job.driver_pid = proc.pid
             self._move(job, JobStatus.RUNNING, "Job is currently running.")
+            self._save(job)
 
     def _poll(self) -> None:
         now = time.monotonic()
@@ -207,6 +217,49 @@ class JobSupervisor:
             job.driver_exit_code = code
             job.error_type = error_type
             self.stopping.pop(job.submission_id, None)
+            self._save(job)
+
+    def _record_path(self, submission_id: str) -> str:
+        return os.path.join(self.records_dir, submission_id + ".json")
+
+    def _save(self, job) -> None:
+        """Write ``job``'s record (atomically; a full disk only loses the record)."""
+        path = self._record_path(job.submission_id)
+        try:
+            os.makedirs(self.records_dir, mode=0o700, exist_ok=True)
+            with open(path + ".tmp", "w") as f:
+                json.dump(job.to_dict(), f)
+            os.replace(path + ".tmp", path)
+        except OSError:
+            pass
+
+    def _recover(self) -> None:
+        """Read the records a previous supervisor of this session left: ended jobs
+        as they were; running ones FAILED, what is left of their process group
+        killed (their entrypoint died with that supervisor's process)."""
+        try:
+            names = sorted(n for n in os.listdir(self.records_dir) if n.endswith(".json"))
+        except FileNotFoundError:
+            return
+        for name in names:
+            try:
+                with open(os.path.join(self.records_dir, name)) as f:
+                    job = JobDetails.from_dict(json.load(f))
+            except (OSError, ValueError, TypeError):
+                continue
+            self.jobs[job.submission_id] = job
+            if job.status.is_terminal():
+                continue
+            if job.driver_pid and not _pid_exists(job.driver_pid):
+                _signal_group(job.driver_pid, signal.SIGKILL)   # the group, not a reused pid
+            was = job.status.value.lower()
+            job.status = JobStatus.FAILED
+            job.message = (f"The job supervisor's process died while the job was "
+                           f"{was}: its entrypoint was killed with it. "
+                           "Submit the job again.")
+            job.error_type = "JOB_SUPERVISOR"
+            job.end_time = int(time.time() * 1000)
+            self._save(job)
 
     def _prepare(self, job) -> tuple:
         """The entrypoint's cwd and environment: the job's runtime_env applied
@@ -236,6 +289,16 @@ class JobSupervisor:
         if runtime_env:
             env[JOB_RUNTIME_ENV_VAR] = json.dumps(runtime_env)
         return cwd, env
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def _signal_group(pid: int, sig) -> None:
