@@ -477,3 +477,14 @@ def hog_memory(folder, size_bytes, only_first_attempt=False, hold_s=60.0):
     while time.monotonic() < deadline:
         time.sleep(0.05)
     return f"not killed, holding {block.nbytes} bytes"
+
+
+@zray.remote
+def start_child_then_sleep(marker):
+    """Start a long child process, say its pid in ``marker``, then sleep."""
+    import subprocess
+    child = subprocess.Popen(["sleep", "300"])
+    with open(marker + ".tmp", "w") as f:
+        f.write(str(child.pid))
+    os.rename(marker + ".tmp", marker)
+    time.sleep(300)

@@ -195,6 +195,26 @@ def test_cancel_force_kills_worker(cluster):
         zray.get(ref, timeout=10)
 
 
+def test_a_killed_worker_takes_the_processes_its_task_started(cluster, tmp_path):
+    import psutil
+    marker = str(tmp_path / "child")
+    ref = t.start_child_then_sleep.remote(marker)
+    assert wait_for(lambda: os.path.exists(marker), timeout_s=30)
+    with open(marker) as f:
+        child = int(f.read())
+
+    def gone():
+        try:
+            return psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+    assert not gone()
+    zray.cancel(ref, force=True)
+    with pytest.raises(zerr.TaskCancelledError):
+        zray.get(ref, timeout=10)
+    assert wait_for(gone, timeout_s=10)
+
+
 def test_cancel_queued_task_never_runs(cluster, tmp_path):
     blockers = [t.sleep_then.remote(1.0) for _ in range(2)]
     marker = str(tmp_path / "ran")

@@ -74,6 +74,21 @@ def spawn_for_node(argv) -> tuple | None:
                              args.host))
 
 
+def kill_worker(pid: int) -> None:
+    """SIGKILL a worker and what its tasks started: each worker leads a process
+    group of its own (it calls setsid), so the group goes with it; a process
+    that is not a group leader is killed alone."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+        return
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def set_parent_death_signal(sig=signal.SIGKILL) -> None:
     """Linux: have the kernel send ``sig`` to this process when its parent dies."""
     try:
@@ -221,10 +236,7 @@ class Server:
 
     def _exit(self) -> None:
         for pid in list(self.children):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            kill_worker(pid)
         for pid in list(self.children):
             try:
                 os.waitpid(pid, 0)

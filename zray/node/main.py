@@ -242,10 +242,7 @@ class NodeLoop:
             self.forkserver.wait()
         for worker in self.state.workers.values():
             if worker.pid:
-                try:
-                    os.kill(worker.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                forkserver.kill_worker(worker.pid)
         self.puller.close()
         self._flush()
         self.filler_stop.set()
@@ -295,10 +292,7 @@ class NodeLoop:
                     victim.name or "leased")
         self.state.out.send(HEAD, Msg.WORKER_KILLED, (victim.worker_id, REASON_OOM, text))
         self._flush()                 # the cause reaches the head before the death
-        try:
-            os.kill(victim.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        forkserver.kill_worker(victim.pid)
 
     # --- channels --------------------------------------------------------------------
 
@@ -561,10 +555,7 @@ class NodeLoop:
         if command[0] == "spawn":
             os.write(self.cmd_w, f"spawn {command[1].hex()}\n".encode())
         elif command[0] == "kill":
-            try:
-                os.kill(command[1], signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            forkserver.kill_worker(command[1])
 
 
 def main(argv=None, early_forkserver=None) -> None:

@@ -147,7 +147,7 @@ class WorkerProcess:
                 self.cancelled.add(task_id)
                 if self.current == task_id:
                     if force:          # only the head sends force here (a leased worker)
-                        os._exit(1)
+                        _die_with_children()
                     signal.pthread_kill(self.main_thread, signal.SIGINT)
 
     def _resume(self) -> None:
@@ -477,6 +477,14 @@ class TaskOutput(io.TextIOBase):
         job_id = spec.job_id if spec is not None else None
         worker.client.send(Msg.LOG_LINES, (job_id, f"({name} pid={worker.pid})",
                                            self.stream, text))
+
+
+def _die_with_children() -> None:
+    """Exit at once, taking what the running task started: a worker leads its
+    own process group (the fork server's child calls setsid)."""
+    if os.getpgid(0) == os.getpid():
+        os.killpg(0, signal.SIGKILL)
+    os._exit(1)
 
 
 __all__ = ["run_forked", "WorkerProcess"]
