@@ -14,7 +14,6 @@ import zmq
 # pyzmq's enum flags cost microseconds per use on the hot path; plain ints do not.
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
-_RCVMORE = int(zmq.RCVMORE)
 _SNDMORE = int(zmq.SNDMORE)
 _NOBLOCK = int(zmq.NOBLOCK)
 
@@ -31,10 +30,17 @@ def poll_ms(seconds: float) -> int:
 
 
 def recv_frames(sock) -> list:
-    """All frames of the next message; call only when ``has_input``."""
-    frames = [sock.recv(_NOBLOCK)]
-    while sock.get(_RCVMORE):
-        frames.append(sock.recv(_NOBLOCK))
+    """All frames of the next message, as bytes; call only when ``has_input``.
+
+    A frame received without copying says itself whether more follow
+    (``Frame.more``): asking the socket (``get(RCVMORE)``) costs pyzmq an
+    option-enum lookup per frame, about a third of a small message's receive.
+    ``Frame.bytes`` copies once, as ``recv(copy=True)`` does."""
+    frame = sock.recv(_NOBLOCK, copy=False)
+    frames = [frame.bytes]
+    while frame.more:
+        frame = sock.recv(_NOBLOCK, copy=False)
+        frames.append(frame.bytes)
     return frames
 
 
