@@ -82,6 +82,7 @@ class WorkerProcess:
         self.cancelled = set()
         self.spares = spare_paths(self.config.shm_dir, self.node_id)   # see SpareSegments
         self.leased_tasks = set()       # ids of tasks the head sent to this leased worker
+        self.owners: dict[str, Owner] = {}     # owner address -> its route
         self.thread_vars = [name for name in os.environ.get(
             "ZRAY_DEFAULTED_THREAD_VARS", "").split(",") if name]
         self.thread_count = 1           # their value (see forkserver.default_thread_counts)
@@ -217,7 +218,9 @@ class WorkerProcess:
         if spec.owner_address and status == STATUS_OK:
             # The owner waits for these: they go first, and straight to it (the
             # head does not push inline results of such tasks again).
-            owner = Owner(spec.owner_address)
+            owner = self.owners.get(spec.owner_address)
+            if owner is None:          # one route per driver (a frozen dataclass)
+                owner = self.owners[spec.owner_address] = Owner(spec.owner_address)
             for object_id, kind, data, size, contained in results:
                 if kind == KIND_INLINE:     # large ones: the head's copy only
                     client.send(Msg.OBJECTS_READY, (object_id, kind, data, size, ()),
@@ -393,6 +396,8 @@ class WorkerProcess:
         """The task's working_dir and py_modules (see zray.runtime_env.setup): set
         up by a worker's first task; the node never sends this worker a task of
         another code environment."""
+        if not spec.runtime_env and self.code_env == "" and self.code_env_error is None:
+            return                 # the common case: no working_dir/py_modules/pip
         from zray.exceptions import RuntimeEnvSetupError
         from zray.runtime_env.keys import code_env_key
         key = code_env_key(spec.runtime_env)
