@@ -33,7 +33,6 @@ from zray._process import setup_logging
 from zray.config import Config
 from zray.client import NODE, Client, Head, Owner
 from zray.worker.reports import LazyReports
-from zray.runtime_env.packaging import resolver
 from zray.exceptions import RayTaskError
 from zray.protocol import (Msg, STATUS_CANCELLED, STATUS_ERROR, STATUS_OK,
                            STATUS_RETRIABLE_ERROR)
@@ -90,7 +89,7 @@ class WorkerProcess:
         self.main_thread = threading.main_thread().ident
         runtime = _runtime.Runtime(self.client, "worker")
         runtime.worker = self
-        runtime.resolve_env = resolver(config.runtime_env_max_package_bytes)
+        runtime.resolve_env = _lazy_resolver(config.runtime_env_max_package_bytes)
         self.runtime = runtime
         _runtime.set_runtime(runtime)
 
@@ -450,6 +449,23 @@ class WorkerProcess:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _lazy_resolver(max_bytes: int):
+    """Runtime.resolve_env for a worker: zray.runtime_env.packaging (and what it
+    imports) loads on the first runtime_env to resolve, not in every fork
+    server's start-up; no runtime_env, the common case, passes straight on."""
+    resolve = None
+
+    def resolve_env(runtime_env):
+        nonlocal resolve
+        if not runtime_env:
+            return runtime_env
+        if resolve is None:
+            from zray.runtime_env.packaging import resolver
+            resolve = resolver(max_bytes)
+        return resolve(runtime_env)
+    return resolve_env
 
 
 class TaskOutput(io.TextIOBase):
