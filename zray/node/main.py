@@ -43,7 +43,7 @@ from zray import protocol
 from zray._process import (bind_private, configure_socket, guarded, has_input,
                            install_stop_handler, log_rejected, parent_alive, poll_ms,
                            recv_frames, run_profiled, send_frames, serve_endpoint,
-                           setup_logging, transfer_frame_limit)
+                           setup_logging, transfer_frame_limit, tune_gc)
 from zray._session_nodes import record_node
 from zray.config import Config
 from zray.exceptions import ProtocolError
@@ -155,6 +155,7 @@ class NodeLoop:
         # broken meanwhile would signal SIGIO, whose default is to terminate.
         # (After the fork server starts: an ignored signal survives exec.)
         signal.signal(signal.SIGIO, signal.SIG_IGN)
+        tune_gc()
         self._register()
         self.state.start(time.monotonic())
         if self.config.spare_blank_bytes and self.config.spare_segment_bytes:
