@@ -100,68 +100,84 @@ def delta(after: dict, before: dict, per: float) -> dict:
     return {k: (after[k] - before[k]) / per for k in KINDS}
 
 
+def run_tasks_async(zray, f, args):
+    done = 0
+    while done < args.tasks:
+        count = min(BATCH, args.tasks - done)
+        zray.get([f.task.remote() for _ in range(count)])
+        done += count
+    return args.tasks
+
+
+def run_tasks_sync(zray, f, args):
+    for _ in range(args.sync_tasks):
+        zray.get(f.task.remote())
+    return args.sync_tasks
+
+
+def run_put_small(zray, f, args):
+    refs = [zray.put(i) for i in range(args.puts)]
+    del refs
+    return args.puts
+
+
+def run_wait_1000(zray, f, args):
+    for _ in range(args.wait_rounds):
+        refs = [f.task.remote() for _ in range(1000)]
+        zray.wait(refs, num_returns=len(refs))
+    return args.wait_rounds * 1000
+
+
+def run_nested_fanout(zray, f, args):
+    for _ in range(args.fanout_rounds):
+        total = sum(zray.get([f.parent.remote(100) for _ in range(10)]))
+        assert total == 1000, total
+    return args.fanout_rounds * 1010          # 10 parents + 1,000 children
+
+
+def run_idle(zray, f, args):
+    time.sleep(args.idle_s)
+    return args.idle_s * 1e3                    # ms of CPU per second
+
+
+WORKLOADS = {"tasks_async": run_tasks_async, "tasks_sync": run_tasks_sync,
+             "put_small": run_put_small, "wait_1000": run_wait_1000,
+             "nested_fanout": run_nested_fanout, "idle": run_idle}
+
+
 def run_once(args, queue) -> None:
     """One repeat: a fresh cluster, every workload; results go on ``queue``."""
+    import types
     import zray
     results = {}
     meter = CpuMeter()
     before = meter.snapshot()
     zray.init(num_cpus=2)
+
     def noop():
         return None
 
-    task = zray.remote(noop)
+    def child():
+        return 1
+
+    def parent(children):
+        return sum(zray.get([child_task.remote() for _ in range(children)]))
+
+    task, child_task = zray.remote(noop), zray.remote(child)
+    parent_task = zray.remote(parent)
     zray.get(task.remote())
     results["init"] = delta(meter.snapshot(), before, 1e-3)          # ms in all
     zray.get([task.remote() for _ in range(200)])                     # warm-up
     for _ in range(5):
         [zray.put(i) for i in range(200)]
-
-    @zray.remote
-    def parent(children):
-        return sum(zray.get([child.remote() for _ in range(children)]))
-
-    @zray.remote
-    def child():
-        return 1
-
-    zray.get([parent.remote(5) for _ in range(4)])
-
-    before = meter.snapshot()
-    done = 0
-    while done < args.tasks:
-        count = min(BATCH, args.tasks - done)
-        zray.get([task.remote() for _ in range(count)])
-        done += count
-    results["tasks_async"] = delta(meter.snapshot(), before, args.tasks * 1e-6)
-
-    before = meter.snapshot()
-    for _ in range(args.sync_tasks):
-        zray.get(task.remote())
-    results["tasks_sync"] = delta(meter.snapshot(), before, args.sync_tasks * 1e-6)
-
-    before = meter.snapshot()
-    refs = [zray.put(i) for i in range(args.puts)]
-    results["put_small"] = delta(meter.snapshot(), before, args.puts * 1e-6)
-    del refs
-
-    before = meter.snapshot()
-    for _ in range(args.wait_rounds):
-        refs = [task.remote() for _ in range(1000)]
-        zray.wait(refs, num_returns=len(refs))
-    results["wait_1000"] = delta(meter.snapshot(), before, args.wait_rounds * 1000e-6)
-
-    before = meter.snapshot()
-    for _ in range(args.fanout_rounds):
-        total = sum(zray.get([parent.remote(100) for _ in range(10)]))
-        assert total == 1000, total
-    results["nested_fanout"] = delta(meter.snapshot(), before,
-                                     args.fanout_rounds * 1010e-6)
-
-    time.sleep(1.0)
-    before = meter.snapshot()
-    time.sleep(args.idle_s)
-    results["idle"] = delta(meter.snapshot(), before, args.idle_s * 1e3)  # ms/s
+    zray.get([parent_task.remote(5) for _ in range(4)])
+    f = types.SimpleNamespace(task=task, parent=parent_task)
+    for name in args.only:
+        if name == "idle":
+            time.sleep(1.0)                     # the warm-up's leftovers settle
+        before = meter.snapshot()
+        units = WORKLOADS[name](zray, f, args)
+        results[name] = delta(meter.snapshot(), before, units * 1e-6)
     zray.shutdown()
     queue.put(results)
 
@@ -180,9 +196,15 @@ def main() -> None:
     parser.add_argument("--wait-rounds", type=int, default=5)
     parser.add_argument("--fanout-rounds", type=int, default=5)
     parser.add_argument("--idle-s", type=float, default=3.0)
+    parser.add_argument("--only", default=",".join(WORKLOADS),
+                        help="comma-separated workloads (init always runs)")
     parser.add_argument("--json", help="write every sample to this file")
     parser.add_argument("--label", default=os.environ.get("PYTHONPATH", "."))
     args = parser.parse_args()
+    args.only = [name for name in args.only.split(",") if name]
+    unknown = set(args.only) - set(WORKLOADS)
+    if unknown:
+        parser.error(f"unknown workloads {sorted(unknown)}; choose from {list(WORKLOADS)}")
 
     context = multiprocessing.get_context("spawn")
     samples = []
@@ -197,6 +219,8 @@ def main() -> None:
     print(f"{'workload':<14} {'unit':<8}" + "".join(f"{k:>11}" for k in KINDS))
     medians = {}
     for workload, unit in UNITS.items():
+        if workload not in samples[0]:
+            continue
         row = {k: statistics.median(s[workload][k] for s in samples) for k in KINDS}
         medians[workload] = row
         print(f"{workload:<14} {unit:<8}" + "".join(f"{row[k]:>11.2f}" for k in KINDS))
