@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """CPU seconds per task, per put, per start-up: by process kind.
 
-Wall-clock rates on a shared, loaded machine swing by 30% from run to run;
-the CPU time a process spends on a fixed piece of work barely moves with the
-load.  This tool starts a one-node cluster, runs fixed workloads and reports,
+Wall-clock rates on a shared, loaded machine swing 2x from run to run; the
+CPU time a process spends on a fixed piece of work moves less, though not
+nothing (on the 2-core VM at load 15-25 the same tree's figures rose ~30%):
+compare trees in alternated rounds, medians over them.  This tool starts a one-node cluster, runs fixed workloads and reports,
 for each kind of process (driver, head, node manager, forkserver, workers),
 the CPU time (user + sys, from psutil) it spent, per unit of work, as the
 median of several repeats (each repeat a fresh cluster in a fresh process).
@@ -23,7 +24,7 @@ Workloads (the shapes of tools/microbenchmark.py's):
 Usage (from the root of the tree to measure; PYTHONPATH picks the tree)::
 
     PYTHONPATH=$PWD python tools/cpu_per_task.py --repeats 5
-    cd /tmp/old && PYTHONPATH=$PWD python /work/wt-perf/tools/cpu_per_task.py
+    cd /tmp/old && PYTHONPATH=$PWD python $BRANCH/tools/cpu_per_task.py --only tasks_async
 
 ``--json FILE`` writes every sample.  Processes are told apart by their
 command line: ``zray.head``, ``zray.node``, the node's forkserver (child of the
