@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+from zray._session_nodes import record_node, session_node_ids  # noqa: F401 (were here)
 from zray.config import Config
 from zray.exceptions import RaySystemError
 from zray.serialization import remove_segments
@@ -291,24 +292,6 @@ def write_started(temp_dir: str, entries: list) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(entries, f, indent=1)
     os.replace(path + ".tmp", path)
-
-
-# --- which nodes a session ran (for cleaning up after crashed ones) ------------------
-
-def record_node(session_dir: str, node_id_hex: str) -> None:
-    """Note that a node of this id ran from ``session_dir`` (a node that rejoins
-    gets a new id, so the entry `zray start` made is not enough)."""
-    folder = os.path.join(session_dir, "nodes")
-    os.makedirs(folder, mode=0o700, exist_ok=True)
-    os.close(os.open(os.path.join(folder, node_id_hex), os.O_CREAT | os.O_WRONLY, 0o600))
-
-
-def session_node_ids(session_dir: str) -> list:
-    try:
-        names = os.listdir(os.path.join(session_dir, "nodes"))
-    except OSError:
-        return []
-    return [n for n in names if len(n) == 32 and all(c in "0123456789abcdef" for c in n)]
 
 
 def find_local_cluster(temp_dir: str) -> str:

@@ -27,6 +27,22 @@ def compile_check(source: str, name: str):
     return NAMESPACE[name]
 
 
+def compile_lazily(source: str, name: str):
+    """``compile_check`` on first call: every process imports the protocol, most
+    use a few of its composite checks (compiling them all cost each process about
+    5 ms at start-up).  The stub puts the compiled function in its place in
+    NAMESPACE, where the inlined checks look it up, so later calls go straight
+    to it."""
+    def first_call(v):
+        real = compile_check(source, name)
+        for key, value in list(NAMESPACE.items()):
+            if value is first_call:
+                NAMESPACE[key] = real
+        return real(v)
+    first_call.__name__ = name
+    return first_call
+
+
 class FieldType:
     """What one field may hold: ``describe`` for errors and docs, ``check`` a
     Python expression over ``{v}`` (inlined into the compiled checkers), ``ok``
@@ -100,7 +116,7 @@ def sequence_of(item: FieldType) -> FieldType:
                 f"            return False\n")
     else:
         body = f"        if not ({item.check.format(v='x')}):\n            return False\n"
-    function = compile_check(
+    function = compile_lazily(
         f"def {name}(v):\n"
         f"    if type(v) is not tuple and type(v) is not list:\n        return False\n"
         f"    for x in v:\n{body}"
@@ -126,7 +142,7 @@ def record(describe: str, fields: tuple) -> FieldType:
     """A tuple of exactly these (name, FieldType) fields."""
     names = [f"f{i}" for i in range(len(fields))]
     name = f"_record_{FieldType._count + 1}"
-    function = compile_check(
+    function = compile_lazily(
         f"def {name}(v):\n"
         f"    if type(v) is not tuple or len(v) != {len(fields)}:\n        return False\n"
         f"    {', '.join(names)}, = v\n"
@@ -156,7 +172,7 @@ def keys(describe: str, known: dict) -> FieldType:
         lines += [f"    x = v.get({key!r}, MISSING)",
                   f"    if x is not MISSING and not ({field_type.check.format(v='x')}):",
                   "        return False"]
-    function = compile_check("\n".join(lines + ["    return True", ""]), name)
+    function = compile_lazily("\n".join(lines + ["    return True", ""]), name)
 
     def explain(value):
         if type(value) is dict:

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from zray.exceptions import ProtocolError
 from zray.fieldtypes import (
     ANY, BOOL, BYTES, COUNT, DICT, INT, NAMESPACE, NUMBER, STR, FieldType, bytes_of,
-    compile_check, function_type, keys, kind_of, optional, record, resources_ok,
-    sequence_of)
+    compile_check, compile_lazily, function_type, keys, kind_of, optional, record,
+    resources_ok, sequence_of)
 
 PROTOCOL_MAJOR = 2
 PROTOCOL_MINOR = 2
@@ -387,9 +387,9 @@ def _spec_checker():
     NAMESPACE["_TaskSpec"] = TaskSpec
     body = [f"    f{i} = v.{name}" for i, (name, _) in enumerate(SPEC_FIELDS)]
     checks = " and ".join(t.check.format(v=f"f{i}") for i, (_, t) in enumerate(SPEC_FIELDS))
-    function = compile_check("def _spec_ok(v):\n    if type(v) is not _TaskSpec:\n"
-                        "        return False\n" + "\n".join(body) +
-                        f"\n    return {checks}\n", "_spec_ok")
+    function = compile_lazily("def _spec_ok(v):\n    if type(v) is not _TaskSpec:\n"
+                              "        return False\n" + "\n".join(body) +
+                              f"\n    return {checks}\n", "_spec_ok")
 
     def explain(value):
         if type(value) is not TaskSpec:

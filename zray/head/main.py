@@ -25,7 +25,7 @@ import zmq
 from zray import protocol
 from zray._process import (bind_private, configure_socket, guarded, has_input,
                            install_stop_handler, log_rejected, parent_alive, poll_ms,
-                           recv_frames, run_profiled, send_frames, setup_logging)
+                           recv_frames, run_profiled, send_frames, setup_logging, tune_gc)
 from zray.config import Config
 from zray.exceptions import ProtocolError
 from zray.head.state import HeadState, NodeState
@@ -70,6 +70,7 @@ class HeadLoop:
             with open(ready_file + ".tmp", "w") as f:
                 json.dump({"endpoints": self.endpoints, "pid": os.getpid()}, f)
             os.replace(ready_file + ".tmp", ready_file)
+        tune_gc()
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         if self.watch is not None:

@@ -37,15 +37,14 @@ import sys
 import threading
 import time
 
-import psutil
 import zmq
 
 from zray import protocol
 from zray._process import (bind_private, configure_socket, guarded, has_input,
                            install_stop_handler, log_rejected, parent_alive, poll_ms,
                            recv_frames, run_profiled, send_frames, serve_endpoint,
-                           setup_logging, transfer_frame_limit)
-from zray._launch import record_node
+                           setup_logging, transfer_frame_limit, tune_gc)
+from zray._session_nodes import record_node
 from zray.config import Config
 from zray.exceptions import ProtocolError
 from zray.node import forkserver
@@ -114,7 +113,8 @@ class NodeLoop:
         self.events_buffer = b""
         self.memory = MemoryMonitor(config.memory_usage_threshold) \
             if config.memory_monitor_refresh_ms > 0 else None
-        self.next_memory_check = 0.0
+        # the first reading one period after start, off the start-up's busy moment
+        self.next_memory_check = time.monotonic() + config.memory_monitor_refresh_ms / 1e3
         state = self.state
         self.worker_handlers = {
             Msg.HELLO: lambda w, item, now: state.on_worker_hello(w, item.pid, now),
@@ -155,6 +155,7 @@ class NodeLoop:
         # broken meanwhile would signal SIGIO, whose default is to terminate.
         # (After the fork server starts: an ignored signal survives exec.)
         signal.signal(signal.SIGIO, signal.SIG_IGN)
+        tune_gc()
         self._register()
         self.state.start(time.monotonic())
         if self.config.spare_blank_bytes and self.config.spare_segment_bytes:
@@ -280,6 +281,7 @@ class NodeLoop:
     def _check_memory(self) -> None:
         """Out-of-memory protection: above the threshold, tell the head why and
         kill the worker the monitor picks (see zray.node.memory_monitor)."""
+        import psutil      # here, not at start-up: 10 ms of imports the first check pays
         memory = psutil.virtual_memory()
         reading = MemoryReading(memory.total - memory.available, memory.total)
         victim = self.memory.decide(reading, candidates_of(self.state.workers.values()))

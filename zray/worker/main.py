@@ -33,7 +33,6 @@ from zray._process import setup_logging
 from zray.config import Config
 from zray.client import NODE, Client, Head, Owner
 from zray.worker.reports import LazyReports
-from zray.runtime_env.packaging import resolver
 from zray.exceptions import RayTaskError
 from zray.protocol import (Msg, STATUS_CANCELLED, STATUS_ERROR, STATUS_OK,
                            STATUS_RETRIABLE_ERROR)
@@ -82,6 +81,7 @@ class WorkerProcess:
         self.cancelled = set()
         self.spares = spare_paths(self.config.shm_dir, self.node_id)   # see SpareSegments
         self.leased_tasks = set()       # ids of tasks the head sent to this leased worker
+        self.owners: dict[str, Owner] = {}     # owner address -> its route
         self.thread_vars = [name for name in os.environ.get(
             "ZRAY_DEFAULTED_THREAD_VARS", "").split(",") if name]
         self.thread_count = 1           # their value (see forkserver.default_thread_counts)
@@ -89,7 +89,7 @@ class WorkerProcess:
         self.main_thread = threading.main_thread().ident
         runtime = _runtime.Runtime(self.client, "worker")
         runtime.worker = self
-        runtime.resolve_env = resolver(config.runtime_env_max_package_bytes)
+        runtime.resolve_env = _lazy_resolver(config.runtime_env_max_package_bytes)
         self.runtime = runtime
         _runtime.set_runtime(runtime)
 
@@ -217,7 +217,9 @@ class WorkerProcess:
         if spec.owner_address and status == STATUS_OK:
             # The owner waits for these: they go first, and straight to it (the
             # head does not push inline results of such tasks again).
-            owner = Owner(spec.owner_address)
+            owner = self.owners.get(spec.owner_address)
+            if owner is None:          # one route per driver (a frozen dataclass)
+                owner = self.owners[spec.owner_address] = Owner(spec.owner_address)
             for object_id, kind, data, size, contained in results:
                 if kind == KIND_INLINE:     # large ones: the head's copy only
                     client.send(Msg.OBJECTS_READY, (object_id, kind, data, size, ()),
@@ -393,6 +395,8 @@ class WorkerProcess:
         """The task's working_dir and py_modules (see zray.runtime_env.setup): set
         up by a worker's first task; the node never sends this worker a task of
         another code environment."""
+        if not spec.runtime_env and self.code_env == "" and self.code_env_error is None:
+            return                 # the common case: no working_dir/py_modules/pip
         from zray.exceptions import RuntimeEnvSetupError
         from zray.runtime_env.keys import code_env_key
         key = code_env_key(spec.runtime_env)
@@ -445,6 +449,23 @@ class WorkerProcess:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _lazy_resolver(max_bytes: int):
+    """Runtime.resolve_env for a worker: zray.runtime_env.packaging (and what it
+    imports) loads on the first runtime_env to resolve, not in every fork
+    server's start-up; no runtime_env, the common case, passes straight on."""
+    resolve = None
+
+    def resolve_env(runtime_env):
+        nonlocal resolve
+        if not runtime_env:
+            return runtime_env
+        if resolve is None:
+            from zray.runtime_env.packaging import resolver
+            resolve = resolver(max_bytes)
+        return resolve(runtime_env)
+    return resolve_env
 
 
 class TaskOutput(io.TextIOBase):
