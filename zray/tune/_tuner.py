@@ -23,6 +23,7 @@ from zray.tune.error import TuneError
 from zray.tune.registry import get_trainable_cls, with_registry
 from zray.tune.schedulers.trial_scheduler import FIFOScheduler
 from zray.tune.search.searcher import as_search_alg
+from zray.tune.search.variant_generator import find_unresolved
 from zray.tune.stopper import DictStopper, as_stopper
 
 #: Seconds a streaming trial collects results before handing a batch over.
@@ -189,8 +190,12 @@ class Tuner:
         config = self.tune_config
         search_alg = as_search_alg(config.search_alg)
         num_samples = config.num_samples if config.num_samples != -1 else 2 ** 62
-        search_alg.set_search_properties(config.metric, config.mode, self.param_space,
-                                         num_samples=num_samples)
+        if not search_alg.set_search_properties(config.metric, config.mode,
+                                                self.param_space, num_samples=num_samples) \
+                and find_unresolved(self.param_space):
+            raise ValueError("Tuner(param_space=...) has tune.uniform/choice/... values but "
+                             "the search algorithm was given its own search space: put "
+                             "them in one place (the searcher's space or param_space)")
         experiment_id = restored["experiment_id"] if restored else uuid.uuid4().hex[:5]
         storage.save_tuner({"param_space": self.param_space, "tune_config": config,
                             "run_config": self.run_config, "experiment_id": experiment_id,
