@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from zray.train._checkpoint import Checkpoint
 from zray.tune._flatten import with_flat_keys
 from zray.tune._trial import Status, Trial
+from zray.tune.callback import CallbackList
 from zray.tune.schedulers.trial_scheduler import TrialScheduler
 
 log = logging.getLogger("zray.tune")
@@ -58,8 +59,10 @@ class TuneController:
     """Trial state and every decision about it."""
 
     def __init__(self, search_alg, scheduler: TrialScheduler, stopper, config: ControllerConfig,
-                 experiment_id: str | None = None):
+                 experiment_id: str | None = None, callbacks: CallbackList | None = None):
         self.search_alg, self.scheduler, self.stopper = search_alg, scheduler, stopper
+        self.callbacks = callbacks if callbacks is not None else CallbackList()
+        self.callbacks.trials_of = self.get_trials
         self.config = config
         self.experiment_id = experiment_id or uuid.uuid4().hex[:5]
         self.trials: dict = {}
@@ -193,6 +196,8 @@ class TuneController:
     def _judge(self, trial: Trial, metrics: dict, last: bool) -> str:
         trial.last_result = metrics
         self._check_metric(metrics)
+        if self.callbacks:
+            self.callbacks.call("on_trial_result", trial=trial, result=metrics)
         self.search_alg.on_trial_result(trial.trial_id, metrics)
         if self.stopper is not None and self.stopper(trial.trial_id, metrics):
             return TrialScheduler.STOP
@@ -216,6 +221,8 @@ class TuneController:
         trial.restore_point = (metrics.get("training_iteration", 0),
                                metrics.get("time_total_s", 0.0))
         trial.checkpoints.append((checkpoint, metrics))
+        if self.callbacks:
+            self.callbacks.call("on_checkpoint", trial=trial, checkpoint=checkpoint)
         keep = self.config.num_to_keep
         if keep is None or len(trial.checkpoints) <= keep:
             return []
@@ -243,9 +250,11 @@ class TuneController:
         allowed = self.config.max_failures
         if allowed == -1 or trial.num_failures <= allowed:
             trial.set_status(Status.PENDING)
+            self.callbacks.call("on_trial_recover", trial=trial)
             return self.step(now)
         trial.error = error
         trial.set_status(Status.ERROR)
+        self.callbacks.call("on_trial_error", trial=trial)
         self.scheduler.on_trial_error(self, trial)
         self.search_alg.on_trial_complete(trial.trial_id, trial.last_result, error=True)
         return self.step(now)
@@ -275,6 +284,7 @@ class TuneController:
         trial.set_status(Status.RUNNING)
         for name, amount in trial.resources.items():
             self.used[name] = self.used.get(name, 0) + amount
+        self.callbacks.call("on_trial_start", trial=trial)
 
     def _release(self, trial: Trial) -> None:
         for name, amount in trial.resources.items():
@@ -287,6 +297,7 @@ class TuneController:
             trial.last_result["done"] = True
         self.scheduler.on_trial_complete(self, trial, trial.last_result)
         self.search_alg.on_trial_complete(trial.trial_id, trial.last_result)
+        self.callbacks.call("on_trial_complete", trial=trial)
         return [] if ran_to_end else [Command(STOP, trial)]
 
     def _pause(self, trial: Trial) -> list:

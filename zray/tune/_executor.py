@@ -47,9 +47,12 @@ class Executor:
         self.queue: collections.deque = collections.deque()
 
     def run(self) -> None:
+        callbacks = self.controller.callbacks
         self.queue.extend(self.controller.start(time.monotonic()))
         try:
             while True:
+                callbacks.iteration += 1
+                callbacks.call("on_step_begin")
                 # journal first: what finished is on disk before new work starts
                 self.storage.journal(self.controller.get_trials(), self.controller.search_alg)
                 self._drain()
@@ -59,10 +62,11 @@ class Executor:
                     break
                 if not self.calls:
                     self._idle()
-                    continue
-                for ref in self._ready():
-                    self._outcome(ref)
-                self.queue.extend(self.controller.step(time.monotonic()))
+                else:
+                    for ref in self._ready():
+                        self._outcome(ref)
+                    self.queue.extend(self.controller.step(time.monotonic()))
+                callbacks.call("on_step_end")
         finally:
             self._shutdown()
 
