@@ -186,3 +186,22 @@ def test_stoppers_combine():
     stopper = CombinedStopper(MaximumIterationStopper(2), as_stopper(
         lambda trial_id, result: result.get("bad", False)))
     assert not stopper("a", {}) and stopper("a", {}) and stopper("b", {"bad": True})
+
+
+def test_progress_table_shows_status_iteration_and_metric():
+    import io
+    from zray.tune._progress import ProgressTable
+    controller = _controller({"x": s.grid_search([1, 2, 3])}, metric="score")
+    controller.start(0.0)
+    controller.on_results("exp_00000", [({"score": 0.5, "training_iteration": 4,
+                                          "time_total_s": 1.25}, None)], True, 1.0)
+    stream = io.StringIO()
+    table = ProgressTable("score", stream=stream, refresh_s=60)
+    table.update(controller)
+    table.update(controller)                  # within refresh_s: not drawn again
+    text = stream.getvalue()
+    assert text.count("== Status ==") == 1 and "3 trials" in text
+    assert "1 PENDING" in text and "1 RUNNING" in text and "1 TERMINATED" in text
+    row = [line for line in text.splitlines() if "exp_00000" in line][0].split()
+    assert row[1:] == ["TERMINATED", "4", "1.25", "0.5"]
+    assert "score" in text.splitlines()[1]
