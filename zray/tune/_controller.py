@@ -25,6 +25,7 @@ from zray.tune._flatten import with_flat_keys
 from zray.tune._trial import Status, Trial
 from zray.tune.callback import CallbackList
 from zray.tune.schedulers.trial_scheduler import TrialScheduler
+from zray.tune.stopper import DictStopper
 
 log = logging.getLogger("zray.tune")
 
@@ -37,6 +38,7 @@ class Command:
     trial: Trial | None = None
     path: str | None = None                  # DELETE: the checkpoint to drop
     save: bool = False                       # CONTINUE/PAUSE: save a checkpoint first
+    count: int = 1                           # START/CONTINUE: results before the next stop
 
 
 @dataclass
@@ -142,7 +144,9 @@ class TuneController:
             if trial is None:
                 break
             self._set_running(trial)
-            commands.append(Command(START, trial))
+            commands.append(Command(START, trial,
+                                    count=self._results_to_next_decision(
+                                        trial, trial.restore_point[0])))
             self._create_trials()
         return commands
 
@@ -191,7 +195,25 @@ class TuneController:
         if done:
             return commands + self._terminate(trial, ran_to_end=True)
         save, trial.save_requested = trial.save_requested, False
-        return commands + [Command(CONTINUE, trial, save=save)]
+        count = self._results_to_next_decision(trial, trial.iteration)
+        return commands + [Command(CONTINUE, trial, save=save, count=count)]
+
+    def _results_to_next_decision(self, trial: Trial, iteration: int) -> int:
+        """How many results (in step mode) a trial at ``iteration`` may report
+        before it waits for the driver: up to the scheduler's next decision
+        point (1 when every result may be decided on: a function or Stopper
+        stop criterion, or a last result without the scheduler's metric)."""
+        if self.stopper is not None and not isinstance(self.stopper, DictStopper):
+            return 1
+        decision_points = getattr(self.scheduler, "decision_points", None)
+        points = decision_points(trial) if decision_points is not None else None
+        if not points:
+            return 1
+        metric = getattr(self.scheduler, "metric", None) or self.config.metric
+        if trial.last_result and metric not in trial.last_result:
+            return 1
+        later = [point for point in points if point > iteration]
+        return max(1, later[0] - iteration) if later else 1
 
     def _judge(self, trial: Trial, metrics: dict, last: bool) -> str:
         trial.last_result = metrics

@@ -123,6 +123,7 @@ class Executor:
                 "restore_point": trial.restore_point,
                 "next_checkpoint_index": trial.next_checkpoint_index,
                 "step_mode": self.settings["step_mode"], "batch_s": self.settings["batch_s"],
+                "count": command.count,
                 "stop": self.settings["stop"],
                 "checkpoint_frequency": self.settings["checkpoint_frequency"],
                 "checkpoint_at_end": self.settings["checkpoint_at_end"]}
@@ -159,7 +160,8 @@ class Executor:
 
     def _continue(self, command) -> None:
         runner, _ = self.busy[command.trial.trial_id]
-        self.calls[runner.resume.remote(command.save)] = ("trial", command.trial.trial_id)
+        self.calls[runner.resume.remote(command.save, command.count)] = \
+            ("trial", command.trial.trial_id)
 
     def _stop(self, command) -> None:
         held = self.busy.pop(command.trial.trial_id, None)

@@ -59,6 +59,12 @@ class TrialScheduler:
     def on_trial_remove(self, tune_controller, trial) -> None:
         pass
 
+    def decision_points(self, trial) -> list | None:
+        """The ``training_iteration`` values at which ``on_trial_result`` may
+        return anything but CONTINUE for ``trial`` (sorted), or None: any result.
+        Between two points a trial runs on without waiting for the driver."""
+        return None
+
     def choose_trial_to_run(self, tune_controller):
         """The next PENDING (then PAUSED) trial to start, or None."""
         for status in ("PENDING", "PAUSED"):
