@@ -4,9 +4,10 @@
 same session (it is installed as the process's train session).
 
 Reports hand results to the runner through a condition variable.  In step
-mode (a scheduler or stopper decides after every result) ``report`` blocks
-until the driver asks for the next result, as in Ray; in streaming mode it
-returns at once and results are collected in batches.
+mode (a scheduler or stopper decides on results) ``report`` blocks once the
+driver's grant is used up (one result, or up to the scheduler's next decision
+point), as in Ray; in streaming mode it returns at once and results are
+collected in batches.
 """
 
 from __future__ import annotations
