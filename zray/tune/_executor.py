@@ -7,6 +7,12 @@ and feeds their outcomes back to it.
 
 One runner actor per running trial, pooled by resources and reused for the
 next trial (``TuneConfig(reuse_actors=False)`` makes a fresh one per trial).
+A stopped trial's runner goes back to the pool as soon as its stop call is
+sent: an actor runs its calls in order, so the next trial's start follows the
+stop without a round trip in between.  A runner whose stop turns out unclean
+(the trial did not reach a report within the grace time) is killed when
+idle, or after the trial it took meanwhile ends; that trial's function
+thread stays bound to its own session, so the straggler cannot report into it.
 In streaming mode (FIFO scheduling, no stopper that needs the driver) a trial
 runs ahead and its results come back in batches; in step mode every result
 waits for the controller's decision.
@@ -45,6 +51,7 @@ class Executor:
         self.busy: dict = {}              # trial id -> (runner, options key)
         self.calls: dict = {}             # ref -> ("trial", trial id) | ("stop", runner, key)
         self.queue: collections.deque = collections.deque()
+        self.tainted: set = set()         # runners to kill once their current trial ends
 
     def run(self) -> None:
         callbacks = self.controller.callbacks
@@ -170,6 +177,8 @@ class Executor:
         runner, key = held
         self._forget_calls_of(command.trial.trial_id)
         self.calls[runner.stop.remote(False)] = ("stop", runner, key)
+        if self.settings["reuse_actors"]:
+            self.free[key].append(runner)     # its next start queues behind the stop
 
     def _pause(self, command) -> None:
         trial = command.trial
@@ -231,12 +240,20 @@ class Executor:
         except (RayActorError, RayTaskError) as exc:
             log.warning("a trial runner failed while stopping (%s)", exc)
             clean = False
-        self._release(runner, key, clean)
+        if not self.settings["reuse_actors"]:
+            zray.kill(runner)
+        elif not clean:
+            if runner in self.free[key]:          # idle: go now
+                self.free[key].remove(runner)
+                zray.kill(runner)
+            else:                                 # took a trial meanwhile: after it
+                self.tainted.add(runner)
 
     def _release(self, runner, key, clean: bool) -> None:
-        if clean and self.settings["reuse_actors"]:
+        if clean and self.settings["reuse_actors"] and runner not in self.tainted:
             self.free[key].append(runner)
         else:
+            self.tainted.discard(runner)
             zray.kill(runner)
 
     def _shutdown(self) -> None:
@@ -244,7 +261,7 @@ class Executor:
         runners += [kind[1] for kind in self.calls.values() if kind[0] == "stop"]
         for pool in self.free.values():
             runners += pool
-        for runner in runners:
+        for runner in {id(r): r for r in runners}.values():
             try:
                 zray.kill(runner)
             except Exception as exc:      # the cluster may be going away too

@@ -76,6 +76,9 @@ class _FunctionRun:
         self.thread.start()
 
     def _main(self, function, config) -> None:
+        # this thread reports to its own session, even if it outlives a stop
+        # (the runner may be running the next trial by then)
+        train_session.bind_thread(self.session)
         error = None
         try:
             returned = function(config) if _takes_an_argument(function) else function()
