@@ -68,6 +68,7 @@ class TuneController:
         self.config = config
         self.experiment_id = experiment_id or uuid.uuid4().hex[:5]
         self.trials: dict = {}
+        self._live: dict = {}                # trial id -> trial, until it finishes
         self.used: dict = {}
         self.start_time: float | None = None
         self.budget_spent = False
@@ -81,13 +82,20 @@ class TuneController:
     def get_trial(self, trial_id: str) -> Trial:
         return self.trials[trial_id]
 
+    def live_trials(self) -> list:
+        """The trials not finished yet (PENDING, RUNNING, PAUSED), in creation
+        order: what scheduling looks at, without a pass over every trial."""
+        for trial_id in [i for i, t in self._live.items() if t.is_finished]:
+            del self._live[trial_id]
+        return list(self._live.values())
+
     @property
     def running(self) -> list:
-        return [t for t in self.trials.values() if t.status == Status.RUNNING]
+        return [t for t in self.live_trials() if t.status == Status.RUNNING]
 
     def is_finished(self) -> bool:
         searching = not (self.search_alg.is_finished() or self.stop_everything)
-        return not searching and all(t.is_finished for t in self.trials.values())
+        return not searching and not self.live_trials()
 
     def has_resources_for(self, trial: Trial) -> bool:
         limit = self.config.max_concurrent_trials
@@ -101,11 +109,13 @@ class TuneController:
     def add_trial(self, trial: Trial) -> None:
         """A trial made elsewhere (restored from an experiment's state)."""
         self.trials[trial.trial_id] = trial
+        if not trial.is_finished:
+            self._live[trial.trial_id] = trial
         self.scheduler.on_trial_add(self, trial)
 
     def _create_trials(self) -> None:
         while not self.stop_everything and not self.search_alg.is_finished():
-            if any(t.status == Status.PENDING for t in self.trials.values()):
+            if any(t.status == Status.PENDING for t in self.live_trials()):
                 return
             if not self._room_for_another():
                 return
@@ -161,7 +171,7 @@ class TuneController:
     def _stop_all(self) -> list:
         self.stop_everything = True
         commands = []
-        for trial in self.trials.values():
+        for trial in self.live_trials():
             if trial.status == Status.RUNNING:
                 commands += self._terminate(trial)
             elif trial.status in (Status.PENDING, Status.PAUSED):

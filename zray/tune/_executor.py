@@ -61,7 +61,7 @@ class Executor:
                 callbacks.iteration += 1
                 callbacks.call("on_step_begin")
                 # journal first: what finished is on disk before new work starts
-                self.storage.journal(self.controller.get_trials(), self.controller.search_alg)
+                self.storage.journal(self.controller.trials, self.controller.search_alg)
                 self._drain()
                 if self.progress is not None:
                     self.progress.update(self.controller)
@@ -267,6 +267,6 @@ class Executor:
             except Exception as exc:      # the cluster may be going away too
                 log.debug("killing a trial runner: %s", exc)
         self.busy, self.calls, self.free = {}, {}, collections.defaultdict(list)
-        self.storage.journal(self.controller.get_trials(), self.controller.search_alg)
+        self.storage.journal(self.controller.trials, self.controller.search_alg)
         self.storage.write_summary(self.controller.get_trials())
         self.storage.close()

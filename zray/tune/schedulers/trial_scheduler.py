@@ -67,8 +67,9 @@ class TrialScheduler:
 
     def choose_trial_to_run(self, tune_controller):
         """The next PENDING (then PAUSED) trial to start, or None."""
+        live = getattr(tune_controller, "live_trials", tune_controller.get_trials)()
         for status in ("PENDING", "PAUSED"):
-            for trial in tune_controller.get_trials():
+            for trial in live:
                 if trial.status.value == status and tune_controller.has_resources_for(trial):
                     return trial
         return None
