@@ -156,3 +156,16 @@ def forever(config):
     while True:
         time.sleep(0.05)
         tune.report({"alive": 1})
+
+
+def fails_above(config):
+    """Raises before reporting when x > 5.5; else reports -(x - 3)^2 twice."""
+    if config["x"] > 5.5:
+        raise ValueError(f"x={config['x']} is too large on purpose")
+    for step in range(2):
+        tune.report({"score": -(config["x"] - 3) ** 2 + step * 0.01})
+
+
+def sums_array(config, data=None):
+    """For with_parameters: ``data`` is a large array shared by every trial."""
+    tune.report({"total": float(data.sum()) * config["k"], "size": int(data.size)})

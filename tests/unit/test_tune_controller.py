@@ -186,3 +186,51 @@ def test_stoppers_combine():
     stopper = CombinedStopper(MaximumIterationStopper(2), as_stopper(
         lambda trial_id, result: result.get("bad", False)))
     assert not stopper("a", {}) and stopper("a", {}) and stopper("b", {"bad": True})
+
+
+def test_progress_table_shows_status_iteration_and_metric():
+    import io
+    from zray.tune._progress import ProgressTable
+    controller = _controller({"x": s.grid_search([1, 2, 3])}, metric="score")
+    controller.start(0.0)
+    controller.on_results("exp_00000", [({"score": 0.5, "training_iteration": 4,
+                                          "time_total_s": 1.25}, None)], True, 1.0)
+    stream = io.StringIO()
+    table = ProgressTable("score", stream=stream, refresh_s=60)
+    table.update(controller)
+    table.update(controller)                  # within refresh_s: not drawn again
+    text = stream.getvalue()
+    assert text.count("== Status ==") == 1 and "3 trials" in text
+    assert "1 PENDING" in text and "1 RUNNING" in text and "1 TERMINATED" in text
+    row = [line for line in text.splitlines() if "exp_00000" in line][0].split()
+    assert row[1:] == ["TERMINATED", "4", "1.25", "0.5"]
+    assert "score" in text.splitlines()[1]
+
+
+def test_step_mode_grants_results_up_to_the_next_asha_rung():
+    asha = ASHAScheduler(metric="score", mode="max", max_t=10, grace_period=1,
+                         reduction_factor=3)
+    controller = _controller({"x": 1}, scheduler=asha)
+    (start,) = controller.start(0.0)
+    assert start.kind == "START" and start.count == 1          # rung 1
+    counts = []
+    for iteration in (1, 3, 9):
+        (command,) = controller.on_results(
+            "exp_00000", [({"score": iteration, "training_iteration": iteration}, None)],
+            False, 1.0)
+        counts.append(command.count)
+    assert counts == [2, 6, 1]                                  # to 3, to 9, to max_t 10
+    (command,) = controller.on_results(
+        "exp_00000", [({"score": 10, "training_iteration": 10}, None)], False, 2.0)
+    assert command.kind == "STOP"
+    # a result without the metric, or a function stop criterion: one result a call
+    controller = _controller({"x": 1}, scheduler=ASHAScheduler(metric="score", mode="max",
+                                                               max_t=10))
+    controller.start(0.0)
+    (command,) = controller.on_results("exp_00000", [({"training_iteration": 1}, None)],
+                                       False, 1.0)
+    assert command.count == 1
+    controller = _controller({"x": 1}, scheduler=ASHAScheduler(metric="score", mode="max",
+                                                               max_t=10),
+                             stopper=as_stopper(lambda trial_id, result: False))
+    assert controller.start(0.0)[0].count == 1

@@ -10,6 +10,9 @@ import threading
 from zray.train._checkpoint import Checkpoint
 
 _session = None
+#: A session bound to one thread (a Tune trial's function thread): that thread
+#: keeps reaching its own trial's session even after the runner moved on.
+_thread = threading.local()
 
 
 class TrainContext:
@@ -86,17 +89,24 @@ def set_session(session) -> None:
     _session = session
 
 
+def bind_thread(session) -> None:
+    """Make ``session`` this thread's own (it wins over the process's)."""
+    _thread.session = session
+
+
 def get_session():
-    """The session installed in this process (a train or a tune one), or None."""
-    return _session
+    """This thread's session, else the one installed in this process (a train
+    or a tune one), or None."""
+    return getattr(_thread, "session", None) or _session
 
 
 def current() -> Session:
-    if _session is None:
+    session = get_session()
+    if session is None:
         raise RuntimeError("this is not a training worker: zray.train.report, "
                            "get_context and get_checkpoint work inside the function a "
                            "Trainer runs (train_loop_per_worker)")
-    return _session
+    return session
 
 
 def report(metrics: dict, checkpoint: Checkpoint | None = None, **_ignored) -> None:

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from zray.train._checkpoint import Checkpoint
 from zray.tune._flatten import with_flat_keys
 from zray.tune._trial import Status, Trial
+from zray.tune.callback import CallbackList
 from zray.tune.schedulers.trial_scheduler import TrialScheduler
+from zray.tune.stopper import DictStopper
 
 log = logging.getLogger("zray.tune")
 
@@ -36,6 +38,7 @@ class Command:
     trial: Trial | None = None
     path: str | None = None                  # DELETE: the checkpoint to drop
     save: bool = False                       # CONTINUE/PAUSE: save a checkpoint first
+    count: int = 1                           # START/CONTINUE: results before the next stop
 
 
 @dataclass
@@ -58,11 +61,14 @@ class TuneController:
     """Trial state and every decision about it."""
 
     def __init__(self, search_alg, scheduler: TrialScheduler, stopper, config: ControllerConfig,
-                 experiment_id: str | None = None):
+                 experiment_id: str | None = None, callbacks: CallbackList | None = None):
         self.search_alg, self.scheduler, self.stopper = search_alg, scheduler, stopper
+        self.callbacks = callbacks if callbacks is not None else CallbackList()
+        self.callbacks.trials_of = self.get_trials
         self.config = config
         self.experiment_id = experiment_id or uuid.uuid4().hex[:5]
         self.trials: dict = {}
+        self._live: dict = {}                # trial id -> trial, until it finishes
         self.used: dict = {}
         self.start_time: float | None = None
         self.budget_spent = False
@@ -76,13 +82,20 @@ class TuneController:
     def get_trial(self, trial_id: str) -> Trial:
         return self.trials[trial_id]
 
+    def live_trials(self) -> list:
+        """The trials not finished yet (PENDING, RUNNING, PAUSED), in creation
+        order: what scheduling looks at, without a pass over every trial."""
+        for trial_id in [i for i, t in self._live.items() if t.is_finished]:
+            del self._live[trial_id]
+        return list(self._live.values())
+
     @property
     def running(self) -> list:
-        return [t for t in self.trials.values() if t.status == Status.RUNNING]
+        return [t for t in self.live_trials() if t.status == Status.RUNNING]
 
     def is_finished(self) -> bool:
         searching = not (self.search_alg.is_finished() or self.stop_everything)
-        return not searching and all(t.is_finished for t in self.trials.values())
+        return not searching and not self.live_trials()
 
     def has_resources_for(self, trial: Trial) -> bool:
         limit = self.config.max_concurrent_trials
@@ -96,11 +109,13 @@ class TuneController:
     def add_trial(self, trial: Trial) -> None:
         """A trial made elsewhere (restored from an experiment's state)."""
         self.trials[trial.trial_id] = trial
+        if not trial.is_finished:
+            self._live[trial.trial_id] = trial
         self.scheduler.on_trial_add(self, trial)
 
     def _create_trials(self) -> None:
         while not self.stop_everything and not self.search_alg.is_finished():
-            if any(t.status == Status.PENDING for t in self.trials.values()):
+            if any(t.status == Status.PENDING for t in self.live_trials()):
                 return
             if not self._room_for_another():
                 return
@@ -139,7 +154,9 @@ class TuneController:
             if trial is None:
                 break
             self._set_running(trial)
-            commands.append(Command(START, trial))
+            commands.append(Command(START, trial,
+                                    count=self._results_to_next_decision(
+                                        trial, trial.restore_point[0])))
             self._create_trials()
         return commands
 
@@ -154,7 +171,7 @@ class TuneController:
     def _stop_all(self) -> list:
         self.stop_everything = True
         commands = []
-        for trial in self.trials.values():
+        for trial in self.live_trials():
             if trial.status == Status.RUNNING:
                 commands += self._terminate(trial)
             elif trial.status in (Status.PENDING, Status.PAUSED):
@@ -188,11 +205,31 @@ class TuneController:
         if done:
             return commands + self._terminate(trial, ran_to_end=True)
         save, trial.save_requested = trial.save_requested, False
-        return commands + [Command(CONTINUE, trial, save=save)]
+        count = self._results_to_next_decision(trial, trial.iteration)
+        return commands + [Command(CONTINUE, trial, save=save, count=count)]
+
+    def _results_to_next_decision(self, trial: Trial, iteration: int) -> int:
+        """How many results (in step mode) a trial at ``iteration`` may report
+        before it waits for the driver: up to the scheduler's next decision
+        point (1 when every result may be decided on: a function or Stopper
+        stop criterion, or a last result without the scheduler's metric)."""
+        if self.stopper is not None and not isinstance(self.stopper, DictStopper):
+            return 1
+        decision_points = getattr(self.scheduler, "decision_points", None)
+        points = decision_points(trial) if decision_points is not None else None
+        if not points:
+            return 1
+        metric = getattr(self.scheduler, "metric", None) or self.config.metric
+        if trial.last_result and metric not in trial.last_result:
+            return 1
+        later = [point for point in points if point > iteration]
+        return max(1, later[0] - iteration) if later else 1
 
     def _judge(self, trial: Trial, metrics: dict, last: bool) -> str:
         trial.last_result = metrics
         self._check_metric(metrics)
+        if self.callbacks:
+            self.callbacks.call("on_trial_result", trial=trial, result=metrics)
         self.search_alg.on_trial_result(trial.trial_id, metrics)
         if self.stopper is not None and self.stopper(trial.trial_id, metrics):
             return TrialScheduler.STOP
@@ -216,6 +253,8 @@ class TuneController:
         trial.restore_point = (metrics.get("training_iteration", 0),
                                metrics.get("time_total_s", 0.0))
         trial.checkpoints.append((checkpoint, metrics))
+        if self.callbacks:
+            self.callbacks.call("on_checkpoint", trial=trial, checkpoint=checkpoint)
         keep = self.config.num_to_keep
         if keep is None or len(trial.checkpoints) <= keep:
             return []
@@ -243,9 +282,11 @@ class TuneController:
         allowed = self.config.max_failures
         if allowed == -1 or trial.num_failures <= allowed:
             trial.set_status(Status.PENDING)
+            self.callbacks.call("on_trial_recover", trial=trial)
             return self.step(now)
         trial.error = error
         trial.set_status(Status.ERROR)
+        self.callbacks.call("on_trial_error", trial=trial)
         self.scheduler.on_trial_error(self, trial)
         self.search_alg.on_trial_complete(trial.trial_id, trial.last_result, error=True)
         return self.step(now)
@@ -275,6 +316,7 @@ class TuneController:
         trial.set_status(Status.RUNNING)
         for name, amount in trial.resources.items():
             self.used[name] = self.used.get(name, 0) + amount
+        self.callbacks.call("on_trial_start", trial=trial)
 
     def _release(self, trial: Trial) -> None:
         for name, amount in trial.resources.items():
@@ -287,6 +329,7 @@ class TuneController:
             trial.last_result["done"] = True
         self.scheduler.on_trial_complete(self, trial, trial.last_result)
         self.search_alg.on_trial_complete(trial.trial_id, trial.last_result)
+        self.callbacks.call("on_trial_complete", trial=trial)
         return [] if ran_to_end else [Command(STOP, trial)]
 
     def _pause(self, trial: Trial) -> list:

@@ -7,6 +7,12 @@ and feeds their outcomes back to it.
 
 One runner actor per running trial, pooled by resources and reused for the
 next trial (``TuneConfig(reuse_actors=False)`` makes a fresh one per trial).
+A stopped trial's runner goes back to the pool as soon as its stop call is
+sent: an actor runs its calls in order, so the next trial's start follows the
+stop without a round trip in between.  A runner whose stop turns out unclean
+(the trial did not reach a report within the grace time) is killed when
+idle, or after the trial it took meanwhile ends; that trial's function
+thread stays bound to its own session, so the straggler cannot report into it.
 In streaming mode (FIFO scheduling, no stopper that needs the driver) a trial
 runs ahead and its results come back in batches; in step mode every result
 waits for the controller's decision.
@@ -45,13 +51,17 @@ class Executor:
         self.busy: dict = {}              # trial id -> (runner, options key)
         self.calls: dict = {}             # ref -> ("trial", trial id) | ("stop", runner, key)
         self.queue: collections.deque = collections.deque()
+        self.tainted: set = set()         # runners to kill once their current trial ends
 
     def run(self) -> None:
+        callbacks = self.controller.callbacks
         self.queue.extend(self.controller.start(time.monotonic()))
         try:
             while True:
+                callbacks.iteration += 1
+                callbacks.call("on_step_begin")
                 # journal first: what finished is on disk before new work starts
-                self.storage.journal(self.controller.get_trials(), self.controller.search_alg)
+                self.storage.journal(self.controller.trials, self.controller.search_alg)
                 self._drain()
                 if self.progress is not None:
                     self.progress.update(self.controller)
@@ -59,10 +69,11 @@ class Executor:
                     break
                 if not self.calls:
                     self._idle()
-                    continue
-                for ref in self._ready():
-                    self._outcome(ref)
-                self.queue.extend(self.controller.step(time.monotonic()))
+                else:
+                    for ref in self._ready():
+                        self._outcome(ref)
+                    self.queue.extend(self.controller.step(time.monotonic()))
+                callbacks.call("on_step_end")
         finally:
             self._shutdown()
 
@@ -119,6 +130,7 @@ class Executor:
                 "restore_point": trial.restore_point,
                 "next_checkpoint_index": trial.next_checkpoint_index,
                 "step_mode": self.settings["step_mode"], "batch_s": self.settings["batch_s"],
+                "count": command.count,
                 "stop": self.settings["stop"],
                 "checkpoint_frequency": self.settings["checkpoint_frequency"],
                 "checkpoint_at_end": self.settings["checkpoint_at_end"]}
@@ -155,7 +167,8 @@ class Executor:
 
     def _continue(self, command) -> None:
         runner, _ = self.busy[command.trial.trial_id]
-        self.calls[runner.resume.remote(command.save)] = ("trial", command.trial.trial_id)
+        self.calls[runner.resume.remote(command.save, command.count)] = \
+            ("trial", command.trial.trial_id)
 
     def _stop(self, command) -> None:
         held = self.busy.pop(command.trial.trial_id, None)
@@ -164,6 +177,8 @@ class Executor:
         runner, key = held
         self._forget_calls_of(command.trial.trial_id)
         self.calls[runner.stop.remote(False)] = ("stop", runner, key)
+        if self.settings["reuse_actors"]:
+            self.free[key].append(runner)     # its next start queues behind the stop
 
     def _pause(self, command) -> None:
         trial = command.trial
@@ -225,12 +240,20 @@ class Executor:
         except (RayActorError, RayTaskError) as exc:
             log.warning("a trial runner failed while stopping (%s)", exc)
             clean = False
-        self._release(runner, key, clean)
+        if not self.settings["reuse_actors"]:
+            zray.kill(runner)
+        elif not clean:
+            if runner in self.free[key]:          # idle: go now
+                self.free[key].remove(runner)
+                zray.kill(runner)
+            else:                                 # took a trial meanwhile: after it
+                self.tainted.add(runner)
 
     def _release(self, runner, key, clean: bool) -> None:
-        if clean and self.settings["reuse_actors"]:
+        if clean and self.settings["reuse_actors"] and runner not in self.tainted:
             self.free[key].append(runner)
         else:
+            self.tainted.discard(runner)
             zray.kill(runner)
 
     def _shutdown(self) -> None:
@@ -238,12 +261,12 @@ class Executor:
         runners += [kind[1] for kind in self.calls.values() if kind[0] == "stop"]
         for pool in self.free.values():
             runners += pool
-        for runner in runners:
+        for runner in {id(r): r for r in runners}.values():
             try:
                 zray.kill(runner)
             except Exception as exc:      # the cluster may be going away too
                 log.debug("killing a trial runner: %s", exc)
         self.busy, self.calls, self.free = {}, {}, collections.defaultdict(list)
-        self.storage.journal(self.controller.get_trials(), self.controller.search_alg)
+        self.storage.journal(self.controller.trials, self.controller.search_alg)
         self.storage.write_summary(self.controller.get_trials())
         self.storage.close()

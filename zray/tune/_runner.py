@@ -6,8 +6,10 @@ checkpoint path)], "done": bool}``, or raises the trial's error once the
 results before it have been handed over):
 
     start(spec)        begin a trial (function in a thread, or a Trainable) and
-                       return its first result (step mode) or first batch
-    resume(save)       the next result / batch (``save``: checkpoint first)
+                       return its first ``spec["count"]`` results (step mode) or
+                       first batch
+    resume(save, count) the next ``count`` results (step mode) / batch
+                       (``save``: checkpoint first)
     stop(save)         end the trial; {"checkpoint": path or None, "clean": bool}
 """
 
@@ -44,12 +46,12 @@ class TrialRunner:
             self.run = _ClassRun(self.trainable, spec, context)
         else:
             self.run = _FunctionRun(self.trainable, spec, context)
-        return self.run.next(spec["batch_s"])
+        return self.run.next(spec["batch_s"], count=spec.get("count", 1))
 
-    def resume(self, save: bool = False) -> dict:
+    def resume(self, save: bool = False, count: int = 1) -> dict:
         if self.run is None:
             raise RuntimeError("resume() with no trial running on this runner")
-        return self.run.next(None, save)
+        return self.run.next(None, save, count)
 
     def stop(self, save: bool = False) -> dict:
         run, self.run = self.run, None
@@ -74,6 +76,9 @@ class _FunctionRun:
         self.thread.start()
 
     def _main(self, function, config) -> None:
+        # this thread reports to its own session, even if it outlives a stop
+        # (the runner may be running the next trial by then)
+        train_session.bind_thread(self.session)
         error = None
         try:
             returned = function(config) if _takes_an_argument(function) else function()
@@ -85,12 +90,14 @@ class _FunctionRun:
             error = exc
         self.session.end(error)
 
-    def next(self, batch_s, save: bool = False) -> dict:
+    def next(self, batch_s, save: bool = False, count: int = 1) -> dict:
         if self.pending_error is not None:
             raise self.pending_error
         if batch_s is None:
-            self.session.grant()
-        results, finished = self.session.collect(self.batch_s)
+            self.session.grant(count)
+        else:                                   # the start: count - 1 reports run on
+            self.session.grant(count - 1)
+        results, finished = self.session.collect(self.batch_s, count)
         error = self.session.error if finished else None
         if error is not None:
             train_session.set_session(None)
@@ -132,7 +139,7 @@ class _ClassRun:
         else:
             self.instance._iteration = spec["restore_point"][0]
 
-    def next(self, batch_s, save: bool = False) -> dict:
+    def next(self, batch_s, save: bool = False, count: int = 1) -> dict:
         if self.error is not None:
             raise self.error
         deadline = time.monotonic() + (self.batch_s if batch_s is None else batch_s)
@@ -158,7 +165,8 @@ class _ClassRun:
                 path = self._save()
                 result["checkpoint_dir_name"] = os.path.basename(path)
             results.append((result, path))
-            if done or self.spec["step_mode"] or time.monotonic() >= deadline:
+            if done or (len(results) >= count if self.spec["step_mode"]
+                        else time.monotonic() >= deadline):
                 outcome["done"] = done
                 return outcome
 

@@ -4,9 +4,10 @@
 same session (it is installed as the process's train session).
 
 Reports hand results to the runner through a condition variable.  In step
-mode (a scheduler or stopper decides after every result) ``report`` blocks
-until the driver asks for the next result, as in Ray; in streaming mode it
-returns at once and results are collected in batches.
+mode (a scheduler or stopper decides on results) ``report`` blocks once the
+driver's grant is used up (one result, or up to the scheduler's next decision
+point), as in Ray; in streaming mode it returns at once and results are
+collected in batches.
 """
 
 from __future__ import annotations
@@ -144,13 +145,14 @@ class TuneSession:
             self.error = error
             self.cond.notify_all()
 
-    def collect(self, max_wait_s: float) -> tuple:
-        """(results, finished) once there is a result to hand over (step mode:
-        one; streaming: what arrived within ``max_wait_s``) or the function ended."""
+    def collect(self, max_wait_s: float, count: int = 1) -> tuple:
+        """(results, finished) once there are results to hand over (step mode:
+        ``count``; streaming: what arrived within ``max_wait_s``) or the function
+        ended."""
         deadline = time.monotonic() + max_wait_s
         with self.cond:
             while not self.finished:
-                if self.step_mode and self.results:
+                if self.step_mode and len(self.results) >= count:
                     break
                 remaining = deadline - time.monotonic()
                 if not self.step_mode and self.results and remaining <= 0:
@@ -159,10 +161,12 @@ class TuneSession:
             taken, self.results = self.results, []
             return taken, self.finished
 
-    def grant(self) -> None:
-        """Let a report blocked in step mode return (the driver wants more)."""
+    def grant(self, count: int = 1) -> None:
+        """Let ``count`` more reports return in step mode (the driver wants more)."""
+        if count <= 0:
+            return
         with self.cond:
-            self.credits += 1
+            self.credits += count
             self.cond.notify_all()
 
     def request_stop(self) -> None:

@@ -50,6 +50,7 @@ class ExperimentStorage:
         os.makedirs(path, exist_ok=True)
         self._journal = None
         self._journaled: dict = {}          # trial id -> the state last written
+        self._open: dict = {}               # trial id -> trial, until journaled finished
         self._trial_count = -1
 
     # -- the run's settings ---------------------------------------------------------
@@ -75,17 +76,21 @@ class ExperimentStorage:
         self._journal.write(data)
         self._journal.flush()
 
-    def journal(self, trials: list, search_alg) -> None:
-        """Write what moved since the last call."""
+    def journal(self, trials: dict, search_alg) -> None:
+        """Write what moved since the last call (``trials``: id -> trial).  A
+        finished trial no longer changes: it is looked at until journaled so."""
         if len(trials) != self._trial_count:
             self._trial_count = len(trials)
-            for trial in trials:
+            for trial in trials.values():
                 if trial.trial_id not in self._journaled:
                     self._record_trial(trial)
+                    self._open[trial.trial_id] = trial
             self._write(("search", search_alg))
-        for trial in trials:
-            if self._journaled.get(trial.trial_id) != _fingerprint(trial):
+        for trial_id, trial in list(self._open.items()):
+            if self._journaled.get(trial_id) != _fingerprint(trial):
                 self._record_trial(trial)
+            if trial.is_finished:
+                del self._open[trial_id]
 
     def _record_trial(self, trial: Trial) -> None:
         self._journaled[trial.trial_id] = _fingerprint(trial)

@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import time
 import uuid
 from dataclasses import dataclass
+
+import cloudpickle
 
 import zray
 from zray.train._config import RunConfig
@@ -19,11 +23,15 @@ from zray.tune._trainable import (actor_options, first_bundle_function, is_class
                                   resources_function, trainable_name)
 from zray.tune._trainer_trial import TrainerTrainable, is_trainer
 from zray.tune._trial import Status
+from zray.tune.callback import CallbackList
 from zray.tune.error import TuneError
 from zray.tune.registry import get_trainable_cls, with_registry
 from zray.tune.schedulers.trial_scheduler import FIFOScheduler
 from zray.tune.search.searcher import as_search_alg
+from zray.tune.search.variant_generator import find_unresolved
 from zray.tune.stopper import DictStopper, as_stopper
+
+log = logging.getLogger("zray.tune")
 
 #: Seconds a streaming trial collects results before handing a batch over.
 BATCH_S = 0.5
@@ -117,9 +125,10 @@ class Tuner:
         path = self.run_config.run_dir(f"{name}_{time.strftime('%Y-%m-%d_%H-%M-%S')}")
         storage = ExperimentStorage(path)
         search_alg, experiment_id = self._search_alg(storage)
+        callbacks = CallbackList(self.run_config.callbacks)
         controller = TuneController(search_alg, scheduler, stopper,
                                     self._controller_config(name, resources_fn),
-                                    experiment_id)
+                                    experiment_id, callbacks)
         self._add_restored_trials(controller, storage)
         step_mode = scheduler.decides_per_result or (
             stopper is not None and not isinstance(stopper, DictStopper))
@@ -133,7 +142,10 @@ class Tuner:
                     "reuse_actors": config.reuse_actors is not False,
                     "actor_options": self._actor_options()}
         progress = ProgressTable.for_terminal(config.metric, self.run_config.verbose)
+        callbacks.call("setup", stop=self.run_config.stop, num_samples=config.num_samples,
+                       total_num_samples=getattr(search_alg, "total_samples", None))
         Executor(controller, storage, trainable, settings, progress).run()
+        callbacks.call("on_experiment_end")
         if progress is not None:
             progress.update(controller, force=True)
         self._results = ResultGrid(controller.get_trials(), config.metric, config.mode, path)
@@ -189,14 +201,32 @@ class Tuner:
         config = self.tune_config
         search_alg = as_search_alg(config.search_alg)
         num_samples = config.num_samples if config.num_samples != -1 else 2 ** 62
-        search_alg.set_search_properties(config.metric, config.mode, self.param_space,
-                                         num_samples=num_samples)
+        if not search_alg.set_search_properties(config.metric, config.mode,
+                                                self.param_space, num_samples=num_samples) \
+                and find_unresolved(self.param_space):
+            raise ValueError("Tuner(param_space=...) has tune.uniform/choice/... values but "
+                             "the search algorithm was given its own search space: put "
+                             "them in one place (the searcher's space or param_space)")
         experiment_id = restored["experiment_id"] if restored else uuid.uuid4().hex[:5]
         storage.save_tuner({"param_space": self.param_space, "tune_config": config,
-                            "run_config": self.run_config, "experiment_id": experiment_id,
+                            "run_config": self._saved_run_config(),
+                            "experiment_id": experiment_id,
                             "trainable_name": trainable_name(self.trainable),
                             "class_trainable": is_class_trainable(self.trainable)})
         return search_alg, experiment_id
+
+    def _saved_run_config(self) -> RunConfig:
+        """The RunConfig for Tuner.restore: without callbacks that do not pickle
+        (a callback holding a lock or an open file), which restore cannot bring back."""
+        if not self.run_config.callbacks:
+            return self.run_config
+        try:
+            cloudpickle.dumps(self.run_config.callbacks)
+            return self.run_config
+        except Exception as exc:
+            log.warning("RunConfig(callbacks=...) does not pickle (%s): Tuner.restore will "
+                        "run without them", exc)
+            return dataclasses.replace(self.run_config, callbacks=None)
 
     def _add_restored_trials(self, controller: TuneController,
                              storage: ExperimentStorage) -> None:

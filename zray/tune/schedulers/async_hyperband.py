@@ -5,6 +5,7 @@ period * reduction_factor**k) continues only if its metric is in the top
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 
@@ -62,6 +63,17 @@ class AsyncHyperBandScheduler(TrialScheduler):
 
     def on_trial_remove(self, tune_controller, trial) -> None:
         self._trial_info.pop(trial.trial_id, None)
+
+    def decision_points(self, trial) -> list | None:
+        """The rungs' milestones (and max_t) when time is counted in iterations:
+        a trial is only ever cut there."""
+        bracket = self._trial_info.get(trial.trial_id)
+        if self._time_attr != "training_iteration" or bracket is None:
+            return None
+        points = {math.ceil(milestone) for milestone, _ in bracket.rungs}
+        if self._stop_last_trials:
+            points.add(math.ceil(self._max_t))
+        return sorted(points)
 
     def debug_string(self) -> str:
         rungs = "; ".join(b.debug_str() for b in self._brackets)

@@ -59,10 +59,17 @@ class TrialScheduler:
     def on_trial_remove(self, tune_controller, trial) -> None:
         pass
 
+    def decision_points(self, trial) -> list | None:
+        """The ``training_iteration`` values at which ``on_trial_result`` may
+        return anything but CONTINUE for ``trial`` (sorted), or None: any result.
+        Between two points a trial runs on without waiting for the driver."""
+        return None
+
     def choose_trial_to_run(self, tune_controller):
         """The next PENDING (then PAUSED) trial to start, or None."""
+        live = getattr(tune_controller, "live_trials", tune_controller.get_trials)()
         for status in ("PENDING", "PAUSED"):
-            for trial in tune_controller.get_trials():
+            for trial in live:
                 if trial.status.value == status and tune_controller.has_resources_for(trial):
                     return trial
         return None
