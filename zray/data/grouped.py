@@ -1,24 +1,28 @@
 """GroupedData: ``ds.groupby(key)`` and its aggregations, with Ray's names.
 
-Rows are hash-partitioned by key (``shuffle.hash_groupby``); each reduce task
-sorts its part by key and aggregates each group (pyarrow's group_by for the
-built-ins, the AggregateFn's own functions otherwise) or calls the user's
-``map_groups`` function once per group.  Each output block is sorted by key;
-blocks follow partition order, so the whole result is not (sort it if needed).
+Rows are split into ranges of the first key (``shuffle.groupby``, boundaries
+sampled as for sort); each reduce task aggregates the groups of its range
+(pyarrow's group_by for the built-ins, the AggregateFn's own functions
+otherwise) or calls the user's ``map_groups`` function once per group, and
+returns them in key order: the output is sorted by key, as Ray's is.
+``groupby(None)`` aggregates the whole dataset into one row (each block
+accumulated where it lives, the accumulators merged in the driver);
+``groupby(None).map_groups(fn)`` calls ``fn`` once on the whole dataset.
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
 
+import zray
 from zray.data import aggregate as A, block as B, shuffle
-from zray.data.plan import AllToAll
+from zray.data.plan import AllToAll, Bundle
 
 
 class GroupedData:
     def __init__(self, dataset, key, num_partitions: int | None = None):
         self._dataset = dataset
-        self._keys = [key] if isinstance(key, str) else list(key)
+        self._keys = [] if key is None else [key] if isinstance(key, str) else list(key)
         self._num_partitions = num_partitions
 
     def __repr__(self):
@@ -28,7 +32,7 @@ class GroupedData:
         keys, partitions = self._keys, self._num_partitions
         return self._dataset._with_op(AllToAll(
             name, self._dataset._op,
-            lambda bundles: shuffle.hash_groupby(bundles, keys, reducer, partitions),
+            lambda bundles: shuffle.groupby(bundles, keys, reducer, partitions),
             preserves_rows=False))
 
     def aggregate(self, *aggs):
@@ -37,8 +41,12 @@ class GroupedData:
             if not isinstance(agg, A.AggregateFn):
                 raise TypeError(f"aggregate() takes AggregateFn objects (Count(), "
                                 f"Sum('x'), ...), got {type(agg).__name__}")
-        return self._all_to_all(f"Aggregate[{', '.join(a.name for a in aggs)}]",
-                                _Aggregator(list(aggs)))
+        name = f"Aggregate[{', '.join(a.name for a in aggs)}]"
+        if not self._keys:
+            return self._dataset._with_op(AllToAll(
+                name, self._dataset._op, lambda bundles: global_aggregate(bundles, aggs),
+                preserves_rows=False))
+        return self._all_to_all(name, _Aggregator(list(aggs)))
 
     def count(self):
         return self.aggregate(A.Count())
@@ -87,6 +95,7 @@ class _Aggregator:
     def __call__(self, table: pa.Table, keys: list) -> pa.Table:
         if all(agg.arrow is not None for agg in self.aggs):
             return self._arrow(table, keys)
+        table = table.sort_by([(k, "ascending") for k in keys])
         groups = shuffle.group_slices(table, keys)
         columns = {k: [] for k in keys}
         columns.update({agg.name: [] for agg in self.aggs})
@@ -131,9 +140,28 @@ class _GroupMapper:
         self.fn_args, self.fn_kwargs = fn_args, fn_kwargs
 
     def __call__(self, table: pa.Table, keys: list) -> pa.Table:
+        if keys:
+            table = table.sort_by([(k, "ascending") for k in keys])
         out = []
         for start, length in shuffle.group_slices(table, keys):
             batch = B.to_batch(table.slice(start, length), self.batch_format)
             out.append(B.to_block(self.fn(batch, *self.fn_args, **self.fn_kwargs),
                                   "The function given to map_groups()"))
         return B.concat(out) if out else table.slice(0, 0)
+
+
+@zray.remote
+def _accumulate(table, aggs):
+    return [agg.accumulate_block(agg.init(None), table) for agg in aggs]
+
+
+def global_aggregate(bundles: list, aggs) -> list:
+    """One block of one row: each aggregation over every block, accumulated
+    by a task per block and merged here."""
+    totals = [agg.init(None) for agg in aggs]
+    for accs in zray.get([_accumulate.remote(b.ref, aggs) for b in bundles
+                          if b.meta.num_rows]):
+        totals = [agg.merge(t, a) for agg, t, a in zip(aggs, totals, accs)]
+    table = pa.table({agg.name: pa.array([agg.finalize(t)])
+                      for agg, t in zip(aggs, totals)})
+    return [Bundle(zray.put(table), B.metadata(table))]
