@@ -3,7 +3,6 @@ rows, batches, aggregates or files."""
 
 from __future__ import annotations
 
-import gc
 import os
 from collections import deque
 
@@ -40,12 +39,6 @@ class ConsumeMixin:
 
     def _execution(self):
         from zray.data.executor import Execution
-        previous, self._last_execution = getattr(self, "_last_execution", None), None
-        if previous is not None and previous.actors:
-            # its actor pools hold CPUs a new run's pools may need; a finished
-            # run's generators keep it in reference cycles, so collect them now
-            del previous
-            gc.collect()
         execution = Execution(self._op)
         self._last_execution = execution
         return execution
