@@ -178,8 +178,10 @@ class ConsumeMixin:
         return {agg.name: agg.finalize(t) for agg, t in zip(aggs, totals)}
 
     def _unary(self, kind, on, ignore_nulls=True, **kwargs):
+        # one run: an empty dataset's aggregates finalize to None by themselves
+        # (a count() first would run a plan without known row counts twice)
         columns = self.columns() if on is None else ([on] if isinstance(on, str) else on)
-        if columns is None or self.count() == 0:
+        if columns is None:
             return None
         aggs = [kind(c, ignore_nulls=ignore_nulls, **kwargs) for c in columns]
         result = self.aggregate(*aggs)
