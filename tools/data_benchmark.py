@@ -222,7 +222,8 @@ def make_parquet(data_dir: str, scale: float) -> str:
     return path
 
 
-def run_one(framework: str, workload: str, scale: float, data_dir: str) -> dict:
+def run_one(framework: str, workload: str, scale: float, data_dir: str,
+            timeout_s: float = 1800) -> dict:
     tag = uuid.uuid4().hex
     env = dict(os.environ, ZRAY_DATA_BENCH_TAG=tag)
     if framework == "zray":
@@ -233,15 +234,46 @@ def run_one(framework: str, workload: str, scale: float, data_dir: str) -> dict:
                                  str(scale), data_dir, out_dir], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         peak = PeakRss(proc.pid, tag)
-        stdout, stderr = proc.communicate(timeout=1800)
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_run(proc.pid, tag)
+            stdout, stderr = proc.communicate()
+            peak_bytes = peak.stop()
+            return {"seconds": None, "error": f"killed after {timeout_s:g} s",
+                    "peak_rss_mib": round(peak_bytes / 2**20), "check": None}
         peak_bytes = peak.stop()
     for line in stdout.splitlines():
         if line.startswith("RESULT "):
             result = json.loads(line[len("RESULT "):])
             result["peak_rss_mib"] = round(peak_bytes / 2**20)
             return result
-    raise RuntimeError(f"{framework} {workload} failed (rc {proc.returncode}):\n"
-                       f"{stderr[-3000:]}")
+    print(f"{framework} {workload} failed (rc {proc.returncode}):\n{stderr[-3000:]}",
+          file=sys.stderr)
+    return {"seconds": None, "error": f"failed (rc {proc.returncode})",
+            "peak_rss_mib": round(peak_bytes / 2**20), "check": None}
+
+
+def _kill_run(pid: int, tag: str) -> None:
+    """Kill a run that passed its time limit: its process tree and the
+    processes carrying its tag (daemons re-parented away from the tree)."""
+    victims = []
+    try:
+        root = psutil.Process(pid)
+        victims = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        pass
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.environ().get("ZRAY_DATA_BENCH_TAG") == tag:
+                victims.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    for proc in victims:
+        try:
+            proc.kill()
+        except psutil.Error:
+            continue
 
 
 def main() -> None:
@@ -251,6 +283,9 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--json", default="data_benchmark.json")
+    parser.add_argument("--timeout", type=float, default=1800,
+                        help="seconds a run may take before it is killed (and "
+                             "recorded as such)")
     parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(),
                                                            "zray-data-bench"))
     args = parser.parse_args()
@@ -264,11 +299,12 @@ def main() -> None:
     for run in range(args.runs):
         for workload in workloads:
             for framework in frameworks:
-                result = run_one(framework, workload, args.scale, parquet)
+                result = run_one(framework, workload, args.scale, parquet, args.timeout)
                 results[workload][framework].append(result)
-                print(f"run {run + 1} {workload:8s} {framework:5s} "
-                      f"{result['seconds']:7.2f} s {result['peak_rss_mib']:6d} MiB "
-                      f"check={result['check']}", flush=True)
+                seconds = (f"{result['seconds']:7.2f} s" if result["seconds"] is not None
+                           else result["error"])
+                print(f"run {run + 1} {workload:8s} {framework:5s} {seconds} "
+                      f"{result['peak_rss_mib']:6d} MiB check={result['check']}", flush=True)
     print(f"\nscale {args.scale:g}, {args.runs} runs, medians "
           "(wall s / peak RSS MiB of all the run's processes)")
     print(f"{'workload':10s}" + "".join(f"{f:>20s}" for f in frameworks))
@@ -276,11 +312,16 @@ def main() -> None:
     for workload in workloads:
         cells, summary[workload] = [], {}
         for framework in frameworks:
-            runs = results[workload][framework]
+            runs = [r for r in results[workload][framework] if r["seconds"] is not None]
+            if not runs:
+                summary[workload][framework] = {"median_s": None}
+                cells.append(results[workload][framework][0]["error"])
+                continue
             seconds = statistics.median(r["seconds"] for r in runs)
             mib = statistics.median(r["peak_rss_mib"] for r in runs)
             summary[workload][framework] = {"median_s": round(seconds, 2),
-                                            "median_peak_rss_mib": mib}
+                                            "median_peak_rss_mib": mib,
+                                            "runs_ok": len(runs)}
             cells.append(f"{seconds:8.2f} s {mib:7.0f} MiB")
         print(f"{workload:10s}" + "".join(f"{c:>20s}" for c in cells))
     with open(args.json, "w") as f:
