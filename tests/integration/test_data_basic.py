@@ -1,9 +1,11 @@
 """zray.data on a local cluster and on 2 nodes (tests/data_clusters.py):
-blocks, batch formats, in-memory sources, row and batch transforms, consumption.  Every result is checked against the
-same computation done with numpy/pandas/pyarrow here."""
+blocks, batch formats, in-memory sources, row and batch transforms,
+consumption, stats, progress bars, retries.  Every result is checked against
+the same computation done with numpy/pandas/pyarrow here."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
@@ -403,3 +405,19 @@ class _NotATerminal(_Terminal):
 
     def write(self, text):
         raise AssertionError(f"a progress bar was drawn on a non-terminal: {text!r}")
+
+
+def _crash_once(batch, marker):
+    import os
+    if batch["id"][0] == 30 and not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)                                 # the worker dies mid-task
+    return {"id": batch["id"] * 2}
+
+
+def test_a_map_task_whose_worker_dies_is_retried(cluster, tmp_path):
+    marker = str(tmp_path / "crashed")
+    ds = ray.data.range(60, override_num_blocks=4).map_batches(
+        _crash_once, batch_size=None, fn_args=(marker,))
+    assert [r["id"] for r in ds.take_all()] == list(range(0, 120, 2))
+    assert os.path.exists(marker)

@@ -26,6 +26,7 @@ import time
 from collections import deque
 
 import zray
+from zray import _runtime
 from zray.data import _tasks, plan as P, progress
 from zray.data.budget import MemoryBudget
 from zray.data.context import DataContext
@@ -225,6 +226,7 @@ class ActorPoolStage:
         self.actor_class = zray.remote(_tasks.MapWorker).options(**args)
         self.actors: list = []
         self.load: list = []
+        self.inline_bytes = _runtime.client().config.max_inline_object_bytes
 
     def run(self, sources, stats):
         transforms_ref = zray.put(self.op.transforms)
@@ -249,7 +251,7 @@ class ActorPoolStage:
                     source = next(sources, None)
                 index, refs = pending.popleft()
                 self.load[index] -= 1
-                yield Execution._finish(refs, stats)
+                yield self._outliving(Execution._finish(refs, stats))
         finally:
             # the pool goes as soon as its input is done (or its consumer
             # stops): the blocks it made are owned by this process and outlive
@@ -257,6 +259,15 @@ class ActorPoolStage:
             for actor in self.actors:
                 zray.kill(actor)
             self.actors.clear()
+
+    def _outliving(self, bundle: P.Bundle) -> P.Bundle:
+        """The bundle, with a small block copied into an object this process
+        puts: an actor call's inline result (one under max_inline_object_bytes)
+        fails with ActorDiedError once its actor is killed and the ref is then
+        passed to a task; a shared-memory result outlives its actor."""
+        if bundle.meta.size_bytes > self.inline_bytes:
+            return bundle
+        return P.Bundle(zray.put(zray.get(bundle.ref)), bundle.meta)
 
     def _add_actor(self, transforms_ref) -> None:
         self.actors.append(self.actor_class.remote(transforms_ref))
