@@ -1,8 +1,7 @@
 """zray.data over more data than the object store holds: the streaming
 executor's memory budget keeps a read -> map_batches -> write pipeline of 4x
-the store's bound inside the bound (no mass spilling), whether the read is a
-generated range or Parquet files (test_data_large_shuffle.py: a full shuffle and
-sort of 4x the bound)."""
+the store's bound inside the bound (no mass spilling); test_data_large_shuffle.py
+does the same from Parquet files, and a full shuffle and sort of 4x the bound."""
 
 from __future__ import annotations
 
@@ -87,31 +86,3 @@ def test_pipeline_four_times_the_store_bound_streams_without_spilling(cluster, t
     assert count == rows
     assert total == rows * (rows + 1) // 2
 
-
-def _double(batch):
-    return {name: values * 2 for name, values in batch.items()}
-
-
-def test_parquet_pipeline_four_times_the_store_bound(cluster, tmp_path):
-    # 4 files of one 200 MiB row group each: a row group is read as slices that
-    # fit the budget, so the blocks in flight stay inside the bound
-    source, out = tmp_path / "in", str(tmp_path / "out")
-    source.mkdir()
-    columns, rows = 25, BOUND // (8 * 25)
-    for i in range(4):
-        base = np.arange(i * rows, (i + 1) * rows, dtype=np.int64)
-        table = pa.table({f"c{c}": base + c for c in range(columns)})
-        pq.write_table(table, str(source / f"part-{i}.parquet"), row_group_size=rows,
-                       compression="none")
-        del table
-    ds = ray.data.read_parquet(str(source))
-    assert ds.num_blocks() > 4 * 4                  # each row group split in 4 or more
-    with StorePeaks() as peaks:
-        ds.map_batches(_double, batch_size=None).write_parquet(out)
-    assert peaks.spilled <= BOUND // 4, f"spilled {peaks.spilled / 2**20:.0f} MiB"
-    back = pq.read_table(out)
-    assert back.num_rows == 4 * rows
-    first = back.column("c0").to_numpy()
-    assert np.array_equal(first, np.arange(4 * rows, dtype=np.int64) * 2)
-    assert np.array_equal(back.column(f"c{columns - 1}").to_numpy(),
-                          first + 2 * (columns - 1))
