@@ -46,6 +46,14 @@ class GroupedData:
             return self._dataset._with_op(AllToAll(
                 name, self._dataset._op, lambda bundles: global_aggregate(bundles, aggs),
                 preserves_rows=False))
+        if _Combining.applies(aggs):
+            keys, partitions = self._keys, self._num_partitions
+            combining = _Combining(list(aggs))
+            return self._dataset._with_op(AllToAll(
+                name, self._dataset._op,
+                lambda bundles: shuffle.groupby(bundles, keys, combining, partitions,
+                                                combine=combining.partial),
+                preserves_rows=False))
         return self._all_to_all(name, _Aggregator(list(aggs)))
 
     def count(self):
@@ -126,6 +134,62 @@ class _Aggregator:
                  for a in self.aggs]
         out = result.select(keys + names).rename_columns(keys + [a.name for a in self.aggs])
         return out.sort_by([(k, "ascending") for k in keys])
+
+
+class _Combining:
+    """Count, Sum, Min, Max and Mean in two steps: each map task reduces its
+    block to one row per group (``partial``), the reduce merges those rows
+    (``__call__``), so a shuffle moves groups, not rows."""
+
+    #: per kind: the partial aggregates (pyarrow hash functions) and how each
+    #: merges in the reduce
+    STEPS = {"count_all": [("count_all", "sum")], "sum": [("sum", "sum")],
+             "min": [("min", "min")], "max": [("max", "max")],
+             "mean": [("sum", "sum"), ("count", "sum")]}
+
+    def __init__(self, aggs: list):
+        self.aggs = aggs
+
+    @staticmethod
+    def applies(aggs) -> bool:
+        return bool(aggs) and all(type(agg) in (A.Count, A.Sum, A.Min, A.Max, A.Mean)
+                                  for agg in aggs)
+
+    def _specs(self, merging: bool) -> list:
+        specs = []
+        for j, agg in enumerate(self.aggs):
+            column, kind = agg.arrow[0], agg.arrow[1]
+            for step, (partial, merge) in enumerate(self.STEPS[kind]):
+                if merging:
+                    specs.append((f"p{j}_{step}", merge))
+                else:
+                    specs.append((column, partial) if column else ([], partial))
+        return specs
+
+    def partial(self, table: pa.Table, keys: list) -> pa.Table:
+        for agg in self.aggs:
+            if agg.arrow[0]:
+                B.check_columns(table, [agg.arrow[0]], agg.name)
+        result = table.group_by(keys, use_threads=False).aggregate(self._specs(False))
+        names = [f"p{j}_{step}" for j, agg in enumerate(self.aggs)
+                 for step in range(len(self.STEPS[agg.arrow[1]]))]
+        return result.rename_columns(keys + names)       # keys come first
+
+    def __call__(self, table: pa.Table, keys: list) -> pa.Table:
+        import pyarrow.compute as pc
+        merged = table.group_by(keys, use_threads=False).aggregate(self._specs(True))
+        columns = {k: merged.column(i) for i, k in enumerate(keys)}
+        position = len(keys)
+        for agg in self.aggs:
+            if agg.arrow[1] == "mean":
+                total, count = merged.column(position), merged.column(position + 1)
+                columns[agg.name] = pc.divide(pc.cast(total, pa.float64()),
+                                              pc.cast(count, pa.float64()))
+                position += 2
+            else:
+                columns[agg.name] = merged.column(position)
+                position += 1
+        return pa.table(columns).sort_by([(k, "ascending") for k in keys])
 
 
 def _empty(table, keys, aggs) -> pa.Table:

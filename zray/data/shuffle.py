@@ -102,6 +102,10 @@ def sort_keys(key, descending) -> list:
 
 @zray.remote
 def _sort_map(table, keys, boundaries):
+    return _split_ranges(table, keys, boundaries)
+
+
+def _split_ranges(table, keys, boundaries):
     first, order = keys[0]
     B.check_columns(table, [k for k, _ in keys], "sort")
     values = B.column_to_numpy(table.column(first))
@@ -139,13 +143,18 @@ def _check_keys(bundles: list, names: list, what: str) -> None:
             B.check_columns(bundle.meta.schema.empty_table(), names, what)
 
 
-def _range_maps(bundles: list, keys: list, count: int) -> tuple:
-    """Map tasks splitting each block into key ranges: (their refs, parts)."""
+def _range_maps(bundles: list, keys: list, count: int, combine=None) -> tuple:
+    """Map tasks splitting each block (first reduced by ``combine(table, key
+    names)`` when given) into key ranges: (their refs, parts)."""
     boundaries = _boundaries(bundles, keys[0][0], count)
     parts = len(boundaries) + 1
-    maps = [_as_list(_sort_map.options(num_returns=parts).remote(b.ref, keys, boundaries),
-                     parts) for b in bundles]
-    return maps, parts
+    if combine is None:
+        maps = [_sort_map.options(num_returns=parts).remote(b.ref, keys, boundaries)
+                for b in bundles]
+    else:
+        maps = [_group_map.options(num_returns=parts).remote(b.ref, keys, boundaries,
+                                                             combine) for b in bundles]
+    return [_as_list(refs, parts) for refs in maps], parts
 
 
 def sort(bundles: list, keys: list) -> list:
@@ -160,13 +169,20 @@ def sort(bundles: list, keys: list) -> list:
 # --- groupby --------------------------------------------------------------------------
 
 @zray.remote
+def _group_map(table, keys, boundaries, combine):
+    B.check_columns(table, [k for k, _ in keys], "groupby")
+    return _split_ranges(combine(table, [k for k, _ in keys]), keys, boundaries)
+
+
+@zray.remote
 def _group_reduce(r, keys, reducer, *parts):
     table = B.concat(list(parts)) if any(p.num_rows for p in parts) else parts[0]
     table = reducer(table, keys)
     return table, B.metadata(table)
 
 
-def groupby(bundles: list, keys: list, reducer, num_partitions: int | None) -> list:
+def groupby(bundles: list, keys: list, reducer, num_partitions: int | None,
+            combine=None) -> list:
     """Partition rows into ranges of the first key (boundaries sampled as for
     sort), then ``reducer(table, keys) -> table`` in each reduce task, which
     returns its groups sorted by key: the output is sorted by key, as Ray's is.
@@ -178,7 +194,7 @@ def groupby(bundles: list, keys: list, reducer, num_partitions: int | None) -> l
     if not keys:
         return _reduce_all(_group_reduce, [[b.ref] for b in nonempty], 1, keys, reducer)
     maps, parts = _range_maps(nonempty, [(k, "ascending") for k in keys],
-                              num_partitions or len(nonempty))
+                              num_partitions or len(nonempty), combine)
     return _reduce_all(_group_reduce, maps, parts, keys, reducer)
 
 
