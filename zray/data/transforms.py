@@ -110,7 +110,15 @@ class MapBatches(Transform):
                 out.append(self._block(result))
         if not out:
             return table
-        return B.concat(out)
+        if len(out) == 1:
+            return out[0]
+        # one chunk per column, not one per batch: a block of thousands of
+        # chunks costs more to pickle, map back and filter than one copy here
+        table = B.concat(out)
+        try:
+            return table.combine_chunks()
+        except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+            return table                    # a column type Arrow cannot concatenate
 
     def _block(self, result) -> pa.Table:
         if isinstance(result, (pa.Table, dict)) or type(result).__name__ == "DataFrame":
