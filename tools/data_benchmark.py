@@ -16,8 +16,9 @@ Workloads (sizes at --scale 1; every size is multiplied by --scale):
 Each (framework, workload, run) runs in its own process, interleaved
 (run 1: every workload on every framework, then run 2, ...), with a 2-CPU
 cluster: zray/Ray ``init(num_cpus=2)``, Dask ``LocalCluster(n_workers=2,
-threads_per_worker=1)``.  Wall time is the workload's alone (after the cluster
-started).  Peak memory is the highest sum, sampled every 0.2 s, of the RSS of
+threads_per_worker=1)``.  Wall time is the workload's alone, after the cluster
+started with its worker processes up and pandas/pyarrow imported in them
+(zray/Ray: two tasks that import them, Dask: ``client.run`` on every worker).  Peak memory is the highest sum, sampled every 0.2 s, of the RSS of
 every process of the run: the driver's process tree plus any process carrying
 the run's tag in its environment (catches daemons re-parented away from the
 tree).  RSS counts a shared-memory page in every process that maps it, so
@@ -90,6 +91,14 @@ if framework in ("zray", "ray"):
         ray.data.DataContext.get_current().enable_progress_bars = False
     except Exception:
         pass
+
+    @ray.remote
+    def warm_up():
+        import pandas, pyarrow  # noqa: F401
+        time.sleep(0.5)
+        return os.getpid()
+    # the clock starts with worker processes up, as Dask's LocalCluster has them
+    ray.get([warm_up.remote() for _ in range(2)])
     started = time.perf_counter()
     if workload == "etl":
         ray.data.read_parquet(data_dir).map_batches(transform, batch_format="numpy") \
@@ -114,6 +123,7 @@ else:
     from dask.distributed import Client, LocalCluster, wait
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None)
     client = Client(cluster)
+    client.run(lambda: (__import__("pandas"), __import__("pyarrow")) and None)
     parts = 16
 
     def chunk(i, rows, gen):
