@@ -60,6 +60,16 @@ def spill_files() -> set:
     return found
 
 
+def _same_shm_dir(proc) -> bool:
+    """Whether an orphan uses this run's shared-memory folder (an orphan of
+    another test run on the machine, with its own ZRAY_SHM_DIR, is not ours)."""
+    try:
+        theirs = proc.environ().get("ZRAY_SHM_DIR")
+    except (psutil.Error, OSError):
+        return True
+    return theirs == os.environ.get("ZRAY_SHM_DIR")
+
+
 def zray_processes(since: float) -> list:
     """zray processes started after ``since`` that are ours: our descendants, and
     orphans (adopted by init, or whose ancestor chain leads to us)."""
@@ -72,7 +82,8 @@ def zray_processes(since: float) -> list:
             continue
         if proc.info["pid"] == os.getpid() or proc.info["create_time"] < since - 1:
             continue
-        if proc.info["pid"] not in mine and proc.info["ppid"] != 1:
+        if proc.info["pid"] not in mine and (proc.info["ppid"] != 1 or
+                                             not _same_shm_dir(proc)):
             continue
         # an orphan is ours only if it uses our shared-memory folder: on a machine
         # shared by several checkouts (each with its ZRAY_SHM_DIR), another's

@@ -16,8 +16,9 @@ Workloads (sizes at --scale 1; every size is multiplied by --scale):
 Each (framework, workload, run) runs in its own process, interleaved
 (run 1: every workload on every framework, then run 2, ...), with a 2-CPU
 cluster: zray/Ray ``init(num_cpus=2)``, Dask ``LocalCluster(n_workers=2,
-threads_per_worker=1)``.  Wall time is the workload's alone (after the cluster
-started).  Peak memory is the highest sum, sampled every 0.2 s, of the RSS of
+threads_per_worker=1)``.  Wall time is the workload's alone, after the cluster
+started with its worker processes up and pandas/pyarrow imported in them
+(zray/Ray: two tasks that import them, Dask: ``client.run`` on every worker).  Peak memory is the highest sum, sampled every 0.2 s, of the RSS of
 every process of the run: the driver's process tree plus any process carrying
 the run's tag in its environment (catches daemons re-parented away from the
 tree).  RSS counts a shared-memory page in every process that maps it, so
@@ -90,6 +91,14 @@ if framework in ("zray", "ray"):
         ray.data.DataContext.get_current().enable_progress_bars = False
     except Exception:
         pass
+
+    @ray.remote
+    def warm_up():
+        import pandas, pyarrow  # noqa: F401
+        time.sleep(0.5)
+        return os.getpid()
+    # the clock starts with worker processes up, as Dask's LocalCluster has them
+    ray.get([warm_up.remote() for _ in range(2)])
     started = time.perf_counter()
     if workload == "etl":
         ray.data.read_parquet(data_dir).map_batches(transform, batch_format="numpy") \
@@ -114,6 +123,7 @@ else:
     from dask.distributed import Client, LocalCluster, wait
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None)
     client = Client(cluster)
+    client.run(lambda: (__import__("pandas"), __import__("pyarrow")) and None)
     parts = 16
 
     def chunk(i, rows, gen):
@@ -222,7 +232,8 @@ def make_parquet(data_dir: str, scale: float) -> str:
     return path
 
 
-def run_one(framework: str, workload: str, scale: float, data_dir: str) -> dict:
+def run_one(framework: str, workload: str, scale: float, data_dir: str,
+            timeout_s: float = 1800) -> dict:
     tag = uuid.uuid4().hex
     env = dict(os.environ, ZRAY_DATA_BENCH_TAG=tag)
     if framework == "zray":
@@ -233,15 +244,46 @@ def run_one(framework: str, workload: str, scale: float, data_dir: str) -> dict:
                                  str(scale), data_dir, out_dir], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         peak = PeakRss(proc.pid, tag)
-        stdout, stderr = proc.communicate(timeout=1800)
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_run(proc.pid, tag)
+            stdout, stderr = proc.communicate()
+            peak_bytes = peak.stop()
+            return {"seconds": None, "error": f"killed after {timeout_s:g} s",
+                    "peak_rss_mib": round(peak_bytes / 2**20), "check": None}
         peak_bytes = peak.stop()
     for line in stdout.splitlines():
         if line.startswith("RESULT "):
             result = json.loads(line[len("RESULT "):])
             result["peak_rss_mib"] = round(peak_bytes / 2**20)
             return result
-    raise RuntimeError(f"{framework} {workload} failed (rc {proc.returncode}):\n"
-                       f"{stderr[-3000:]}")
+    print(f"{framework} {workload} failed (rc {proc.returncode}):\n{stderr[-3000:]}",
+          file=sys.stderr)
+    return {"seconds": None, "error": f"failed (rc {proc.returncode})",
+            "peak_rss_mib": round(peak_bytes / 2**20), "check": None}
+
+
+def _kill_run(pid: int, tag: str) -> None:
+    """Kill a run that passed its time limit: its process tree and the
+    processes carrying its tag (daemons re-parented away from the tree)."""
+    victims = []
+    try:
+        root = psutil.Process(pid)
+        victims = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        pass
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.environ().get("ZRAY_DATA_BENCH_TAG") == tag:
+                victims.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    for proc in victims:
+        try:
+            proc.kill()
+        except psutil.Error:
+            continue
 
 
 def main() -> None:
@@ -251,6 +293,9 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--json", default="data_benchmark.json")
+    parser.add_argument("--timeout", type=float, default=1800,
+                        help="seconds a run may take before it is killed (and "
+                             "recorded as such)")
     parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(),
                                                            "zray-data-bench"))
     args = parser.parse_args()
@@ -264,11 +309,12 @@ def main() -> None:
     for run in range(args.runs):
         for workload in workloads:
             for framework in frameworks:
-                result = run_one(framework, workload, args.scale, parquet)
+                result = run_one(framework, workload, args.scale, parquet, args.timeout)
                 results[workload][framework].append(result)
-                print(f"run {run + 1} {workload:8s} {framework:5s} "
-                      f"{result['seconds']:7.2f} s {result['peak_rss_mib']:6d} MiB "
-                      f"check={result['check']}", flush=True)
+                seconds = (f"{result['seconds']:7.2f} s" if result["seconds"] is not None
+                           else result["error"])
+                print(f"run {run + 1} {workload:8s} {framework:5s} {seconds} "
+                      f"{result['peak_rss_mib']:6d} MiB check={result['check']}", flush=True)
     print(f"\nscale {args.scale:g}, {args.runs} runs, medians "
           "(wall s / peak RSS MiB of all the run's processes)")
     print(f"{'workload':10s}" + "".join(f"{f:>20s}" for f in frameworks))
@@ -276,11 +322,16 @@ def main() -> None:
     for workload in workloads:
         cells, summary[workload] = [], {}
         for framework in frameworks:
-            runs = results[workload][framework]
+            runs = [r for r in results[workload][framework] if r["seconds"] is not None]
+            if not runs:
+                summary[workload][framework] = {"median_s": None}
+                cells.append(results[workload][framework][0]["error"])
+                continue
             seconds = statistics.median(r["seconds"] for r in runs)
             mib = statistics.median(r["peak_rss_mib"] for r in runs)
             summary[workload][framework] = {"median_s": round(seconds, 2),
-                                            "median_peak_rss_mib": mib}
+                                            "median_peak_rss_mib": mib,
+                                            "runs_ok": len(runs)}
             cells.append(f"{seconds:8.2f} s {mib:7.0f} MiB")
         print(f"{workload:10s}" + "".join(f"{c:>20s}" for c in cells))
     with open(args.json, "w") as f:

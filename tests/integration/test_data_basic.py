@@ -1,9 +1,11 @@
-"""zray.data on a local cluster: blocks, batch formats, in-memory sources,
-row and batch transforms, consumption.  Every result is checked against the
-same computation done with numpy/pandas/pyarrow here."""
+"""zray.data on a local cluster and on 2 nodes (tests/data_clusters.py):
+blocks, batch formats, in-memory sources, row and batch transforms,
+consumption, stats, progress bars, retries.  Every result is checked against
+the same computation done with numpy/pandas/pyarrow here."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
@@ -14,16 +16,12 @@ pd = pytest.importorskip("pandas", reason="zray.data needs pandas (the data extr
 
 import zray  # noqa: E402
 import zray as ray  # noqa: E402
+from tests.conftest import wait_for  # noqa: E402
+from tests.data_clusters import cluster  # noqa: E402,F401  (the fixture)
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    # workers fork with pyarrow and pandas imported (~1 s each otherwise, on 2 cores)
-    zray.init(num_cpus=2, _system_config={"worker_preload_modules": "numpy,pyarrow,pandas"})
-    yield
-    zray.shutdown()
 
 
 # --- blocks in the store ------------------------------------------------------------------
@@ -331,10 +329,95 @@ def test_data_context(cluster):
 
 def test_actor_pool_outputs_feed_later_stages(cluster):
     # a plain step after the pool runs in its actors; the blocks the actors
-    # made stay readable after the pool ends (a sort reads them afterwards);
-    # the pool holds its CPUs until the execution ends, so it leaves one free
+    # made stay readable after the pool ends (a sort reads them afterwards)
     ds = (ray.data.range(40, override_num_blocks=4)
           .map_batches(AddOffset, concurrency=2, fn_constructor_args=(1,), num_cpus=0.5)
           .filter(lambda r: r["id"] % 2 == 0)
           .drop_columns(["pid"]).sort("id", descending=True))
     assert [r["id"] for r in ds.take_all()] == list(range(40, 0, -2))
+
+
+def test_actor_pool_ends_with_its_input_and_its_blocks_outlive_it(cluster):
+    # 1-CPU actors take both CPUs; once the pool has made its blocks it is
+    # gone: a 2-CPU task runs next while the blocks it made are still read
+    done = ray.data.range(40, override_num_blocks=4).map_batches(
+        AddOffset, concurrency=2, fn_constructor_args=(5,), batch_size=None).materialize()
+    assert wait_for(lambda: zray.available_resources().get("CPU", 0) == 2, 20)
+
+    @zray.remote
+    def all_cpus_of_a_node():
+        return "ran"
+    node_cpus = 2 if cluster == "local" else 1
+    assert zray.get(all_cpus_of_a_node.options(num_cpus=node_cpus).remote(),
+                    timeout=30) == "ran"
+    assert [r["id"] for r in done.take_all()] == list(range(5, 45))
+    assert done.sum("id") == sum(range(5, 45))
+
+
+def test_stats_per_operator(cluster):
+    ds = ray.data.range(100, override_num_blocks=4).map(lambda r: {"id": r["id"] + 1})
+    ds.take_all()
+    stats = ds.stats()
+    assert "ReadRange->MapRows(<lambda>): 4 tasks, 4 blocks, 100 rows" in stats
+    assert "s wall, peak object store use" in stats
+
+
+class _Terminal:
+    """A stderr that says it is a terminal and keeps what is written to it."""
+
+    def __init__(self):
+        self.text = []
+
+    def isatty(self):
+        return True
+
+    def write(self, text):
+        self.text.append(text)
+        return len(text)
+
+    def flush(self):
+        pass
+
+
+def test_progress_bars_on_a_terminal_only(cluster, monkeypatch):
+    pytest.importorskip("tqdm")
+    from zray.data import DataContext
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    ray.data.range(50, override_num_blocks=5).map(lambda r: r).take_all()
+    drawn = "".join(terminal.text)
+    assert "ReadRange->MapRows(<lambda>)" in drawn and "5/5" in drawn
+    terminal.text.clear()
+    context = DataContext.get_current()
+    context.enable_progress_bars = False
+    try:
+        ray.data.range(50, override_num_blocks=5).take_all()
+    finally:
+        context.enable_progress_bars = True
+    assert "".join(terminal.text) == ""
+    monkeypatch.setattr(sys, "stderr", _NotATerminal())
+    ray.data.range(50, override_num_blocks=5).take_all()
+
+
+class _NotATerminal(_Terminal):
+    def isatty(self):
+        return False
+
+    def write(self, text):
+        raise AssertionError(f"a progress bar was drawn on a non-terminal: {text!r}")
+
+
+def _crash_once(batch, marker):
+    import os
+    if batch["id"][0] == 30 and not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)                                 # the worker dies mid-task
+    return {"id": batch["id"] * 2}
+
+
+def test_a_map_task_whose_worker_dies_is_retried(cluster, tmp_path):
+    marker = str(tmp_path / "crashed")
+    ds = ray.data.range(60, override_num_blocks=4).map_batches(
+        _crash_once, batch_size=None, fn_args=(marker,))
+    assert [r["id"] for r in ds.take_all()] == list(range(0, 120, 2))
+    assert os.path.exists(marker)

@@ -1,4 +1,5 @@
-"""zray.data file sources and sinks on a local cluster, checked against
+"""zray.data file sources and sinks on a local cluster and on 2 nodes
+(tests/data_clusters.py), checked against
 pyarrow/pandas/numpy reading the same files."""
 
 from __future__ import annotations
@@ -16,16 +17,11 @@ import pyarrow.parquet as pq  # noqa: E402
 
 import zray  # noqa: E402
 import zray as ray  # noqa: E402
+from tests.data_clusters import cluster  # noqa: E402,F401  (the fixture)
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    # workers fork with pyarrow and pandas imported (~1 s each otherwise, on 2 cores)
-    zray.init(num_cpus=2, _system_config={"worker_preload_modules": "numpy,pyarrow,pandas"})
-    yield
-    zray.shutdown()
 
 
 @pytest.fixture
@@ -56,6 +52,29 @@ def test_read_parquet_projection_and_filter_pushdown(cluster, tmp_path, frame):
     assert [r["a"] for r in dnf.take_all()] == [0, 1, 2]
     with pytest.raises(KeyError, match="nope"):
         ray.data.read_parquet(str(tmp_path), columns=["nope"]).take_all()
+
+
+def test_read_parquet_splits_row_groups_bigger_than_a_block(cluster, tmp_path, frame):
+    from zray.data import DataContext
+    path = tmp_path / "big.parquet"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path,
+                   row_group_size=40)
+    context = DataContext.get_current()
+    before = context.target_max_block_size
+    context.target_max_block_size = 256             # bytes: a few rows a block
+    try:
+        ds = ray.data.read_parquet(str(path))
+        assert ds.num_blocks() > 2 and ds.count() == 40
+        pd.testing.assert_frame_equal(ds.to_pandas(), frame)
+        some = ray.data.read_parquet(str(path), columns=["s", "a"],
+                                     filter=(pds.field("a") >= 5) & (pds.field("a") < 33))
+        assert some.num_blocks() > 1
+        expected = frame.loc[(frame.a >= 5) & (frame.a < 33), ["s", "a"]].reset_index(drop=True)
+        pd.testing.assert_frame_equal(some.to_pandas(), expected)
+        with pytest.raises(KeyError, match="nope"):
+            ray.data.read_parquet(str(path), columns=["nope"]).take_all()
+    finally:
+        context.target_max_block_size = before
 
 
 def test_read_many_files_by_directory_and_glob(cluster, tmp_path, frame):

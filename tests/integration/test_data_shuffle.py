@@ -1,5 +1,5 @@
-"""zray.data's all-to-all operators, aggregates and splits on a local cluster,
-checked against pandas/numpy."""
+"""zray.data's all-to-all operators, aggregates and splits on a local cluster
+and on 2 nodes (tests/data_clusters.py), checked against pandas/numpy."""
 
 from __future__ import annotations
 
@@ -11,17 +11,12 @@ pd = pytest.importorskip("pandas", reason="zray.data needs pandas (the data extr
 
 import zray  # noqa: E402
 import zray as ray  # noqa: E402
+from tests.data_clusters import cluster  # noqa: E402,F401  (the fixture)
 from zray.data import AggregateFn, Count, Max, Mean, Min, Std, Sum  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    # workers fork with pyarrow and pandas imported (~1 s each otherwise, on 2 cores)
-    zray.init(num_cpus=2, _system_config={"worker_preload_modules": "numpy,pyarrow,pandas"})
-    yield
-    zray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -70,22 +65,25 @@ def _sorted(df, keys):
 
 
 def test_groupby_builtin_aggregates(ds, frame):
+    # the output comes sorted by key, as Ray's (and pandas') groupby's does
     grouped = frame.groupby("k")["v"]
-    got = _sorted(ds.groupby("k").count().to_pandas(), "k")
+    got = ds.groupby("k").count().to_pandas()
     assert list(got.columns) == ["k", "count()"]
+    assert list(got["k"]) == sorted(frame.k.unique())
     assert list(got["count()"]) == list(frame.groupby("k").size())
     for method, column in (("sum", "sum(v)"), ("min", "min(v)"), ("max", "max(v)"),
                            ("mean", "mean(v)"), ("std", "std(v)")):
-        got = _sorted(getattr(ds.groupby("k"), method)("v").to_pandas(), "k")
+        got = getattr(ds.groupby("k"), method)("v").to_pandas()
+        assert list(got["k"]) == sorted(frame.k.unique())
         expected = getattr(grouped, method)().to_numpy()
         np.testing.assert_allclose(got[column].to_numpy(), expected, rtol=1e-12)
 
 
 def test_groupby_multiple_keys_and_aggregations(ds, frame):
-    got = _sorted(ds.groupby(["k", "g"]).aggregate(Count(), Sum("i"), Mean("v"))
-                  .to_pandas(), ["k", "g"])
+    got = ds.groupby(["k", "g"]).aggregate(Count(), Sum("i"), Mean("v")).to_pandas()
     expected = frame.groupby(["k", "g"]).agg(c=("i", "size"), s=("i", "sum"),
                                              m=("v", "mean")).reset_index()
+    assert list(zip(got["k"], got["g"])) == list(zip(expected["k"], expected["g"]))
     assert list(got["count()"]) == list(expected["c"])
     assert list(got["sum(i)"]) == list(expected["s"])
     np.testing.assert_allclose(got["mean(v)"], expected["m"], rtol=1e-12)
@@ -97,8 +95,9 @@ def test_groupby_custom_aggregate_fn(ds, frame):
                                                     r["i"] if a[1] is None else max(a[1], r["i"])],
                        merge=lambda a, b: [min(a[0], b[0]), max(a[1], b[1])],
                        finalize=lambda a: a[1] - a[0], name="span")
-    got = _sorted(ds.groupby("g").aggregate(span).to_pandas(), "g")
+    got = ds.groupby("g").aggregate(span).to_pandas()
     expected = frame.groupby("g")["i"].agg(lambda s: s.max() - s.min())
+    assert list(got["g"]) == list(expected.index)
     assert list(got["span"]) == list(expected)
     assert ds.aggregate(span) == {"span": 299}
 
@@ -106,13 +105,36 @@ def test_groupby_custom_aggregate_fn(ds, frame):
 def test_map_groups(ds, frame):
     def normalize(group):
         return {"k": group["k"], "centered": group["v"] - group["v"].mean()}
-    got = _sorted(ds.groupby("k").map_groups(normalize).to_pandas(), ["k", "centered"])
+    got = ds.groupby("k").map_groups(normalize).to_pandas()
+    assert list(got["k"]) == sorted(frame.k)          # groups come in key order
+    got = _sorted(got, ["k", "centered"])
     expected = frame.assign(centered=frame.v - frame.groupby("k").v.transform("mean"))
     expected = _sorted(expected[["k", "centered"]], ["k", "centered"])
     np.testing.assert_allclose(got["centered"], expected["centered"], atol=1e-12)
     assert list(got["k"]) == list(expected["k"])
     with pytest.raises(KeyError, match="nope"):
         ds.groupby("nope").count().take_all()
+
+
+def test_groupby_none_is_one_group(ds, frame):
+    got = ds.groupby(None).aggregate(Count(), Sum("i"), Std("v"), Max("g")).take_all()
+    assert got == [{"count()": 300, "sum(i)": frame.i.sum(),
+                    "std(v)": pytest.approx(frame.v.std(), rel=1e-12), "max(g)": "z"}]
+    assert ds.groupby(None).mean("v").take_all() == [
+        {"mean(v)": pytest.approx(frame.v.mean(), rel=1e-12)}]
+    assert ds.groupby(None).count().take_all() == [{"count()": 300}]
+    whole = ds.groupby(None).map_groups(lambda b: {"rows": np.array([len(b["i"])]),
+                                                   "total": np.array([b["i"].sum()])})
+    assert whole.take_all() == [{"rows": 300, "total": frame.i.sum()}]
+
+
+def test_groupby_string_keys_and_many_partitions(ds, frame):
+    got = ds.groupby("g", num_partitions=3).sum("v").to_pandas()
+    expected = frame.groupby("g").v.sum()
+    assert list(got["g"]) == list(expected.index)
+    np.testing.assert_allclose(got["sum(v)"], expected.to_numpy(), rtol=1e-12)
+    with pytest.raises(KeyError, match="nope"):
+        ds.groupby("k").sum("nope").take_all()
 
 
 def test_global_aggregates_and_unique(ds, frame):

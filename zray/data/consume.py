@@ -3,7 +3,6 @@ rows, batches, aggregates or files."""
 
 from __future__ import annotations
 
-import gc
 import os
 from collections import deque
 
@@ -40,12 +39,6 @@ class ConsumeMixin:
 
     def _execution(self):
         from zray.data.executor import Execution
-        previous, self._last_execution = getattr(self, "_last_execution", None), None
-        if previous is not None and previous.actors:
-            # its actor pools hold CPUs a new run's pools may need; a finished
-            # run's generators keep it in reference cycles, so collect them now
-            del previous
-            gc.collect()
         execution = Execution(self._op)
         self._last_execution = execution
         return execution
@@ -185,8 +178,10 @@ class ConsumeMixin:
         return {agg.name: agg.finalize(t) for agg, t in zip(aggs, totals)}
 
     def _unary(self, kind, on, ignore_nulls=True, **kwargs):
+        # one run: an empty dataset's aggregates finalize to None by themselves
+        # (a count() first would run a plan without known row counts twice)
         columns = self.columns() if on is None else ([on] if isinstance(on, str) else on)
-        if columns is None or self.count() == 0:
+        if columns is None:
             return None
         aggs = [kind(c, ignore_nulls=ignore_nulls, **kwargs) for c in columns]
         result = self.aggregate(*aggs)

@@ -26,8 +26,9 @@ class DataContext:
     sort_sample_rows_per_block: int = 32
     #: Actor calls an actor of a map_batches pool has queued at once.
     max_tasks_in_flight_per_actor: int = 2
-    #: Ray's progress bars; accepted and ignored (zray logs nothing per task).
-    enable_progress_bars: bool = False
+    #: A progress bar per operator on the driver's terminal while a dataset
+    #: runs (tqdm, or rich), drawn only when stderr is a terminal.
+    enable_progress_bars: bool = True
     #: Bytes of blocks an execution lets sit in the object store before its
     #: operators stop running ahead (see ``budget.py``); None: the fraction below
     #: of the cluster's object store bound.

@@ -181,9 +181,8 @@ class Dataset(ConsumeMixin):
                                         True))
 
     def groupby(self, key, num_partitions: int | None = None) -> GroupedData:
-        if key is None:
-            raise NotImplementedError("groupby(None) is not supported yet: use "
-                                      "Dataset.aggregate() for whole-dataset aggregates")
+        """Group rows by ``key`` (a column, a list of columns, or None: the whole
+        dataset is one group)."""
         return GroupedData(self, key, num_partitions)
 
     # --- splitting (these execute) ------------------------------------------------------

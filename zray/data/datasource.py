@@ -150,29 +150,95 @@ class ReadRowGroups:
         return table
 
 
+class ReadRowGroupSlice:
+    """Rows ``[start, end)`` of one row group, for a row group bigger than a
+    block should be: read in batches (so at most about one slice is decoded
+    at a time), keeping the slice's rows; the filter applies to them after."""
+
+    def __init__(self, path, row_group, start, end, columns, filter_expr, include_paths):
+        self.path, self.row_group, self.start, self.end = path, row_group, start, end
+        self.columns, self.filter_expr = columns, filter_expr
+        self.include_paths = include_paths
+
+    def __call__(self):
+        import pyarrow.parquet as pq
+        source = pq.ParquetFile(self.path)
+        names = source.schema_arrow.names
+        if self.columns is not None and [c for c in self.columns if c not in names]:
+            raise KeyError(f"read_parquet: column(s) "
+                           f"{[c for c in self.columns if c not in names]} not in "
+                           f"{self.path} (its columns: {names})")
+        batches, position = [], 0
+        for batch in source.iter_batches(batch_size=self.end - self.start,
+                                         row_groups=[self.row_group], columns=self.columns,
+                                         use_threads=False):
+            lo, hi = max(self.start, position), min(self.end, position + batch.num_rows)
+            if lo < hi:
+                batches.append(batch.slice(lo - position, hi - lo))
+            position += batch.num_rows
+            if position >= self.end:
+                break
+        schema = source.schema_arrow if self.columns is None else pa.schema(
+            [source.schema_arrow.field(c) for c in self.columns])
+        table = pa.Table.from_batches(batches, schema=schema)
+        if self.filter_expr is not None:
+            table = table.filter(self.filter_expr)
+        if self.include_paths:
+            table = table.append_column("path", pa.array([self.path] * table.num_rows,
+                                                         pa.string()))
+        return table
+
+
+def _row_group_bytes(meta, index: int, columns) -> int:
+    """Uncompressed bytes of the ``columns`` (all when None) of a row group."""
+    group = meta.row_group(index)
+    if columns is None:
+        return group.total_byte_size
+    wanted = set(columns)
+    return sum(group.column(j).total_uncompressed_size for j in range(group.num_columns)
+               if group.column(j).path_in_schema.split(".")[0] in wanted)
+
+
 def parquet_tasks(files: list, columns, filter_expr, override_num_blocks,
-                  include_paths) -> list:
-    """One ReadTask per row group (or row groups merged down to
-    ``override_num_blocks`` tasks, each within one file)."""
+                  include_paths, target_bytes: int | None = None) -> list:
+    """One ReadTask per row group, a row group of more than ``target_bytes``
+    split into row slices that fit (or, with ``override_num_blocks``, row
+    groups merged down to that many tasks, each within one file)."""
     import pyarrow.parquet as pq
-    pieces = []                               # (path, row group, rows)
+    pieces = []                               # (path, row group, rows, bytes)
     for path in files:
         try:
             meta = pq.ParquetFile(path).metadata
         except (pa.ArrowInvalid, OSError) as exc:
             raise ValueError(f"{path} is not a readable Parquet file: {exc}") from exc
-        pieces.extend((path, i, meta.row_group(i).num_rows) for i in range(meta.num_row_groups))
+        pieces.extend((path, i, meta.row_group(i).num_rows,
+                       _row_group_bytes(meta, i, columns))
+                      for i in range(meta.num_row_groups))
+    known = filter_expr is None
     if override_num_blocks and override_num_blocks < len(pieces):
         merged = []
         for group in groups(pieces, override_num_blocks):
             by_file: dict = {}
-            for path, index, rows in group:
+            for path, index, rows, _ in group:
                 by_file.setdefault(path, []).append((index, rows))
             merged.extend((path, [i for i, _ in found], sum(r for _, r in found))
                           for path, found in by_file.items())
-        pieces = merged
-    else:
-        pieces = [(path, [index], rows) for path, index, rows in pieces]
-    return [ReadTask(ReadRowGroups(path, row_groups, columns, filter_expr, include_paths),
-                     None if filter_expr is not None else rows, (path,))
-            for path, row_groups, rows in pieces]
+        return [ReadTask(ReadRowGroups(path, row_groups, columns, filter_expr,
+                                       include_paths), rows if known else None, (path,))
+                for path, row_groups, rows in merged]
+    tasks = []
+    for path, index, rows, size in pieces:
+        count = 1 if not target_bytes or override_num_blocks else min(
+            max(rows, 1), -(-size // target_bytes))
+        if count <= 1:
+            tasks.append(ReadTask(ReadRowGroups(path, [index], columns, filter_expr,
+                                                include_paths), rows if known else None,
+                                  (path,)))
+            continue
+        step = -(-rows // count)
+        for start in range(0, rows, step):
+            end = min(rows, start + step)
+            tasks.append(ReadTask(ReadRowGroupSlice(path, index, start, end, columns,
+                                                    filter_expr, include_paths),
+                                  end - start if known else None, (path,)))
+    return tasks

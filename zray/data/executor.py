@@ -26,13 +26,16 @@ import time
 from collections import deque
 
 import zray
-from zray.data import _tasks, plan as P
+from zray import _runtime
+from zray.data import _tasks, plan as P, progress
 from zray.data.budget import MemoryBudget
 from zray.data.context import DataContext
 
 
 class OpStats:
-    def __init__(self, name: str):
+    """What one operator did in one execution; drives its progress bar."""
+
+    def __init__(self, name: str, budget: MemoryBudget | None = None, bar=None):
         self.name = name
         self.tasks = 0
         self.blocks = 0
@@ -40,6 +43,9 @@ class OpStats:
         self.bytes = 0
         self.started = time.perf_counter()
         self.wall_s = 0.0
+        self.peak_store_bytes = 0
+        self._budget = budget
+        self._bar = bar
 
     def mean_block_bytes(self) -> float:
         return self.bytes / self.blocks if self.blocks else 0.0
@@ -49,11 +55,21 @@ class OpStats:
         self.rows += meta.num_rows
         self.bytes += meta.size_bytes
         self.wall_s = time.perf_counter() - self.started
+        if self._budget is not None:
+            self.peak_store_bytes = max(self.peak_store_bytes, self._budget.used_bytes())
+        if self._bar is not None:
+            self._bar.update(self.rows)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
     def line(self) -> str:
         return (f"Operator {self.name}: {self.tasks} tasks, {self.blocks} blocks, "
                 f"{self.rows} rows, {self.bytes / 2**20:.2f} MiB out, "
-                f"{self.wall_s:.3f} s wall")
+                f"{self.wall_s:.3f} s wall, peak object store use "
+                f"{self.peak_store_bytes / 2**20:.2f} MiB")
 
 
 class Execution:
@@ -63,11 +79,15 @@ class Execution:
         self.root = root
         self.context = context or DataContext.get_current()
         self.stats: list[OpStats] = []
-        self.actors: list = []          # map_batches pools' actors (see ActorPoolStage)
         self.budget = MemoryBudget(self.context)
 
     def bundles(self):
-        return self._run(self.root)
+        """The plan's output bundles in order (a generator: run as consumed)."""
+        try:
+            yield from self._run(self.root)
+        finally:
+            for stats in self.stats:
+                stats.close()
 
     def summary(self) -> str:
         return "\n".join(s.line() for s in self.stats) or "not executed yet"
@@ -83,15 +103,18 @@ class Execution:
             return pending < window
         return self.budget.may_submit(pending, window, stats.mean_block_bytes())
 
-    def _stats(self, name: str) -> OpStats:
-        stats = OpStats(name)
+    def _stats(self, name: str, total_blocks: int | None = None) -> OpStats:
+        bar = progress.ProgressBar(name, total_blocks, len(self.stats),
+                                   progress.enabled(self.context))
+        stats = OpStats(name, self.budget, bar)
         self.stats.append(stats)
         return stats
 
     # --- sources and maps ------------------------------------------------------------
 
     def _read(self, op: P.Read, budgeted: bool):
-        return self._task_stage(iter(op.tasks), [], {}, self._stats(op.name), budgeted)
+        return self._task_stage(iter(op.tasks), [], {},
+                                self._stats(op.name, len(op.tasks)), budgeted)
 
     def _from_blocks(self, op: P.FromBlocks, budgeted: bool):
         stats = self._stats(op.name)
@@ -103,7 +126,8 @@ class Execution:
         below = op.inputs[0]
         fuse_read = isinstance(below, P.Read) and (op.compute is not None or
                                                    not op.remote_args)
-        stats = self._stats(f"{below.name}->{op.name}" if fuse_read else op.name)
+        stats = self._stats(f"{below.name}->{op.name}" if fuse_read else op.name,
+                            len(below.tasks) if fuse_read else None)
         if fuse_read:
             sources = iter(below.tasks)
         else:
@@ -195,7 +219,6 @@ class ActorPoolStage:
         self.op = op
         self.execution = execution
         self.budgeted = budgeted
-        self.keep_alive = execution.actors
         self.low, self.high = op.compute.bounds()
         self.per_actor = max(1, context.max_tasks_in_flight_per_actor)
         args = dict(op.remote_args)
@@ -203,6 +226,7 @@ class ActorPoolStage:
         self.actor_class = zray.remote(_tasks.MapWorker).options(**args)
         self.actors: list = []
         self.load: list = []
+        self.inline_bytes = _runtime.client().config.max_inline_object_bytes
 
     def run(self, sources, stats):
         transforms_ref = zray.put(self.op.transforms)
@@ -227,12 +251,23 @@ class ActorPoolStage:
                     source = next(sources, None)
                 index, refs = pending.popleft()
                 self.load[index] -= 1
-                yield Execution._finish(refs, stats)
+                yield self._outliving(Execution._finish(refs, stats))
         finally:
-            # kept, not killed: in zray an actor's results die with it, and the
-            # blocks this pool made are still to be read downstream; the
-            # Execution holds the pool until it (and what it made) is dropped
-            self.keep_alive.extend(self.actors)
+            # the pool goes as soon as its input is done (or its consumer
+            # stops): the blocks it made are owned by this process and outlive
+            # their actors, and its CPUs are free for the stages after it
+            for actor in self.actors:
+                zray.kill(actor)
+            self.actors.clear()
+
+    def _outliving(self, bundle: P.Bundle) -> P.Bundle:
+        """The bundle, with a small block copied into an object this process
+        puts: an actor call's inline result (one under max_inline_object_bytes)
+        fails with ActorDiedError once its actor is killed and the ref is then
+        passed to a task; a shared-memory result outlives its actor."""
+        if bundle.meta.size_bytes > self.inline_bytes:
+            return bundle
+        return P.Bundle(zray.put(zray.get(bundle.ref)), bundle.meta)
 
     def _add_actor(self, transforms_ref) -> None:
         self.actors.append(self.actor_class.remote(transforms_ref))

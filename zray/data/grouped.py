@@ -1,24 +1,28 @@
 """GroupedData: ``ds.groupby(key)`` and its aggregations, with Ray's names.
 
-Rows are hash-partitioned by key (``shuffle.hash_groupby``); each reduce task
-sorts its part by key and aggregates each group (pyarrow's group_by for the
-built-ins, the AggregateFn's own functions otherwise) or calls the user's
-``map_groups`` function once per group.  Each output block is sorted by key;
-blocks follow partition order, so the whole result is not (sort it if needed).
+Rows are split into ranges of the first key (``shuffle.groupby``, boundaries
+sampled as for sort); each reduce task aggregates the groups of its range
+(pyarrow's group_by for the built-ins, the AggregateFn's own functions
+otherwise) or calls the user's ``map_groups`` function once per group, and
+returns them in key order: the output is sorted by key, as Ray's is.
+``groupby(None)`` aggregates the whole dataset into one row (each block
+accumulated where it lives, the accumulators merged in the driver);
+``groupby(None).map_groups(fn)`` calls ``fn`` once on the whole dataset.
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
 
+import zray
 from zray.data import aggregate as A, block as B, shuffle
-from zray.data.plan import AllToAll
+from zray.data.plan import AllToAll, Bundle
 
 
 class GroupedData:
     def __init__(self, dataset, key, num_partitions: int | None = None):
         self._dataset = dataset
-        self._keys = [key] if isinstance(key, str) else list(key)
+        self._keys = [] if key is None else [key] if isinstance(key, str) else list(key)
         self._num_partitions = num_partitions
 
     def __repr__(self):
@@ -28,7 +32,7 @@ class GroupedData:
         keys, partitions = self._keys, self._num_partitions
         return self._dataset._with_op(AllToAll(
             name, self._dataset._op,
-            lambda bundles: shuffle.hash_groupby(bundles, keys, reducer, partitions),
+            lambda bundles: shuffle.groupby(bundles, keys, reducer, partitions),
             preserves_rows=False))
 
     def aggregate(self, *aggs):
@@ -37,8 +41,20 @@ class GroupedData:
             if not isinstance(agg, A.AggregateFn):
                 raise TypeError(f"aggregate() takes AggregateFn objects (Count(), "
                                 f"Sum('x'), ...), got {type(agg).__name__}")
-        return self._all_to_all(f"Aggregate[{', '.join(a.name for a in aggs)}]",
-                                _Aggregator(list(aggs)))
+        name = f"Aggregate[{', '.join(a.name for a in aggs)}]"
+        if not self._keys:
+            return self._dataset._with_op(AllToAll(
+                name, self._dataset._op, lambda bundles: global_aggregate(bundles, aggs),
+                preserves_rows=False))
+        if _Combining.applies(aggs):
+            keys, partitions = self._keys, self._num_partitions
+            combining = _Combining(list(aggs))
+            return self._dataset._with_op(AllToAll(
+                name, self._dataset._op,
+                lambda bundles: shuffle.groupby(bundles, keys, combining, partitions,
+                                                combine=combining.partial),
+                preserves_rows=False))
+        return self._all_to_all(name, _Aggregator(list(aggs)))
 
     def count(self):
         return self.aggregate(A.Count())
@@ -87,6 +103,7 @@ class _Aggregator:
     def __call__(self, table: pa.Table, keys: list) -> pa.Table:
         if all(agg.arrow is not None for agg in self.aggs):
             return self._arrow(table, keys)
+        table = table.sort_by([(k, "ascending") for k in keys])
         groups = shuffle.group_slices(table, keys)
         columns = {k: [] for k in keys}
         columns.update({agg.name: [] for agg in self.aggs})
@@ -119,6 +136,62 @@ class _Aggregator:
         return out.sort_by([(k, "ascending") for k in keys])
 
 
+class _Combining:
+    """Count, Sum, Min, Max and Mean in two steps: each map task reduces its
+    block to one row per group (``partial``), the reduce merges those rows
+    (``__call__``), so a shuffle moves groups, not rows."""
+
+    #: per kind: the partial aggregates (pyarrow hash functions) and how each
+    #: merges in the reduce
+    STEPS = {"count_all": [("count_all", "sum")], "sum": [("sum", "sum")],
+             "min": [("min", "min")], "max": [("max", "max")],
+             "mean": [("sum", "sum"), ("count", "sum")]}
+
+    def __init__(self, aggs: list):
+        self.aggs = aggs
+
+    @staticmethod
+    def applies(aggs) -> bool:
+        return bool(aggs) and all(type(agg) in (A.Count, A.Sum, A.Min, A.Max, A.Mean)
+                                  for agg in aggs)
+
+    def _specs(self, merging: bool) -> list:
+        specs = []
+        for j, agg in enumerate(self.aggs):
+            column, kind = agg.arrow[0], agg.arrow[1]
+            for step, (partial, merge) in enumerate(self.STEPS[kind]):
+                if merging:
+                    specs.append((f"p{j}_{step}", merge))
+                else:
+                    specs.append((column, partial) if column else ([], partial))
+        return specs
+
+    def partial(self, table: pa.Table, keys: list) -> pa.Table:
+        for agg in self.aggs:
+            if agg.arrow[0]:
+                B.check_columns(table, [agg.arrow[0]], agg.name)
+        result = table.group_by(keys, use_threads=False).aggregate(self._specs(False))
+        names = [f"p{j}_{step}" for j, agg in enumerate(self.aggs)
+                 for step in range(len(self.STEPS[agg.arrow[1]]))]
+        return result.rename_columns(keys + names)       # keys come first
+
+    def __call__(self, table: pa.Table, keys: list) -> pa.Table:
+        import pyarrow.compute as pc
+        merged = table.group_by(keys, use_threads=False).aggregate(self._specs(True))
+        columns = {k: merged.column(i) for i, k in enumerate(keys)}
+        position = len(keys)
+        for agg in self.aggs:
+            if agg.arrow[1] == "mean":
+                total, count = merged.column(position), merged.column(position + 1)
+                columns[agg.name] = pc.divide(pc.cast(total, pa.float64()),
+                                              pc.cast(count, pa.float64()))
+                position += 2
+            else:
+                columns[agg.name] = merged.column(position)
+                position += 1
+        return pa.table(columns).sort_by([(k, "ascending") for k in keys])
+
+
 def _empty(table, keys, aggs) -> pa.Table:
     columns = {k: table.column(k).slice(0, 0) for k in keys}
     columns.update({agg.name: pa.array([]) for agg in aggs})
@@ -131,9 +204,28 @@ class _GroupMapper:
         self.fn_args, self.fn_kwargs = fn_args, fn_kwargs
 
     def __call__(self, table: pa.Table, keys: list) -> pa.Table:
+        if keys:
+            table = table.sort_by([(k, "ascending") for k in keys])
         out = []
         for start, length in shuffle.group_slices(table, keys):
             batch = B.to_batch(table.slice(start, length), self.batch_format)
             out.append(B.to_block(self.fn(batch, *self.fn_args, **self.fn_kwargs),
                                   "The function given to map_groups()"))
         return B.concat(out) if out else table.slice(0, 0)
+
+
+@zray.remote
+def _accumulate(table, aggs):
+    return [agg.accumulate_block(agg.init(None), table) for agg in aggs]
+
+
+def global_aggregate(bundles: list, aggs) -> list:
+    """One block of one row: each aggregation over every block, accumulated
+    by a task per block and merged here."""
+    totals = [agg.init(None) for agg in aggs]
+    for accs in zray.get([_accumulate.remote(b.ref, aggs) for b in bundles
+                          if b.meta.num_rows]):
+        totals = [agg.merge(t, a) for agg, t, a in zip(aggs, totals, accs)]
+    table = pa.table({agg.name: pa.array([agg.finalize(t)])
+                      for agg, t in zip(aggs, totals)})
+    return [Bundle(zray.put(table), B.metadata(table))]

@@ -103,12 +103,14 @@ def read_parquet(paths, *, columns: list | None = None, filter=None, filters=Non
                  include_paths: bool = False, file_extensions=None,
                  override_num_blocks: int | None = None, parallelism: int = -1,
                  ray_remote_args=None, concurrency=None, **_arrow_parquet_args) -> Dataset:
-    """Parquet files, one read task per row group.  ``columns`` is pushed into
-    the scan; ``filter`` (a ``pyarrow.dataset.Expression``; ``filters`` also
+    """Parquet files, one read task per row group (a row group bigger than
+    ``target_block_bytes()`` is read as row slices that fit).  ``columns`` is
+    pushed into the scan; ``filter`` (a ``pyarrow.dataset.Expression``; ``filters`` also
     takes pyarrow's DNF list form) is evaluated by the scan."""
     expr = _filter_expression(filter if filter is not None else filters)
     files = S.expand_paths(paths, file_extensions)
-    tasks = S.parquet_tasks(files, columns, expr, override_num_blocks, include_paths)
+    tasks = S.parquet_tasks(files, columns, expr, override_num_blocks, include_paths,
+                            target_block_bytes())
     return Dataset(P.Read("ReadParquet", tasks))
 
 

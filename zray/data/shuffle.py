@@ -8,9 +8,10 @@
 - sort: a few rows sampled from each block choose R-1 range boundaries on the
   first key; part r holds the keys between boundaries r-1 and r, so the reduce
   outputs, in order, are globally sorted;
-- groupby: rows go to part ``hash(key) % R`` (pandas' stable hash, the same
-  in every process), so each group lives in one reduce, which aggregates it or
-  calls the user's map_groups function on it;
+- groupby: rows are split into ranges of the first key as for sort, so each
+  group lives in one reduce, which aggregates it (or calls the user's
+  map_groups function on it) and returns its groups in key order: the output
+  is sorted by key, as Ray's sort-based groupby's is;
 - repartition (no shuffle): contiguous row ranges, one slice task per output.
 
 Each ``run(bundles)`` runs in the driver (inside the executor) and yields the
@@ -101,6 +102,10 @@ def sort_keys(key, descending) -> list:
 
 @zray.remote
 def _sort_map(table, keys, boundaries):
+    return _split_ranges(table, keys, boundaries)
+
+
+def _split_ranges(table, keys, boundaries):
     first, order = keys[0]
     B.check_columns(table, [k for k, _ in keys], "sort")
     values = B.column_to_numpy(table.column(first))
@@ -119,63 +124,78 @@ def _sort_reduce(r, keys, *parts):
     return table, B.metadata(table)
 
 
+def _boundaries(bundles: list, column: str, count: int) -> list:
+    """Up to ``count - 1`` distinct values of ``column`` that cut its sampled
+    values into ``count`` ranges of about equal size."""
+    context = DataContext.get_current()
+    samples = zray.get([_tasks.sample_block.remote(b.ref, [column],
+                                                   context.sort_sample_rows_per_block, 0)
+                        for b in bundles])
+    values = np.sort(B.column_to_numpy(B.concat(samples).column(column)))
+    boundaries = [values[len(values) * i // count] for i in range(1, count)] if len(
+        values) else []
+    return sorted(set(boundaries))
+
+
+def _check_keys(bundles: list, names: list, what: str) -> None:
+    for bundle in bundles:
+        if bundle.meta.schema is not None:
+            B.check_columns(bundle.meta.schema.empty_table(), names, what)
+
+
+def _range_maps(bundles: list, keys: list, count: int, combine=None) -> tuple:
+    """Map tasks splitting each block (first reduced by ``combine(table, key
+    names)`` when given) into key ranges: (their refs, parts)."""
+    boundaries = _boundaries(bundles, keys[0][0], count)
+    parts = len(boundaries) + 1
+    if combine is None:
+        maps = [_sort_map.options(num_returns=parts).remote(b.ref, keys, boundaries)
+                for b in bundles]
+    else:
+        maps = [_group_map.options(num_returns=parts).remote(b.ref, keys, boundaries,
+                                                             combine) for b in bundles]
+    return [_as_list(refs, parts) for refs in maps], parts
+
+
 def sort(bundles: list, keys: list) -> list:
     bundles = [b for b in bundles if b.meta.num_rows] or bundles[:1]
     if not bundles:
         return []
-    names = [k for k, _ in keys]
-    for bundle in bundles:
-        if bundle.meta.schema is not None:
-            B.check_columns(bundle.meta.schema.empty_table(), names, "sort")
-    context = DataContext.get_current()
-    samples = zray.get([_tasks.sample_block.remote(b.ref, names[:1],
-                                                   context.sort_sample_rows_per_block, 0)
-                        for b in bundles])
-    values = np.sort(B.column_to_numpy(B.concat(samples).column(names[0])))
-    count = len(bundles)
-    boundaries = [values[len(values) * i // count] for i in range(1, count)] if len(
-        values) else []
-    boundaries = sorted(set(boundaries))
-    parts = len(boundaries) + 1
-    maps = [_as_list(_sort_map.options(num_returns=parts).remote(b.ref, keys, boundaries),
-                     parts) for b in bundles]
+    _check_keys(bundles, [k for k, _ in keys], "sort")
+    maps, parts = _range_maps(bundles, keys, len(bundles))
     return _reduce_all(_sort_reduce, maps, parts, keys)
 
 
 # --- groupby --------------------------------------------------------------------------
 
-def _hash_parts(table: pa.Table, keys: list, count: int) -> np.ndarray:
-    import pandas as pd
-    B.check_columns(table, keys, "groupby")
-    frame = table.select(keys).to_pandas()
-    return (pd.util.hash_pandas_object(frame, index=False).to_numpy() % count).astype(int)
-
-
 @zray.remote
-def _group_map(table, keys, count: int):
-    index = _hash_parts(table, keys, count)
-    return _parts_result([table.filter(pa.array(index == r)) for r in range(count)])
+def _group_map(table, keys, boundaries, combine):
+    B.check_columns(table, [k for k, _ in keys], "groupby")
+    return _split_ranges(combine(table, [k for k, _ in keys]), keys, boundaries)
 
 
 @zray.remote
 def _group_reduce(r, keys, reducer, *parts):
     table = B.concat(list(parts)) if any(p.num_rows for p in parts) else parts[0]
-    table = reducer(table.sort_by([(k, "ascending") for k in keys]), keys)
+    table = reducer(table, keys)
     return table, B.metadata(table)
 
 
-def hash_groupby(bundles: list, keys: list, reducer, num_partitions: int | None) -> list:
-    """Partition rows by key hash, then ``reducer(sorted_table, keys) -> table``
-    in each reduce task."""
-    if not bundles:
+def groupby(bundles: list, keys: list, reducer, num_partitions: int | None,
+            combine=None) -> list:
+    """Partition rows into ranges of the first key (boundaries sampled as for
+    sort), then ``reducer(table, keys) -> table`` in each reduce task, which
+    returns its groups sorted by key: the output is sorted by key, as Ray's is.
+    No keys (``groupby(None)``): the whole dataset is one group, one reduce."""
+    nonempty = [b for b in bundles if b.meta.num_rows] or bundles[:1]
+    if not nonempty:
         return []
-    for bundle in bundles:
-        if bundle.meta.schema is not None:
-            B.check_columns(bundle.meta.schema.empty_table(), keys, "groupby")
-    count = num_partitions or len(bundles)
-    maps = [_as_list(_group_map.options(num_returns=count).remote(b.ref, keys, count),
-                     count) for b in bundles]
-    return _reduce_all(_group_reduce, maps, count, keys, reducer)
+    _check_keys(nonempty, keys, "groupby")
+    if not keys:
+        return _reduce_all(_group_reduce, [[b.ref] for b in nonempty], 1, keys, reducer)
+    maps, parts = _range_maps(nonempty, [(k, "ascending") for k in keys],
+                              num_partitions or len(nonempty), combine)
+    return _reduce_all(_group_reduce, maps, parts, keys, reducer)
 
 
 def group_slices(table: pa.Table, keys: list):

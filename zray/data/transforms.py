@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 
+import numpy as np
 import pyarrow as pa
 
 from zray.data import block as B
@@ -100,17 +101,47 @@ class MapBatches(Transform):
 
     def apply(self, table, udf):
         size = self.batch_size or max(table.num_rows, 1)
-        out = []
-        for start in range(0, table.num_rows, size):
-            batch = B.to_batch(table.slice(start, size), self.batch_format)
-            result = udf(batch, *self.fn_args, **self.fn_kwargs)
-            if inspect.isgenerator(result):
-                out.extend(self._block(item) for item in result)
-            else:
-                out.append(self._block(result))
+        if B.check_batch_format(self.batch_format) == "numpy" and table.num_rows > size:
+            results = self._numpy_results(table, udf, size)
+            columns = _concat_numpy(results)
+            if columns is not None:
+                return B.table_from_columns(columns)
+            out = [self._block(result) for result in results]
+        else:
+            out = []
+            for start in range(0, table.num_rows, size):
+                batch = B.to_batch(table.slice(start, size), self.batch_format)
+                result = udf(batch, *self.fn_args, **self.fn_kwargs)
+                if inspect.isgenerator(result):
+                    out.extend(self._block(item) for item in result)
+                else:
+                    out.append(self._block(result))
         if not out:
             return table
-        return B.concat(out)
+        if len(out) == 1:
+            return out[0]
+        # one chunk per column, not one per batch: a block of thousands of
+        # chunks costs more to pickle, map back and filter than one copy here
+        table = B.concat(out)
+        try:
+            return table.combine_chunks()
+        except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+            return table                    # a column type Arrow cannot concatenate
+
+    def _numpy_results(self, table, udf, size) -> list:
+        """The function's results for each numpy batch of a block: the block is
+        converted once and each batch is a dict of views of it (a slice
+        converted anew per batch costs more than the function, for small ones)."""
+        whole = B.to_batch(table, "numpy")
+        results = []
+        for start in range(0, table.num_rows, size):
+            batch = {name: values[start:start + size] for name, values in whole.items()}
+            result = udf(batch, *self.fn_args, **self.fn_kwargs)
+            if inspect.isgenerator(result):
+                results.extend(result)
+            else:
+                results.append(result)
+        return results
 
     def _block(self, result) -> pa.Table:
         if isinstance(result, (pa.Table, dict)) or type(result).__name__ == "DataFrame":
@@ -120,6 +151,27 @@ class MapBatches(Transform):
             f"{type(result).__name__}. This isn't allowed: map_batches expects fn to "
             "return a pandas.DataFrame, a pyarrow.Table or a dict of column name to "
             "numpy.ndarray (or to yield them).")
+
+
+def _concat_numpy(results: list) -> dict | None:
+    """One array per column from batch results that are all dicts, with the
+    same keys, of numeric numpy arrays of one length each; None otherwise (the
+    results then become tables one by one)."""
+    if not results or not all(isinstance(result, dict) for result in results):
+        return None
+    names = list(results[0])
+    for result in results:
+        if list(result) != names or len({len(v) for v in result.values()
+                                          if isinstance(v, np.ndarray)}) > 1:
+            return None
+        if not all(isinstance(v, np.ndarray) and v.dtype.kind in "biuf"
+                   for v in result.values()):
+            return None
+    try:
+        return {name: np.concatenate([result[name] for result in results])
+                for name in names}
+    except ValueError:                       # shapes that do not stack
+        return None
 
 
 class AddColumn(Transform):
