@@ -126,7 +126,10 @@ class SimCluster:
         head.send("join", DRIVER, Msg.HELLO, [("driver", PROTOCOL_MAJOR, 0, 1, {})])
         head.after_batch()
         head.drain()
-        self.last_heartbeat = head.now
+        # every node heartbeats once as the run starts: joining 10,000 nodes takes
+        # longer than the heartbeat limit of head time, and the first would die
+        self.heartbeats(force=True)
+        head.drain()
 
     def _join(self, node_id, info):
         self.head.send("join", b"N" + node_id, Msg.REGISTER_NODE,
@@ -136,9 +139,9 @@ class SimCluster:
         self.head.after_batch()
         self.head.drain()
 
-    def heartbeats(self):
+    def heartbeats(self, force=False):
         """Every node and the driver say they are alive, once a simulated second."""
-        if self.head.now - self.last_heartbeat < HEARTBEAT_S:
+        if not force and self.head.now - self.last_heartbeat < HEARTBEAT_S:
             return
         self.last_heartbeat = self.head.now
         for node_id in self.node_ids:      # (sent_at,): the peer's wall clock
@@ -277,6 +280,7 @@ def check_clean(head: TimedHead, work: Workload):
         assert not client.holding, "a client still holds references"
     for node in state.nodes.values():
         assert node.available == node.total, f"node resources leaked: {node.available}"
+        assert node.state.value == "ALIVE", f"a node died: {node.death_reason}"
     assert state.dispatch_counts["node"] == len(submitted)
 
 
