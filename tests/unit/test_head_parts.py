@@ -29,8 +29,9 @@ def _scheduler(*cpus):
     scheduler.bind(head)
     for i, amount in enumerate(cpus):
         node_id = bytes([i + 1]) * 16
-        head.nodes[node_id] = Node(node_id, b"N" + node_id, {"resources": {"CPU": amount}},
-                                   float(i))
+        node = head.nodes[node_id] = Node(node_id, b"N" + node_id,
+                                          {"resources": {"CPU": amount}}, float(i))
+        scheduler.node_joined(node)
     return head, scheduler
 
 
