@@ -149,11 +149,11 @@ def test_locality_costs_the_locations_not_the_nodes():
     nodes = [_join(head, scheduler, {"CPU": 8.0}, i) for i in range(2000)]
     obj = head.objects[b"o" * 18] = ObjectRecord(b"o" * 18, ObjectState.READY)
     obj.size = 1 << 20
-    obj.locations.add(nodes[1500].node_id)
-    obj.locations.add(nodes[1700].node_id)
+    obj.add_location(nodes[1500].node_id)
+    obj.add_location(nodes[1700].node_id)
     small = head.objects[b"p" * 18] = ObjectRecord(b"p" * 18, ObjectState.READY)
     small.size = 10
-    small.locations.add(nodes[1700].node_id)
+    small.add_location(nodes[1700].node_id)
     spec = _spec(deps=(obj.object_id, small.object_id))
     assert pick_node(scheduler, Task(spec, b"D")) is nodes[1700]   # the most bytes
     nodes[1700].available["CPU"] = 0.0          # full: the next best holder

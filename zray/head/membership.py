@@ -187,7 +187,7 @@ class Membership:
         lost = []
         for obj in list(self.objects.values()):
             if node.node_id in obj.locations:
-                obj.locations.discard(node.node_id)
+                obj.discard_location(node.node_id)
                 if not obj.locations and obj.kind == KIND_SHM:
                     lost.append(obj)
         self.directory.rebuild_or_lose(lost, node)

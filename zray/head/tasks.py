@@ -99,7 +99,7 @@ class TaskFlow:
         for dep_id in task.spec.dep_ids:
             dep = self.objects.get(dep_id) or self.directory.unknown_object(dep_id)
             if dep.state is ObjectState.PENDING:     # once per use, as _object_ready counts
-                dep.dependents.append(task.spec.task_id)
+                dep.add_dependent(task.spec.task_id)
                 waiting += 1
                 if dep.lost:
                     self.directory.rebuild(dep)
