@@ -6,10 +6,11 @@ keeps the nodes it can go to, updated incrementally whenever a node's free or
 total resources or its state change (``refresh``), so a placement decision
 costs O(log N) at worst and usually O(1):
 
-    fit      alive nodes whose free resources fit the shape now: a set, the
-             same in join order (a sorted list, for SPREAD's rotating cursor)
-             and by free CPU fraction (a heap with lazy deletion, for "the
-             least used node");
+    fit      alive nodes whose free resources fit the shape now: a set, and
+             views of it kept while read (``Ordered``): in join order (a sorted
+             list, for SPREAD's rotating cursor), the first joined (a heap) and
+             by free CPU fraction (a heap with lazy deletion, for "the least
+             used node");
     half     those of ``fit`` below half use (free CPU fraction > 0.5), in join
              order: the default strategy packs onto the first of them;
     room     per overcommit factor, alive nodes that may queue the shape beyond
@@ -72,53 +73,81 @@ def has_room(items, node, factor) -> bool:
 
 
 class Ordered:
-    """A set of node seqs, kept in join order and (``heap``) by free fraction.
+    """A set of node seqs, with three views kept only while they are read.
 
-    The heap is kept only while it is read: after more pushes than twice its
-    members with no ``most_free``, it is dropped, and the next ``most_free``
-    builds it again (O(members)).  So a busy cluster, where every decision
-    reads it, pays O(log N) per change, and an idle one nothing."""
+    ``order`` (a sorted list: the member after a cursor, for SPREAD), ``firsts``
+    (a min-heap of seqs: the first joined) and ``heap`` (by free fraction: the
+    least used).  A view not read for more updates than twice the members is
+    dropped and built again (O(members)) when next read; so each decision pays
+    O(log N) for the views it uses and nothing for the others.  Heap entries
+    that went stale (a member gone, or its fraction changed since) are dropped
+    when they reach the top."""
 
-    __slots__ = ("members", "order", "heap", "unread")
+    __slots__ = ("members", "order", "firsts", "heap", "unread")
 
     def __init__(self):
         self.members = set()
-        self.order = []
+        self.order = None
+        self.firsts = None
         self.heap = None
-        self.unread = 0         # pushes since the heap was last read
+        self.unread = [0, 0, 0]     # updates since each view was last read
+
+    def _limit(self) -> int:
+        return 2 * len(self.members) + 64
 
     def add(self, seq, index, changed: bool) -> None:
+        unread = self.unread
         if seq not in self.members:
             self.members.add(seq)
-            insort(self.order, seq)
+            if self.order is not None:
+                insort(self.order, seq)
+                unread[0] += 1
+                if unread[0] > self._limit():
+                    self.order = None
+            if self.firsts is not None:
+                heappush(self.firsts, seq)
+                unread[1] += 1
+                if unread[1] > self._limit() or len(self.firsts) > self._limit():
+                    self.firsts = None
         elif not changed:
             return
         heap = self.heap
         if heap is not None:
             heappush(heap, (-index.fracs[seq], seq, index.versions[seq]))
-            self.unread += 1
-            if self.unread > 2 * len(self.members) + 64:
+            unread[2] += 1
+            if unread[2] > self._limit():
                 self.heap = None            # not read lately: stop keeping it
-            elif len(heap) > 2 * len(self.members) + 64:
+            elif len(heap) > self._limit():
                 self.rebuild(index)
 
     def discard(self, seq) -> None:
         if seq in self.members:
             self.members.remove(seq)
-            del self.order[bisect_left(self.order, seq)]
+            if self.order is not None:
+                del self.order[bisect_left(self.order, seq)]
+            # firsts and heap: the entry goes stale, dropped when it comes up
 
     def rebuild(self, index) -> None:
         self.heap = [(-index.fracs[s], s, index.versions[s]) for s in self.members]
         heapify(self.heap)
 
     def first(self):
-        return self.order[0] if self.order else None
+        """The member that joined first."""
+        if self.firsts is None:
+            self.firsts = sorted(self.members)      # a sorted list is a heap
+        self.unread[1] = 0
+        firsts, members = self.firsts, self.members
+        while firsts:
+            if firsts[0] in members:
+                return firsts[0]
+            heappop(firsts)
+        return None
 
     def most_free(self, index):
         """The member with the largest free fraction (the first joined on a tie)."""
         if self.heap is None:
             self.rebuild(index)
-        self.unread = 0
+        self.unread[2] = 0
         heap = self.heap
         members = self.members
         versions = index.versions
@@ -131,6 +160,9 @@ class Ordered:
 
     def after(self, cursor):
         """The first member joined after ``cursor``, wrapping round."""
+        if self.order is None:
+            self.order = sorted(self.members)
+        self.unread[0] = 0
         order = self.order
         if not order:
             return None
@@ -268,7 +300,11 @@ class NodeIndex:
                 [(shape.room[f], fresh.room[f]) for f in self.factors]
             for kept, recomputed in pairs:
                 assert kept.members == recomputed.members, f"index of {key} is stale"
-                assert kept.order == sorted(recomputed.members), f"order of {key} broken"
+                assert kept.order is None or kept.order == sorted(recomputed.members), \
+                    f"order of {key} broken"
+                if kept.firsts is not None:
+                    assert kept.first() == min(recomputed.members, default=None), \
+                        f"first of {key} is wrong"
                 if kept.heap is not None:     # (a heap not kept is built when read)
                     best = min(((-self.fracs[s], s) for s in recomputed.members),
                                default=(None, None))[1]
