@@ -69,15 +69,16 @@ class TimedHead:
     """HeadState with a stopwatch around every call; the simulated clock is the
     head's own busy time."""
 
-    def __init__(self, config):
+    def __init__(self, config, clock=time.perf_counter):
+        self.clock = clock
         self.state = HeadState(config, "simulated", 0.0)
         self.busy_s = collections.Counter()
         self.now = 0.0
 
     def _timed(self, phase, call, *args):
-        started = time.perf_counter()
+        started = self.clock()
         result = call(*args)
-        spent = time.perf_counter() - started
+        spent = self.clock() - started
         self.busy_s[phase] += spent
         self.now += spent
         return result
@@ -284,14 +285,17 @@ def check_clean(head: TimedHead, work: Workload):
     assert state.dispatch_counts["node"] == len(submitted)
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
 def run_one(nodes, tasks, variant, cpus, batch, factor, budget_s, endpoints,
-            trace, batches_per_round=1) -> dict:
+            trace, batches_per_round=1, clock="wall") -> dict:
     config = Config(lease_workers=False)
     specs = make_specs(tasks, variant)
     if trace:
         tracemalloc.start()
     rss_before = rss_bytes()
-    head = TimedHead(config)
+    head = TimedHead(config, CLOCKS[clock])
     cluster = SimCluster(head, nodes, cpus, endpoints)
     join_s = head.total_s
     head.busy_s.clear()
@@ -365,7 +369,7 @@ def run_in_child(args, nodes, variant) -> dict:
                "--variants", variant, "--tasks", str(args.tasks), "--cpus", str(args.cpus),
                "--batch", str(args.batch), "--inflight-factor", str(args.inflight_factor),
                "--budget-s", str(args.budget_s),
-               "--batches-per-round", str(args.batches_per_round)]
+               "--batches-per-round", str(args.batches_per_round), "--clock", args.clock]
     command += ["--no-endpoints"] if args.no_endpoints else []
     command += ["--tracemalloc"] if args.tracemalloc else []
     command += ["--memory-tasks", str(args.memory_tasks)] if args.memory_tasks else []
@@ -423,6 +427,9 @@ def parse_args(argv):
     parser.add_argument("--memory-tasks", type=int, default=0,
                         help="instead: head memory per task with this many tasks in "
                              "flight (nodes never report back), by tracemalloc")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="time the head's calls by the wall clock, or by the CPU "
+                             "time of this process (steadier on a shared machine)")
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -440,7 +447,7 @@ def main(argv=None) -> int:
         print(json.dumps(run_one(sizes[0], args.tasks, variants[0], args.cpus, args.batch,
                                  args.inflight_factor, args.budget_s,
                                  not args.no_endpoints, args.tracemalloc,
-                                 args.batches_per_round)))
+                                 args.batches_per_round, args.clock)))
         return 0
     rows = []
     for variant in variants:
