@@ -19,14 +19,22 @@ the driver drops at once).  By default the head reads one 1,000-task batch
 between placements, so nodes have room (the common path); ``--batches-per-round``
 above 1 fills them (the overcommit path).  ``--budget-s`` stops submitting once
 the head has been busy that long, so large clusters run fewer tasks (marked *).
+Each row also gives the head time of a node joining at size N, and the RSS
+growth at each tenth of the run (flat over a long run).  ``--memory-tasks K``
+instead measures the head's memory per task in flight (tracemalloc).
 
     python tools/head_simulator.py --nodes 10,100,1000 --tasks 100000 --json out.json
+    python tools/head_simulator.py --nodes 1000,10000 --tasks 200000
+    python tools/head_simulator.py --nodes 1000 --memory-tasks 20000
+    python tools/head_simulator.py --nodes 100 --variants default --tasks 2000000 \
+        --budget-s 1000      # a long run: RSS growth at each tenth stays flat
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import gc
 import json
 import os
 import subprocess
@@ -61,15 +69,16 @@ class TimedHead:
     """HeadState with a stopwatch around every call; the simulated clock is the
     head's own busy time."""
 
-    def __init__(self, config):
+    def __init__(self, config, clock=time.perf_counter):
+        self.clock = clock
         self.state = HeadState(config, "simulated", 0.0)
         self.busy_s = collections.Counter()
         self.now = 0.0
 
     def _timed(self, phase, call, *args):
-        started = time.perf_counter()
+        started = self.clock()
         result = call(*args)
-        spent = time.perf_counter() - started
+        spent = self.clock() - started
         self.busy_s[phase] += spent
         self.now += spent
         return result
@@ -96,12 +105,16 @@ class SimCluster:
     """N nodes of ``cpus`` CPUs each, one worker identity per node, one driver."""
 
     def __init__(self, head: TimedHead, nodes: int, cpus: float, endpoints: bool):
+        assert nodes >= 2, "simulate two nodes or more"
         self.head = head
         self.node_ids = [i.to_bytes(4, "big") + b"simnode-" + bytes(4) for i in range(nodes)]
         self.worker_of = {b"N" + n: b"W" + n for n in self.node_ids}
         self.total_cpus = nodes * cpus
-        for node_id in self.node_ids[:-1]:
+        for node_id in self.node_ids[:-2]:
             self._join(node_id, {"resources": {"CPU": cpus}, "host": "sim"})
+        before = head.total_s       # the head's own bookkeeping for a join
+        self._join(self.node_ids[-2], {"resources": {"CPU": cpus}, "host": "sim"})
+        self.bookkeeping_join_s = head.total_s - before
         if endpoints:        # as if every node had sent its transfer endpoint
             for node in head.state.nodes.values():
                 node.info["transfer_endpoint"] = f"tcp://10.0.0.1:{node.node_id.hex()}"
@@ -114,7 +127,10 @@ class SimCluster:
         head.send("join", DRIVER, Msg.HELLO, [("driver", PROTOCOL_MAJOR, 0, 1, {})])
         head.after_batch()
         head.drain()
-        self.last_heartbeat = head.now
+        # every node heartbeats once as the run starts: joining 10,000 nodes takes
+        # longer than the heartbeat limit of head time, and the first would die
+        self.heartbeats(force=True)
+        head.drain()
 
     def _join(self, node_id, info):
         self.head.send("join", b"N" + node_id, Msg.REGISTER_NODE,
@@ -124,14 +140,14 @@ class SimCluster:
         self.head.after_batch()
         self.head.drain()
 
-    def heartbeats(self):
+    def heartbeats(self, force=False):
         """Every node and the driver say they are alive, once a simulated second."""
-        if self.head.now - self.last_heartbeat < HEARTBEAT_S:
+        if not force and self.head.now - self.last_heartbeat < HEARTBEAT_S:
             return
         self.last_heartbeat = self.head.now
-        for node_id in self.node_ids:
-            self.head.send("heartbeat", b"N" + node_id, Msg.HEARTBEAT, [()])
-        self.head.send("heartbeat", DRIVER, Msg.HEARTBEAT, [()])
+        for node_id in self.node_ids:      # (sent_at,): the peer's wall clock
+            self.head.send("heartbeat", b"N" + node_id, Msg.HEARTBEAT, [(self.head.now,)])
+        self.head.send("heartbeat", DRIVER, Msg.HEARTBEAT, [(self.head.now,)])
 
 
 def make_specs(count: int, variant: str) -> list:
@@ -168,6 +184,8 @@ class Workload:
         self.rounds = 0
         self.peak_rss = rss_bytes()
         self.peak_tasks = 0
+        self.rss_trace = []        # (tasks submitted, RSS) at each tenth of the run
+        self.next_trace = 0
 
     def run(self):
         next_tick = TICK_S
@@ -240,6 +258,9 @@ class Workload:
         self.rounds += 1
         self.peak_rss = max(self.peak_rss, rss_bytes())        # outside the timing
         self.peak_tasks = max(self.peak_tasks, len(self.head.state.tasks))
+        if self.next_spec >= self.next_trace:
+            self.rss_trace.append((self.next_spec, rss_bytes()))
+            self.next_trace = self.next_spec + max(1, len(self.specs) // 10)
         if self.rounds % 500 == 0:          # O(size): now and then, outside the timing
             self.head.state.validate()
 
@@ -260,17 +281,21 @@ def check_clean(head: TimedHead, work: Workload):
         assert not client.holding, "a client still holds references"
     for node in state.nodes.values():
         assert node.available == node.total, f"node resources leaked: {node.available}"
+        assert node.state.value == "ALIVE", f"a node died: {node.death_reason}"
     assert state.dispatch_counts["node"] == len(submitted)
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
 def run_one(nodes, tasks, variant, cpus, batch, factor, budget_s, endpoints,
-            trace, batches_per_round=1) -> dict:
+            trace, batches_per_round=1, clock="wall") -> dict:
     config = Config(lease_workers=False)
     specs = make_specs(tasks, variant)
     if trace:
         tracemalloc.start()
     rss_before = rss_bytes()
-    head = TimedHead(config)
+    head = TimedHead(config, CLOCKS[clock])
     cluster = SimCluster(head, nodes, cpus, endpoints)
     join_s = head.total_s
     head.busy_s.clear()
@@ -286,7 +311,9 @@ def run_one(nodes, tasks, variant, cpus, batch, factor, budget_s, endpoints,
     work_s = head.total_s - head.busy_s["heartbeat"]
     return {
         "nodes": nodes, "variant": variant, "tasks": done, "tasks_asked": tasks,
-        "join_s": round(join_s, 4), "last_join_ms": round(1e3 * cluster.last_join_s, 2), "head_s": round(head.total_s, 4),
+        "join_s": round(join_s, 4), "last_join_ms": round(1e3 * cluster.last_join_s, 2),
+        "bookkeeping_join_ms": round(1e3 * cluster.bookkeeping_join_s, 3),
+        "head_s": round(head.total_s, 4),
         "tasks_per_s": round(done / head.total_s), "us_per_task": round(
             1e6 * head.total_s / done, 2), "us_per_task_no_heartbeat": round(
             1e6 * work_s / done, 2),
@@ -295,8 +322,45 @@ def run_one(nodes, tasks, variant, cpus, batch, factor, budget_s, endpoints,
         "rss_growth_mib": round((work.peak_rss - rss_before) / 2**20, 1),
         "rss_left_mib": round((rss_bytes() - rss_before) / 2**20, 1),
         "traced_peak_mib": None if traced_peak is None else round(traced_peak / 2**20, 1),
+        "rss_trace_mib": [(n, round((r - rss_before) / 2**20, 1)) for n, r in work.rss_trace],
         "validated": True,
     }
+
+
+def bytes_per_task(nodes, count, variant, cpus) -> dict:
+    """The head's memory per task in flight: ``count`` tasks submitted and sent to
+    nodes that never report back, traced by tracemalloc.  The specs are made
+    inside the traced window, as the head decodes its own copy of each."""
+    head = TimedHead(Config(lease_workers=False))
+    SimCluster(head, nodes, cpus, endpoints=False)
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    specs = make_specs(count, variant)
+    for start in range(0, len(specs), 1000):
+        chunk = specs[start:start + 1000]
+        head.send("submit", DRIVER, Msg.SUBMIT_TASKS, [(s,) for s, _ in chunk])
+        unkept = [(oid,) for s, keep in chunk if not keep for oid in s.return_ids()]
+        if unkept:
+            head.send("remove_refs", DRIVER, Msg.REMOVE_REFS, unkept)
+        head.after_batch()
+        head.drain()          # sent and gone, as the process loop does
+    del specs, chunk
+    gc.collect()
+    used = tracemalloc.get_traced_memory()[0] - base
+    state = head.state
+    records = len(state.tasks)
+    assigned = sum(1 for t in state.tasks.values() if t.state.value == "ASSIGNED")
+    rows = len(state.events.rows)
+    state.events.rows.clear()
+    gc.collect()
+    without_events = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    head.state.validate()
+    return {"nodes": nodes, "variant": variant, "task_records": records,
+            "assigned": assigned, "bytes_per_task": round(used / records),
+            "bytes_per_task_without_event_rows": round(without_events / records),
+            "event_rows": rows}
 
 
 def run_in_child(args, nodes, variant) -> dict:
@@ -305,9 +369,10 @@ def run_in_child(args, nodes, variant) -> dict:
                "--variants", variant, "--tasks", str(args.tasks), "--cpus", str(args.cpus),
                "--batch", str(args.batch), "--inflight-factor", str(args.inflight_factor),
                "--budget-s", str(args.budget_s),
-               "--batches-per-round", str(args.batches_per_round)]
+               "--batches-per-round", str(args.batches_per_round), "--clock", args.clock]
     command += ["--no-endpoints"] if args.no_endpoints else []
     command += ["--tracemalloc"] if args.tracemalloc else []
+    command += ["--memory-tasks", str(args.memory_tasks)] if args.memory_tasks else []
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         return {"nodes": nodes, "variant": variant, "error": done.stderr.strip()[-2000:]}
@@ -315,7 +380,8 @@ def run_in_child(args, nodes, variant) -> dict:
 
 
 def print_table(rows):
-    header = (f"{'nodes':>6} {'variant':>8} {'tasks':>8} {'join ms':>8} {'head s':>7} "
+    header = (f"{'nodes':>6} {'variant':>8} {'tasks':>8} {'join0 ms':>8} {'join ms':>8} "
+              f"{'head s':>7} "
               f"{'tasks/s':>8} {'us/task':>8} {'sched':>7} {'submit':>7} {'finish':>7} "
               f"{'refs':>6} {'tick':>6} {'hb':>6} {'records':>8} {'RSS+MiB':>8} {'left':>6}")
     print(header)
@@ -326,15 +392,17 @@ def print_table(rows):
             continue
         p = r["phases_us_per_task"]
         tasks = f"{r['tasks']}" + ("*" if r["tasks"] < r["tasks_asked"] else "")
-        print(f"{r['nodes']:>6} {r['variant']:>8} {tasks:>8} {r['last_join_ms']:>8.1f} "
+        print(f"{r['nodes']:>6} {r['variant']:>8} {tasks:>8} "
+              f"{r['bookkeeping_join_ms']:>8.3f} {r['last_join_ms']:>8.1f} "
               f"{r['head_s']:>7.2f} {r['tasks_per_s']:>8} {r['us_per_task']:>8.1f} "
               f"{p.get('schedule', 0):>7.1f} {p.get('submit', 0):>7.1f} "
               f"{p.get('finish', 0):>7.1f} {p.get('remove_refs', 0):>6.1f} "
               f"{p.get('tick', 0):>6.1f} {p.get('heartbeat', 0):>6.1f} "
               f"{r['peak_task_records']:>8} {r['rss_growth_mib']:>8.1f} {r['rss_left_mib']:>6.1f}")
     print("us/task columns: head busy time per task, total and by phase (sched = "
-          "after_batch, i.e. placement); * = stopped at --budget-s; join ms = head time "
-          "for the N-th node to join (NODE_TABLE to all); records = "
+          "after_batch, i.e. placement); * = stopped at --budget-s; join0 ms = head time "
+          "for the (N-1)-th node to join, without a transfer endpoint (the head's own "
+          "bookkeeping); join ms = the N-th, with one (NODE_TABLE to all); records = "
           "most task records held; RSS+MiB = peak growth during the run, left = after it.")
 
 
@@ -356,6 +424,12 @@ def parse_args(argv):
                         help="nodes register without a transfer endpoint (no NODE_TABLE)")
     parser.add_argument("--tracemalloc", action="store_true",
                         help="also trace Python allocations (slows every figure)")
+    parser.add_argument("--memory-tasks", type=int, default=0,
+                        help="instead: head memory per task with this many tasks in "
+                             "flight (nodes never report back), by tracemalloc")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="time the head's calls by the wall clock, or by the CPU "
+                             "time of this process (steadier on a shared machine)")
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -365,19 +439,39 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     sizes = [int(n) for n in args.nodes.split(",")]
     variants = args.variants.split(",")
+    if args.child and args.memory_tasks:
+        print(json.dumps(bytes_per_task(sizes[0], args.memory_tasks, variants[0],
+                                        args.cpus)))
+        return 0
     if args.child:
         print(json.dumps(run_one(sizes[0], args.tasks, variants[0], args.cpus, args.batch,
                                  args.inflight_factor, args.budget_s,
                                  not args.no_endpoints, args.tracemalloc,
-                                 args.batches_per_round)))
+                                 args.batches_per_round, args.clock)))
         return 0
     rows = []
     for variant in variants:
         for nodes in sizes:
             rows.append(run_in_child(args, nodes, variant))
-            print(f"  {variant} x {nodes} nodes: {rows[-1].get('tasks_per_s', 'failed')} "
-                  "tasks/s", file=sys.stderr, flush=True)
-    print_table(rows)
+            row = rows[-1]
+            print(f"  {variant} x {nodes} nodes: "
+                  f"{row.get('tasks_per_s', row.get('bytes_per_task', 'failed'))}; RSS "
+                  f"growth (tasks, MiB): {row.get('rss_trace_mib')}",
+                  file=sys.stderr, flush=True)
+    if args.memory_tasks:
+        print(f"{'nodes':>6} {'variant':>8} {'records':>8} {'assigned':>8} "
+              f"{'B/task':>7} {'w/o rows':>8}")
+        for r in rows:
+            print(f"{r['nodes']:>6} {r['variant']:>8}  FAILED: {r['error'][-300:]}"
+                  if "error" in r else
+                  f"{r['nodes']:>6} {r['variant']:>8} {r['task_records']:>8} "
+                  f"{r['assigned']:>8} {r['bytes_per_task']:>7} "
+                  f"{r['bytes_per_task_without_event_rows']:>8}")
+        print("B/task: head memory (tracemalloc) per task record in flight, its spec, "
+              "return objects, references and event row included; w/o rows: "
+              "without the event history's row (bounded by task_events_max).")
+    else:
+        print_table(rows)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

@@ -29,8 +29,9 @@ def _scheduler(*cpus):
     scheduler.bind(head)
     for i, amount in enumerate(cpus):
         node_id = bytes([i + 1]) * 16
-        head.nodes[node_id] = Node(node_id, b"N" + node_id, {"resources": {"CPU": amount}},
-                                   float(i))
+        node = head.nodes[node_id] = Node(node_id, b"N" + node_id,
+                                          {"resources": {"CPU": amount}}, float(i))
+        scheduler.node_joined(node)
     return head, scheduler
 
 
@@ -56,7 +57,7 @@ def test_locality_wins_over_packing():
     head, scheduler = _scheduler(4.0, 4.0)
     second = max(head.nodes.values(), key=lambda n: n.registered_at)
     obj = head.objects[b"o" * 20] = ObjectRecord(b"o" * 20, ObjectState.READY)
-    obj.locations.add(second.node_id)
+    obj.add_location(second.node_id)
     obj.size = 1 << 20
     spec = _spec()
     spec.dep_ids = (obj.object_id,)

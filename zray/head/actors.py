@@ -97,7 +97,7 @@ class ActorTable:
         for dep_id in spec.dep_ids:
             dep = self.objects[dep_id]
             if dep.state is ObjectState.PENDING:
-                dep.dependents.append(spec.task_id)
+                dep.add_dependent(spec.task_id)
                 waiting += 1
         task.waiting_on = waiting
         if waiting == 0:

@@ -30,6 +30,9 @@ class Leases:
         self.early_granted = {}
         #: WORKER_BLOCKED/UNBLOCKED of granted tasks not registered yet
         self.early_blocked = {}
+        #: node id -> node, of the nodes holding a lease (``node.lease``): the
+        #: loops over leases cost the leases, not the nodes
+        self.lent = {}
 
     def bind(self, head):
         """Reach the tables and parts of the others, once all exist."""
@@ -42,6 +45,14 @@ class Leases:
         self.membership = head.membership
         self.scheduler = head.scheduler
         self.task_flow = head.task_flow
+
+    def set_lease(self, node, lease) -> None:
+        """The only way ``node.lease`` changes: keeps ``lent`` in step."""
+        node.lease = lease
+        if lease is None:
+            self.lent.pop(node.node_id, None)
+        else:
+            self.lent[node.node_id] = node
 
     def keep_early_finish(self, task_id, early) -> None:
         self.early_granted[task_id] = early
@@ -57,8 +68,9 @@ class Leases:
         if node is None or node.state is not NodeState.ALIVE:
             return
         for (worker_id,) in items:
-            node.lease = Lease(worker_id, now)
+            self.set_lease(node, Lease(worker_id, now))
             node.available["CPU"] = node.available.get("CPU", 0.0) - 1.0
+            self.scheduler.node_changed(node)
             self.head.dirty = True
 
     def free_lease_for(self, task):
@@ -72,9 +84,9 @@ class Leases:
             if obj is not None and obj.locations:
                 wanted = (wanted or set()) | obj.locations
         clients = self.clients
-        for node in self.nodes.values():
+        for node in self.lent.values():
             lease = node.lease
-            if lease is not None and lease.task_id is None and not lease.tasks and \
+            if lease.task_id is None and not lease.tasks and \
                     lease.granted_to is None and node.state is NodeState.ALIVE and \
                     (wanted is None or node.node_id in wanted) and \
                     b"W" + lease.worker_id in clients:
@@ -97,8 +109,7 @@ class Leases:
                       (self.scheduler.to_send(spec, lease.known_functions),))
         if spec.owner_address and spec.num_returns == 1 and not spec.dep_ids and \
                 not spec.nested_ids and \
-                not any(n.lease is not None and n.lease.granted_to == task.owner
-                        for n in self.nodes.values()):
+                not any(n.lease.granted_to == task.owner for n in self.lent.values()):
             # A driver that serves results and submits one task at a time: let it
             # send the next ones to this worker itself, two hops instead of three
             # (only after a task it could have sent: a lease picked for where a
@@ -141,6 +152,7 @@ class Leases:
                 blocked = early_blocked is not None and early_blocked.blocked
                 if blocked:                # it waits in get: its CPU is lent back
                     node.available["CPU"] = node.available.get("CPU", 0.0) + 1.0
+                    self.scheduler.node_changed(node)
                     task.blocked = True
                     self.head.dirty = True
             else:
@@ -152,9 +164,9 @@ class Leases:
                 self.task_flow.on_tasks_finished(early.worker_key, [early.item], now)
 
     def _granted_node(self, driver_key, worker_id):
-        for node in self.nodes.values():
+        for node in self.lent.values():
             lease = node.lease
-            if lease is not None and lease.worker_id == worker_id and \
+            if lease.worker_id == worker_id and \
                     lease.granted_to == driver_key and node.state is NodeState.ALIVE:
                 return node
         return None
@@ -199,8 +211,9 @@ class Leases:
                 self.task_flow.task_failed(task, death_error(cause, task, pid, exit_code),
                                            retriable=True, now=now)
         self.end_grant(lease)
-        node.lease = None
+        self.set_lease(node, None)
         node.available["CPU"] = node.available.get("CPU", 0.0) + 1.0
+        self.scheduler.node_changed(node)
         self.head.dirty = True
 
     def end_grant(self, lease):
@@ -211,19 +224,19 @@ class Leases:
 
     def return_free_leases(self):
         """A burst: nodes need all their workers, granted ones included."""
-        for node in self.nodes.values():
-            if node.lease is not None:
-                self._recall_grant(node.lease)
+        for node in self.lent.values():
+            self._recall_grant(node.lease)
         self.return_idle_leases(self.head.now, idle_s=-1.0)
 
     def return_idle_leases(self, now, idle_s=None):
         idle_s = self.config.lease_idle_s if idle_s is None else idle_s
-        for node in self.nodes.values():
+        for node in list(self.lent.values()):
             lease = node.lease
-            if lease is not None and lease.task_id is None and not lease.tasks and \
+            if lease.task_id is None and not lease.tasks and \
                     lease.granted_to is None and now - lease.last_used > idle_s:
-                node.lease = None
+                self.set_lease(node, None)
                 node.available["CPU"] = node.available.get("CPU", 0.0) + 1.0
+                self.scheduler.node_changed(node)
                 if node.state is NodeState.ALIVE:
                     self.out.send(node.identity, Msg.LEASE_RETURN, (lease.worker_id,))
                 self.head.dirty = True

@@ -85,6 +85,8 @@ class Membership:
         self._send_welcomes()
 
     def _send_welcomes(self):
+        if not self.pending_welcomes:       # a join costs no pass over the nodes
+            return
         alive = sum(1 for n in self.nodes.values() if n.state is NodeState.ALIVE)
         waiting = []
         for key, wanted in self.pending_welcomes:
@@ -110,6 +112,9 @@ class Membership:
             old = self.node_by_identity.get(key)
             if old is not None and old.state is NodeState.ALIVE and old.node_id != node_id:
                 self._node_died(old, now, "replaced by a new registration")
+            previous = self.nodes.get(node_id)
+            if previous is not None and previous.lease is not None:
+                self.leases.set_lease(previous, None)     # that record is replaced
             node = Node(node_id, key, info, now)
             node.protocol_minor = minor
             self.nodes[node_id] = node
@@ -119,7 +124,7 @@ class Membership:
             self.out.send(key, Msg.WELCOME, ({
                 "session_name": self.head.session_name,
                 "heartbeat_interval_s": self.config.heartbeat_interval_s},))
-            self.scheduler.node_joined()
+            self.scheduler.node_joined(node)
             self.head.dirty = True
             self._send_node_table(node)
         self._send_welcomes()
@@ -130,9 +135,10 @@ class Membership:
         def entry(n):
             return (n.node_id, n.info.get("transfer_endpoint"), n.state is NodeState.ALIVE)
         if changed.info.get("transfer_endpoint"):
+            item = entry(changed)
             for node in self.nodes.values():
                 if node.state is NodeState.ALIVE and node is not changed:
-                    self.out.send(node.identity, Msg.NODE_TABLE, entry(changed))
+                    self.out.send(node.identity, Msg.NODE_TABLE, item)
         if changed.state is NodeState.ALIVE:
             for other in self.nodes.values():
                 if other.info.get("transfer_endpoint"):
@@ -159,7 +165,8 @@ class Membership:
         node.move(NodeState.DEAD)
         if node.lease is not None:
             self.leases.end_grant(node.lease)
-        node.lease = None
+        self.leases.set_lease(node, None)
+        self.scheduler.node_changed(node)
         node.death_reason = reason
         node.death_time = now
         log.warning("node %s declared dead: %s", node.node_id.hex()[:12], reason)
@@ -180,7 +187,7 @@ class Membership:
         lost = []
         for obj in list(self.objects.values()):
             if node.node_id in obj.locations:
-                obj.locations.discard(node.node_id)
+                obj.discard_location(node.node_id)
                 if not obj.locations and obj.kind == KIND_SHM:
                     lost.append(obj)
         self.directory.rebuild_or_lose(lost, node)
@@ -189,8 +196,8 @@ class Membership:
 
     def client_gone(self, client):
         self.clients.pop(client.key, None)
-        for node in self.nodes.values():
-            if node.lease is not None and node.lease.granted_to == client.key:
+        for node in self.leases.lent.values():
+            if node.lease.granted_to == client.key:
                 node.lease.take_back()      # back to the head's own use
         for object_id, count in list(client.holding.items()):
             obj = self.objects.get(object_id)

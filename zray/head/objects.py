@@ -14,7 +14,9 @@ from __future__ import annotations
 import logging
 
 from zray import exceptions as zerr
-from zray.head.records import NodeState, ObjectRecord, ObjectState, TaskState, TERMINAL
+from zray.head.records import (
+    NONE_YET, NodeState, ObjectRecord, ObjectState, TaskState, TERMINAL,
+)
 from zray.ids import is_handle_id, is_put_id
 from zray.protocol import Msg
 from zray.serialization import KIND_ERROR, KIND_SHM, dumps_error
@@ -54,7 +56,7 @@ class ObjectDirectory:
             self.placeholders.pop(object_id, None)
             obj.kind, obj.data, obj.size = kind, data, size
             if node_id is not None:
-                obj.locations.add(node_id)
+                obj.add_location(node_id)
             obj.holders[key] = obj.holders.get(key, 0) + 1
             client.holding[object_id] = client.holding.get(object_id, 0) + 1
             self._set_contained(obj, contained)
@@ -95,7 +97,7 @@ class ObjectDirectory:
             if obj is None:
                 obj = self.unknown_object(object_id)
             if obj.state is ObjectState.PENDING:
-                obj.subscribers.add(key)
+                obj.add_subscriber(key)
                 if obj.lost:
                     self.rebuild(obj)
             else:
@@ -108,7 +110,7 @@ class ObjectDirectory:
         for object_id, _size in items:
             obj = self.objects.get(object_id)
             if obj is not None and obj.kind == KIND_SHM:
-                obj.locations.add(node.node_id)
+                obj.add_location(node.node_id)
             else:        # freed meanwhile: the copy is not wanted
                 self.out.send(key, Msg.FREE_OBJECTS, (object_id,))
 
@@ -201,7 +203,7 @@ class ObjectDirectory:
             return
         obj.kind, obj.data, obj.size = kind, data, size
         if kind == KIND_SHM:
-            obj.locations.add(node.node_id)
+            obj.add_location(node.node_id)
         self._set_contained(obj, contained)
         self.object_ready(obj, push_owner)
 
@@ -224,11 +226,11 @@ class ObjectDirectory:
         item = obj.ready_item()
         for client_key in obj.subscribers:
             self.out.send(client_key, Msg.OBJECTS_READY, item)
-        obj.subscribers = set()
+        obj.subscribers = NONE_YET
         task = self.tasks.get(obj.object_id[:16])
         if push_owner and task is not None and task.owner in obj.holders:
             self.out.send(task.owner, Msg.OBJECTS_READY, item)
-        dependents, obj.dependents = obj.dependents, []
+        dependents, obj.dependents = obj.dependents, ()
         for task_id in dependents:
             waiter = self.tasks.get(task_id)
             if waiter is not None and waiter.state is TaskState.WAITING:
@@ -239,7 +241,7 @@ class ObjectDirectory:
     def _make_error(self, obj, error):
         obj.kind, obj.data = KIND_ERROR, dumps_error(error)
         obj.size = len(obj.data)
-        obj.locations = set()
+        obj.locations = NONE_YET
         self.object_ready(obj)
 
     def rebuild_or_lose(self, lost, node):

@@ -206,6 +206,7 @@ class Placements:
             node.available[name] = node.available.get(name, 0.0) - amount
         add_resources(node.total, node.available,
                       bundle_resources(group.pg_id.hex(), index, bundle), 1.0)
+        self.head.scheduler.node_changed(node)
         self.out.send(node.identity, Msg.RESERVE_BUNDLES, (group.pg_id, index, bundle))
 
     def _unreserve(self, group, index, node) -> None:
@@ -216,6 +217,7 @@ class Placements:
                       bundle_resources(group.pg_id.hex(), index, bundle), -1.0)
         for name, amount in bundle.items():
             node.available[name] = node.available.get(name, 0.0) + amount
+        self.head.scheduler.node_changed(node)
         self.out.send(node.identity, Msg.RELEASE_BUNDLES, (group.pg_id, index))
 
     # --- for the scheduler and queries -----------------------------------------------

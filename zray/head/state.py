@@ -233,6 +233,9 @@ class HeadState:
                 lent = any(task is not None and task.blocked for task in running)
                 assert lent or node.available.get("CPU", 0.0) + 1.0 <= \
                     node.total.get("CPU", 0.0) + 1e-6, "a lease's CPU counted as free"
+        assert self.leases.lent == {node_id: node for node_id, node in self.nodes.items()
+                                    if node.lease is not None}, "lent leases out of step"
+        self.scheduler.index.validate(self.nodes)
         self._validate_actors()
         self.placements.validate()
 

@@ -99,7 +99,7 @@ class TaskFlow:
         for dep_id in task.spec.dep_ids:
             dep = self.objects.get(dep_id) or self.directory.unknown_object(dep_id)
             if dep.state is ObjectState.PENDING:     # once per use, as _object_ready counts
-                dep.dependents.append(task.spec.task_id)
+                dep.add_dependent(task.spec.task_id)
                 waiting += 1
                 if dep.lost:
                     self.directory.rebuild(dep)
@@ -292,6 +292,7 @@ class TaskFlow:
             cpus = task.spec.resources.get("CPU", 0.0)
             if node is not None and cpus:
                 node.available["CPU"] = node.available.get("CPU", 0.0) + cpus
+                self.scheduler.node_changed(node)
                 task.blocked = True
                 self.head.dirty = True
 
@@ -306,6 +307,7 @@ class TaskFlow:
             node = self.nodes.get(task.node_id)
             if node is not None:
                 node.available["CPU"] -= task.spec.resources.get("CPU", 0.0)
+                self.scheduler.node_changed(node)
             task.blocked = False
 
     def on_cancel_tasks(self, key, items, now):
