@@ -172,6 +172,18 @@ def test_results_outlive_their_actor(cluster):
         assert zray.get([total.remote(ref) for ref in refs], timeout=20) == [3_000_000] * 3
 
 
+def test_small_results_outlive_their_actor(cluster):
+    """An inline result the caller holds, passed to a task only after its actor
+    was killed: the head learns of the call then, with its result, and the
+    task gets the value (it used to fail with ActorDiedError)."""
+    for round_ in range(3):
+        maker = BlockMaker.remote()
+        refs = [maker.make.remote(10, 3) for _ in range(3)]
+        zray.wait(refs, num_returns=len(refs), timeout=20)
+        zray.kill(maker)
+        assert zray.get([total.remote(ref) for ref in refs], timeout=20) == [30] * 3
+
+
 def test_exit_actor(cluster):
     counter = a.Counter.remote()
     pid = zray.get(counter.pid.remote())

@@ -4,8 +4,8 @@ answered, and what the head must hear of them.  Part of ``ClientState``
 
 A call goes straight to the actor (``Actor`` route) and its inline result comes
 straight back (ACTOR_RESULTS).  The head hears of a call only if a ref of its
-results leaves this process (``register_escaping``: SUBMIT_TASKS, then the
-result we hold as ACTOR_TASKS_FINISHED, or later as it comes), if its arguments
+results leaves this process (``register_escaping``: the result we hold as
+ACTOR_TASKS_FINISHED then SUBMIT_TASKS, or the result later as it comes), if its arguments
 hold refs (the head pins them), if it is a generator, or if its result holds
 refs or lives in shared memory (the actor reports those itself).  An actor's
 handle dropped while our calls run is released when the last one finishes.
@@ -100,13 +100,16 @@ class ActorCalls:
                 self._register(spec)
 
     def _register(self, spec, forward: bool = True) -> None:
-        self.client.send(HEAD, Msg.SUBMIT_TASKS, (spec,))
         done = self.results.pop(spec.task_id, None)
         if done is not None:
+            # The results first: the head keeps them until the registration
+            # comes, which then finishes the call with them even when the actor
+            # has died (or been killed by us) since it answered.
             status, results = done
             self.client.send(HEAD, Msg.ACTOR_TASKS_FINISHED,
                              (spec.task_id, spec.attempt, status, results))
-        elif forward:
+        self.client.send(HEAD, Msg.SUBMIT_TASKS, (spec,))
+        if done is None and forward:
             self.forward.add(spec.task_id)    # when the answer comes
 
     # --- references ------------------------------------------------------------------
