@@ -273,3 +273,15 @@ def test_bundles_go_only_to_nodes_that_speak_placement_groups():
     assert not any(key[1] is Msg.RESERVE_BUNDLES for key in out)
     h.add_node(NODE_A)
     assert group(h, pg_id).nodes == [A]
+
+
+def test_pack_asks_lent_workers_back_to_keep_the_group_on_one_node():
+    # Every idle node lent one worker: no node has room for the whole group
+    # until a lease comes back, and PACK prefers that to spreading.
+    h = cluster(NODE_A, NODE_B)
+    h.send(NODE_A, Msg.LEASE_OFFER, (b"a" * 8,))
+    h.send(NODE_B, Msg.LEASE_OFFER, (b"b" * 8,))
+    pg_id, out = create(h, one_cpu(2), "PACK")
+    assert group(h, pg_id).state is PlacementGroupState.CREATED
+    assert len(set(group(h, pg_id).nodes)) == 1
+    assert (NODE_A, Msg.LEASE_RETURN) in out or (NODE_B, Msg.LEASE_RETURN) in out

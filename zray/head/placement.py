@@ -161,6 +161,10 @@ class Placements:
             return
         for group in list(self.waiting.values()):
             group.attempts += 1
+            if group.strategy == "PACK" and self._packs_only_without_leases(group):
+                # PACK prefers one node: when only lent workers keep every node
+                # from holding the whole group, ask for them back first
+                self.leases.return_free_leases()
             if self._try_place(group) or not self._fits_without_leases(group):
                 continue
             # idle nodes lent workers (and their CPUs) to the head or drivers: the
@@ -179,6 +183,14 @@ class Placements:
                     free[node.node_id] = {**node.available,
                                           "CPU": node.available.get("CPU", 0.0) + 1.0}
         return free
+
+    def _packs_only_without_leases(self, group) -> bool:
+        if not any(n.lease is not None for n in self.nodes.values()):
+            return False
+        return place_bundles(group.bundles, "STRICT_PACK", self._free(False),
+                             group.nodes) is None and \
+            place_bundles(group.bundles, "STRICT_PACK", self._free(True),
+                          group.nodes) is not None
 
     def _fits_without_leases(self, group) -> bool:
         if not any(n.lease is not None for n in self.nodes.values()):
