@@ -174,7 +174,7 @@ def write_segment(path: str, obj: SerializedObject, spares=()) -> int:
     spans, total = _layout(len(obj.meta), [b.nbytes for b in obj.buffers])
     header = _HEAD.pack(_MAGIC, len(spans), len(obj.meta)) + b"".join(
         _SPAN.pack(*span) for span in spans) + obj.meta
-    fd = _claim_spare(path, total, spares) if total >= SPARE_MIN_BYTES else None
+    fd = claim_spare(path, total, spares) if total >= SPARE_MIN_BYTES else None
     if fd is None:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
     try:
@@ -209,7 +209,7 @@ def spare_paths(shm_dir: str, node_id: bytes) -> tuple:
     return tuple(f"{prefix}spare{slot}" for slot in range(SPARE_SLOTS))
 
 
-def _claim_spare(path: str, total: int, spares) -> int | None:
+def claim_spare(path: str, total: int, spares) -> int | None:
     """Rename the smallest spare that fits to ``path``; its open fd, or None."""
     best = None
     for spare in spares:

@@ -25,7 +25,7 @@ import queue
 import shutil
 import threading
 
-from zray.serialization import (SPILL_WANTED_MODE, _unlink_quietly, _unused, segment_path,
+from zray.serialization import (SPILL_WANTED_MODE, claim_spare, _unlink_quietly, _unused, segment_path,
                                 segment_prefix)
 
 log = logging.getLogger("zray.node")
@@ -267,22 +267,10 @@ class SpillFiles:
 
     def _claim_recycled(self, target: str, size: int) -> int | None:
         """The smallest recycled segment of at least ``size`` bytes, renamed to
-        ``target`` and opened; None if there is none."""
-        fitting = []
-        for path in self.recycled:
-            try:
-                fitting.append((os.stat(path).st_size, path))
-            except OSError:
-                continue
-        fitting = sorted(f for f in fitting if f[0] >= size)
-        for _, path in fitting:
-            self.recycled.remove(path)
-            try:
-                os.rename(path, target)
-                return os.open(target, os.O_RDWR)
-            except OSError:
-                _unlink_quietly(target)
-        return None
+        ``target`` and opened (as a writer claims a spare); None if none fits."""
+        fd = claim_spare(target, size, self.recycled)
+        self.recycled = [path for path in self.recycled if os.path.exists(path)]
+        return fd
 
     def recycled_to_spares(self, size: int) -> None:
         """Offer a recycled segment of at least ``size`` bytes to the writer the
