@@ -23,6 +23,18 @@ def has_input(sock) -> bool:
     return bool(sock.get(_EVENTS) & _POLLIN)
 
 
+def preload(names, who: str) -> None:
+    """Import each module in ``names`` now; one that fails is reported on
+    stderr (the process's log) and skipped."""
+    import importlib
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            print(f"zray {who}: cannot preload {name!r}: {exc!r}", file=sys.stderr,
+                  flush=True)
+
+
 def poll_ms(seconds: float) -> int:
     """A poll timeout in whole milliseconds, rounded up: pyzmq truncates a float,
     so 0.4 ms would poll with 0 and spin until the deadline passed."""

@@ -107,10 +107,16 @@ class Config:
     port_range: str = ""
     #: Modules the node's fork server imports before forking workers, comma
     #: separated (e.g. "numpy,pandas"): each worker starts with them loaded
-    #: instead of importing them on first use (numpy: ~0.1 s once per worker
-    #: on a 2-core VM), at the cost of their memory in every worker's RSS
-    #: (numpy: ~6 MB each, ~10 MB in the fork server).
-    worker_preload_modules: str = ""
+    #: instead of importing them on first use (numpy: ~50 ms once per worker
+    #: on a 2-core VM, paid by the first task that reads an array), at the cost
+    #: of ~10 MB in the fork server; the workers share those pages (their RSS
+    #: counts ~6 MB each, their own memory grows < 1 MB). numpy is a core
+    #: dependency, so it is preloaded by default; "" turns it off. A worker
+    #: sets OpenBLAS's thread count to each task's num_cpus (zray.worker.blas).
+    worker_preload_modules: str = "numpy"
+    #: Workers a node starts with; more start (forked in ~10 ms) when tasks
+    #: wait, up to one per CPU and beyond for blocked ones. -1: one per CPU.
+    prestart_workers: int = 1
     #: Bytes of freed shared-memory segments a node keeps (up to 4 files) for
     #: the next large writes: writing into pages already faulted in is ~3x
     #: faster than into fresh ones. A segment anyone still maps is never kept.
@@ -119,10 +125,10 @@ class Config:
     #: Size of the blank spare segments a node pre-faults (posix_fallocate, in
     #: a thread of its own, in free spare slots within ``spare_segment_bytes``)
     #: so that large writes in a fresh store go at the speed of pages already
-    #: there: a put of up to this size takes one. 0 (the default) turns it
-    #: off: on a loaded 2-core VM the filler competed with the puts it was
-    #: for (docs/benchmarks.md, 2026-12-07 later); 134217728 turns it on.
-    spare_blank_bytes: int = 0
+    #: there: a put of up to this size takes one. The thread makes blanks only
+    #: while at least half a CPU of the host is idle (zray.serialization.IdleCpu),
+    #: so it does not compete with running tasks. 0 turns it off.
+    spare_blank_bytes: int = 128 * 1024 * 1024
     #: Freed heap memory a worker keeps for its next allocations instead of
     #: handing it back to the OS (glibc's M_TRIM_THRESHOLD; allocations up to
     #: a quarter of it come from the heap, M_MMAP_THRESHOLD). glibc's defaults

@@ -20,6 +20,7 @@ import os
 import pickle
 import struct
 import threading
+import time
 from collections import OrderedDict
 
 KIND_INLINE = 0
@@ -389,6 +390,38 @@ class SpareFiller:
         finally:
             _unlink_quietly(self.tmp)
         return True
+
+
+class IdleCpu:
+    """Whether the host had at least ``cores`` of its CPUs idle since the last
+    call, not counting the calling thread's own CPU time as busy (Linux
+    ``/proc/stat``; elsewhere always True).  The spare filler makes
+    blanks only then: its ``posix_fallocate`` is CPU work, and a worker's
+    process group is its own scheduling group (it calls setsid), so a low
+    priority for the filler's thread would not keep it from taking a third of
+    two busy cores from the tasks it prepares pages for."""
+
+    def __init__(self, cores: float = 0.5, stat_path: str = "/proc/stat"):
+        self.cores = cores
+        self.stat_path = stat_path
+        self.ticks_per_s = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.last = self._sample()
+
+    def _sample(self):
+        try:
+            with open(self.stat_path) as stat:
+                fields = stat.readline().split()
+            idle_ticks = int(fields[4]) + int(fields[5])                # idle + iowait
+            return time.monotonic(), idle_ticks / self.ticks_per_s + time.thread_time()
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def __call__(self) -> bool:
+        now = self._sample()
+        last, self.last = self.last, now
+        if now is None or last is None or now[0] <= last[0]:
+            return now is None
+        return (now[1] - last[1]) / (now[0] - last[0]) >= self.cores
 
 
 def _unused(path: str) -> bool | None:

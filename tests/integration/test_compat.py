@@ -56,12 +56,21 @@ def test_large_function_or_actor_class_warns_then_is_refused(fresh_cluster):
 
 
 def test_preloaded_numpy_starts_one_blas_thread_per_worker(fresh_cluster):
-    fresh_cluster(num_cpus=2, _system_config={"worker_preload_modules": "numpy"})
+    """numpy loaded before the task (preloaded by the fork server): OpenBLAS
+    read its thread count then, so the worker sets it through OpenBLAS's own
+    call whenever a task's num_cpus changes it."""
+    for name in t.THREAD_COUNT_VARS:
+        if name in os.environ:
+            pytest.skip(f"{name} is set in this environment; workers keep it")
+    fresh_cluster(num_cpus=2, _system_config={"worker_preload_modules": "numpy",
+                                              "prestart_workers": 1})
     assert zray.get(t.thread_count_vars.remote(), timeout=30) == ["1", "1", "1"]
     threads = zray.get(t.blas_threads.remote(), timeout=30)
     if threads is None:
         pytest.skip("numpy here has no OpenBLAS to ask")
     assert threads == 1
+    assert zray.get(t.blas_threads.options(num_cpus=2).remote(), timeout=30) == 2
+    assert zray.get(t.blas_threads.remote(), timeout=30) == 1
 
 
 def test_thread_count_variables_the_user_set_are_kept(fresh_cluster, monkeypatch):

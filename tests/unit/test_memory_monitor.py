@@ -72,7 +72,8 @@ def test_the_message_says_what_where_how_much_and_what_to_do():
 
 
 def test_candidates_are_the_node_s_busy_and_leased_workers():
-    node = NodeManagerState(b"n" * 16, {"CPU": 3.0}, Config(lease_workers=False), 0.0)
+    node = NodeManagerState(b"n" * 16, {"CPU": 3.0}, Config(lease_workers=False,
+                                                                     prestart_workers=-1), 0.0)
     node.start(0.0)
     ids = list(node.workers)
     for i, worker_id in enumerate(ids):

@@ -21,6 +21,7 @@ def spec(cpus=1.0, gpus=0, function_id=b"f", max_calls=0):
 
 def started_node(cpus=2, gpus=0, **config):
     config.setdefault("lease_workers", False)
+    config.setdefault("prestart_workers", -1)      # a full pool: these tests count on it
     state = NodeManagerState(b"n" * 16, {"CPU": float(cpus), "GPU": float(gpus)},
                              Config(**config))
     state.start(0.0)
@@ -42,6 +43,19 @@ def test_prestarts_one_worker_per_cpu():
     state, spawned = started_node(cpus=3)
     assert len(spawned) == 3
     assert all(w.state is WorkerState.IDLE for w in state.workers.values())
+
+
+def test_prestarts_what_it_is_told_and_forks_the_rest_when_tasks_wait():
+    state, spawned = started_node(cpus=3, prestart_workers=1, worker_prefetch=1)
+    assert len(spawned) == 1                  # the default: one worker at start
+    state.on_execute_tasks([spec() for _ in range(3)], 0.0)
+    assert len(sent_tasks(state.out.drain())) == 1
+    more = [c[1] for c in state.commands if c[0] == "spawn"]
+    assert len(more) == 2                     # the two tasks waiting get a worker each
+    state.commands = []
+    for i, worker_id in enumerate(more):
+        state.on_worker_hello(worker_id, 200 + i, 0.0)
+    assert len(sent_tasks(state.out.drain())) == 2
 
 
 def test_never_runs_more_than_resources_allow():

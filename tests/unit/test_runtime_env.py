@@ -81,8 +81,8 @@ def _spec(runtime_env=None):
 
 
 def test_workers_are_pooled_per_code_environment():
-    state = NodeManagerState(b"n" * 16, {"CPU": 2.0}, Config(lease_workers=False,
-                                                            worker_prefetch=1))
+    state = NodeManagerState(b"n" * 16, {"CPU": 2.0}, Config(
+        lease_workers=False, prestart_workers=-1, worker_prefetch=1))
     state.start(0.0)
     spawned = [c[1] for c in state.commands if c[0] == "spawn"]
     state.commands = []

@@ -145,17 +145,13 @@ def prepare_workers(worker_args: str) -> None:
     (Config.worker_heap_keep_bytes) and the modules named by
     Config.worker_preload_modules imported; one that fails to import is
     reported on stderr (the node's log) and skipped."""
-    import importlib
     import json
+    from zray._process import preload
     from zray.config import Config
     config = Config.from_json(json.loads(worker_args)["config"])
     keep_freed_heap(config.worker_heap_keep_bytes)
-    for name in filter(None, (n.strip() for n in config.worker_preload_modules.split(","))):
-        try:
-            importlib.import_module(name)
-        except Exception as exc:
-            print(f"zray fork server: cannot preload {name!r} for workers "
-                  f"(worker_preload_modules): {exc!r}", file=sys.stderr, flush=True)
+    preload(filter(None, (n.strip() for n in config.worker_preload_modules.split(","))),
+            "fork server (worker_preload_modules)")
 
 
 class Server:

@@ -56,7 +56,7 @@ from zray.node.store import ObjectStore
 from zray.node.transfer import ChunkServer, Puller
 from zray.security import secure_client, secure_server
 from zray.protocol import Msg, REASON_OOM
-from zray.serialization import SpareFiller, SpareSegments, remove_segments, segment_path
+from zray.serialization import IdleCpu, SpareFiller, SpareSegments, remove_segments, segment_path
 
 log = logging.getLogger("zray.node")
 
@@ -267,16 +267,15 @@ class NodeLoop:
         log.info("node stopped; removed %d object segments", removed)
 
     def _fill_spares(self) -> None:
-        """The filler thread: keep blank pre-faulted spares ready (SpareFiller),
-        checking every 50 ms once they are."""
-        while not self.filler_stop.is_set():
+        """The filler thread: keep blank pre-faulted spares ready (SpareFiller)
+        in the host's idle time, checking every 50 ms."""
+        idle = IdleCpu()
+        while not self.filler_stop.wait(0.05):
             try:
-                made = self.filler.fill()
+                while idle() and self.filler.fill() and not self.filler_stop.is_set():
+                    pass
             except Exception:
                 log.exception("making a blank spare segment failed")
-                made = False
-            if not made:
-                self.filler_stop.wait(0.05)
 
     def _check_memory(self) -> None:
         """Out-of-memory protection: above the threshold, tell the head why and

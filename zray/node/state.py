@@ -107,7 +107,8 @@ class NodeManagerState:
     # --- events ----------------------------------------------------------------------
 
     def start(self, now: float) -> None:
-        for _ in range(self.pool_size):
+        prestart = self.config.prestart_workers
+        for _ in range(self.pool_size if prestart < 0 else min(prestart, self.pool_size)):
             self._spawn(now)
 
     def on_execute_tasks(self, specs, now: float) -> None:

@@ -32,6 +32,7 @@ from zray import _runtime, protocol
 from zray._process import setup_logging
 from zray.config import Config
 from zray.client import NODE, Client, Head, Owner
+from zray.worker.blas import set_blas_threads
 from zray.worker.reports import LazyReports
 from zray.exceptions import RayTaskError
 from zray.protocol import (Msg, STATUS_CANCELLED, STATUS_ERROR, STATUS_OK,
@@ -441,6 +442,8 @@ class WorkerProcess:
             self.thread_count = count
             for name in self.thread_vars:
                 os.environ[name] = str(count)
+            if "numpy" in sys.modules and "OPENBLAS_NUM_THREADS" in self.thread_vars:
+                set_blas_threads(count)        # loaded already: it read the old count
 
     @staticmethod
     def _restore_env(saved):
