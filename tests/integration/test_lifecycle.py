@@ -200,6 +200,9 @@ def test_workers_preload_only_the_modules_configured(fresh_cluster):
         return name in sys.modules
 
     fresh_cluster(num_cpus=1)
+    assert zray.get(loaded.remote("numpy")) is True       # the default: numpy
+    zray.shutdown()
+    fresh_cluster(num_cpus=1, _system_config={"worker_preload_modules": ""})
     assert zray.get(loaded.remote("numpy")) is False      # imported on first use only
     zray.shutdown()
     fresh_cluster(num_cpus=1, _system_config={"worker_preload_modules": "json, numpy"})
