@@ -10,7 +10,6 @@ process, so a task submitted many times packs its directory once.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import json
 import os
 import tempfile
@@ -179,6 +178,7 @@ def _matches(rel: str, is_dir: bool, pattern: str) -> bool:
 
 
 def content_hash(root: str, files, prefix: str) -> str:
+    import hashlib    # here: OpenSSL's libcrypto is ~3.6 MB in every driver that never packs
     digest = hashlib.sha256(prefix.encode() + b"\0")
     for rel in files:
         full = os.path.join(root, rel)
