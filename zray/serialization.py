@@ -21,7 +21,7 @@ import pickle
 import struct
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 
 KIND_INLINE = 0
 KIND_ERROR = 1
@@ -393,19 +393,23 @@ class SpareFiller:
 
 
 class IdleCpu:
-    """Whether the host had at least ``cores`` of its CPUs idle since the last
-    call, not counting the calling thread's own CPU time as busy (Linux
-    ``/proc/stat``; elsewhere always True).  The spare filler makes
-    blanks only then: its ``posix_fallocate`` is CPU work, and a worker's
-    process group is its own scheduling group (it calls setsid), so a low
-    priority for the filler's thread would not keep it from taking a third of
-    two busy cores from the tasks it prepares pages for."""
+    """Whether at least ``cores`` of the host's CPUs were idle through the last
+    ``window_s`` seconds, not counting the calling thread's own CPU time as
+    busy (Linux ``/proc/stat``; elsewhere always True).  The spare filler
+    makes blanks only then: its ``posix_fallocate`` is CPU work, and a
+    worker's process group is its own scheduling group (it calls setsid), so a
+    low priority for the filler's thread would not keep it from taking a third
+    of two busy cores from the tasks it prepares pages for.  The window keeps
+    it from starting in a lull between a put and the tasks that read it."""
 
-    def __init__(self, cores: float = 0.5, stat_path: str = "/proc/stat"):
+    def __init__(self, cores: float = 0.5, window_s: float = 0.2,
+                 stat_path: str = "/proc/stat"):
         self.cores = cores
+        self.window_s = window_s
         self.stat_path = stat_path
         self.ticks_per_s = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-        self.last = self._sample()
+        self.samples: deque = deque()
+        self()
 
     def _sample(self):
         try:
@@ -418,10 +422,15 @@ class IdleCpu:
 
     def __call__(self) -> bool:
         now = self._sample()
-        last, self.last = self.last, now
-        if now is None or last is None or now[0] <= last[0]:
-            return now is None
-        return (now[1] - last[1]) / (now[0] - last[0]) >= self.cores
+        if now is None:
+            return True
+        samples = self.samples
+        samples.append(now)
+        while len(samples) > 2 and now[0] - samples[1][0] >= self.window_s:
+            samples.popleft()
+        first = samples[0]
+        span = now[0] - first[0]
+        return span >= self.window_s and (now[1] - first[1]) / span >= self.cores
 
 
 def _unused(path: str) -> bool | None:

@@ -2,6 +2,7 @@
 (zray.node.memory_monitor) fed readings and candidates, and the head's
 handling of WORKER_KILLED + WORKER_DIED (OutOfMemoryError, retry backoff)."""
 
+import time
 import os
 import pickle
 
@@ -167,3 +168,23 @@ def test_the_filler_makes_blank_spares_within_the_budget_and_leaves_a_slot(tmp_p
     assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(p) for p in slots)
     tight = SpareFiller(SpareSegments(str(tmp_path / ".."), b"m" * 16, blank // 2), blank)
     assert not tight.fill()                       # over the budget: nothing made
+
+
+def test_idle_cpu_says_idle_only_after_a_window_of_idle_ticks(tmp_path):
+    from zray.serialization import IdleCpu
+    stat = tmp_path / "stat"
+    ticks = [1000]
+
+    def write(idle_ticks):
+        stat.write_text(f"cpu  10 0 10 {idle_ticks} 0 0 0 0 0 0\ncpu0 1 2 3\n")
+
+    write(ticks[0])
+    idle = IdleCpu(cores=0.5, window_s=0.05, stat_path=str(stat))
+    hz = idle.ticks_per_s
+    assert idle() is False                   # no window yet
+    time.sleep(0.06)
+    write(ticks[0] + int(0.06 * hz * 2) + 1)   # two CPUs idle through it
+    assert idle() is True
+    time.sleep(0.06)
+    assert idle() is False                   # busy since: no idle ticks came
+    assert IdleCpu(stat_path=str(tmp_path / "none"))() is True   # no /proc/stat: always
