@@ -126,7 +126,7 @@ class Config:
     #: a thread of its own, in free spare slots within ``spare_segment_bytes``)
     #: so that large writes in a fresh store go at the speed of pages already
     #: there: a put of up to this size takes one. The thread makes blanks only
-    #: while at least half a CPU of the host is idle (zray.serialization.IdleCpu),
+    #: after half a CPU of the host was idle for 0.2 s (zray.serialization.IdleCpu),
     #: so it does not compete with running tasks. 0 turns it off.
     spare_blank_bytes: int = 128 * 1024 * 1024
     #: Freed heap memory a worker keeps for its next allocations instead of
