@@ -193,7 +193,7 @@ def _start_head(config, port, ip, num_cpus, num_gpus, extra, store_bytes, bind_a
                f"   (\"auto\" on this host)\n"
                f"  Inspect:                     zray status --address {address}\n"
                f"  Stop what started here:      zray stop\n\n"
-               f"  Hosts that join need TCP access to {ip}:{port} and to the ports the "
+               f"  Hosts that join need TCP access to {address} and to the ports the "
                "nodes pick (see docs/deployment.md).")
     return [({"role": "head", "pid": head.pid, "address": address,
               "session_dir": session_dir}, head),
