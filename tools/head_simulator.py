@@ -352,7 +352,7 @@ def bytes_per_task(nodes, count, variant, cpus) -> dict:
     records = len(state.tasks)
     assigned = sum(1 for t in state.tasks.values() if t.state.value == "ASSIGNED")
     rows = len(state.events.rows)
-    state.events.rows.clear()
+    state.events.clear()
     gc.collect()
     without_events = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()

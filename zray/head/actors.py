@@ -107,7 +107,7 @@ class ActorTable:
     def _hold_handle(self, client, actor_id):
         oid = handle_id(actor_id)
         obj = self.directory.ready_record(oid)
-        obj.holders[client.key] = obj.holders.get(client.key, 0) + 1
+        obj.hold(client.key)
         client.holding[oid] = client.holding.get(oid, 0) + 1
 
     def on_actor_ready(self, key, items, now):

@@ -202,7 +202,7 @@ class Membership:
         for object_id, count in list(client.holding.items()):
             obj = self.objects.get(object_id)
             if obj is not None:
-                obj.holders.pop(client.key, None)
+                obj.drop_holder(client.key)
                 self.directory.maybe_free(obj)
         if client.kind == "driver":
             for task in list(self.tasks.values()):

@@ -57,7 +57,7 @@ class ObjectDirectory:
             obj.kind, obj.data, obj.size = kind, data, size
             if node_id is not None:
                 obj.add_location(node_id)
-            obj.holders[key] = obj.holders.get(key, 0) + 1
+            obj.hold(key)
             client.holding[object_id] = client.holding.get(object_id, 0) + 1
             self._set_contained(obj, contained)
             if placeholder:
@@ -69,7 +69,7 @@ class ObjectDirectory:
             obj = self.objects.get(object_id)
             if obj is None:
                 obj = self.unknown_object(object_id)
-            obj.holders[key] = obj.holders.get(key, 0) + 1
+            obj.hold(key)
             client.holding[object_id] = client.holding.get(object_id, 0) + 1
 
     def on_remove_refs(self, key, items, now):
@@ -84,11 +84,8 @@ class ObjectDirectory:
                     client.holding.pop(object_id, None)
             if obj is None:
                 continue
-            count = obj.holders.get(key, 0) - 1
-            if count > 0:
-                obj.holders[key] = count
-            else:
-                obj.holders.pop(key, None)
+            obj.unhold(key)
+            if obj.holder is None:
                 self.maybe_free(obj)
 
     def on_subscribe_objects(self, key, items, now):
@@ -171,7 +168,7 @@ class ObjectDirectory:
                 self.maybe_free(obj)
 
     def maybe_free(self, obj):
-        if obj.holders or obj.pins > 0:
+        if obj.holder is not None or obj.pins > 0:
             return
         self.objects.pop(obj.object_id, None)
         self.placeholders.pop(obj.object_id, None)
@@ -228,7 +225,7 @@ class ObjectDirectory:
             self.out.send(client_key, Msg.OBJECTS_READY, item)
         obj.subscribers = NONE_YET
         task = self.tasks.get(obj.object_id[:16])
-        if push_owner and task is not None and task.owner in obj.holders:
+        if push_owner and task is not None and obj.held_by(task.owner):
             self.out.send(task.owner, Msg.OBJECTS_READY, item)
         dependents, obj.dependents = obj.dependents, ()
         for task_id in dependents:
@@ -275,7 +272,7 @@ class ObjectDirectory:
                 task.move(TaskState.WAITING)
                 self.task_flow.wait_for_deps(task)
         for obj in rebuild:
-            if obj.holders:              # someone may get it: rebuild now; the rest
+            if obj.holder is not None:   # someone may get it: rebuild now; the rest
                 self.rebuild(obj)       # only when a task or a reader needs it
 
     def rebuild(self, obj):

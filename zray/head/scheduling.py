@@ -56,8 +56,10 @@ class Scheduler:
         #: nodes by free capacity per resource shape (see zray.head.node_index)
         self.index = NodeIndex((self.config.node_overcommit_factor,
                                 self.config.long_task_overcommit_factor))
-        #: shape key -> the resources dict the queued specs of that shape share
+        #: shape key -> the resources dict the specs of that shape share, and
+        #: id of that dict -> its shape key (it stays alive while it is in both)
         self.shape_resources = {}
+        self.shape_by_id = {}
         self.dispatch_counts = {"node": 0, "lease": 0, "granted": 0}
         #: function id -> recent run time (s)
         self.run_times = {}
@@ -71,13 +73,27 @@ class Scheduler:
         self.leases = head.leases
         self.task_flow = head.task_flow
 
+    def share_resources(self, spec) -> tuple:
+        """The spec's resource shape; its resources dict becomes the one its
+        shape's specs share (~90 bytes each, from submission on)."""
+        resources = spec.resources
+        shape = self.shape_by_id.get(id(resources))
+        if shape is not None:       # already the shared dict
+            return shape
+        shape = shape_key(resources)
+        shared = self.shape_resources.get(shape)
+        if shared is None:
+            if len(self.shape_resources) >= MAX_SHARED_SHAPES:
+                self.shape_resources.clear()        # (and their ids with them)
+                self.shape_by_id.clear()
+            shared = self.shape_resources[shape] = resources
+            self.shape_by_id[id(resources)] = shape
+        spec.resources = shared
+        return shape
+
     def enqueue(self, task):
         spec = task.spec
-        shape = shape_key(spec.resources)
-        # one resources dict per shape, shared by its tasks' specs (~180 bytes each)
-        spec.resources = self.shape_resources.setdefault(shape, spec.resources)
-        if len(self.shape_resources) > MAX_SHARED_SHAPES:
-            self.shape_resources.clear()
+        shape = self.share_resources(spec)
         key = (shape, _strategy_key(spec.strategy))
         queue = self.queues.get(key)
         if queue is None:

@@ -213,7 +213,8 @@ class HeadState:
             assert obj.state is not ObjectState.LOST or obj.kind == KIND_ERROR, \
                 f"lost object {object_id.hex()} without its error"
             assert obj.pins >= 0, f"negative pins on {object_id.hex()}"
-            assert obj.holders or obj.pins > 0, f"unreferenced object {object_id.hex()} kept"
+            assert obj.holder is not None or obj.pins > 0, f"unreferenced object {object_id.hex()} kept"
+            assert obj.holder not in obj.more_holders, "a holder counted twice"
             for key, count in obj.holders.items():
                 assert count > 0
                 assert key in self.clients, "object held by an unknown client"

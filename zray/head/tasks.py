@@ -82,11 +82,12 @@ class TaskFlow:
         """The task record, its return objects held by the submitter, and
         placeholders for arguments not heard of yet."""
         key = client.key
+        self.scheduler.share_resources(spec)
         task = self.add(Task(spec, key))
         task.created = self.head.now       # its event row is made when it is scheduled
         for object_id in spec.return_ids():
             obj = self.directory.claim(object_id)
-            obj.holders[key] = obj.holders.get(key, 0) + 1
+            obj.hold(key)
             client.holding[object_id] = client.holding.get(object_id, 0) + 1
         for object_id in spec.dep_ids + tuple(spec.nested_ids):
             if object_id not in self.objects:
