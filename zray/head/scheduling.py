@@ -117,6 +117,7 @@ class Scheduler:
 
     def schedule(self):
         leases_returned = False
+        self.index.settle()
         for key, queue in list(self.queues.items()):
             shape = self.index.shape(key[0])      # one class, one lookup per pass
             while queue:
@@ -197,10 +198,13 @@ class Scheduler:
     def to_send(self, spec, known_functions: set):
         """The spec as dispatched: dependency values resolved, and the function's
         code attached for a receiver that has not had it yet."""
+        known = spec.function_id in known_functions
+        if not spec.dep_ids and known:
+            return spec     # nothing to add: the head's own (sent before it changes)
         send = spec.copy()
         if spec.dep_ids:
             send.dep_values = [self._dep_value(d) for d in spec.dep_ids]
-        if spec.function_id not in known_functions:
+        if not known:
             send.function_blob = self.functions.get(spec.function_id)
             known_functions.add(spec.function_id)
         return send
@@ -232,7 +236,7 @@ class Scheduler:
             if task.blocked and name == "CPU" or name not in node.total:
                 continue       # (not in total: its bundle was removed meanwhile)
             node.available[name] = node.available.get(name, 0.0) + amount
-        self.index.refresh(node)
+        self.index.refresh_later(node)       # once per node per batch
         task.blocked = False
         self.head.dirty = True
 
@@ -257,6 +261,8 @@ def pick_node(state, task, shape=None):
     ``shape``: the index of the task's resource shape, when the caller has it."""
     spec = task.spec
     index = state.index
+    if index.stale:
+        index.settle()
     strategy = spec.strategy
     if isinstance(strategy, tuple) and strategy and strategy[0] == "node_affinity":
         _, node_id, soft = strategy
