@@ -2,10 +2,12 @@
 
 One row per (task id, attempt), as Ray's task events are kept per attempt:
 its state, the times it was submitted, scheduled, started and ended, its node
-and worker pid, and an error blob when it failed.  A row is made when its
-attempt is first scheduled (or ends before that): until then the head's live
-task record answers for it (``pending``), which spares the hot path a row
-per task.  At most
+and worker pid, and an error blob when it failed.  A task the scheduler sends
+to a node gets its row when its attempt ends (``assigned`` only notes the
+time on its record); others (leased, actor calls) when first scheduled, or
+when they end before that.  Until then the head's live task record answers for
+it (``pending``), which spares the hot path a row per task in flight (~0.25
+KB each) and one of the two tuples per task.  At most
 ``Config.task_events_max`` rows are kept; the oldest go first and are counted
 (``dropped``), as Ray's GCS does with ``task_events_max_num_task_in_gcs``.
 
@@ -147,22 +149,17 @@ class TaskEvents:
         self.rows = {}
         self.order = collections.deque()
         self.dropped = 0
-        # the last two monotonic times turned into wall time (a row's submit
-        # and schedule times alternate), and the results: the tasks of one
-        # batch share one float instead of 24 bytes each
-        self._walls = [(None, None), (None, None)]
+        # the last few monotonic times turned into wall time (a row's submit,
+        # schedule and end times), and the results: the tasks of one batch
+        # share one float instead of 24 bytes each
+        self._walls = {}
 
     def wall(self, now: float) -> float:
-        walls = self._walls
-        seen, out = walls[0]
-        if now == seen:
-            return out
-        seen, out = walls[1]
-        if now == seen:
-            return out
-        out = now + self.offset
-        walls[1] = walls[0]
-        walls[0] = (now, out)
+        out = self._walls.get(now)
+        if out is None:
+            if len(self._walls) >= 8:
+                self._walls.clear()
+            out = self._walls[now] = now + self.offset
         return out
 
     def clear(self) -> None:
@@ -180,12 +177,39 @@ class TaskEvents:
     def _make(self, task, state, node_id, scheduled):
         """A new row for ``task`` (a head Task record): made when it is first
         scheduled (or ends before that), not when submitted, to spare the hot
-        path one row per task; until then list_tasks reads the live record."""
+        path one row per task; until then list_tasks reads the live record.
+        A task sent to a node (``assigned``) gives its node and time here."""
         spec = task.spec
+        since = getattr(task, "scheduled", None)
+        if since is not None:
+            task.scheduled = None
+            if scheduled is None:
+                scheduled = self.wall(since)
+            if node_id is None:
+                node_id = task.node_id
         self._add(_key(spec.task_id, spec.attempt), (
             spec.task_id, spec.attempt, spec.name, kind_of(spec), spec.job_id,
             spec.actor_id, task.owner, state, node_id, None, self.wall(task.created),
             scheduled, None, None, None, False))
+
+    def assigned(self, task, node_id, now):
+        """The scheduler sent the task to a node: its row waits for its end
+        (its record keeps ``now`` in ``scheduled``), unless its attempt has one."""
+        spec = task.spec
+        if _key(spec.task_id, spec.attempt) in self.rows:
+            self.scheduled(task, node_id, now)
+        else:
+            task.scheduled = now
+
+    def keep(self, task):
+        """Make the row of an assigned task now (before its record forgets its
+        node or attempt: a release, a re-run)."""
+        if getattr(task, "scheduled", None) is not None:
+            spec = task.spec
+            if _key(spec.task_id, spec.attempt) in self.rows:
+                task.scheduled = None
+            else:
+                self._make(task, SUBMITTED_TO_WORKER, task.node_id, None)
 
     def scheduled(self, task, node_id, now):
         spec = task.spec
@@ -199,12 +223,24 @@ class TaskEvents:
                               t[15])
 
     def finished(self, task_id, attempt, ok, now, run_s=None, node_id=None, pid=None,
-                 error=None):
+                 error=None, task=None):
         """The attempt ended: ``ok`` FINISHED, else FAILED with ``error``.  With
-        ``run_s`` it also started (``run_s`` before the end)."""
+        ``run_s`` it also started (``run_s`` before the end).  ``task``: its
+        record, whose row is made here if ``assigned`` put it off."""
         key = _key(task_id, attempt)
         t = self.rows.get(key)
         if t is None:
+            if task is None or getattr(task, "scheduled", None) is None:
+                return
+            spec = task.spec
+            end = self.wall(now)
+            scheduled, task.scheduled = task.scheduled, None
+            self._add(key, (
+                spec.task_id, spec.attempt, spec.name, kind_of(spec), spec.job_id,
+                spec.actor_id, task.owner, FINISHED if ok else FAILED,
+                task.node_id if node_id is None else node_id, pid, self.wall(task.created),
+                self.wall(scheduled), None if run_s is None else end - max(0.0, float(run_s)),
+                end, error, False))
             return
         end = self.wall(now)
         start = t[START] if run_s is None else end - max(0.0, float(run_s))
@@ -268,18 +304,24 @@ class TaskEvents:
         return _key(task_id, attempt) in self.rows
 
     def live_row(self, task, state) -> dict:
-        """The row of a task not scheduled yet (from its head record)."""
+        """The row of a task without one yet (from its head record)."""
         spec = task.spec
+        since = getattr(task, "scheduled", None)
+        node_id = task.node_id if since is not None else None
         return row_of((spec.task_id, spec.attempt, spec.name, kind_of(spec), spec.job_id,
-                       spec.actor_id, task.owner, state, None, None,
-                       task.created + self.offset, None, None, None, None, False))
+                       spec.actor_id, task.owner, state, node_id, None,
+                       task.created + self.offset,
+                       None if since is None else since + self.offset,
+                       None, None, None, False))
 
     def pending(self, tasks) -> list:
-        """Rows of the head's live task records (``tasks``: id -> Task) that wait
-        for arguments or a node and have no row yet."""
+        """Rows of the head's live task records (``tasks``: id -> Task) that have
+        no row yet: waiting for arguments or a node, or sent to one (``assigned``)."""
         out = []
         for task in tasks.values():
             state = _WAITING_STATES.get(task.state.value)
+            if state is None and getattr(task, "scheduled", None) is not None:
+                state = SUBMITTED_TO_WORKER
             if state is not None and not self.has(task.spec.task_id, task.spec.attempt):
                 out.append(self.live_row(task, state))
         return out

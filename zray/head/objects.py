@@ -151,17 +151,22 @@ class ObjectDirectory:
             self.maybe_free(obj)
 
     def pin_task_args(self, task):
-        for object_id in task.spec.dep_ids + tuple(task.spec.nested_ids):
-            obj = self.objects.get(object_id)
-            if obj is not None:
-                obj.pins += 1
+        spec = task.spec
+        if spec.dep_ids or spec.nested_ids:
+            for object_id in spec.dep_ids + tuple(spec.nested_ids):
+                obj = self.objects.get(object_id)
+                if obj is not None:
+                    obj.pins += 1
         task.pinned = True
 
     def unpin_task_args(self, task):
         if not task.pinned:
             return
         task.pinned = False
-        for object_id in task.spec.dep_ids + tuple(task.spec.nested_ids):
+        spec = task.spec
+        if not spec.dep_ids and not spec.nested_ids:
+            return
+        for object_id in spec.dep_ids + tuple(spec.nested_ids):
             obj = self.objects.get(object_id)
             if obj is not None:
                 obj.pins -= 1
@@ -294,6 +299,7 @@ class ObjectDirectory:
             return
         log.info("re-running %s to rebuild lost object %s", task.spec.name,
                  obj.object_id.hex()[:16])
+        self.head.events.keep(task)
         task.spec.attempt += 1
         task.node_id = None
         task.move(TaskState.WAITING)

@@ -50,7 +50,8 @@ TERMINAL = (TaskState.FINISHED, TaskState.FAILED, TaskState.CANCELLED)
 
 class Task:
     __slots__ = ("spec", "state", "owner", "node_id", "waiting_on", "live_returns",
-                 "pinned", "cancel_requested", "blocked", "lease", "items", "created")
+                 "pinned", "cancel_requested", "blocked", "lease", "items", "created",
+                 "scheduled")
 
     def __init__(self, spec, owner):
         self.spec = spec
@@ -65,6 +66,7 @@ class Task:
         self.lease = None            # the leased worker running it, if any
         self.items = 0               # a generator task: items 0..items-1 were stored
         self.created = 0.0           # when the head got it (its monotonic clock)
+        self.scheduled = None        # when sent to its node, until its event row is made
 
     def move(self, new_state: TaskState) -> None:
         if new_state not in TASK_TRANSITIONS[self.state]:

@@ -188,7 +188,7 @@ class Scheduler:
         self.dispatch_counts["node"] += 1
         task.move(TaskState.ASSIGNED)
         task.node_id = node.node_id
-        self.head.events.scheduled(task, node.node_id, self.head.now)
+        self.head.events.assigned(task, node.node_id, self.head.now)
         for name, amount in held(spec).items():
             node.available[name] = node.available.get(name, 0.0) - amount
         self.index.refresh(node)
@@ -215,6 +215,8 @@ class Scheduler:
 
     def release(self, task):
         """Give back what the task committed on its node (once)."""
+        if task.scheduled is not None:      # its event row, while its node is known
+            self.head.events.keep(task)
         node = self.nodes.get(task.node_id)
         task.node_id = None
         if task.lease is not None:     # the lease holds the CPU, not the task

@@ -89,9 +89,10 @@ class TaskFlow:
             obj = self.directory.claim(object_id)
             obj.hold(key)
             client.holding[object_id] = client.holding.get(object_id, 0) + 1
-        for object_id in spec.dep_ids + tuple(spec.nested_ids):
-            if object_id not in self.objects:
-                self.directory.unknown_object(object_id)
+        if spec.dep_ids or spec.nested_ids:
+            for object_id in spec.dep_ids + tuple(spec.nested_ids):
+                if object_id not in self.objects:
+                    self.directory.unknown_object(object_id)
         return task
 
     def wait_for_deps(self, task):
@@ -109,7 +110,7 @@ class TaskFlow:
             self.deps_ready(task)
 
     def deps_ready(self, task):
-        for dep_id in task.spec.dep_ids:
+        for dep_id in task.spec.dep_ids:        # (most tasks have none)
             dep = self.objects.get(dep_id) or self.directory.unknown_object(dep_id)
             if dep.kind == KIND_ERROR:
                 self._finish_with_error_blob(task, dep.data, TaskState.FAILED)
@@ -142,7 +143,7 @@ class TaskFlow:
             self.events.finished(task_id, attempt, status == STATUS_OK, now, run_s,
                                  node.node_id if node is not None else None,
                                  client.info.get("pid") if client is not None else None,
-                                 None if status == STATUS_OK else error_of(results))
+                                 None if status == STATUS_OK else error_of(results), task)
             self.scheduler.release(task)
             if status == STATUS_RETRIABLE_ERROR and self.retries_left(task) \
                     and not task.cancel_requested:
@@ -180,6 +181,7 @@ class TaskFlow:
     def _retry(self, task, due=None):
         """Back to PENDING; into the scheduler's queue now, or at ``due``."""
         self.events.retried(task, self.head.now)
+        self.events.keep(task)
         task.spec.attempt += 1
         task.node_id = None
         task.move(TaskState.PENDING)
