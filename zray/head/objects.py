@@ -225,13 +225,17 @@ class ObjectDirectory:
 
     def object_ready(self, obj, push_owner=True):
         obj.move(ObjectState.READY)
-        item = obj.ready_item()
-        for client_key in obj.subscribers:
-            self.out.send(client_key, Msg.OBJECTS_READY, item)
-        obj.subscribers = NONE_YET
-        task = self.tasks.get(obj.object_id[:16])
-        if push_owner and task is not None and obj.held_by(task.owner):
-            self.out.send(task.owner, Msg.OBJECTS_READY, item)
+        item = None
+        if obj.subscribers:
+            item = obj.ready_item()
+            for client_key in obj.subscribers:
+                self.out.send(client_key, Msg.OBJECTS_READY, item)
+            obj.subscribers = NONE_YET
+        if push_owner:
+            task = self.tasks.get(obj.object_id[:16])
+            if task is not None and obj.held_by(task.owner):
+                self.out.send(task.owner, Msg.OBJECTS_READY,
+                              obj.ready_item() if item is None else item)
         dependents, obj.dependents = obj.dependents, ()
         for task_id in dependents:
             waiter = self.tasks.get(task_id)

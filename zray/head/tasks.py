@@ -121,6 +121,7 @@ class TaskFlow:
     def on_tasks_finished(self, key, items, now):
         client = self.clients.get(key)
         client_node = self.nodes.get(client.node_id) if client is not None else None
+        pid = client.info.get("pid") if client is not None else None
         for item in items:
             task_id, attempt, status, results, run_s = item
             task = self.tasks.get(task_id)
@@ -141,8 +142,7 @@ class TaskFlow:
                 self.directory.discard_results(results, node)
                 continue
             self.events.finished(task_id, attempt, status == STATUS_OK, now, run_s,
-                                 node.node_id if node is not None else None,
-                                 client.info.get("pid") if client is not None else None,
+                                 node.node_id if node is not None else None, pid,
                                  None if status == STATUS_OK else error_of(results), task)
             self.scheduler.release(task)
             if status == STATUS_RETRIABLE_ERROR and self.retries_left(task) \
