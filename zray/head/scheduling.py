@@ -266,7 +266,9 @@ def pick_node(state, task, shape=None):
     if index.stale:
         index.settle()
     strategy = spec.strategy
-    if isinstance(strategy, tuple) and strategy and strategy[0] == "node_affinity":
+    if strategy is None or type(strategy) is str:
+        pass                # (most tasks: no affinity, no group; one test)
+    elif strategy and strategy[0] == "node_affinity":
         _, node_id, soft = strategy
         target = state.nodes.get(node_id)      # a direct lookup
         if target is not None and target.state is NodeState.ALIVE \
