@@ -106,17 +106,21 @@ class TimedHead:
         """What the process loop would do to send ``out`` and ``whole``: seconds
         spent encoding (by this clock; the sends themselves not counted) and the
         number of messages sent."""
-        started, sends = self.clock(), 0
+        started = self.clock()
         for (_identity, kind), items in out.items():
             encode(kind, items)
-            sends += 1
         if self.whole:
-            from zray.head.outbox import BROADCAST, frames_of
-            for identity, kind, items in self.whole:
+            from zray.head.outbox import frames_of
+            for _identity, kind, items in self.whole:
                 frames_of(kind, items)
-                sends += len(self.state.membership.alive_identities()) \
-                    if identity is BROADCAST else 1
-        return self.clock() - started, sends
+        spent = self.clock() - started
+        sends = len(out)
+        if self.whole:
+            from zray.head.outbox import BROADCAST
+            alive = len(self.state.membership.alive_identities())
+            sends += sum(alive if identity is BROADCAST else 1
+                         for identity, _kind, _items in self.whole)
+        return spent, sends
 
     @property
     def total_s(self) -> float:
