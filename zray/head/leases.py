@@ -103,7 +103,7 @@ class Leases:
         task.move(TaskState.ASSIGNED)
         task.node_id = node.node_id
         task.lease = lease
-        self.head.events.scheduled(task, node.node_id, self.head.now)
+        self.head.events.assigned(task, node.node_id, self.head.now)
         lease.task_id = spec.task_id
         self.out.send(b"W" + lease.worker_id, Msg.EXECUTE_TASKS,
                       (self.scheduler.to_send(spec, lease.known_functions),))
@@ -143,7 +143,7 @@ class Leases:
             task.move(TaskState.ASSIGNED)
             if node is not None:
                 task.node_id = node.node_id
-                self.head.events.scheduled(task, node.node_id, self.head.now)
+                self.head.events.assigned(task, node.node_id, self.head.now)
                 task.lease = node.lease
                 node.lease.tasks.add(spec.task_id)
                 node.lease.known_functions.add(spec.function_id)
