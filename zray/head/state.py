@@ -238,6 +238,9 @@ class HeadState:
                     node.total.get("CPU", 0.0) + 1e-6, "a lease's CPU counted as free"
         assert self.leases.lent == {node_id: node for node_id, node in self.nodes.items()
                                     if node.lease is not None}, "lent leases out of step"
+        assert all(node.lease is not None and node.lease.worker_id == worker_id
+                   for worker_id, node in self.leases.lent_by_worker.items()), \
+            "leases by worker out of step"
         self.scheduler.index.validate(self.nodes)
         self.membership.table.validate({node_id for node_id, node in self.nodes.items()
                                         if node.state is NodeState.ALIVE})
