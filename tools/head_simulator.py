@@ -47,7 +47,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from zray import ids  # noqa: E402
 from zray.config import Config  # noqa: E402
 from zray.head.state import HeadState  # noqa: E402
-from zray.protocol import ITEMS, Message, Msg, PROTOCOL_MAJOR, STATUS_OK  # noqa: E402
+from zray.protocol import (ITEMS, Message, Msg, PROTOCOL_MAJOR, STATUS_OK,  # noqa: E402
+                           encode)
 from zray.serialization import KIND_INLINE  # noqa: E402
 from zray.task_spec import TaskSpec  # noqa: E402
 
@@ -94,7 +95,32 @@ class TimedHead:
         self._timed("tick", self.state.tick, self.now)
 
     def drain(self) -> dict:
-        return self._timed("drain", self.state.out.drain)
+        """The batches; whole messages and broadcasts (a head with
+        ``zray.head.outbox``) are kept in ``whole`` until the next drain."""
+        out = self._timed("drain", self.state.out.drain)
+        drain_whole = getattr(self.state.out, "drain_whole", None)
+        self.whole = [] if drain_whole is None else self._timed("drain", drain_whole)
+        return out
+
+    def io_cost(self, out: dict) -> tuple:
+        """What the process loop would do to send ``out`` and ``whole``: seconds
+        spent encoding (by this clock; the sends themselves not counted) and the
+        number of messages sent."""
+        started = self.clock()
+        for (_identity, kind), items in out.items():
+            encode(kind, items)
+        if self.whole:
+            from zray.head.outbox import frames_of
+            for _identity, kind, items in self.whole:
+                frames_of(kind, items)
+        spent = self.clock() - started
+        sends = len(out)
+        if self.whole:
+            from zray.head.outbox import BROADCAST
+            alive = len(self.state.membership.alive_identities())
+            sends += sum(alive if identity is BROADCAST else 1
+                         for identity, _kind, _items in self.whole)
+        return spent, sends
 
     @property
     def total_s(self) -> float:
@@ -118,12 +144,22 @@ class SimCluster:
         if endpoints:        # as if every node had sent its transfer endpoint
             for node in head.state.nodes.values():
                 node.info["transfer_endpoint"] = f"tcp://10.0.0.1:{node.node_id.hex()}"
+        if endpoints and hasattr(head.state.membership, "table"):
+            for node in head.state.nodes.values():      # the node table, likewise
+                head.state.membership.table.set(node.node_id,
+                                                node.info["transfer_endpoint"], True)
+            head.state.membership.table.flush()
+            head.drain()
+            from zray.head.outbox import frames_of     # as earlier joins had them sent
+            for block in head.state.membership.table.blocks:
+                frames_of(Msg.NODE_TABLE, block)
         before = head.total_s
         info = {"resources": {"CPU": cpus}, "host": "sim"}
-        if endpoints:        # real nodes send one; each join then sends O(N^2) items
+        if endpoints:        # real nodes send one: the others must learn of it
             info["transfer_endpoint"] = "tcp://10.0.0.1:last"
-        self._join(self.node_ids[-1], info)
+        out = self._join(self.node_ids[-1], info)
         self.last_join_s = head.total_s - before
+        self.last_join_io_s, self.last_join_sends = head.io_cost(out)
         head.send("join", DRIVER, Msg.HELLO, [("driver", PROTOCOL_MAJOR, 0, 1, {})])
         head.after_batch()
         head.drain()
@@ -138,7 +174,7 @@ class SimCluster:
         self.head.send("join", b"W" + node_id, Msg.HELLO,
                        [("worker", PROTOCOL_MAJOR, 0, 1, {"node_id": node_id})])
         self.head.after_batch()
-        self.head.drain()
+        return self.head.drain()
 
     def heartbeats(self, force=False):
         """Every node and the driver say they are alive, once a simulated second."""
@@ -312,6 +348,8 @@ def run_one(nodes, tasks, variant, cpus, batch, factor, budget_s, endpoints,
     return {
         "nodes": nodes, "variant": variant, "tasks": done, "tasks_asked": tasks,
         "join_s": round(join_s, 4), "last_join_ms": round(1e3 * cluster.last_join_s, 2),
+        "last_join_encode_ms": round(1e3 * cluster.last_join_io_s, 2),
+        "last_join_sends": cluster.last_join_sends,
         "bookkeeping_join_ms": round(1e3 * cluster.bookkeeping_join_s, 3),
         "head_s": round(head.total_s, 4),
         "tasks_per_s": round(done / head.total_s), "us_per_task": round(
@@ -352,7 +390,7 @@ def bytes_per_task(nodes, count, variant, cpus) -> dict:
     records = len(state.tasks)
     assigned = sum(1 for t in state.tasks.values() if t.state.value == "ASSIGNED")
     rows = len(state.events.rows)
-    state.events.rows.clear()
+    state.events.clear()
     gc.collect()
     without_events = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
@@ -381,7 +419,7 @@ def run_in_child(args, nodes, variant) -> dict:
 
 def print_table(rows):
     header = (f"{'nodes':>6} {'variant':>8} {'tasks':>8} {'join0 ms':>8} {'join ms':>8} "
-              f"{'head s':>7} "
+              f"{'enc ms':>7} {'sends':>6} {'head s':>7} "
               f"{'tasks/s':>8} {'us/task':>8} {'sched':>7} {'submit':>7} {'finish':>7} "
               f"{'refs':>6} {'tick':>6} {'hb':>6} {'records':>8} {'RSS+MiB':>8} {'left':>6}")
     print(header)
@@ -393,7 +431,8 @@ def print_table(rows):
         p = r["phases_us_per_task"]
         tasks = f"{r['tasks']}" + ("*" if r["tasks"] < r["tasks_asked"] else "")
         print(f"{r['nodes']:>6} {r['variant']:>8} {tasks:>8} "
-              f"{r['bookkeeping_join_ms']:>8.3f} {r['last_join_ms']:>8.1f} "
+              f"{r['bookkeeping_join_ms']:>8.3f} {r['last_join_ms']:>8.3f} "
+              f"{r.get('last_join_encode_ms', 0):>7.2f} {r.get('last_join_sends', 0):>6} "
               f"{r['head_s']:>7.2f} {r['tasks_per_s']:>8} {r['us_per_task']:>8.1f} "
               f"{p.get('schedule', 0):>7.1f} {p.get('submit', 0):>7.1f} "
               f"{p.get('finish', 0):>7.1f} {p.get('remove_refs', 0):>6.1f} "
@@ -402,7 +441,9 @@ def print_table(rows):
     print("us/task columns: head busy time per task, total and by phase (sched = "
           "after_batch, i.e. placement); * = stopped at --budget-s; join0 ms = head time "
           "for the (N-1)-th node to join, without a transfer endpoint (the head's own "
-          "bookkeeping); join ms = the N-th, with one (NODE_TABLE to all); records = "
+          "bookkeeping); join ms = the N-th, with one (NODE_TABLE to all); enc ms = "
+          "encoding what that join sends (by the process loop, not in head s), sends = "
+          "messages it sends; records = "
           "most task records held; RSS+MiB = peak growth during the run, left = after it.")
 
 

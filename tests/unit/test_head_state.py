@@ -666,3 +666,38 @@ def test_a_lease_is_not_used_before_its_worker_said_hello():
     second = spec()
     out = h.send(DRIVER, Msg.SUBMIT_TASKS, (second,))
     assert [item[0].task_id for item in out[(WORKER, Msg.EXECUTE_TASKS)]] == [second.task_id]
+
+
+def test_a_task_sent_to_a_node_gets_its_event_row_when_it_ends():
+    """No row while it runs (its record answers, with its node and time); one
+    row, made once, when it ends; a retry's first attempt keeps its node."""
+    h = Harness()
+    h.add_node()
+    h.connect_driver()
+    h.connect_worker()
+    events = h.state.events
+    task = spec()
+    h.now = 1.0
+    h.send(DRIVER, Msg.SUBMIT_TASKS, (task,))
+    assert not events.rows
+    (live,) = events.pending(h.state.tasks)
+    assert live["state"] == "SUBMITTED_TO_WORKER" and live["node_id"] == NODE_A[1:].hex()
+    assert live["scheduled_time_ms"] == pytest.approx(events.wall(1.0) * 1e3)
+    h.now = 2.0
+    h.send(NODE_A, Msg.WORKER_DIED, (b"worker1", 123, -9, task.task_id, 0))
+    (first,) = events.select()
+    assert first["attempt_number"] == 0 and first["state"] == "FAILED" and first["retried"]
+    assert first["node_id"] == NODE_A[1:].hex()
+    assert first["scheduled_time_ms"] == pytest.approx(events.wall(1.0) * 1e3)
+    [oid] = task.return_ids()
+    h.connect_worker()
+    h.now = 3.0
+    h.send(WORKER, Msg.TASKS_FINISHED,
+           (task.task_id, 1, STATUS_OK, [(oid, KIND_INLINE, b"data", 4, ())], 0.5))
+    first, second = events.select()
+    assert second["attempt_number"] == 1 and second["state"] == "FINISHED"
+    assert second["node_id"] == NODE_A[1:].hex() and second["worker_pid"] == 2
+    assert second["duration_ms"] == pytest.approx(500.0)
+    assert [e["state"] for e in second["events"]] == [
+        "PENDING_NODE_ASSIGNMENT", "SUBMITTED_TO_WORKER", "RUNNING", "FINISHED"]
+    assert not events.pending(h.state.tasks)

@@ -107,7 +107,7 @@ class ActorTable:
     def _hold_handle(self, client, actor_id):
         oid = handle_id(actor_id)
         obj = self.directory.ready_record(oid)
-        obj.holders[client.key] = obj.holders.get(client.key, 0) + 1
+        obj.hold(client.key)
         client.holding[oid] = client.holding.get(oid, 0) + 1
 
     def on_actor_ready(self, key, items, now):
@@ -126,7 +126,7 @@ class ActorTable:
                 task.move(TaskState.FINISHED)
                 self.directory.unpin_task_args(task)
                 self.head.events.finished(task.spec.task_id, task.spec.attempt, True, now,
-                                          node_id=client.node_id, pid=pid)
+                                          node_id=client.node_id, pid=pid, task=task)
             for task_id in actor.pending_cancels:
                 if task_id in actor.calls:
                     self.out.send(key, Msg.CANCEL_TASKS, (task_id, False))
@@ -300,6 +300,7 @@ class ActorTable:
         actor.death_text = None
         log.info("restarting actor %s (restart %d)", actor.actor_id.hex(), actor.restarts)
         self._publish_actor(actor)
+        self.head.events.keep(task)
         task.spec.attempt += 1
         task.node_id = None
         if task.state is not TaskState.PENDING:    # else it is queued already

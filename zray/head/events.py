@@ -2,10 +2,12 @@
 
 One row per (task id, attempt), as Ray's task events are kept per attempt:
 its state, the times it was submitted, scheduled, started and ended, its node
-and worker pid, and an error blob when it failed.  A row is made when its
-attempt is first scheduled (or ends before that): until then the head's live
-task record answers for it (``pending``), which spares the hot path a row
-per task.  At most
+and worker pid, and an error blob when it failed.  A task the scheduler sends
+to a node gets its row when its attempt ends (``assigned`` only notes the
+time on its record); others (leased, actor calls) when first scheduled, or
+when they end before that.  Until then the head's live task record answers for
+it (``pending``), which spares the hot path a row per task in flight (~0.25
+KB each) and one of the two tuples per task.  At most
 ``Config.task_events_max`` rows are kept; the oldest go first and are counted
 (``dropped``), as Ray's GCS does with ``task_events_max_num_task_in_gcs``.
 
@@ -27,7 +29,6 @@ import collections
 import itertools
 import operator
 import time
-from collections import OrderedDict
 
 from zray.serialization import KIND_ERROR
 
@@ -69,6 +70,12 @@ def _changed(t, changes):
     for index, value in changes:
         out[index] = value
     return tuple(out)
+
+
+def _key(task_id, attempt):
+    """A row's key: the task id itself for a first attempt (no new bytes per
+    task), with the attempt appended for the others."""
+    return task_id if not attempt else task_id + attempt.to_bytes(8, "big")
 
 
 def row_of(t) -> dict:
@@ -133,53 +140,109 @@ class TaskEvents:
         self.max_rows = max(1, int(max_rows))
         now = time.monotonic() if monotonic_now is None else monotonic_now
         self.offset = time.time() - now     # monotonic -> wall clock
-        # task id + attempt (8 bytes) -> row tuple, oldest first: an OrderedDict, as
-        # dropping a plain dict's first key costs a scan past every key dropped
-        # before; keys are bytes and rows change by one new tuple each, as every
-        # tracked allocation brings the next garbage collection nearer
-        self.rows = OrderedDict()
+        # _key(task id, attempt) -> row tuple, oldest first; keys are bytes and
+        # rows change by one new tuple each, as every tracked allocation brings
+        # the next garbage collection nearer.  A plain dict and a deque of its
+        # keys in order (what to drop first): 45 bytes a row less than an
+        # OrderedDict, and dropping a plain dict's first key would cost a scan
+        # past every key dropped before.
+        self.rows = {}
+        self.order = collections.deque()
         self.dropped = 0
+        # the last few monotonic times turned into wall time (a row's submit,
+        # schedule and end times), and the results: the tasks of one batch
+        # share one float instead of 24 bytes each
+        self._walls = {}
 
     def wall(self, now: float) -> float:
-        return now + self.offset
+        out = self._walls.get(now)
+        if out is None:
+            if len(self._walls) >= 8:
+                self._walls.clear()
+            out = self._walls[now] = now + self.offset
+        return out
+
+    def clear(self) -> None:
+        self.rows.clear()
+        self.order.clear()
 
     def _add(self, key, row):
         rows = self.rows
-        if len(rows) >= self.max_rows:
-            rows.popitem(last=False)
-            self.dropped += 1
+        while len(rows) >= self.max_rows:
+            if rows.pop(self.order.popleft(), None) is not None:
+                self.dropped += 1
         rows[key] = row
+        self.order.append(key)
 
     def _make(self, task, state, node_id, scheduled):
         """A new row for ``task`` (a head Task record): made when it is first
         scheduled (or ends before that), not when submitted, to spare the hot
-        path one row per task; until then list_tasks reads the live record."""
+        path one row per task; until then list_tasks reads the live record.
+        A task sent to a node (``assigned``) gives its node and time here."""
         spec = task.spec
-        self._add(spec.task_id + spec.attempt.to_bytes(8, "big"), (
+        since = getattr(task, "scheduled", None)
+        if since is not None:
+            task.scheduled = None
+            if scheduled is None:
+                scheduled = self.wall(since)
+            if node_id is None:
+                node_id = task.node_id
+        self._add(_key(spec.task_id, spec.attempt), (
             spec.task_id, spec.attempt, spec.name, kind_of(spec), spec.job_id,
-            spec.actor_id, task.owner, state, node_id, None, task.created + self.offset,
+            spec.actor_id, task.owner, state, node_id, None, self.wall(task.created),
             scheduled, None, None, None, False))
+
+    def assigned(self, task, node_id, now):
+        """The scheduler sent the task to a node: its row waits for its end
+        (its record keeps ``now`` in ``scheduled``), unless its attempt has one."""
+        spec = task.spec
+        if _key(spec.task_id, spec.attempt) in self.rows:
+            self.scheduled(task, node_id, now)
+        else:
+            task.scheduled = now
+
+    def keep(self, task):
+        """Make the row of an assigned task now (before its record forgets its
+        node or attempt: a release, a re-run)."""
+        if getattr(task, "scheduled", None) is not None:
+            spec = task.spec
+            if _key(spec.task_id, spec.attempt) in self.rows:
+                task.scheduled = None
+            else:
+                self._make(task, SUBMITTED_TO_WORKER, task.node_id, None)
 
     def scheduled(self, task, node_id, now):
         spec = task.spec
-        key = spec.task_id + spec.attempt.to_bytes(8, "big")
+        key = _key(spec.task_id, spec.attempt)
         t = self.rows.get(key)
         if t is None:
-            self._make(task, SUBMITTED_TO_WORKER, node_id, now + self.offset)
+            self._make(task, SUBMITTED_TO_WORKER, node_id, self.wall(now))
         else:        # one new tuple (each allocation brings the next GC nearer)
             self.rows[key] = (t[0], t[1], t[2], t[3], t[4], t[5], t[6], SUBMITTED_TO_WORKER,
-                              node_id, t[9], t[10], now + self.offset, t[12], t[13], t[14],
+                              node_id, t[9], t[10], self.wall(now), t[12], t[13], t[14],
                               t[15])
 
     def finished(self, task_id, attempt, ok, now, run_s=None, node_id=None, pid=None,
-                 error=None):
+                 error=None, task=None):
         """The attempt ended: ``ok`` FINISHED, else FAILED with ``error``.  With
-        ``run_s`` it also started (``run_s`` before the end)."""
-        key = task_id + attempt.to_bytes(8, "big")
+        ``run_s`` it also started (``run_s`` before the end).  ``task``: its
+        record, whose row is made here if ``assigned`` put it off."""
+        key = _key(task_id, attempt)
         t = self.rows.get(key)
         if t is None:
+            if task is None or getattr(task, "scheduled", None) is None:
+                return
+            spec = task.spec
+            end = self.wall(now)
+            scheduled, task.scheduled = task.scheduled, None
+            self._add(key, (
+                spec.task_id, spec.attempt, spec.name, kind_of(spec), spec.job_id,
+                spec.actor_id, task.owner, FINISHED if ok else FAILED,
+                task.node_id if node_id is None else node_id, pid, self.wall(task.created),
+                self.wall(scheduled), None if run_s is None else end - max(0.0, float(run_s)),
+                end, error, False))
             return
-        end = now + self.offset
+        end = self.wall(now)
         start = t[START] if run_s is None else end - max(0.0, float(run_s))
         self.rows[key] = (t[0], t[1], t[2], t[3], t[4], t[5], t[6],
                           FINISHED if ok else FAILED, t[8] if node_id is None else node_id,
@@ -190,7 +253,7 @@ class TaskEvents:
         """Failed or cancelled without a worker's report (node's word, a dependency's
         error, a cancel); a row that already ended keeps its first end."""
         spec = task.spec
-        key = spec.task_id + spec.attempt.to_bytes(8, "big")
+        key = _key(spec.task_id, spec.attempt)
         t = self.rows.get(key)
         if t is None:
             self._make(task, state, task.node_id, None)
@@ -208,7 +271,7 @@ class TaskEvents:
         """The task's current attempt failed and will run again as the next one
         (whose row is made when it is scheduled)."""
         spec = task.spec
-        key = spec.task_id + spec.attempt.to_bytes(8, "big")
+        key = _key(spec.task_id, spec.attempt)
         t = self.rows.get(key)
         if t is None:
             self._make(task, FAILED, task.node_id, None)
@@ -224,7 +287,7 @@ class TaskEvents:
         with the worker's wall-clock ``end``.  A call the head registered keeps
         its row (its submit time) and gains its run; others get a row here."""
         for task_id, attempt, name, job_id, actor_id, end, run_s, ok, error in calls:
-            key = task_id + attempt.to_bytes(8, "big")
+            key = _key(task_id, attempt)
             start = end - max(0.0, float(run_s))
             t = self.rows.get(key)
             if t is None:
@@ -238,21 +301,27 @@ class TaskEvents:
                               t[15])
 
     def has(self, task_id, attempt) -> bool:
-        return task_id + attempt.to_bytes(8, "big") in self.rows
+        return _key(task_id, attempt) in self.rows
 
     def live_row(self, task, state) -> dict:
-        """The row of a task not scheduled yet (from its head record)."""
+        """The row of a task without one yet (from its head record)."""
         spec = task.spec
+        since = getattr(task, "scheduled", None)
+        node_id = task.node_id if since is not None else None
         return row_of((spec.task_id, spec.attempt, spec.name, kind_of(spec), spec.job_id,
-                       spec.actor_id, task.owner, state, None, None,
-                       task.created + self.offset, None, None, None, None, False))
+                       spec.actor_id, task.owner, state, node_id, None,
+                       task.created + self.offset,
+                       None if since is None else since + self.offset,
+                       None, None, None, False))
 
     def pending(self, tasks) -> list:
-        """Rows of the head's live task records (``tasks``: id -> Task) that wait
-        for arguments or a node and have no row yet."""
+        """Rows of the head's live task records (``tasks``: id -> Task) that have
+        no row yet: waiting for arguments or a node, or sent to one (``assigned``)."""
         out = []
         for task in tasks.values():
             state = _WAITING_STATES.get(task.state.value)
+            if state is None and getattr(task, "scheduled", None) is not None:
+                state = SUBMITTED_TO_WORKER
             if state is not None and not self.has(task.spec.task_id, task.spec.attempt):
                 out.append(self.live_row(task, state))
         return out

@@ -118,7 +118,7 @@ class GeneratorItems:
         """A streaming task's caller gets each item as it comes, while it still
         holds the completion (that is, its ObjectRefGenerator)."""
         if task.spec.num_returns == STREAMING and completion is not None and \
-                task.owner in completion.holders:
+                completion.held_by(task.owner):
             self.out.send(task.owner, Msg.OBJECTS_READY, obj.ready_item())
 
     def _item_node_id(self, task):

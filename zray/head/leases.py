@@ -33,6 +33,9 @@ class Leases:
         #: node id -> node, of the nodes holding a lease (``node.lease``): the
         #: loops over leases cost the leases, not the nodes
         self.lent = {}
+        #: worker id -> node, of the same leases: a granted task's SUBMIT_LEASED
+        #: finds its lease by a lookup, not a pass over every lease
+        self.lent_by_worker = {}
 
     def bind(self, head):
         """Reach the tables and parts of the others, once all exist."""
@@ -48,11 +51,15 @@ class Leases:
 
     def set_lease(self, node, lease) -> None:
         """The only way ``node.lease`` changes: keeps ``lent`` in step."""
+        old = node.lease
+        if old is not None and self.lent_by_worker.get(old.worker_id) is node:
+            del self.lent_by_worker[old.worker_id]
         node.lease = lease
         if lease is None:
             self.lent.pop(node.node_id, None)
         else:
             self.lent[node.node_id] = node
+            self.lent_by_worker[lease.worker_id] = node
 
     def keep_early_finish(self, task_id, early) -> None:
         self.early_granted[task_id] = early
@@ -103,7 +110,7 @@ class Leases:
         task.move(TaskState.ASSIGNED)
         task.node_id = node.node_id
         task.lease = lease
-        self.head.events.scheduled(task, node.node_id, self.head.now)
+        self.head.events.assigned(task, node.node_id, self.head.now)
         lease.task_id = spec.task_id
         self.out.send(b"W" + lease.worker_id, Msg.EXECUTE_TASKS,
                       (self.scheduler.to_send(spec, lease.known_functions),))
@@ -143,7 +150,7 @@ class Leases:
             task.move(TaskState.ASSIGNED)
             if node is not None:
                 task.node_id = node.node_id
-                self.head.events.scheduled(task, node.node_id, self.head.now)
+                self.head.events.assigned(task, node.node_id, self.head.now)
                 task.lease = node.lease
                 node.lease.tasks.add(spec.task_id)
                 node.lease.known_functions.add(spec.function_id)
@@ -164,11 +171,13 @@ class Leases:
                 self.task_flow.on_tasks_finished(early.worker_key, [early.item], now)
 
     def _granted_node(self, driver_key, worker_id):
-        for node in self.lent.values():
-            lease = node.lease
-            if lease.worker_id == worker_id and \
-                    lease.granted_to == driver_key and node.state is NodeState.ALIVE:
-                return node
+        node = self.lent_by_worker.get(worker_id)
+        if node is None:
+            return None
+        lease = node.lease
+        if lease is not None and lease.worker_id == worker_id and \
+                lease.granted_to == driver_key and node.state is NodeState.ALIVE:
+            return node
         return None
 
     def on_lease_return(self, key, items, now):

@@ -28,6 +28,7 @@ from zray._process import (bind_private, configure_socket, guarded, has_input,
                            recv_frames, run_profiled, send_frames, setup_logging, tune_gc)
 from zray.config import Config
 from zray.exceptions import ProtocolError
+from zray.head.outbox import BROADCAST, frames_of
 from zray.head.state import HeadState, NodeState
 from zray.security import HandshakeWatch, secure_server
 
@@ -127,8 +128,22 @@ class HeadLoop:
         return render(self.state)
 
     def _flush(self) -> None:
-        router = self.router
-        for (identity, msg_type), items in self.state.out.drain().items():
+        router, state = self.router, self.state
+        for identity, msg_type, items in state.out.drain_whole():
+            # shared items (the node table): one encoding, however many peers
+            try:
+                frames = frames_of(msg_type, items)
+            except Exception:
+                log.exception("could not encode %s; dropped", msg_type.name)
+                continue
+            peers = state.membership.alive_identities() if identity is BROADCAST \
+                else (identity,)
+            for peer in peers:
+                try:
+                    send_frames(router, [peer] + frames)
+                except zmq.ZMQError as exc:
+                    log.warning("could not send %s to %r: %s", msg_type.name, peer[:16], exc)
+        for (identity, msg_type), items in state.out.drain().items():
             try:
                 send_frames(router, [identity] + protocol.encode(msg_type, items))
             except zmq.ZMQError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from zray import exceptions as zerr
+from zray.head.node_table import NodeTable
 from zray.head.records import Client, Node, NodeState, TaskState, TERMINAL
 from zray.protocol import Msg, PROTOCOL_MAJOR
 from zray.serialization import KIND_SHM
@@ -33,6 +34,8 @@ class Membership:
         self.pending_welcomes = []
         #: the next job id to hand out
         self.next_job = 1
+        #: the nodes' transfer endpoints, as the nodes learn them (NODE_TABLE)
+        self.table = NodeTable(head.out)
 
     def bind(self, head):
         """Reach the tables and parts of the others, once all exist."""
@@ -126,23 +129,17 @@ class Membership:
                 "heartbeat_interval_s": self.config.heartbeat_interval_s},))
             self.scheduler.node_joined(node)
             self.head.dirty = True
-            self._send_node_table(node)
+            # O(1) here: the others hear of it in the batch's broadcast, and it
+            # gets the table as shared blocks (see zray.head.node_table)
+            endpoint = info.get("transfer_endpoint")
+            if endpoint:
+                self.table.set(node_id, endpoint, True)
+            self.table.send_to(key)
         self._send_welcomes()
 
-    def _send_node_table(self, changed):
-        """Tell every alive node about ``changed`` (joined or died), and a node that
-        just joined about every node: O(N) messages per change, not O(N^2)."""
-        def entry(n):
-            return (n.node_id, n.info.get("transfer_endpoint"), n.state is NodeState.ALIVE)
-        if changed.info.get("transfer_endpoint"):
-            item = entry(changed)
-            for node in self.nodes.values():
-                if node.state is NodeState.ALIVE and node is not changed:
-                    self.out.send(node.identity, Msg.NODE_TABLE, item)
-        if changed.state is NodeState.ALIVE:
-            for other in self.nodes.values():
-                if other.info.get("transfer_endpoint"):
-                    self.out.send(changed.identity, Msg.NODE_TABLE, entry(other))
+    def alive_identities(self) -> list:
+        """The socket identities of the alive nodes (a broadcast's peers)."""
+        return [n.identity for n in self.nodes.values() if n.state is NodeState.ALIVE]
 
     def on_heartbeat(self, key, items, now):
         client = self.clients.get(key)
@@ -191,7 +188,9 @@ class Membership:
                 if not obj.locations and obj.kind == KIND_SHM:
                     lost.append(obj)
         self.directory.rebuild_or_lose(lost, node)
-        self._send_node_table(node)
+        endpoint = node.info.get("transfer_endpoint")
+        if endpoint:
+            self.table.set(node.node_id, endpoint, False)
         self.head.dirty = True
 
     def client_gone(self, client):
@@ -202,7 +201,7 @@ class Membership:
         for object_id, count in list(client.holding.items()):
             obj = self.objects.get(object_id)
             if obj is not None:
-                obj.holders.pop(client.key, None)
+                obj.drop_holder(client.key)
                 self.directory.maybe_free(obj)
         if client.kind == "driver":
             for task in list(self.tasks.values()):

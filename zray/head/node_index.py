@@ -41,6 +41,8 @@ SHAPE_IDLE_PASSES = 2000
 
 
 def shape_key(request: dict) -> tuple:
+    if len(request) < 2:            # most: {"CPU": 1.0} or {}; no sort needed
+        return tuple(request.items())
     return tuple(sorted(request.items()))
 
 
@@ -223,6 +225,8 @@ class NodeIndex:
         self.versions = []      # seq -> bumped when its fraction changes
         self.shapes = {}        # shape key -> Shape
         self.passes = 0         # placement passes so far (ages unused shapes)
+        #: seq -> node: released resources not yet applied (``refresh_later``)
+        self.stale = {}
 
     # --- keeping it current ----------------------------------------------------------
 
@@ -237,11 +241,28 @@ class NodeIndex:
             self.nodes[seq] = node
         self.refresh(node)
 
+    def refresh_later(self, node) -> None:
+        """As ``refresh``, applied at the next ``settle``: a batch of finished
+        tasks refreshes each node once, not once per task.  Only for changes
+        that free resources (a placement meanwhile may miss them, never
+        overcommit)."""
+        seq = self.seq_of.get(node.node_id)
+        if seq is not None:
+            self.stale[seq] = node
+
+    def settle(self) -> None:
+        """Apply the refreshes put off by ``refresh_later``."""
+        stale, self.stale = self.stale, {}
+        for node in stale.values():
+            self.refresh(node)
+
     def refresh(self, node) -> None:
         """The node's free or total resources or its state changed."""
         seq = self.seq_of.get(node.node_id)
         if seq is None or self.nodes[seq] is not node:
             return
+        if self.stale:
+            self.stale.pop(seq, None)
         frac = free_fraction(node)
         changed = frac != self.fracs[seq]
         if changed:
@@ -253,6 +274,8 @@ class NodeIndex:
 
     def shape(self, key: tuple) -> Shape:
         """The index of a shape, built (one pass over the nodes) on first use."""
+        if self.stale:
+            self.settle()
         shape = self.shapes.get(key)
         if shape is None:
             shape = self.shapes[key] = Shape(key, self.factors)
@@ -285,6 +308,7 @@ class NodeIndex:
 
     def validate(self, nodes: dict) -> None:
         """Every shape's sets equal what a full recomputation gives."""
+        self.settle()
         assert set(self.seq_of) == set(nodes), "the node index lacks or keeps a node"
         for node_id, node in nodes.items():
             seq = self.seq_of[node_id]

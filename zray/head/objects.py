@@ -57,7 +57,7 @@ class ObjectDirectory:
             obj.kind, obj.data, obj.size = kind, data, size
             if node_id is not None:
                 obj.add_location(node_id)
-            obj.holders[key] = obj.holders.get(key, 0) + 1
+            obj.hold(key)
             client.holding[object_id] = client.holding.get(object_id, 0) + 1
             self._set_contained(obj, contained)
             if placeholder:
@@ -69,7 +69,7 @@ class ObjectDirectory:
             obj = self.objects.get(object_id)
             if obj is None:
                 obj = self.unknown_object(object_id)
-            obj.holders[key] = obj.holders.get(key, 0) + 1
+            obj.hold(key)
             client.holding[object_id] = client.holding.get(object_id, 0) + 1
 
     def on_remove_refs(self, key, items, now):
@@ -84,11 +84,8 @@ class ObjectDirectory:
                     client.holding.pop(object_id, None)
             if obj is None:
                 continue
-            count = obj.holders.get(key, 0) - 1
-            if count > 0:
-                obj.holders[key] = count
-            else:
-                obj.holders.pop(key, None)
+            obj.unhold(key)
+            if obj.holder is None:
                 self.maybe_free(obj)
 
     def on_subscribe_objects(self, key, items, now):
@@ -154,24 +151,29 @@ class ObjectDirectory:
             self.maybe_free(obj)
 
     def pin_task_args(self, task):
-        for object_id in task.spec.dep_ids + tuple(task.spec.nested_ids):
-            obj = self.objects.get(object_id)
-            if obj is not None:
-                obj.pins += 1
+        spec = task.spec
+        if spec.dep_ids or spec.nested_ids:
+            for object_id in spec.dep_ids + tuple(spec.nested_ids):
+                obj = self.objects.get(object_id)
+                if obj is not None:
+                    obj.pins += 1
         task.pinned = True
 
     def unpin_task_args(self, task):
         if not task.pinned:
             return
         task.pinned = False
-        for object_id in task.spec.dep_ids + tuple(task.spec.nested_ids):
+        spec = task.spec
+        if not spec.dep_ids and not spec.nested_ids:
+            return
+        for object_id in spec.dep_ids + tuple(spec.nested_ids):
             obj = self.objects.get(object_id)
             if obj is not None:
                 obj.pins -= 1
                 self.maybe_free(obj)
 
     def maybe_free(self, obj):
-        if obj.holders or obj.pins > 0:
+        if obj.holder is not None or obj.pins > 0:
             return
         self.objects.pop(obj.object_id, None)
         self.placeholders.pop(obj.object_id, None)
@@ -223,13 +225,17 @@ class ObjectDirectory:
 
     def object_ready(self, obj, push_owner=True):
         obj.move(ObjectState.READY)
-        item = obj.ready_item()
-        for client_key in obj.subscribers:
-            self.out.send(client_key, Msg.OBJECTS_READY, item)
-        obj.subscribers = NONE_YET
-        task = self.tasks.get(obj.object_id[:16])
-        if push_owner and task is not None and task.owner in obj.holders:
-            self.out.send(task.owner, Msg.OBJECTS_READY, item)
+        item = None
+        if obj.subscribers:
+            item = obj.ready_item()
+            for client_key in obj.subscribers:
+                self.out.send(client_key, Msg.OBJECTS_READY, item)
+            obj.subscribers = NONE_YET
+        if push_owner:
+            task = self.tasks.get(obj.object_id[:16])
+            if task is not None and obj.held_by(task.owner):
+                self.out.send(task.owner, Msg.OBJECTS_READY,
+                              obj.ready_item() if item is None else item)
         dependents, obj.dependents = obj.dependents, ()
         for task_id in dependents:
             waiter = self.tasks.get(task_id)
@@ -275,7 +281,7 @@ class ObjectDirectory:
                 task.move(TaskState.WAITING)
                 self.task_flow.wait_for_deps(task)
         for obj in rebuild:
-            if obj.holders:              # someone may get it: rebuild now; the rest
+            if obj.holder is not None:   # someone may get it: rebuild now; the rest
                 self.rebuild(obj)       # only when a task or a reader needs it
 
     def rebuild(self, obj):
@@ -297,6 +303,7 @@ class ObjectDirectory:
             return
         log.info("re-running %s to rebuild lost object %s", task.spec.name,
                  obj.object_id.hex()[:16])
+        self.head.events.keep(task)
         task.spec.attempt += 1
         task.node_id = None
         task.move(TaskState.WAITING)

@@ -50,7 +50,8 @@ TERMINAL = (TaskState.FINISHED, TaskState.FAILED, TaskState.CANCELLED)
 
 class Task:
     __slots__ = ("spec", "state", "owner", "node_id", "waiting_on", "live_returns",
-                 "pinned", "cancel_requested", "blocked", "lease", "items", "created")
+                 "pinned", "cancel_requested", "blocked", "lease", "items", "created",
+                 "scheduled")
 
     def __init__(self, spec, owner):
         self.spec = spec
@@ -65,6 +66,7 @@ class Task:
         self.lease = None            # the leased worker running it, if any
         self.items = 0               # a generator task: items 0..items-1 were stored
         self.created = 0.0           # when the head got it (its monotonic clock)
+        self.scheduled = None        # when sent to its node, until its event row is made
 
     def move(self, new_state: TaskState) -> None:
         if new_state not in TASK_TRANSITIONS[self.state]:
@@ -97,9 +99,15 @@ NONE_YET = frozenset()
 
 
 class ObjectRecord:
+    """One object the head knows of.  Who holds references to it: most objects
+    have one holder (their owner), kept in two slots (``holder``, ``holds``);
+    the others, if any, in ``more_holders`` (a dict made when first needed),
+    which saves the ~220 bytes of a dict per record.  ``holder`` is None only
+    when nobody holds it."""
+
     __slots__ = ("object_id", "state", "kind", "data", "size", "locations",
-                 "holders", "pins", "subscribers", "contained_ids", "dependents",
-                 "lost")
+                 "holder", "holds", "more_holders", "pins", "subscribers",
+                 "contained_ids", "dependents", "lost")
 
     def __init__(self, object_id, state=ObjectState.PENDING):
         self.object_id = object_id
@@ -108,7 +116,9 @@ class ObjectRecord:
         self.data = None
         self.size = 0
         self.locations = NONE_YET       # node ids holding a copy
-        self.holders = {}
+        self.holder = None              # a client key holding references, or None
+        self.holds = 0                  # how many the holder holds
+        self.more_holders = NONE_YET    # other client key -> count
         self.pins = 0
         self.subscribers = NONE_YET     # client keys waiting for it
         self.contained_ids = ()
@@ -127,6 +137,54 @@ class ObjectRecord:
     def discard_location(self, node_id) -> None:
         if node_id in self.locations:
             self.locations.discard(node_id)
+
+    # --- holders ----------------------------------------------------------------------
+
+    def hold(self, key) -> None:
+        """``key`` (a client) holds one more reference."""
+        if self.holder == key:
+            self.holds += 1
+        elif self.holder is None:
+            self.holder, self.holds = key, 1
+        else:
+            if self.more_holders is NONE_YET:
+                self.more_holders = {}
+            self.more_holders[key] = self.more_holders.get(key, 0) + 1
+
+    def unhold(self, key) -> None:
+        """``key`` dropped one reference (nothing if it held none)."""
+        if self.holder == key:
+            self.holds -= 1
+            if self.holds <= 0:
+                self.drop_holder(key)
+        elif key in self.more_holders:
+            count = self.more_holders[key] - 1
+            if count > 0:
+                self.more_holders[key] = count
+            else:
+                del self.more_holders[key]
+
+    def drop_holder(self, key) -> None:
+        """``key`` holds no reference any more (it is gone)."""
+        if self.holder == key:
+            more = self.more_holders
+            if more:
+                self.holder = next(iter(more))
+                self.holds = more.pop(self.holder)
+            else:
+                self.holder, self.holds = None, 0
+        elif key in self.more_holders:
+            del self.more_holders[key]
+
+    def held_by(self, key) -> bool:
+        return self.holder == key or key in self.more_holders
+
+    @property
+    def holders(self) -> dict:
+        """Client key -> references held (a new dict: for queries and checks)."""
+        out = {} if self.holder is None else {self.holder: self.holds}
+        out.update(self.more_holders)
+        return out
 
     def add_subscriber(self, key) -> None:
         if self.subscribers is NONE_YET:

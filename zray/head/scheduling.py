@@ -56,8 +56,10 @@ class Scheduler:
         #: nodes by free capacity per resource shape (see zray.head.node_index)
         self.index = NodeIndex((self.config.node_overcommit_factor,
                                 self.config.long_task_overcommit_factor))
-        #: shape key -> the resources dict the queued specs of that shape share
+        #: shape key -> the resources dict the specs of that shape share, and
+        #: id of that dict -> its shape key (it stays alive while it is in both)
         self.shape_resources = {}
+        self.shape_by_id = {}
         self.dispatch_counts = {"node": 0, "lease": 0, "granted": 0}
         #: function id -> recent run time (s)
         self.run_times = {}
@@ -71,13 +73,27 @@ class Scheduler:
         self.leases = head.leases
         self.task_flow = head.task_flow
 
+    def share_resources(self, spec) -> tuple:
+        """The spec's resource shape; its resources dict becomes the one its
+        shape's specs share (~90 bytes each, from submission on)."""
+        resources = spec.resources
+        shape = self.shape_by_id.get(id(resources))
+        if shape is not None:       # already the shared dict
+            return shape
+        shape = shape_key(resources)
+        shared = self.shape_resources.get(shape)
+        if shared is None:
+            if len(self.shape_resources) >= MAX_SHARED_SHAPES:
+                self.shape_resources.clear()        # (and their ids with them)
+                self.shape_by_id.clear()
+            shared = self.shape_resources[shape] = resources
+            self.shape_by_id[id(resources)] = shape
+        spec.resources = shared
+        return shape
+
     def enqueue(self, task):
         spec = task.spec
-        shape = shape_key(spec.resources)
-        # one resources dict per shape, shared by its tasks' specs (~180 bytes each)
-        spec.resources = self.shape_resources.setdefault(shape, spec.resources)
-        if len(self.shape_resources) > MAX_SHARED_SHAPES:
-            self.shape_resources.clear()
+        shape = self.share_resources(spec)
         key = (shape, _strategy_key(spec.strategy))
         queue = self.queues.get(key)
         if queue is None:
@@ -101,6 +117,7 @@ class Scheduler:
 
     def schedule(self):
         leases_returned = False
+        self.index.settle()
         for key, queue in list(self.queues.items()):
             shape = self.index.shape(key[0])      # one class, one lookup per pass
             while queue:
@@ -171,7 +188,7 @@ class Scheduler:
         self.dispatch_counts["node"] += 1
         task.move(TaskState.ASSIGNED)
         task.node_id = node.node_id
-        self.head.events.scheduled(task, node.node_id, self.head.now)
+        self.head.events.assigned(task, node.node_id, self.head.now)
         for name, amount in held(spec).items():
             node.available[name] = node.available.get(name, 0.0) - amount
         self.index.refresh(node)
@@ -181,10 +198,13 @@ class Scheduler:
     def to_send(self, spec, known_functions: set):
         """The spec as dispatched: dependency values resolved, and the function's
         code attached for a receiver that has not had it yet."""
+        known = spec.function_id in known_functions
+        if not spec.dep_ids and known:
+            return spec     # nothing to add: the head's own (sent before it changes)
         send = spec.copy()
         if spec.dep_ids:
             send.dep_values = [self._dep_value(d) for d in spec.dep_ids]
-        if spec.function_id not in known_functions:
+        if not known:
             send.function_blob = self.functions.get(spec.function_id)
             known_functions.add(spec.function_id)
         return send
@@ -195,6 +215,8 @@ class Scheduler:
 
     def release(self, task):
         """Give back what the task committed on its node (once)."""
+        if task.scheduled is not None:      # its event row, while its node is known
+            self.head.events.keep(task)
         node = self.nodes.get(task.node_id)
         task.node_id = None
         if task.lease is not None:     # the lease holds the CPU, not the task
@@ -216,7 +238,7 @@ class Scheduler:
             if task.blocked and name == "CPU" or name not in node.total:
                 continue       # (not in total: its bundle was removed meanwhile)
             node.available[name] = node.available.get(name, 0.0) + amount
-        self.index.refresh(node)
+        self.index.refresh_later(node)       # once per node per batch
         task.blocked = False
         self.head.dirty = True
 
@@ -241,8 +263,12 @@ def pick_node(state, task, shape=None):
     ``shape``: the index of the task's resource shape, when the caller has it."""
     spec = task.spec
     index = state.index
+    if index.stale:
+        index.settle()
     strategy = spec.strategy
-    if isinstance(strategy, tuple) and strategy and strategy[0] == "node_affinity":
+    if strategy is None or type(strategy) is str:
+        pass                # (most tasks: no affinity, no group; one test)
+    elif strategy and strategy[0] == "node_affinity":
         _, node_id, soft = strategy
         target = state.nodes.get(node_id)      # a direct lookup
         if target is not None and target.state is NodeState.ALIVE \

@@ -36,6 +36,7 @@ from zray.head.records import (
 )
 from zray.head.scheduling import Scheduler
 from zray.head.tasks import TaskFlow
+from zray.head.outbox import HeadOutbox
 from zray.outbox import Outbox
 from zray.head.events import TaskEvents
 from zray.head.logs import LogBuffer
@@ -54,7 +55,7 @@ class HeadState:
     def __init__(self, config, session_name: str, now: float = 0.0):
         self.config = config
         self.session_name = session_name
-        self.out = Outbox()
+        self.out = HeadOutbox()
         self.now = now
         self.dirty = False          # something may be placeable: run the scheduler
         self.exit_requested = False
@@ -170,6 +171,7 @@ class HeadState:
             self.dirty = False
             self.placements.schedule()
             self.scheduler.schedule()
+        self.membership.table.flush()      # this batch's joins and deaths, to every node
 
     def tick(self, now: float) -> None:
         """Periodic work: liveness of nodes and drivers, expiries, idle leases."""
@@ -213,7 +215,8 @@ class HeadState:
             assert obj.state is not ObjectState.LOST or obj.kind == KIND_ERROR, \
                 f"lost object {object_id.hex()} without its error"
             assert obj.pins >= 0, f"negative pins on {object_id.hex()}"
-            assert obj.holders or obj.pins > 0, f"unreferenced object {object_id.hex()} kept"
+            assert obj.holder is not None or obj.pins > 0, f"unreferenced object {object_id.hex()} kept"
+            assert obj.holder not in obj.more_holders, "a holder counted twice"
             for key, count in obj.holders.items():
                 assert count > 0
                 assert key in self.clients, "object held by an unknown client"
@@ -235,7 +238,12 @@ class HeadState:
                     node.total.get("CPU", 0.0) + 1e-6, "a lease's CPU counted as free"
         assert self.leases.lent == {node_id: node for node_id, node in self.nodes.items()
                                     if node.lease is not None}, "lent leases out of step"
+        assert all(node.lease is not None and node.lease.worker_id == worker_id
+                   for worker_id, node in self.leases.lent_by_worker.items()), \
+            "leases by worker out of step"
         self.scheduler.index.validate(self.nodes)
+        self.membership.table.validate({node_id for node_id, node in self.nodes.items()
+                                        if node.state is NodeState.ALIVE})
         self._validate_actors()
         self.placements.validate()
 

@@ -82,15 +82,17 @@ class TaskFlow:
         """The task record, its return objects held by the submitter, and
         placeholders for arguments not heard of yet."""
         key = client.key
+        self.scheduler.share_resources(spec)
         task = self.add(Task(spec, key))
         task.created = self.head.now       # its event row is made when it is scheduled
         for object_id in spec.return_ids():
             obj = self.directory.claim(object_id)
-            obj.holders[key] = obj.holders.get(key, 0) + 1
+            obj.hold(key)
             client.holding[object_id] = client.holding.get(object_id, 0) + 1
-        for object_id in spec.dep_ids + tuple(spec.nested_ids):
-            if object_id not in self.objects:
-                self.directory.unknown_object(object_id)
+        if spec.dep_ids or spec.nested_ids:
+            for object_id in spec.dep_ids + tuple(spec.nested_ids):
+                if object_id not in self.objects:
+                    self.directory.unknown_object(object_id)
         return task
 
     def wait_for_deps(self, task):
@@ -108,7 +110,7 @@ class TaskFlow:
             self.deps_ready(task)
 
     def deps_ready(self, task):
-        for dep_id in task.spec.dep_ids:
+        for dep_id in task.spec.dep_ids:        # (most tasks have none)
             dep = self.objects.get(dep_id) or self.directory.unknown_object(dep_id)
             if dep.kind == KIND_ERROR:
                 self._finish_with_error_blob(task, dep.data, TaskState.FAILED)
@@ -119,6 +121,7 @@ class TaskFlow:
     def on_tasks_finished(self, key, items, now):
         client = self.clients.get(key)
         client_node = self.nodes.get(client.node_id) if client is not None else None
+        pid = client.info.get("pid") if client is not None else None
         for item in items:
             task_id, attempt, status, results, run_s = item
             task = self.tasks.get(task_id)
@@ -139,9 +142,8 @@ class TaskFlow:
                 self.directory.discard_results(results, node)
                 continue
             self.events.finished(task_id, attempt, status == STATUS_OK, now, run_s,
-                                 node.node_id if node is not None else None,
-                                 client.info.get("pid") if client is not None else None,
-                                 None if status == STATUS_OK else error_of(results))
+                                 node.node_id if node is not None else None, pid,
+                                 None if status == STATUS_OK else error_of(results), task)
             self.scheduler.release(task)
             if status == STATUS_RETRIABLE_ERROR and self.retries_left(task) \
                     and not task.cancel_requested:
@@ -179,6 +181,7 @@ class TaskFlow:
     def _retry(self, task, due=None):
         """Back to PENDING; into the scheduler's queue now, or at ``due``."""
         self.events.retried(task, self.head.now)
+        self.events.keep(task)
         task.spec.attempt += 1
         task.node_id = None
         task.move(TaskState.PENDING)
