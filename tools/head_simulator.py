@@ -33,6 +33,7 @@ instead measures the head's memory per task in flight (tracemalloc).
 from __future__ import annotations
 
 import argparse
+import itertools
 import collections
 import gc
 import json
@@ -186,28 +187,38 @@ class SimCluster:
         self.head.send("heartbeat", DRIVER, Msg.HEARTBEAT, [(self.head.now,)])
 
 
-def make_specs(count: int, variant: str) -> list:
-    """(spec, driver keeps its result) in submission order."""
+def iter_specs(count: int, variant: str):
+    """(spec, driver keeps its result) in submission order, made as they are
+    submitted: a 10-million-task run holds only the tasks in flight."""
     strategy = "SPREAD" if variant == "SPREAD" else None
-    specs = []
-    while len(specs) < count:
+    made = 0
+    while made < count:
         first = TaskSpec(ids.new_task_id(), b"\0\0\0\1", "f", FUNCTION_ID, b"",
                          strategy=strategy)
-        if variant != "deps" or len(specs) + 1 == count:
-            specs.append((first, True))
+        if variant != "deps" or made + 1 == count:
+            made += 1
+            yield first, True
             continue
         second = TaskSpec(ids.new_task_id(), b"\0\0\0\1", "g", FUNCTION_ID, b"",
                           dep_ids=tuple(first.return_ids()), strategy=strategy)
-        specs += [(first, False), (second, True)]
-    return specs
+        made += 2
+        yield first, False
+        yield second, True
+
+
+def make_specs(count: int, variant: str) -> list:
+    return list(iter_specs(count, variant))
 
 
 class Workload:
     """The driver and the workers: submit, run instantly, drop the results."""
 
-    def __init__(self, head, cluster, specs, batch, window, budget_s, batches_per_round):
+    def __init__(self, head, cluster, specs, total, batch, window, budget_s,
+                 batches_per_round):
         self.head, self.cluster = head, cluster
         self.specs, self.batch, self.window = specs, batch, window
+        self.total = total          # tasks to submit (cut when the budget runs out)
+        self.kept = 0               # submitted tasks whose result the driver keeps
         self.budget_s, self.batches_per_round = budget_s, batches_per_round
         self.next_spec = 0
         self.in_flight = 0
@@ -239,9 +250,9 @@ class Workload:
         return self
 
     def _more_work(self) -> bool:
-        if self.head.total_s > self.budget_s and self.next_spec < len(self.specs):
-            self.specs = self.specs[:self.next_spec]        # out of time: stop submitting
-        return self.next_spec < len(self.specs) or self.in_flight or self.dropped \
+        if self.head.total_s > self.budget_s and self.next_spec < self.total:
+            self.total = self.next_spec                     # out of time: stop submitting
+        return self.next_spec < self.total or self.in_flight or self.dropped \
             or self.finished_now
 
     def _driver_turn(self):
@@ -250,10 +261,11 @@ class Workload:
                            [(oid,) for oid in self.dropped])
             self.dropped = []
         for _ in range(self.batches_per_round):
-            if self.in_flight >= self.window or self.next_spec >= len(self.specs):
+            if self.in_flight >= self.window or self.next_spec >= self.total:
                 break
-            room = min(self.batch, self.window - self.in_flight)
-            chunk = self.specs[self.next_spec:self.next_spec + room]
+            room = min(self.batch, self.window - self.in_flight, self.total - self.next_spec)
+            chunk = list(itertools.islice(self.specs, room))
+            self.kept += sum(1 for _, keep in chunk if keep)
             self.next_spec += len(chunk)
             self.in_flight += len(chunk)
             self.head.send("submit", DRIVER, Msg.SUBMIT_TASKS, [(s,) for s, _ in chunk])
@@ -296,7 +308,7 @@ class Workload:
         self.peak_tasks = max(self.peak_tasks, len(self.head.state.tasks))
         if self.next_spec >= self.next_trace:
             self.rss_trace.append((self.next_spec, rss_bytes()))
-            self.next_trace = self.next_spec + max(1, len(self.specs) // 10)
+            self.next_trace = self.next_spec + max(1, self.total // 10)
         if self.rounds % 500 == 0:          # O(size): now and then, outside the timing
             self.head.state.validate()
 
@@ -305,10 +317,10 @@ def check_clean(head: TimedHead, work: Workload):
     """Every task ran exactly once, every kept result reached the driver once,
     and nothing is left once the driver dropped them all."""
     state = head.state
-    submitted = work.specs
-    assert not work.to_execute and work.executed == len(submitted), "a task never ran"
+    submitted = work.next_spec
+    assert not work.to_execute and work.executed == submitted, "a task never ran"
     assert not work.to_return, "a kept result never reached the driver"
-    assert work.returned == sum(1 for _, keep in submitted if keep)
+    assert work.returned == work.kept
     state.validate()
     assert not state.tasks, f"{len(state.tasks)} task records left"
     assert not state.objects, f"{len(state.objects)} object records left"
@@ -318,7 +330,7 @@ def check_clean(head: TimedHead, work: Workload):
     for node in state.nodes.values():
         assert node.available == node.total, f"node resources leaked: {node.available}"
         assert node.state.value == "ALIVE", f"a node died: {node.death_reason}"
-    assert state.dispatch_counts["node"] == len(submitted)
+    assert state.dispatch_counts["node"] == submitted
 
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
@@ -327,7 +339,7 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 def run_one(nodes, tasks, variant, cpus, batch, factor, budget_s, endpoints,
             trace, batches_per_round=1, clock="wall") -> dict:
     config = Config(lease_workers=False)
-    specs = make_specs(tasks, variant)
+    specs = iter_specs(tasks, variant)
     if trace:
         tracemalloc.start()
     rss_before = rss_bytes()
@@ -336,14 +348,14 @@ def run_one(nodes, tasks, variant, cpus, batch, factor, budget_s, endpoints,
     join_s = head.total_s
     head.busy_s.clear()
     window = int(cluster.total_cpus * factor)
-    work = Workload(head, cluster, specs, min(batch, window), window, budget_s,
+    work = Workload(head, cluster, specs, tasks, min(batch, window), window, budget_s,
                     batches_per_round)
     head.state.validate()
     work.run()
     head.state.validate()
     traced_peak = tracemalloc.get_traced_memory()[1] if trace else None
     check_clean(head, work)
-    done = len(work.specs)
+    done = work.next_spec
     work_s = head.total_s - head.busy_s["heartbeat"]
     return {
         "nodes": nodes, "variant": variant, "tasks": done, "tasks_asked": tasks,
