@@ -399,6 +399,28 @@ def test_exit_actor_inside_a_generator_is_its_last_item(cluster):
         zray.get(refs[3])
 
 
+@pytest.mark.timeout(180)
+def test_exit_actor_after_many_items_keeps_every_item(cluster):
+    """exit_actor() right after the last item, again and again: the caller gets
+    every item, then the ActorDiedError.  (The node's report that the process
+    ended reached the head before the worker's last items once, and the head
+    failed the call in their place while the caller, holding the actor's count,
+    waited forever for the rest.)"""
+    for run in range(40):
+        gen = a.ExitingStreamer.remote().count_then_exit.remote(10)
+        refs = []
+        while True:
+            ready, _ = zray.wait([gen], timeout=15)
+            assert ready, f"run {run}: the stream stalled after {len(refs)} items"
+            try:
+                refs.append(next(gen))
+            except StopIteration:
+                break
+        assert zray.get(refs[:-1]) == list(range(10)), f"run {run}"
+        with pytest.raises(zerr.ActorDiedError):
+            zray.get(refs[-1])
+
+
 def test_cancel_of_a_queued_actor_generator(cluster, tmp_path):
     """Cancelled while queued behind another call: it ends with the
     TaskCancelledError, before it starts or at its next item."""

@@ -426,6 +426,28 @@ def test_stream_items_are_held_until_next_hands_them_out():
         h.state.streams.next(stream)
 
 
+def test_stream_ends_at_an_error_item_whatever_the_count():
+    """The head failed an actor's generator call at its second item (the actor
+    was killed, or its process went, before the head had its last items) after
+    the actor had answered with the count of all four: the error still ends
+    the stream, as it does at the head."""
+    h = Harness()
+    h.actor_alive()
+    spec, completion = h.call("stream", num_returns=STREAMING)
+    stream = h.state.streams.open(completion)
+    first, second = (ids.object_id_for_item(spec.task_id, i) for i in (0, 1))
+    h.do(h.state.calls.results_arrived, [(spec.task_id, b"n", [
+        (completion, KIND_INLINE, _count(4), 1, ())], STATUS_OK)], h.now)
+    h.do(h.state.streams.completed, stream, (KIND_INLINE, _count(4), 1, ()))
+    h.arrive(first)
+    h.arrive(second, RuntimeError("the actor died"), kind=KIND_ERROR)
+    assert h.state.streams.next(stream) == first
+    assert h.state.streams.next(stream) == second
+    assert h.state.streams.ready(stream) and h.state.streams.finished(stream)
+    with pytest.raises(StopIteration):
+        h.state.streams.next(stream)
+
+
 def _count(n):
     from zray.serialization import inline_bytes, serialize
     return inline_bytes(serialize(n))

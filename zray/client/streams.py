@@ -8,7 +8,7 @@ holds each arrived item's ref until ``next`` hands it out.
 from __future__ import annotations
 
 from zray.ids import item_index, object_id_for_item
-from zray.serialization import KIND_INLINE, deserialize
+from zray.serialization import KIND_ERROR, KIND_INLINE, deserialize
 
 COMPLETION = b"\x00\x01"        # return index of a generator task's completion
 
@@ -26,7 +26,7 @@ class Stream:
         self.arrived = 0          # items 0..arrived-1 reached us (the head sends in order)
         self.count = None         # how many items the task made, once it finished
         self.failed = None        # the completion's entry when it is an error, not a count
-        self.exhausted = False    # next() has handed out the failed completion
+        self.exhausted = False    # next() has handed out an error (item or completion)
         self.waiters = []         # Waiter-likes to hit() when next() would not block
         self.on_completion = None  # our callback for the completion's arrival
 
@@ -66,8 +66,14 @@ class Streams:
         None if it is not here yet; StopIteration after the last."""
         client = self.client
         object_id = object_id_for_item(stream.task_id, stream.next_index)
-        if object_id in client.objects:
+        entry = client.objects.get(object_id)
+        if entry is not None:
             stream.next_index += 1
+            if entry[0] == KIND_ERROR:
+                # an error item is the last, whatever count the completion has: the
+                # head may have failed an actor's call (it was killed, or its process
+                # went) after the actor answered us with the count of all it yielded
+                stream.exhausted = True
             return object_id
         if stream.failed is not None and not stream.exhausted:
             stream.exhausted = True      # the completion itself holds the error

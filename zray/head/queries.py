@@ -218,6 +218,13 @@ def record_metrics(state, args):
     state.user_metrics.record(args)
 
 
+def barrier(state, args):
+    """Nothing: its reply tells the asker that the head has handled everything
+    it sent before (one peer's messages are handled in the order sent).  An
+    actor worker that ends itself waits for it (``zray.worker.main``)."""
+    return None
+
+
 def metrics(state, args):
     """The Prometheus exposition text (what the metrics endpoint serves)."""
     from zray.head.metrics import render
@@ -225,6 +232,7 @@ def metrics(state, args):
 
 
 QUERIES = {
+    "barrier": barrier,
     "record_metrics": record_metrics,
     "actor_calls_ran": actor_calls_ran,
     "logs": logs,

@@ -277,14 +277,14 @@ class ActorRuntime:
 
     def finish_exit(self) -> None:
         """exit_actor() ran: run the process's atexit handlers (as a Python
-        process that exits does), tell the head, flush, and end the process."""
+        process that exits does), tell the head and wait until it has handled
+        that (worker.main: ``actor_died``), and end the process."""
         atexit._run_exitfuncs()
         if self.call_events is not None:
             self.call_events.flush()
         if self.inbox is not None:
             self.inbox.close()          # the last answers leave first
-        self.client.send(Msg.ACTOR_DIED, (self.actor_id, "The actor exited by calling "
-                                          "exit_actor().", True))
+        self.worker.actor_died(self.actor_id, "The actor exited by calling exit_actor().")
         self.client.close()
         os._exit(0)
 

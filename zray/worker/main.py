@@ -43,6 +43,9 @@ from zray.task_spec import ArgRef
 
 log = logging.getLogger("zray.worker")
 
+#: Seconds an actor that ends itself waits for the head to confirm its death.
+ACTOR_DIED_REPLY_S = 10.0
+
 
 def run_forked(worker_id: bytes, worker_args: str) -> int:
     args = json.loads(worker_args)
@@ -305,13 +308,28 @@ class WorkerProcess:
             instance = cls(*args, **kwargs)
         except Exception as exc:
             text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            self.client.send(Msg.ACTOR_DIED, (spec.actor_id, "The actor's constructor "
-                                              f"raised an exception:\n{text}", True))
+            self.actor_died(spec.actor_id, "The actor's constructor raised an "
+                                           f"exception:\n{text}")
             self.client.close()
             os._exit(1)
         self.actor = ActorRuntime(self, spec, instance)
         self.actor.start()
         self.actor.run_forever()
+
+    def actor_died(self, actor_id: bytes, text: str) -> None:
+        """Tell the head that this process's actor is dead for good, and return
+        once the head has handled that and everything sent before it (the items
+        and results of the last calls), so before the process ends.  The node's
+        report of the end (WORKER_DIED) comes on another connection, which the
+        head may read first: it would then take the actor for crashed and fail
+        the calls whose answers their callers already hold, a generator's in
+        place of the items still on their way (the caller, counting on the
+        actor's count, would wait for those forever)."""
+        self.client.send(Msg.ACTOR_DIED, (actor_id, text, True))
+        try:
+            self.client.query("barrier", timeout_s=ACTOR_DIED_REPLY_S)
+        except Exception as exc:        # the head is gone or stuck: end regardless
+            log.warning("the head did not confirm the actor's death: %s", exc)
 
     def _function(self, spec):
         function = self.functions.get(spec.function_id)
