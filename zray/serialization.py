@@ -169,13 +169,17 @@ def write_segment(path: str, obj: SerializedObject, spares=()) -> int:
     """Write ``obj`` to a new segment at ``path``; return its size in bytes.
 
     ``spares``: the node's spare segment paths (see ``SpareSegments``); a
-    spare at least as large is renamed to ``path`` and written over, which is
-    ~3x faster than into fresh tmpfs pages.  A store that is full drops the
-    spares and tries once more."""
+    spare at least as large (and not more than 4x) is renamed to a name of
+    this writer's, written over (~3x faster than into fresh tmpfs pages), and
+    only then linked at ``path``, so no reader ever opens a half-written spare
+    there.  A store that is full drops the spares and tries once more.
+    Raises FileExistsError if ``path`` exists (and no spare was used)."""
     spans, total = _layout(len(obj.meta), [b.nbytes for b in obj.buffers])
     header = _HEAD.pack(_MAGIC, len(spans), len(obj.meta)) + b"".join(
         _SPAN.pack(*span) for span in spans) + obj.meta
-    fd = claim_spare(path, total, spares) if total >= SPARE_MIN_BYTES else None
+    writing = f"{path}.w{os.getpid()}-{threading.get_ident()}"
+    fd = claim_spare(writing, total, spares) if total >= SPARE_MIN_BYTES else None
+    target = path if fd is None else writing
     if fd is None:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
     try:
@@ -185,13 +189,15 @@ def write_segment(path: str, obj: SerializedObject, spares=()) -> int:
             _pwrite_all(fd, buf, offset)
     except BaseException as exc:
         os.close(fd)
-        _unlink_quietly(path)
+        _unlink_quietly(target)
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC and spares:
             for spare in spares:          # their pages are what fills the store
                 _unlink_quietly(spare)
             return write_segment(path, obj)
         raise
     os.close(fd)
+    if target is writing:
+        os.rename(writing, path)     # whole, at once (over an earlier attempt's copy)
     return total
 
 
@@ -211,14 +217,16 @@ def spare_paths(shm_dir: str, node_id: bytes) -> tuple:
 
 
 def claim_spare(path: str, total: int, spares) -> int | None:
-    """Rename the smallest spare that fits to ``path``; its open fd, or None."""
+    """Rename the smallest spare that fits to ``path``; its open fd, or None.
+    A spare over 4x ``total`` is left for a larger object: the write would
+    truncate most of its pages away."""
     best = None
     for spare in spares:
         try:
             size = os.stat(spare).st_size
         except OSError:
             continue
-        if size >= total and (best is None or size < best[0]):
+        if total <= size <= 4 * total and (best is None or size < best[0]):
             best = (size, spare)
     if best is None:
         return None
@@ -259,6 +267,7 @@ class SpareSegments:
             pass
         self.budget_bytes = budget_bytes
         self.draining: dict[str, float] = {}    # path -> when to give up on it
+        self.blanks: dict[str, int] = {}        # slot -> inode of the blank put there
 
     def free(self, path: str, now: float) -> None:
         """The object at ``path`` has no references left."""
@@ -294,12 +303,22 @@ class SpareSegments:
             return None
         if size < SPARE_MIN_BYTES or size > self.budget_bytes:
             return None
-        free_slot, used = None, 0
+        free_slot, used, blanks = None, 0, []
         for slot in self.slots:
             try:
-                used += os.stat(slot).st_size
+                stat = os.stat(slot)
             except FileNotFoundError:
                 free_slot = free_slot or slot
+                continue
+            used += stat.st_size
+            if self.blanks.get(slot) == stat.st_ino:
+                blanks.append((slot, stat.st_size))
+        while (free_slot is None or used + size > self.budget_bytes) and blanks:
+            slot, blank_size = blanks.pop()      # a freed segment beats a blank:
+            _unlink_quietly(slot)                # blanks are remade in idle time
+            self.blanks.pop(slot, None)
+            used -= blank_size
+            free_slot = free_slot or slot
         if free_slot is None or used + size > self.budget_bytes:
             return None
         return free_slot
@@ -385,6 +404,7 @@ class SpareFiller:
             os.close(fd)
         try:
             os.link(self.tmp, free[0])    # never over a slot filled meanwhile
+            self.spares.blanks[free[0]] = os.stat(free[0]).st_ino
         except OSError:
             return False
         finally:

@@ -170,6 +170,33 @@ def test_the_filler_makes_blank_spares_within_the_budget_and_leaves_a_slot(tmp_p
     assert not tight.fill()                       # over the budget: nothing made
 
 
+def test_a_freed_segment_takes_a_blank_s_slot_and_a_writer_takes_neither_too_big(tmp_path):
+    """Blanks are remade in idle time; a freed segment's pages are not: when the
+    slots are full of blanks, adopting a freed segment removes one.  A spare
+    over 4x an object's size is left for a larger one."""
+    from zray.serialization import (SpareFiller, SpareSegments, claim_spare,
+                                    spare_paths, write_segment, serialize)
+    import numpy as np
+    node_id = b"n" * 16
+    blank = 1024 * 1024
+    spares = SpareSegments(str(tmp_path), node_id, 10 * blank)
+    filler = SpareFiller(spares, blank)
+    while filler.fill():
+        pass
+    slots = spare_paths(str(tmp_path), node_id)
+    free = [p for p in slots if not os.path.exists(p)][0]
+    write_segment(free, serialize(np.zeros(blank // 8)))    # a recycled one, as adopt does
+    assert all(os.path.exists(p) for p in slots)
+    freed = str(tmp_path / "freed")
+    write_segment(freed, serialize(np.ones(blank // 8)))
+    assert spares.adopt(freed)                         # a blank made room for it
+    assert sum(1 for p in slots if spares.blanks.get(p) == os.stat(p).st_ino) == 2
+    assert claim_spare(str(tmp_path / "small"), blank // 5, slots) is None   # > 4x
+    fd = claim_spare(str(tmp_path / "fits"), blank // 2, slots)
+    assert fd is not None
+    os.close(fd)
+
+
 def test_idle_cpu_says_idle_only_after_a_window_of_idle_ticks(tmp_path):
     from zray.serialization import IdleCpu
     stat = tmp_path / "stat"
