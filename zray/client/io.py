@@ -132,7 +132,8 @@ class ClientIO:
         with self.lock:
             self.state.objects_ready(items, time.monotonic())
             fire = self.state.take_callbacks()
-        run_callbacks(fire)
+        if fire:
+            run_callbacks(fire)
 
     def _on_actor_results(self, items) -> None:
         with self.lock:

@@ -214,25 +214,32 @@ class ClientState:
         ``ready_callbacks`` for the caller to run once the lock is let go."""
         fire, woken = self.ready_callbacks, []
         streams = self.streams.by_task
-        if not from_actor:
+        calls = self.calls
+        if not from_actor and calls.actor_of:   # else no call of ours can finish
             for item in items:
                 if item[0][:16] not in streams or item[0][16:] == COMPLETION:
-                    self.calls.done(item[0][:16])
+                    calls.done(item[0][:16])
+        lease = self.grants.lease
+        refs, objects, callbacks, waiters = self.refs, self.objects, self.callbacks, \
+            self.waiters
         for item in items:
             object_id = item[0]
-            self.grants.task_returned(object_id[:16], now)
+            if lease is not None:
+                self.grants.task_returned(object_id[:16], now)
             if streams and object_id[:16] in streams:
                 self.streams.arrival(streams[object_id[:16]], object_id, woken)
-            if object_id not in self.refs or object_id in self.objects:
+            if object_id not in refs or object_id in objects:
                 continue            # not ours any more, or already answered
             entry = tuple(item[1:])
-            self.objects[object_id] = entry
+            objects[object_id] = entry
             self.pushed.discard(object_id)
             self.subscribed.discard(object_id)
-            for callback in self.callbacks.pop(object_id, ()):
-                fire.append((callback, entry))
-            for waiter in self.waiters.pop(object_id, ()):
-                waiter.hit()
+            if callbacks:
+                for callback in callbacks.pop(object_id, ()):
+                    fire.append((callback, entry))
+            if waiters:
+                for waiter in waiters.pop(object_id, ()):
+                    waiter.hit()
         for stream in woken:
             self.streams.changed(stream)
 
