@@ -82,7 +82,9 @@ class TaskSpec:
     def return_ids(self) -> list:
         """The ids the caller holds; a generator task has one, its completion (the
         item count, or for DYNAMIC the generator of items), and items besides."""
-        count = self.num_returns if self.num_returns >= 0 else 1
+        count = self.num_returns
+        if count == 1 or count < 0:
+            return [self.task_id + b"\x00\x01"]
         return [self.task_id + i.to_bytes(2, "big") for i in range(1, count + 1)]
 
     @property

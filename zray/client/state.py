@@ -85,8 +85,8 @@ class ClientState:
         """A task: its returns are ours (pushed to us); it goes to our granted
         worker if it may, else to the head."""
         return_ids = self._own_returns(spec)
-        if not self.grants.try_submit(spec, now):
-            self.send(HEAD, Msg.SUBMIT_TASKS, (spec,))
+        if self.grants.lease is None or not self.grants.try_submit(spec, now):
+            self.out.append((HEAD, Msg.SUBMIT_TASKS, (spec,)))
         return return_ids
 
     def submit_actor_call(self, spec, max_pending: int = -1) -> list:
