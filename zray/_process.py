@@ -36,7 +36,10 @@ def poll_ms(seconds: float) -> int:
 
 
 def recv_frames(sock) -> list:
-    """All frames of the next message, as bytes; call only when ``has_input``.
+    """All frames of the next message, as bytes; call only when ``has_input``,
+    or first after a poll reported the socket readable (then a loop asks
+    ``has_input`` only from the second message on; zmq.Again, ~5 us, where
+    the poll's answer no longer held).
 
     A frame received without copying says itself whether more follow
     (``Frame.more``): asking the socket (``get(RCVMORE)``) costs pyzmq an

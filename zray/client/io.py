@@ -235,12 +235,12 @@ class ClientIO:
             self._flush()
             if self.head in events:
                 head_heard = time.monotonic()
-                self._drain(self.head, HEAD)
+                self._drain(self.head, HEAD, True)
             if self.node is not None and self.node in events:
-                self._drain(self.node, NODE)
+                self._drain(self.node, NODE, True)
             for address, sock in list(self.owner_socks.items()):
                 if sock in events:
-                    self._drain(sock, Owner(address))
+                    self._drain(sock, Owner(address), True)
             self._drain_extra(events)
             if self.stop:
                 client.apply_releases()
@@ -268,7 +268,7 @@ class ClientIO:
         if self.actor_socks:
             for actor_id, (_address, sock) in list(self.actor_socks.items()):
                 if sock in events:
-                    self._drain(sock, Actor(actor_id, None))
+                    self._drain(sock, Actor(actor_id, None), True)
 
     def _bind_server(self) -> None:
         endpoint, handler = self.serve_request
@@ -282,8 +282,14 @@ class ClientIO:
         self.served.set()
 
     def _drain_server(self) -> None:
-        while has_input(self.server):
-            frames = recv_frames(self.server)
+        """After a poll said the server socket is readable."""
+        polled = True
+        while polled or has_input(self.server):
+            polled = False
+            try:
+                frames = recv_frames(self.server)
+            except zmq.Again:
+                return
             try:
                 message = protocol.decode(frames[1:])
             except ProtocolError as exc:
@@ -294,10 +300,15 @@ class ClientIO:
             except Exception:
                 log.exception("handling %s from a caller failed", message.type.name)
 
-    def _drain(self, sock, source) -> None:
+    def _drain(self, sock, source, polled: bool = False) -> None:
+        """Handle what ``sock`` holds; ``polled``: a poll just said it is readable."""
         self.source = source
-        while has_input(sock):
-            frames = recv_frames(sock)
+        while polled or has_input(sock):
+            polled = False
+            try:
+                frames = recv_frames(sock)
+            except zmq.Again:
+                break
             try:
                 message = protocol.decode(frames)
             except ProtocolError as exc:
@@ -346,7 +357,8 @@ class ClientIO:
                 deferred.append((msg_type, item))
                 if not urgent and not self._is_bookkeeping(msg_type, item):
                     urgent = True
-                    self._ask_report()
+                    if grants.unreported:      # (a driver's granted tasks only)
+                        self._ask_report()
             else:
                 self.senders[type(route)](route, msg_type, [item])
         if deferred and (urgent or time.monotonic() - self.deferred_since

@@ -314,11 +314,14 @@ class NodeLoop:
                 self.state.on_worker_exited(int(words[1]), int(words[2]), now)
 
     def _drain_head(self, now: float) -> None:
-        for _ in range(DRAIN_BUDGET):
-            if not has_input(self.head):
+        for i in range(DRAIN_BUDGET):
+            if i and not has_input(self.head):     # the first: the poll said so
+                return
+            try:
+                frames = recv_frames(self.head)
+            except zmq.Again:
                 return
             self.head_heard = now
-            frames = recv_frames(self.head)
             try:
                 message = protocol.decode(frames, keep_good_items=True)
             except ProtocolError as exc:
@@ -382,10 +385,13 @@ class NodeLoop:
             log.warning("ignoring %s from the head", kind.name)
 
     def _drain_workers(self, now: float) -> None:
-        for _ in range(DRAIN_BUDGET):
-            if not has_input(self.workers):
+        for i in range(DRAIN_BUDGET):
+            if i and not has_input(self.workers):  # the first: the poll said so
                 return
-            frames = recv_frames(self.workers)
+            try:
+                frames = recv_frames(self.workers)
+            except zmq.Again:
+                return
             worker_id = frames[0]
             try:
                 message = protocol.decode(frames[1:], keep_good_items=True)
