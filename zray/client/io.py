@@ -339,17 +339,22 @@ class ClientIO:
         before it, at once.  REMOVE_REFS leave last, as one message: a reference
         dropped later than the program did only keeps an object a little longer,
         and a loop of submit-then-get would otherwise alternate types and send
-        one-item messages."""
+        one-item messages.
+
+        Items for the node and for an owner (a worker's TASKS_DONE and
+        OBJECTS_READY for each task it ran) gather per route, runs of one
+        type as one message, until the next message for another socket or
+        the end: a worker that ran several prefetched tasks since the last
+        turn sends one message of each, not one per task."""
         outbox, deferred, grants = self.state.out, self.deferred, self.state.grants
         urgent = final or self.report_now
         self.report_now = False
         sent = []
+        gathered = None          # route -> [[msg_type, items], ...] in order
         while outbox:
             route, msg_type, item = outbox.popleft()
-            if type(route) is Sent:
-                sent.append(route.event)
-                urgent = True
-            elif type(route) is Head:
+            kind = type(route)
+            if kind is Head:
                 if msg_type is Msg.SUBMIT_LEASED:
                     msg_type, item = grants.to_head(msg_type, item)
                 if not deferred:
@@ -359,13 +364,37 @@ class ClientIO:
                     urgent = True
                     if grants.unreported:      # (a driver's granted tasks only)
                         self._ask_report()
+            elif kind is Node or kind is Owner:
+                if gathered is None:
+                    gathered = {}
+                runs = gathered.get(route)
+                if runs is None:
+                    gathered[route] = [[msg_type, [item]]]
+                elif runs[-1][0] is msg_type:
+                    runs[-1][1].append(item)
+                else:
+                    runs.append([msg_type, [item]])
+            elif kind is Sent:
+                sent.append(route.event)
+                urgent = True
             else:
-                self.senders[type(route)](route, msg_type, [item])
+                if gathered:
+                    self._send_gathered(gathered)
+                    gathered = None
+                self.senders[kind](route, msg_type, [item])
+        if gathered:
+            self._send_gathered(gathered)
         if deferred and (urgent or time.monotonic() - self.deferred_since
                          >= self.config.bookkeeping_delay_s):
             self._send_deferred()
         for event in sent:
             event.set()
+
+    def _send_gathered(self, gathered: dict) -> None:
+        for route, runs in gathered.items():
+            sender = self.senders[type(route)]
+            for msg_type, items in runs:
+                sender(route, msg_type, items)
 
     def _send_deferred(self) -> None:
         deferred, self.deferred = self.deferred, []
@@ -447,7 +476,9 @@ class ClientIO:
             sock = self.owner_socks[route.address] = \
                 self._connect(route.address, self.client.identity)
             self.poller.register(sock, zmq.POLLIN)    # a granted driver's tasks
-        send_frames(sock, protocol.encode(msg_type, items))
+        # (several tasks' results, gathered: within the frame bound of its socket)
+        for frames in protocol.encode_within(msg_type, items, self.config.max_message_bytes):
+            send_frames(sock, frames)
 
     def _send_reply(self, route, msg_type, items) -> None:
         if self.server is None:
