@@ -12,6 +12,7 @@ import concurrent.futures
 import itertools
 import logging
 import os
+import pickle
 import sys
 import threading
 import time
@@ -28,6 +29,7 @@ from zray.serialization import (KIND_ERROR, KIND_INLINE, KIND_SHM, SegmentMaps,
                                 deserialize, segment_path)
 
 log = logging.getLogger("zray")
+_loads = pickle.loads       # an inline value (deserialize without buffers)
 
 #: Seconds a get waits for a pushed return of its own task before it also
 #: subscribes to it at the head (see ClientState.subscribe_pushed).
@@ -256,11 +258,11 @@ class Client:
         """The I/O thread applies the releases of the last turn."""
         if not self._released:
             return
-        maps = self.segment_maps
+        maps, released, release = self.segment_maps, self._released, self.state.release
         with self.lock:
-            while self._released:
-                object_id = self._released.popleft()
-                if self.state.release(object_id) and len(maps):
+            while released:
+                object_id = released.popleft()
+                if release(object_id) and len(maps):
                     maps.forget(self.segment_of(object_id))
 
     # --- getting ---------------------------------------------------------------------
@@ -336,7 +338,7 @@ class Client:
         """Turn a ready entry into its value; raise the stored error for an error."""
         kind, data, size, node_ids = entry
         if kind == KIND_INLINE:
-            return deserialize(data)
+            return _loads(data)
         if kind == KIND_ERROR:
             raise _as_raisable(deserialize(data))
         if kind == KIND_SHM:

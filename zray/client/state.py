@@ -123,20 +123,22 @@ class ClientState:
     def release(self, object_id: bytes) -> bool:
         """One reference fewer; True if it was the last one of a shared-memory object
         we had (its map may go)."""
-        count = self.refs.get(object_id, 0) - 1
+        refs = self.refs
+        count = refs.get(object_id, 0) - 1
         if count > 0:
-            self.refs[object_id] = count
+            refs[object_id] = count
             return False
-        self.refs.pop(object_id, None)
+        refs.pop(object_id, None)
         entry = self.objects.pop(object_id, None)
         self.pushed.discard(object_id)
         self.subscribed.discard(object_id)
-        if self.calls.owns_released(object_id):
+        calls = self.calls
+        if calls.unregistered and calls.owns_released(object_id):
             pass                            # the head never heard of it, or later
-        elif is_handle_id(object_id) and self.calls.hold_handle(object_id):
+        elif is_handle_id(object_id) and calls.hold_handle(object_id):
             pass                            # released once our calls finish
         else:
-            self.send(HEAD, Msg.REMOVE_REFS, (object_id,))
+            self.out.append((HEAD, Msg.REMOVE_REFS, (object_id,)))
         return entry is not None and entry[0] == KIND_SHM
 
     # --- waiting ---------------------------------------------------------------------
