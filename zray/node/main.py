@@ -539,15 +539,20 @@ class NodeLoop:
                     self.state.out.send(who, Msg.OBJECT_PULLED, (object_id, error))
 
     def _flush(self) -> None:
-        self._answer_store()
-        self._flush_transfers()
-        while self.store.replies:        # pulls that ended freed room for more
+        store, puller, state = self.store, self.puller, self.state
+        if store.replies or puller.requests or puller.finished:
             self._answer_store()
             self._flush_transfers()
-        for command in self.state.commands:
-            self._run_command(command)
-        self.state.commands = []
-        for (identity, msg_type), items in self.state.out.drain().items():
+            while store.replies:        # pulls that ended freed room for more
+                self._answer_store()
+                self._flush_transfers()
+        if state.commands:
+            for command in state.commands:
+                self._run_command(command)
+            state.commands = []
+        if not state.out.batches:
+            return
+        for (identity, msg_type), items in state.out.drain().items():
             try:
                 frames = protocol.encode(msg_type, items)
                 if identity == HEAD:
