@@ -350,7 +350,7 @@ class ClientIO:
         urgent = final or self.report_now
         self.report_now = False
         sent = []
-        gathered = None          # route -> [[msg_type, items], ...] in order
+        gathered = None      # owner address, or None: the node -> [route, [type, items]...]
         while outbox:
             route, msg_type, item = outbox.popleft()
             kind = type(route)
@@ -367,9 +367,10 @@ class ClientIO:
             elif kind is Node or kind is Owner:
                 if gathered is None:
                     gathered = {}
-                runs = gathered.get(route)
+                key = route.address if kind is Owner else None    # (str: a cheap hash)
+                runs = gathered.get(key)
                 if runs is None:
-                    gathered[route] = [[msg_type, [item]]]
+                    gathered[key] = [route, [msg_type, [item]]]
                 elif runs[-1][0] is msg_type:
                     runs[-1][1].append(item)
                 else:
@@ -391,7 +392,7 @@ class ClientIO:
             event.set()
 
     def _send_gathered(self, gathered: dict) -> None:
-        for route, runs in gathered.items():
+        for route, *runs in gathered.values():
             sender = self.senders[type(route)]
             for msg_type, items in runs:
                 sender(route, msg_type, items)
