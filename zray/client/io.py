@@ -232,7 +232,7 @@ class ClientIO:
                     pass
             self.wake_pending = False
             client.apply_releases()
-            self._flush()
+            self.flush()
             if self.head in events:
                 head_heard = time.monotonic()
                 self._drain(self.head, HEAD, True)
@@ -244,7 +244,7 @@ class ClientIO:
             self._drain_extra(events)
             if self.stop:
                 client.apply_releases()
-                self._flush(final=True)
+                self.flush(final=True)
                 return
             now = time.monotonic()
             if state.grants.lease is not None:
@@ -329,7 +329,7 @@ class ClientIO:
 
     # --- sending ----------------------------------------------------------------------
 
-    def _flush(self, final: bool = False) -> None:
+    def flush(self, final: bool = False) -> None:
         """Send the outbox in order, consecutive items of one type as one message.
 
         Bookkeeping for the head (reference counts, registrations of actor
@@ -398,6 +398,7 @@ class ClientIO:
                 sender(route, msg_type, items)
 
     def _send_deferred(self) -> None:
+        send = self.senders[Head]
         deferred, self.deferred = self.deferred, []
         current, items, removes = None, [], []
         for msg_type, item in deferred:
@@ -405,14 +406,14 @@ class ClientIO:
                 removes.append(item)
                 continue
             if msg_type is not current and items:
-                self._send_head(HEAD, current, items)
+                send(HEAD, current, items)
                 items = []
             current = msg_type
             items.append(item)
         if items:
-            self._send_head(HEAD, current, items)
+            send(HEAD, current, items)
         if removes:
-            self._send_head(HEAD, Msg.REMOVE_REFS, removes)
+            send(HEAD, Msg.REMOVE_REFS, removes)
 
     def _is_bookkeeping(self, msg_type, item) -> bool:
         hook = self.bookkeeping_hook
