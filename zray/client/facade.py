@@ -26,7 +26,7 @@ from zray.client.state import ClientState
 from zray.exceptions import GetTimeoutError, ObjectLostError, ProtocolError, RaySystemError
 from zray.protocol import Msg
 from zray.serialization import (KIND_ERROR, KIND_INLINE, KIND_SHM, SegmentMaps,
-                                deserialize, segment_path)
+                                deserialize, inline_bytes, segment_path, spare_paths)
 
 log = logging.getLogger("zray")
 _loads = pickle.loads       # an inline value (deserialize without buffers)
@@ -219,22 +219,27 @@ class Client:
 
     def put_serialized(self, object_id: bytes, obj) -> None:
         """Register an object made by put: inline, or written to the local store."""
-        self._raise_if_fatal()
-        self.register_escaping(obj.contained_ids)
+        state = self.state
+        if state.fatal is not None:
+            raise state.fatal
+        if obj.contained_ids:
+            self.register_escaping(obj.contained_ids)
         if obj.size <= self.config.max_inline_object_bytes:
-            from zray.serialization import inline_bytes
-            entry = (KIND_INLINE, inline_bytes(obj), obj.size, ())
-            item = (object_id, KIND_INLINE, entry[1], obj.size, None, obj.contained_ids)
+            data = inline_bytes(obj)
+            entry = (KIND_INLINE, data, obj.size, ())
+            item = (object_id, KIND_INLINE, data, obj.size, None, obj.contained_ids)
         else:
             if self.local_node_id is None:
                 raise RaySystemError("this process has no local node to store a large "
                                      "object in")
-            from zray.serialization import spare_paths
             size = self.store.write_object(object_id, obj,
                                      spare_paths(self.config.shm_dir, self.local_node_id))
             entry = (KIND_SHM, None, size, (self.local_node_id,))
             item = (object_id, KIND_SHM, None, size, self.local_node_id, obj.contained_ids)
-        self._call(self.state.put, object_id, entry, item)
+        with self.lock:            # (_call inlined: the hot path of put)
+            state.put(object_id, entry, item)
+        if not self.io.wake_pending:
+            self.io.wake()
 
     def segment_of(self, object_id: bytes) -> str:
         """The path of the object's segment in this process's node store."""
