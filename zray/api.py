@@ -10,7 +10,6 @@ import json
 import threading
 
 from zray import _runtime, options as opts
-from zray._launch import LocalCluster, default_resources
 from zray._process import advertised_host
 from zray.config import Config
 from zray.client import Client
@@ -19,7 +18,10 @@ from zray.generators import ObjectRefGenerator
 from zray.object_ref import ObjectRef, stale_ref_error
 from zray.protocol import Msg
 from zray.remote_function import RemoteFunction, put_value
-from zray.runtime_env.packaging import JOB_RUNTIME_ENV_VAR, check_local_paths, resolver
+
+# zray._launch (subprocess, socket) and zray.runtime_env.packaging (hashlib and
+# OpenSSL) load in init, the driver's: a worker imports this module for get,
+# put and wait, and paid ~10 ms of imports for them in every process.
 
 _init_lock = threading.RLock()
 _atexit_registered = False
@@ -52,6 +54,8 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
                              "_metrics_export_port"}
     if ignored:
         raise TypeError(f"init() got unexpected keyword argument(s) {sorted(ignored)}")
+    from zray._launch import default_resources
+    from zray.runtime_env.packaging import resolver
     job_env = _job_runtime_env(runtime_env)
     _warn_ignored_init_options(kwargs)
     with _init_lock:
@@ -115,6 +119,7 @@ def _job_runtime_env(runtime_env) -> dict | None:
     and actor of this driver (and, inherited, to theirs), as in Ray.  A driver
     started by ``zray job submit`` gets its job's (ZRAY_JOB_RUNTIME_ENV, already
     uploaded), under what it passes itself."""
+    from zray.runtime_env.packaging import JOB_RUNTIME_ENV_VAR, check_local_paths
     inherited = os.environ.get(JOB_RUNTIME_ENV_VAR)
     job_env = json.loads(inherited) if inherited else None
     if runtime_env is None:
@@ -163,6 +168,7 @@ def _warn_ignored_init_options(kwargs) -> None:
 
 
 def _start_local(config, namespace, resources) -> _runtime.Runtime:
+    from zray._launch import LocalCluster
     cluster = LocalCluster(config, resources)
     client = Client(cluster.head_address, b"D" + os.urandom(8), config, "driver",
                         local_node_id=cluster.node_id)

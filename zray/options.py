@@ -317,9 +317,9 @@ def resource_request(options: dict) -> dict:
 
 def strategy_wire(value):
     """The scheduling strategy in the form the head understands."""
-    from zray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
     if value is None or value == "DEFAULT":
-        return None
+        return None         # (before the import: zray.util loads all of its modules)
+    from zray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
     if isinstance(value, NodeAffinitySchedulingStrategy):
         node_id = value.node_id
         return ("node_affinity", bytes.fromhex(node_id) if isinstance(node_id, str)

@@ -106,7 +106,9 @@ class _Template:
         self.check(args, kwargs, self.function._function_name)
         runtime = _runtime.runtime()
         client = runtime.client
-        runtime_env = runtime.resolve_env(self.runtime_env)
+        runtime_env = self.runtime_env
+        if runtime_env:         # (None or {}: nothing to resolve, the common case)
+            runtime_env = runtime.resolve_env(runtime_env)
         if runtime.runtime_env is not None:
             runtime_env = opts.merge_runtime_env(runtime.runtime_env, runtime_env)
         function_id, blob = self.function.pickled(client.config)
@@ -124,6 +126,8 @@ class _Template:
                         owner_address=client.owner_address)
         return_ids = client.submit(spec)
         del keep
+        if self.num_returns == 1:
+            return ObjectRef(return_ids[0], _client=client, _registered=True)
         refs = [ObjectRef(oid, _client=client, _registered=True) for oid in return_ids]
         return returned(refs, self.num_returns, client)
 

@@ -83,6 +83,8 @@ def base_amount(resources: dict, name: str) -> float:
     """How much of ``name`` (e.g. "GPU") a request holds, inside a bundle or not:
     a bundle's request counts through its "any bundle" name."""
     amount = resources.get(name, 0.0)
+    if len(resources) < 2:      # a request inside a bundle has its marker too
+        return amount
     prefix = f"{name}_group_"
     for key, value in resources.items():
         if key.startswith(prefix) and "_" not in key[len(prefix):]:

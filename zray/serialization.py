@@ -51,7 +51,7 @@ class SerializedObject:
         self.meta = meta
         self.buffers = buffers
         self.contained_ids = contained_ids
-        self.size = len(meta) + sum(b.nbytes for b in buffers)
+        self.size = len(meta) + sum(b.nbytes for b in buffers) if buffers else len(meta)
 
 
 def record_contained_ref(object_id: bytes) -> None:

@@ -147,3 +147,11 @@ def test_encode_within_splits_a_batch_over_the_limit_in_order():
 
 def test_task_spec_check_knows_every_spec_field():
     assert tuple(name for name, _ in protocol.SPEC_FIELDS) == TaskSpec.__slots__
+
+
+def test_a_task_spec_pickles_every_field_in_place():
+    import pickle
+    spec = TaskSpec(*[f"value {i}" for i in range(len(TaskSpec.__slots__))])
+    copy = pickle.loads(pickle.dumps(spec, 5))
+    for name in TaskSpec.__slots__:
+        assert getattr(copy, name) == getattr(spec, name), name

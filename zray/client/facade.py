@@ -12,6 +12,7 @@ import concurrent.futures
 import itertools
 import logging
 import os
+import pickle
 import sys
 import threading
 import time
@@ -25,9 +26,10 @@ from zray.client.state import ClientState
 from zray.exceptions import GetTimeoutError, ObjectLostError, ProtocolError, RaySystemError
 from zray.protocol import Msg
 from zray.serialization import (KIND_ERROR, KIND_INLINE, KIND_SHM, SegmentMaps,
-                                deserialize, segment_path)
+                                deserialize, inline_bytes, segment_path, spare_paths)
 
 log = logging.getLogger("zray")
+_loads = pickle.loads       # an inline value (deserialize without buffers)
 
 #: Seconds a get waits for a pushed return of its own task before it also
 #: subscribes to it at the head (see ClientState.subscribe_pushed).
@@ -133,8 +135,14 @@ class Client:
 
     def submit(self, spec) -> list:
         """Send a task; return the ids of its returns (already referenced once)."""
-        self._raise_if_fatal()
-        return self._call(self.state.submit, spec, time.monotonic())
+        state = self.state            # (_call inlined: the hot path of .remote())
+        if state.fatal is not None:
+            raise state.fatal
+        with self.lock:
+            return_ids = state.submit(spec, time.monotonic())
+        if state.out and not self.io.wake_pending:
+            self.io.wake()
+        return return_ids
 
     def submit_actor_call(self, spec, max_pending: int = -1) -> list:
         """Send a method call straight to the actor; the head is told only if the
@@ -211,22 +219,27 @@ class Client:
 
     def put_serialized(self, object_id: bytes, obj) -> None:
         """Register an object made by put: inline, or written to the local store."""
-        self._raise_if_fatal()
-        self.register_escaping(obj.contained_ids)
+        state = self.state
+        if state.fatal is not None:
+            raise state.fatal
+        if obj.contained_ids:
+            self.register_escaping(obj.contained_ids)
         if obj.size <= self.config.max_inline_object_bytes:
-            from zray.serialization import inline_bytes
-            entry = (KIND_INLINE, inline_bytes(obj), obj.size, ())
-            item = (object_id, KIND_INLINE, entry[1], obj.size, None, obj.contained_ids)
+            data = inline_bytes(obj)
+            entry = (KIND_INLINE, data, obj.size, ())
+            item = (object_id, KIND_INLINE, data, obj.size, None, obj.contained_ids)
         else:
             if self.local_node_id is None:
                 raise RaySystemError("this process has no local node to store a large "
                                      "object in")
-            from zray.serialization import spare_paths
             size = self.store.write_object(object_id, obj,
                                      spare_paths(self.config.shm_dir, self.local_node_id))
             entry = (KIND_SHM, None, size, (self.local_node_id,))
             item = (object_id, KIND_SHM, None, size, self.local_node_id, obj.contained_ids)
-        self._call(self.state.put, object_id, entry, item)
+        with self.lock:            # (_call inlined: the hot path of put)
+            state.put(object_id, entry, item)
+        if not self.io.wake_pending:
+            self.io.wake()
 
     def segment_of(self, object_id: bytes) -> str:
         """The path of the object's segment in this process's node store."""
@@ -250,11 +263,11 @@ class Client:
         """The I/O thread applies the releases of the last turn."""
         if not self._released:
             return
-        maps = self.segment_maps
+        maps, released, release = self.segment_maps, self._released, self.state.release
         with self.lock:
-            while self._released:
-                object_id = self._released.popleft()
-                if self.state.release(object_id) and len(maps):
+            while released:
+                object_id = released.popleft()
+                if release(object_id) and len(maps):
                     maps.forget(self.segment_of(object_id))
 
     # --- getting ---------------------------------------------------------------------
@@ -330,7 +343,7 @@ class Client:
         """Turn a ready entry into its value; raise the stored error for an error."""
         kind, data, size, node_ids = entry
         if kind == KIND_INLINE:
-            return deserialize(data)
+            return _loads(data)
         if kind == KIND_ERROR:
             raise _as_raisable(deserialize(data))
         if kind == KIND_SHM:

@@ -132,7 +132,8 @@ class ClientIO:
         with self.lock:
             self.state.objects_ready(items, time.monotonic())
             fire = self.state.take_callbacks()
-        run_callbacks(fire)
+        if fire:
+            run_callbacks(fire)
 
     def _on_actor_results(self, items) -> None:
         with self.lock:
@@ -231,19 +232,19 @@ class ClientIO:
                     pass
             self.wake_pending = False
             client.apply_releases()
-            self._flush()
+            self.flush()
             if self.head in events:
                 head_heard = time.monotonic()
-                self._drain(self.head, HEAD)
+                self._drain(self.head, HEAD, True)
             if self.node is not None and self.node in events:
-                self._drain(self.node, NODE)
+                self._drain(self.node, NODE, True)
             for address, sock in list(self.owner_socks.items()):
                 if sock in events:
-                    self._drain(sock, Owner(address))
+                    self._drain(sock, Owner(address), True)
             self._drain_extra(events)
             if self.stop:
                 client.apply_releases()
-                self._flush(final=True)
+                self.flush(final=True)
                 return
             now = time.monotonic()
             if state.grants.lease is not None:
@@ -267,7 +268,7 @@ class ClientIO:
         if self.actor_socks:
             for actor_id, (_address, sock) in list(self.actor_socks.items()):
                 if sock in events:
-                    self._drain(sock, Actor(actor_id, None))
+                    self._drain(sock, Actor(actor_id, None), True)
 
     def _bind_server(self) -> None:
         endpoint, handler = self.serve_request
@@ -281,8 +282,14 @@ class ClientIO:
         self.served.set()
 
     def _drain_server(self) -> None:
-        while has_input(self.server):
-            frames = recv_frames(self.server)
+        """After a poll said the server socket is readable."""
+        polled = True
+        while polled or has_input(self.server):
+            polled = False
+            try:
+                frames = recv_frames(self.server)
+            except zmq.Again:
+                return
             try:
                 message = protocol.decode(frames[1:])
             except ProtocolError as exc:
@@ -293,10 +300,15 @@ class ClientIO:
             except Exception:
                 log.exception("handling %s from a caller failed", message.type.name)
 
-    def _drain(self, sock, source) -> None:
+    def _drain(self, sock, source, polled: bool = False) -> None:
+        """Handle what ``sock`` holds; ``polled``: a poll just said it is readable."""
         self.source = source
-        while has_input(sock):
-            frames = recv_frames(sock)
+        while polled or has_input(sock):
+            polled = False
+            try:
+                frames = recv_frames(sock)
+            except zmq.Again:
+                break
             try:
                 message = protocol.decode(frames)
             except ProtocolError as exc:
@@ -317,7 +329,7 @@ class ClientIO:
 
     # --- sending ----------------------------------------------------------------------
 
-    def _flush(self, final: bool = False) -> None:
+    def flush(self, final: bool = False) -> None:
         """Send the outbox in order, consecutive items of one type as one message.
 
         Bookkeeping for the head (reference counts, registrations of actor
@@ -327,17 +339,22 @@ class ClientIO:
         before it, at once.  REMOVE_REFS leave last, as one message: a reference
         dropped later than the program did only keeps an object a little longer,
         and a loop of submit-then-get would otherwise alternate types and send
-        one-item messages."""
+        one-item messages.
+
+        Items for the node and for an owner (a worker's TASKS_DONE and
+        OBJECTS_READY for each task it ran) gather per route, runs of one
+        type as one message, until the next message for another socket or
+        the end: a worker that ran several prefetched tasks since the last
+        turn sends one message of each, not one per task."""
         outbox, deferred, grants = self.state.out, self.deferred, self.state.grants
         urgent = final or self.report_now
         self.report_now = False
         sent = []
+        gathered = None      # owner address, or None: the node -> [route, [type, items]...]
         while outbox:
             route, msg_type, item = outbox.popleft()
-            if type(route) is Sent:
-                sent.append(route.event)
-                urgent = True
-            elif type(route) is Head:
+            kind = type(route)
+            if kind is Head:
                 if msg_type is Msg.SUBMIT_LEASED:
                     msg_type, item = grants.to_head(msg_type, item)
                 if not deferred:
@@ -345,16 +362,43 @@ class ClientIO:
                 deferred.append((msg_type, item))
                 if not urgent and not self._is_bookkeeping(msg_type, item):
                     urgent = True
-                    self._ask_report()
+                    if grants.unreported:      # (a driver's granted tasks only)
+                        self._ask_report()
+            elif kind is Node or kind is Owner:
+                if gathered is None:
+                    gathered = {}
+                key = route.address if kind is Owner else None    # (str: a cheap hash)
+                runs = gathered.get(key)
+                if runs is None:
+                    gathered[key] = [route, [msg_type, [item]]]
+                elif runs[-1][0] is msg_type:
+                    runs[-1][1].append(item)
+                else:
+                    runs.append([msg_type, [item]])
+            elif kind is Sent:
+                sent.append(route.event)
+                urgent = True
             else:
-                self.senders[type(route)](route, msg_type, [item])
+                if gathered:
+                    self._send_gathered(gathered)
+                    gathered = None
+                self.senders[kind](route, msg_type, [item])
+        if gathered:
+            self._send_gathered(gathered)
         if deferred and (urgent or time.monotonic() - self.deferred_since
                          >= self.config.bookkeeping_delay_s):
             self._send_deferred()
         for event in sent:
             event.set()
 
+    def _send_gathered(self, gathered: dict) -> None:
+        for route, *runs in gathered.values():
+            sender = self.senders[type(route)]
+            for msg_type, items in runs:
+                sender(route, msg_type, items)
+
     def _send_deferred(self) -> None:
+        send = self.senders[Head]
         deferred, self.deferred = self.deferred, []
         current, items, removes = None, [], []
         for msg_type, item in deferred:
@@ -362,14 +406,14 @@ class ClientIO:
                 removes.append(item)
                 continue
             if msg_type is not current and items:
-                self._send_head(HEAD, current, items)
+                send(HEAD, current, items)
                 items = []
             current = msg_type
             items.append(item)
         if items:
-            self._send_head(HEAD, current, items)
+            send(HEAD, current, items)
         if removes:
-            self._send_head(HEAD, Msg.REMOVE_REFS, removes)
+            send(HEAD, Msg.REMOVE_REFS, removes)
 
     def _is_bookkeeping(self, msg_type, item) -> bool:
         hook = self.bookkeeping_hook
@@ -434,7 +478,9 @@ class ClientIO:
             sock = self.owner_socks[route.address] = \
                 self._connect(route.address, self.client.identity)
             self.poller.register(sock, zmq.POLLIN)    # a granted driver's tasks
-        send_frames(sock, protocol.encode(msg_type, items))
+        # (several tasks' results, gathered: within the frame bound of its socket)
+        for frames in protocol.encode_within(msg_type, items, self.config.max_message_bytes):
+            send_frames(sock, frames)
 
     def _send_reply(self, route, msg_type, items) -> None:
         if self.server is None:

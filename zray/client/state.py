@@ -85,8 +85,8 @@ class ClientState:
         """A task: its returns are ours (pushed to us); it goes to our granted
         worker if it may, else to the head."""
         return_ids = self._own_returns(spec)
-        if not self.grants.try_submit(spec, now):
-            self.send(HEAD, Msg.SUBMIT_TASKS, (spec,))
+        if self.grants.lease is None or not self.grants.try_submit(spec, now):
+            self.out.append((HEAD, Msg.SUBMIT_TASKS, (spec,)))
         return return_ids
 
     def submit_actor_call(self, spec, max_pending: int = -1) -> list:
@@ -123,20 +123,22 @@ class ClientState:
     def release(self, object_id: bytes) -> bool:
         """One reference fewer; True if it was the last one of a shared-memory object
         we had (its map may go)."""
-        count = self.refs.get(object_id, 0) - 1
+        refs = self.refs
+        count = refs.get(object_id, 0) - 1
         if count > 0:
-            self.refs[object_id] = count
+            refs[object_id] = count
             return False
-        self.refs.pop(object_id, None)
+        refs.pop(object_id, None)
         entry = self.objects.pop(object_id, None)
         self.pushed.discard(object_id)
         self.subscribed.discard(object_id)
-        if self.calls.owns_released(object_id):
+        calls = self.calls
+        if calls.unregistered and calls.owns_released(object_id):
             pass                            # the head never heard of it, or later
-        elif is_handle_id(object_id) and self.calls.hold_handle(object_id):
+        elif is_handle_id(object_id) and calls.hold_handle(object_id):
             pass                            # released once our calls finish
         else:
-            self.send(HEAD, Msg.REMOVE_REFS, (object_id,))
+            self.out.append((HEAD, Msg.REMOVE_REFS, (object_id,)))
         return entry is not None and entry[0] == KIND_SHM
 
     # --- waiting ---------------------------------------------------------------------
@@ -214,25 +216,32 @@ class ClientState:
         ``ready_callbacks`` for the caller to run once the lock is let go."""
         fire, woken = self.ready_callbacks, []
         streams = self.streams.by_task
-        if not from_actor:
+        calls = self.calls
+        if not from_actor and calls.actor_of:   # else no call of ours can finish
             for item in items:
                 if item[0][:16] not in streams or item[0][16:] == COMPLETION:
-                    self.calls.done(item[0][:16])
+                    calls.done(item[0][:16])
+        lease = self.grants.lease
+        refs, objects, callbacks, waiters = self.refs, self.objects, self.callbacks, \
+            self.waiters
         for item in items:
             object_id = item[0]
-            self.grants.task_returned(object_id[:16], now)
+            if lease is not None:
+                self.grants.task_returned(object_id[:16], now)
             if streams and object_id[:16] in streams:
                 self.streams.arrival(streams[object_id[:16]], object_id, woken)
-            if object_id not in self.refs or object_id in self.objects:
+            if object_id not in refs or object_id in objects:
                 continue            # not ours any more, or already answered
             entry = tuple(item[1:])
-            self.objects[object_id] = entry
+            objects[object_id] = entry
             self.pushed.discard(object_id)
             self.subscribed.discard(object_id)
-            for callback in self.callbacks.pop(object_id, ()):
-                fire.append((callback, entry))
-            for waiter in self.waiters.pop(object_id, ()):
-                waiter.hit()
+            if callbacks:
+                for callback in callbacks.pop(object_id, ()):
+                    fire.append((callback, entry))
+            if waiters:
+                for waiter in waiters.pop(object_id, ()):
+                    waiter.hit()
         for stream in woken:
             self.streams.changed(stream)
 

@@ -111,7 +111,14 @@ def main(argv=None) -> None:
     default_thread_counts(os.environ)
     from zray.worker import main as worker_main   # the imports workers inherit
     prepare_workers(args.worker_args)
-    Server(args.cmd_fd, args.event_fd, args.worker_args, worker_main).run()
+    server = Server(args.cmd_fd, args.event_fd, args.worker_args, worker_main)
+    # What the imports made lives as long as any worker: out of every later
+    # collection's walk, in here and in each worker (whose collector would
+    # otherwise visit them all again, and write to their pages, unsharing
+    # them from this process's: CPU and memory in every worker).
+    import gc
+    gc.freeze()
+    server.run()
 
 
 def default_thread_counts(environ) -> None:

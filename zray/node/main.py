@@ -313,11 +313,14 @@ class NodeLoop:
                 self.state.on_worker_exited(int(words[1]), int(words[2]), now)
 
     def _drain_head(self, now: float) -> None:
-        for _ in range(DRAIN_BUDGET):
-            if not has_input(self.head):
+        for i in range(DRAIN_BUDGET):
+            if i and not has_input(self.head):     # the first: the poll said so
+                return
+            try:
+                frames = recv_frames(self.head)
+            except zmq.Again:
                 return
             self.head_heard = now
-            frames = recv_frames(self.head)
             try:
                 message = protocol.decode(frames, keep_good_items=True)
             except ProtocolError as exc:
@@ -381,10 +384,13 @@ class NodeLoop:
             log.warning("ignoring %s from the head", kind.name)
 
     def _drain_workers(self, now: float) -> None:
-        for _ in range(DRAIN_BUDGET):
-            if not has_input(self.workers):
+        for i in range(DRAIN_BUDGET):
+            if i and not has_input(self.workers):  # the first: the poll said so
                 return
-            frames = recv_frames(self.workers)
+            try:
+                frames = recv_frames(self.workers)
+            except zmq.Again:
+                return
             worker_id = frames[0]
             try:
                 message = protocol.decode(frames[1:], keep_good_items=True)
@@ -532,15 +538,20 @@ class NodeLoop:
                     self.state.out.send(who, Msg.OBJECT_PULLED, (object_id, error))
 
     def _flush(self) -> None:
-        self._answer_store()
-        self._flush_transfers()
-        while self.store.replies:        # pulls that ended freed room for more
+        store, puller, state = self.store, self.puller, self.state
+        if store.replies or puller.requests or puller.finished:
             self._answer_store()
             self._flush_transfers()
-        for command in self.state.commands:
-            self._run_command(command)
-        self.state.commands = []
-        for (identity, msg_type), items in self.state.out.drain().items():
+            while store.replies:        # pulls that ended freed room for more
+                self._answer_store()
+                self._flush_transfers()
+        if state.commands:
+            for command in state.commands:
+                self._run_command(command)
+            state.commands = []
+        if not state.out.batches:
+            return
+        for (identity, msg_type), items in state.out.drain().items():
             try:
                 frames = protocol.encode(msg_type, items)
                 if identity == HEAD:

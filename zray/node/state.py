@@ -303,7 +303,7 @@ class NodeManagerState:
             if not fits(spec.resources, available if unstarted is None else unstarted):
                 kept.append(spec)
                 continue
-            worker = self._pick_worker(idle, spec)
+            worker = self._pick_worker(idle, spec) if idle else None
             if worker is None:
                 if unstarted is None:
                     unstarted = dict(available)
@@ -319,9 +319,13 @@ class NodeManagerState:
         self.queue = kept
         if self.queue and self.config.worker_prefetch > 1:
             self._prefetch(now)
+        if not shortfall and not actor_shortfall:
+            return
         starting = sum(1 for w in self.workers.values() if w.state is WorkerState.STARTING)
         wanted = shortfall + actor_shortfall - starting
-        if wanted > 0 and idle:
+        if wanted <= 0:
+            return
+        if idle:
             self._retire_unmatched(idle, wanted)
         for _ in range(min(wanted, actor_shortfall + self._room_for_task_workers())):
             self._spawn(now)
@@ -398,14 +402,16 @@ class NodeManagerState:
         if not busy:
             return
         kept = deque()
+        durations = self.durations
         for spec in self.queue:
-            duration = self.durations.get(spec.function_id)
+            duration = durations.get(spec.function_id)
             target = None
             if duration is not None and duration <= short and not spec.max_calls \
                     and "GPU" not in spec.resources:
+                key = code_env_key(spec.runtime_env) if spec.runtime_env else ""
                 for worker in busy:
                     if len(worker.tasks) < limit and worker.task.resources == spec.resources \
-                            and worker.env_key == code_env_key(spec.runtime_env):
+                            and worker.env_key == key:
                         target = worker
                         break
             if target is None:

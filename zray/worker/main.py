@@ -45,6 +45,8 @@ log = logging.getLogger("zray.worker")
 
 #: Seconds an actor that ends itself waits for the head to confirm its death.
 ACTOR_DIED_REPLY_S = 10.0
+#: What _apply_env saves when a task changes no environment variable.
+_NO_CHANGES: dict = {}
 
 
 def run_forked(worker_id: bytes, worker_args: str) -> int:
@@ -444,6 +446,8 @@ class WorkerProcess:
         self.runtime.runtime_env = spec.runtime_env     # what its own tasks inherit
         if self.thread_vars:
             self._set_thread_count(spec)
+        if not spec.runtime_env and not spec.gpu_ids:
+            return _NO_CHANGES          # the common case: os.environ stays as it is
         changes = dict((spec.runtime_env or {}).get("env_vars") or {})
         if spec.gpu_ids:
             changes["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in spec.gpu_ids)
@@ -465,6 +469,8 @@ class WorkerProcess:
 
     @staticmethod
     def _restore_env(saved):
+        if not saved:
+            return
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
