@@ -249,3 +249,31 @@ def test_a_restore_writes_into_the_pages_of_the_segment_spilled_for_it(tmp_path)
     files.drop_recycled()
     assert sorted(os.listdir(shm)) == [os.path.basename(files.segment(new))]
     files.close()
+
+
+def test_a_spilled_segment_someone_mapped_meanwhile_is_never_recycled(tmp_path):
+    """The store finds a segment unused, then copies it to disk (tens of ms):
+    a reader that maps it meanwhile must keep its bytes, so its pages are not
+    recycled for a restore."""
+    import mmap
+    from zray.node.spill import SpillFiles
+    from zray.serialization import SpareSegments
+    shm, spill = tmp_path / "shm", tmp_path / "spill"
+    shm.mkdir()
+    spill.mkdir()
+    node = b"n" * 16
+    files = SpillFiles(str(shm), node, str(spill), SpareSegments(str(shm), node, 0), None)
+    read = b"r" * 16
+    with open(files.segment(read), "wb") as f:
+        f.write(b"a" * 8192)
+    with open(files.segment(read), "rb") as f:           # the reader maps it
+        view = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        files.spill(read, None, recycle=True)
+        assert files.recycled == []                       # not kept for a restore
+        assert view[:] == b"a" * 8192                     # the reader's bytes, intact
+    finally:
+        view.close()
+    assert os.listdir(shm) == []
+    files.close()
+

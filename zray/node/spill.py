@@ -233,10 +233,17 @@ class SpillFiles:
             kept = f"{source}.recycled"
             try:
                 os.rename(source, kept)
+            except OSError:
+                kept = None
+            # A reader may have mapped the segment after the store found it
+            # unused (the copy to disk takes tens of ms): its pages are only
+            # recycled if nobody has them now, when no new reader can find them.
+            if kept is not None and _unused(kept):
                 self.recycled.append(kept)
                 return spill_path
-            except OSError:
-                pass
+            if kept is not None:
+                _unlink_quietly(kept)     # the reader keeps the pages, intact
+                return spill_path
         _unlink_quietly(source)
         return spill_path
 
