@@ -217,6 +217,10 @@ TWO_NODES = ClusterSpec(head_node={"num_cpus": 1},
 TWO_NODES_INSECURE = ClusterSpec(
     head_node={"num_cpus": 1, "_system_config": {"insecure": True}},
     nodes=({"num_cpus": 1, "resources": {"nodeB": 1}},))
+#: The same with the chunk sockets on CURVE instead of sealed with AES-GCM.
+TWO_NODES_CURVE = ClusterSpec(
+    head_node={"num_cpus": 1, "_system_config": {"transfer_encryption": "curve"}},
+    nodes=({"num_cpus": 1, "resources": {"nodeB": 1}},))
 ON_NODE_B = {"nodeB": 1}
 
 
@@ -738,7 +742,9 @@ TRANSFER_ZRAY_ONLY = (
 @workload(metrics=TRANSFER_METRICS, cluster=TWO_NODES, zray_only=TRANSFER_ZRAY_ONLY)
 def transfer_100mb_cross_node(fw, sizes):
     """A 100 MB object made on node B is pulled by the driver's get onto the head node,
-    over CURVE (zray's default); the baseline is a raw frame over CURVE too.
+    encrypted as zray does by default (chunks sealed with AES-256-GCM under the
+    cluster's key, see zray.node.sealing); the baseline is a raw frame over CURVE,
+    the cipher of every other TCP socket.
 
     Each round makes a fresh object on node B (untimed), then times its get and
     one raw zero-copy pyzmq frame of the same size between two processes over
@@ -752,6 +758,14 @@ def transfer_100mb_cross_node(fw, sizes):
 def transfer_100mb_cross_node_insecure(fw, sizes):
     """transfer_100mb_cross_node with CURVE off on both sides (ZRAY_INSECURE)."""
     return measure_transfer(fw, sizes, curve=False)
+
+
+@workload(metrics=TRANSFER_METRICS, cluster=TWO_NODES_CURVE,
+          zray_only=TRANSFER_ZRAY_ONLY)
+def transfer_100mb_cross_node_curve(fw, sizes):
+    """transfer_100mb_cross_node with the chunk sockets on CURVE
+    (transfer_encryption="curve"), as every other TCP socket."""
+    return measure_transfer(fw, sizes, curve=True)
 
 
 def measure_transfer(fw, sizes, curve: bool) -> dict:

@@ -96,6 +96,12 @@ class Config:
     transfer_window: int = 4
     #: Seconds a pull waits for a peer's next chunk before trying another copy.
     transfer_timeout_s: float = 30.0
+    #: How chunks between hosts are encrypted: "aes-gcm" (messages sealed with
+    #: AES-256-GCM under a key derived from the cluster's secret, on sockets
+    #: without CURVE: several times cheaper per byte where the CPU has AES
+    #: instructions; see zray.node.sealing) or "curve" (CURVE like every other
+    #: socket).  Every node of a cluster must use the same.
+    transfer_encryption: str = "aes-gcm"
     #: The cluster's CURVE key file (see zray.security); empty: found from this
     #: host's record of started clusters, or none for ipc-only clusters.
     cluster_key_file: str = ""
@@ -181,6 +187,9 @@ class Config:
     log_level: str = "INFO"
 
     def __post_init__(self):
+        if self.transfer_encryption not in ("aes-gcm", "curve"):
+            raise ValueError(f"transfer_encryption={self.transfer_encryption!r} must be "
+                             "'aes-gcm' or 'curve'")
         if not 0.0 < self.memory_usage_threshold <= 1.0:
             raise ValueError(f"memory_usage_threshold={self.memory_usage_threshold!r} must "
                              "be a fraction in (0, 1], e.g. 0.95")

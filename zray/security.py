@@ -19,6 +19,8 @@ the key file's path, and read it themselves.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -111,6 +113,20 @@ def keys_for(config) -> ClusterKeys | None:
 def _tcp_keys(endpoint: str, config):
     """The cluster's keys when ``endpoint`` is TCP and the cluster has keys."""
     return keys_for(config) if endpoint.startswith("tcp://") else None
+
+
+TRANSFER_KEY_LABEL = b"zray transfer aes-gcm v1"
+
+
+def transfer_seal_key(endpoint: str, config) -> bytes | None:
+    """The key that seals chunks on ``endpoint`` with AES-256-GCM, or None where
+    they travel as every other message does (CURVE on TCP, clear on ipc)."""
+    if config.transfer_encryption != "aes-gcm":
+        return None
+    keys = _tcp_keys(endpoint, config)
+    if keys is None:
+        return None
+    return hmac.new(bytes(keys.server_secret), TRANSFER_KEY_LABEL, hashlib.sha256).digest()
 
 
 def secure_server(sock, endpoint: str, config) -> None:

@@ -28,7 +28,7 @@ from zray.serialization import segment_path
 
 from tests.conftest import SHM_DIR, wait_for
 from tests.tasks import make_array
-from tests.integration.test_security import _answer, _dealer, _logs
+from tests.integration.test_security import _answer, _chunk_dealer, _dealer, _logs
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -87,7 +87,7 @@ def test_malformed_chunk_requests_leave_the_node_its_workers_and_its_segments(cl
     segment = segment_path(SHM_DIR, bytes.fromhex(node.node_id), ref.binary())
     assert os.path.exists(segment)
     workers = {p.pid for p in psutil.Process(node.pid).children(recursive=True)}
-    chunks = _dealer(_endpoints(node)["chunks"], cluster.config)
+    chunks = _chunk_dealer(_endpoints(node)["chunks"], cluster.config)
     try:
         for items in ([1.5], [(1.5,)], [(ref.binary(), "0", None)], [None, "x", b"y"],
                       [(ref.binary(), -1, 10)], [(ref.binary(), 0, 10, 1)]):

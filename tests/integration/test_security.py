@@ -22,7 +22,10 @@ import zray
 from zray import _launch, protocol
 from zray.cluster_utils import Cluster
 from zray.protocol import Msg, SPECS
-from zray.security import create_key_file, load_key_file, secure_client
+from zray.node.sealing import RequestSeal
+from zray.serialization import segment_path
+from zray.security import (create_key_file, load_key_file, secure_client,
+                           transfer_seal_key)
 from zray.task_spec import TaskSpec
 
 from tests.actors import Counter
@@ -74,6 +77,34 @@ def _dealer(endpoint, config=None, identity=None):
     return sock
 
 
+class _SealedDealer:
+    """A member's socket to a chunk server that seals transfers with AES-GCM:
+    requests go sealed with the cluster's transfer key, chunks come back opened."""
+
+    def __init__(self, endpoint, key):
+        self.sock = _dealer(endpoint)
+        self.seal = RequestSeal(key)
+
+    def send_multipart(self, frames):
+        self.sock.send_multipart(self.seal.seal_request(frames))
+
+    def poll(self, timeout_ms):
+        return self.sock.poll(timeout_ms)
+
+    def recv_multipart(self):
+        header, plain = self.seal.open_chunk(self.sock.recv_multipart())
+        return [bytes(header[0])] + ([bytes(plain)] if plain is not None else [])
+
+    def close(self):
+        self.sock.close()
+
+
+def _chunk_dealer(endpoint, config):
+    """A member's socket to the chunk server at ``endpoint``, however it is secured."""
+    key = transfer_seal_key(endpoint, config)
+    return _dealer(endpoint, config) if key is None else _SealedDealer(endpoint, key)
+
+
 def _query_frames():
     return protocol.encode(Msg.QUERY, [(1, "nodes", None)])
 
@@ -96,6 +127,43 @@ def test_raw_client_without_key_gets_nothing_and_head_keeps_working(secure_clust
     finally:
         stranger.close()
     assert zray.get(square.remote(3)) == 9
+
+
+def test_chunk_server_answers_only_requests_sealed_with_the_cluster_key(secure_cluster):
+    """Chunks between hosts are sealed with AES-GCM (no CURVE on that socket): a
+    request without a seal, or sealed with another key, is dropped and logged
+    and gets no chunk; a member's sealed request gets the object's bytes,
+    encrypted on the wire (the frame is not the plaintext) and opened intact."""
+    cluster, node = secure_cluster
+    ref = make_array.options(resources={"member": 1}).remote(2 * 2**20 // 8, 5.0)
+    zray.wait([ref], timeout=60, fetch_local=False)
+    [info] = [n for n in zray.nodes() if n["NodeID"] == node.node_id]
+    endpoint = info["ObjectTransferEndpoint"]
+    key = transfer_seal_key(endpoint, cluster.config)
+    assert endpoint.startswith("tcp://") and key is not None
+    request = protocol.encode(Msg.CHUNK_REQUEST, [(ref.binary(), 0, 4096)])
+    stranger, forger = _dealer(endpoint), _SealedDealer(endpoint, os.urandom(32))
+    member = _SealedDealer(endpoint, key)
+    try:
+        stranger.send_multipart(request)
+        forger.send_multipart(request)
+        assert wait_for(lambda: _logs(cluster).count("not a sealed request") >= 1
+                 and "does not open with the cluster's key" in _logs(cluster), 30)
+        member.sock.send_multipart(member.seal.seal_request(request))
+        assert member.poll(30_000)
+        raw = member.sock.recv_multipart()
+        header, plain = member.seal.open_chunk(raw)
+        item = protocol.decode([bytes(header[0])]).items[0]
+        assert item.error is None and item.offset == 0 and len(plain) == 4096
+        assert bytes(raw[-1]) != bytes(plain)           # ciphertext on the wire
+        path = segment_path(cluster.config.shm_dir, bytes.fromhex(node.node_id),
+                            ref.binary())
+        with open(path, "rb") as segment:
+            assert bytes(plain) == segment.read(4096)
+        assert stranger.poll(0) == 0 and forger.poll(0) == 0
+    finally:
+        for sock in (stranger, forger, member):
+            sock.close()
 
 
 def test_wrong_key_and_no_key_nodes_are_refused(secure_cluster, tmp_path):
@@ -281,7 +349,7 @@ def test_fuzzed_messages_from_a_member_do_not_bring_anything_down(secure_cluster
     config = cluster.config
     targets = {"head": _dealer(cluster.address_endpoint, config),
                "workers": _dealer(info["NodeManagerEndpoint"], config, os.urandom(8)),
-               "chunks": _dealer(info["ObjectTransferEndpoint"], config)}
+               "chunks": _chunk_dealer(info["ObjectTransferEndpoint"], config)}
     sent = dict.fromkeys(targets, 0)
     types = list(Msg)
     try:
@@ -366,3 +434,4 @@ def test_key_file_readable_by_others_is_refused(tmp_path):
     assert f"chmod 600 {key_file}" in result.stderr
     with open(key_file) as f:
         assert json.load(f)                                  # nothing was changed
+

@@ -53,8 +53,9 @@ from zray.node.spill import (SpillFiles, open_spill_dir, remove_dead_session_spi
                              remove_spill_dir, spill_base)
 from zray.node.state import HEAD, NodeManagerState
 from zray.node.store import ObjectStore
+from zray.node.sealing import RequestSeal, SealError, ServerSeal, libcrypto, send_sealed
 from zray.node.transfer import ChunkServer, Puller
-from zray.security import secure_client, secure_server
+from zray.security import secure_client, secure_server, transfer_seal_key
 from zray.protocol import Msg, REASON_OOM
 from zray.serialization import IdleCpu, SpareFiller, SpareSegments, remove_segments, segment_path
 
@@ -88,7 +89,12 @@ class NodeLoop:
         configure_socket(self.transfer, config, transfer_frame_limit(config))
         endpoint = serve_endpoint(session_dir, f"transfer-{node_id.hex()[:12]}", host,
                                   head_address)
-        secure_server(self.transfer, endpoint, config)
+        seal_key = transfer_seal_key(endpoint, config)
+        self.server_seal = None if seal_key is None else ServerSeal(seal_key)
+        if seal_key is not None:
+            libcrypto()       # no AES-GCM here: stop now, saying what to set
+        else:
+            secure_server(self.transfer, endpoint, config)
         self.transfer_endpoint = bind_private(self.transfer, endpoint, config.port_range)
         self.chunks = ChunkServer(config.shm_dir, node_id)
         self._open_store(resources)
@@ -100,8 +106,10 @@ class NodeLoop:
                              config.transfer_window, config.transfer_timeout_s)
         self.puller.reachable = lambda peer: peer in self.peer_endpoints
         self.puller.send_requests = self._send_chunk_requests
+        self.puller.spares = self.spares.slots
         self.peer_endpoints: dict[bytes, str] = {}    # alive peers' chunk servers
         self.peers: dict[bytes, zmq.Socket] = {}      # DEALERs to pull from them
+        self.peer_seals: dict[bytes, RequestSeal] = {}   # theirs, where sealed
         self.poller = None
         self.head_gone = False
         self.rejoin = False       # exit, then start again as a new node (see main)
@@ -419,6 +427,7 @@ class NodeLoop:
         if alive and known == endpoint:
             return
         sock = self.peers.pop(node_id, None)
+        self.peer_seals.pop(node_id, None)
         if sock is not None:
             self.poller.unregister(sock)
             sock.close()
@@ -434,9 +443,14 @@ class NodeLoop:
             sock = self.ctx.socket(zmq.DEALER)
             configure_socket(sock, self.config, transfer_frame_limit(self.config))
             sock.setsockopt(zmq.IDENTITY, b"T" + self.node_id)
+            endpoint = self.peer_endpoints[node_id]
             try:
-                secure_client(sock, self.peer_endpoints[node_id], self.config)
-                sock.connect(self.peer_endpoints[node_id])
+                seal_key = transfer_seal_key(endpoint, self.config)
+                if seal_key is None:
+                    secure_client(sock, endpoint, self.config)
+                else:
+                    self.peer_seals[node_id] = RequestSeal(seal_key)
+                sock.connect(endpoint)
             except zmq.ZMQError:
                 sock.close()
                 raise
@@ -450,11 +464,14 @@ class NodeLoop:
                 return
             frames = recv_frames(self.transfer)
             peer = f"peer {frames[0][:17]!r}"
+            salt, body = None, frames[1:]
             try:
-                message = protocol.decode(frames[1:], keep_good_items=True)
+                if self.server_seal is not None:
+                    salt, body = self.server_seal.open_request(body)
+                message = protocol.decode(body, keep_good_items=True)
                 if message.type is not Msg.CHUNK_REQUEST:
                     raise ProtocolError(f"unexpected {message.type.name}")
-            except ProtocolError as exc:
+            except (ProtocolError, SealError) as exc:
                 log.warning("dropped a message from %s: %s", peer, exc)
                 continue
             if message.rejected:
@@ -463,12 +480,16 @@ class NodeLoop:
                 try:
                     header, buffers = self.chunks.chunk(item.object_id, item.offset,
                                                         item.length)
+                    out = protocol.encode(Msg.CHUNK, [header])
+                    if salt is not None:
+                        out = self.server_seal.seal_chunk(salt, out, buffers)
+                    else:
+                        out = out + buffers
                 except Exception:   # a request the server cannot answer: a bug
                     log.exception("answering a CHUNK_REQUEST from %s failed", peer)
                     continue
-                out = [frames[0]] + protocol.encode(Msg.CHUNK, [header]) + buffers
                 try:
-                    self.transfer.send_multipart(out, copy=False)
+                    send_sealed(self.transfer, [frames[0]] + out)
                 except zmq.ZMQError as exc:
                     log.warning("could not send a chunk: %s", exc)
 
@@ -477,10 +498,14 @@ class NodeLoop:
             if not has_input(sock):
                 return
             frames = sock.recv_multipart(copy=False)
+            seal = self.peer_seals.get(peer)
             try:
-                message = protocol.decode([frames[0].bytes] + frames[1:],
+                plain = None
+                if seal is not None:
+                    frames, plain = seal.open_chunk([f.buffer for f in frames])
+                message = protocol.decode([bytes(frames[0])] + frames[1:],
                                           keep_good_items=True)
-            except ProtocolError as exc:
+            except (ProtocolError, SealError) as exc:
                 log.warning("dropped a message from node %s: %s", peer.hex()[:12], exc)
                 continue
             if message.rejected:
@@ -488,7 +513,10 @@ class NodeLoop:
             if message.type is not Msg.CHUNK:
                 log.warning("ignoring %s from node %s", message.type.name, peer.hex()[:12])
                 continue
-            buffers = [frame.buffer for frame in message.buffers]
+            if plain is not None:
+                buffers = [plain]
+            else:
+                buffers = [frame.buffer for frame in message.buffers]
             for item in message.items:
                 try:
                     self.puller.on_chunk(peer, item.object_id, item.offset, item.size,
@@ -503,7 +531,9 @@ class NodeLoop:
             if peer not in self.peer_endpoints:
                 continue
             try:
-                send_frames(self._peer(peer), protocol.encode(Msg.CHUNK_REQUEST, [item]))
+                sock, frames = self._peer(peer), protocol.encode(Msg.CHUNK_REQUEST, [item])
+                seal = self.peer_seals.get(peer)
+                send_frames(sock, frames if seal is None else seal.seal_request(frames))
             except zmq.ZMQError as exc:     # its endpoint does not parse: no use waiting
                 log.warning("cannot reach node %s at %r: %s", peer.hex()[:12],
                             self.peer_endpoints.pop(peer), exc)
