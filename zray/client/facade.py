@@ -53,6 +53,7 @@ class Client:
         self.segment_maps = SegmentMaps()   # large objects this process read lately
         self.lock = threading.RLock()
         self.state = ClientState(role)
+        self.state.local_placement = role == "worker" and config.local_placement
         self._released = deque()           # from ObjectRef.__del__, any thread
         self._replies: dict[int, concurrent.futures.Future] = {}
         self._request_ids = itertools.count(1)

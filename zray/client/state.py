@@ -26,10 +26,11 @@ from collections import deque
 
 from zray.client.actor_calls import ActorCalls
 from zray.client.grants import Grants
-from zray.client.routes import HEAD
+from zray.client.routes import HEAD, NODE
 from zray.client.streams import COMPLETION, Streams
 from zray.ids import is_handle_id
 from zray.protocol import Msg
+from zray.resources import local_placeable
 from zray.serialization import KIND_SHM
 from zray.task_spec import STREAMING
 
@@ -65,6 +66,9 @@ class ClientState:
         self.owner_address = None          # a driver's ROUTER for results of its tasks
         self.functions_sent: set = set()
         self.function_blobs: dict[bytes, bytes] = {}
+        #: a worker whose plain tasks go to its own node first (Config.local_placement)
+        self.local_placement = False
+        self.node_functions: set = set()    # functions whose code our node has from us
         self.calls = ActorCalls(self)
         self.grants = Grants(self)
         self.streams = Streams(self)
@@ -77,7 +81,8 @@ class ClientState:
     def register_function(self, function_id: bytes, blob: bytes) -> None:
         if function_id not in self.functions_sent:
             self.functions_sent.add(function_id)
-            if self.role == "driver":            # for a granted worker that lacks it
+            if self.role == "driver" or self.local_placement:   # for a granted worker
+                # or our node, which lack it
                 self.function_blobs[function_id] = blob
             self.send(HEAD, Msg.REGISTER_FUNCTIONS, (function_id, blob))
 
@@ -85,9 +90,26 @@ class ClientState:
         """A task: its returns are ours (pushed to us); it goes to our granted
         worker if it may, else to the head."""
         return_ids = self._own_returns(spec)
-        if self.grants.lease is None or not self.grants.try_submit(spec, now):
+        if self.local_placement and local_placeable(spec):
+            self._place_locally(spec)
+        elif self.grants.lease is None or not self.grants.try_submit(spec, now):
             self.out.append((HEAD, Msg.SUBMIT_TASKS, (spec,)))
         return return_ids
+
+    def _place_locally(self, spec) -> None:
+        """A worker's plain task goes to its own node, which runs it if it fits now
+        or spills it back to the head; the head hears of it from us in any case
+        (SUBMIT_LOCAL, bookkeeping), on the socket that carries everything else we
+        tell it about its refs, so it never learns of them before the task."""
+        send = spec
+        if spec.function_id not in self.node_functions:
+            blob = self.function_blobs.get(spec.function_id)
+            if blob is not None:           # (without it the node spills the task)
+                self.node_functions.add(spec.function_id)
+                send = spec.copy()
+                send.function_blob = blob
+        self.out.append((NODE, Msg.PLACE_TASKS, (send,)))
+        self.out.append((HEAD, Msg.SUBMIT_LOCAL, (spec,)))
 
     def submit_actor_call(self, spec, max_pending: int = -1) -> list:
         self.calls.check_pending(spec.actor_id, max_pending)
