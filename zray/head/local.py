@@ -116,7 +116,9 @@ class LocalTasks:
             if task.state is not TaskState.ASSIGNED or task.node_id != node.node_id \
                     or task.spec.attempt != attempt or task.lease is not None:
                 continue
-            self.scheduler.count_dispatch("spilled")
+            counts = self.scheduler.dispatch_counts    # counted as local at registration
+            counts["local"] -= 1
+            counts["spilled"] += 1
             self.scheduler.release(task)
             if task.cancel_requested:
                 self.task_flow.finish_with_error(task, zerr.TaskCancelledError(
