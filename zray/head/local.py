@@ -68,6 +68,7 @@ class LocalTasks:
         node spilled them (or died)."""
         client = self.membership.client(key, now)
         node = self.nodes.get(client.node_id) if client.node_id else None
+        assigned = False
         for (spec,) in items:
             task_id = spec.task_id
             task = self.task_flow.new_task(spec, client)
@@ -87,10 +88,13 @@ class LocalTasks:
                 continue
             self.scheduler.count_dispatch("local")
             self._assign(task, node, now)
+            assigned = True
             if early is not None:
                 self.task_flow.on_tasks_finished(early.worker_key, [early.item], now)
             elif died is not None:
                 self.task_flow.task_failed(task, died.error, retriable=True, now=now)
+        if assigned:         # the index learns once per message (one node: the sender's)
+            self.scheduler.node_changed(node)
 
     def _assign(self, task, node, now):
         task.move(TaskState.PENDING)
@@ -99,7 +103,6 @@ class LocalTasks:
         self.head.events.assigned(task, node.node_id, now)
         for name, amount in held(task.spec).items():
             node.available[name] = node.available.get(name, 0.0) - amount
-        self.scheduler.node_changed(node)
 
     # --- what the node and the workers report ------------------------------------------
 
