@@ -288,7 +288,13 @@ class Client:
                                                              gate.open)
             if waiter is None:
                 return unique.difference(missing)
-        if self.state.out and not self.io.wake_pending:
+        if self.state.local_placement:
+            # What we wait for may be a task our node placed: its result reaches
+            # us through the head, which waits for its registration (SUBMIT_LOCAL,
+            # held as bookkeeping): send that now, not up to 2 ms later.
+            self.io.report_now = True
+            self.io.wake()
+        elif self.state.out and not self.io.wake_pending:
             self.io.wake()
         blocked = self._notify_blocked(True)
         started = time.monotonic()
