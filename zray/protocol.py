@@ -260,9 +260,10 @@ SPECS: dict[Msg, MessageSpec] = {
         "SUBMIT_TASKS would and as running on that node (ASSIGNED), unless the node "
         "spilled it, in which case it is queued like any task. Bookkeeping."),
     Msg.TASKS_SPILLED: MessageSpec(
-        "node→head", ("task_id", "attempt"),
+        "node→head, node→worker", ("task_id", "attempt"),
         "Tasks a worker of this node placed here (PLACE_TASKS) that did not fit: the "
-        "head places them (their SUBMIT_LOCAL carries the spec)."),
+        "head places them (their SUBMIT_LOCAL carries the spec); the worker that "
+        "offered them (told of the last one) offers none for a while."),
     Msg.REPORT_NOW: MessageSpec(
         "driver→granted worker", ("task_id",),
         "Send these granted tasks' TASKS_FINISHED to the head at once, not with the "

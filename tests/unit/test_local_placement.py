@@ -7,6 +7,7 @@ import pytest
 
 from zray import ids
 from zray.client.routes import HEAD, NODE
+from zray.client.local import LOCAL_PAUSE_S
 from zray.client.state import ClientState
 from zray.head.records import NodeState
 from zray.head.state import ObjectState, TaskState
@@ -21,7 +22,8 @@ from tests.unit.test_node_state import sent_tasks, started_node
 pytestmark = pytest.mark.timeout(10)
 
 NODE_B = b"N" + b"b" * 16
-RUNNER = b"Wworker2"          # the worker of NODE_A that runs the placed task
+RUNNER = b"Wworker2"
+WORKER_ID = b"w" * 8          # the node's worker that offers tasks          # the worker of NODE_A that runs the placed task
 
 
 def plain(cpus=1.0, blob=None, **fields):
@@ -51,11 +53,12 @@ def test_only_plain_tasks_are_placeable():
 def test_node_runs_what_fits_now_and_spills_the_rest():
     state, _ = started_node(cpus=2, worker_prefetch=1)
     first, second, third = plain(blob=b"code"), plain(), plain()
-    state.on_place_tasks([first, second, third], 0.0)
+    state.on_place_tasks(WORKER_ID, [first, second, third], 0.0)
     out = state.out.drain()
     started = [s.task_id for specs in sent_tasks(out).values() for s in specs]
     assert sorted(started) == sorted([first.task_id, second.task_id])
     assert out[(NODE_HEAD, Msg.TASKS_SPILLED)] == [(third.task_id, 0)]
+    assert out[(WORKER_ID, Msg.TASKS_SPILLED)] == [(third.task_id, 0)]   # it pauses
     assert state.placed_locally == 2 and state.spilled == 1
     assert state.snapshot()["placed_locally"] == 2
 
@@ -65,21 +68,21 @@ def test_node_counts_queued_tasks_as_taken():
     state.on_execute_tasks([plain(blob=b"code") for _ in range(3)], 0.0)   # one waits
     state.out.drain()
     offered = plain()
-    state.on_place_tasks([offered], 0.0)
+    state.on_place_tasks(WORKER_ID, [offered], 0.0)
     assert state.out.drain()[(NODE_HEAD, Msg.TASKS_SPILLED)] == [(offered.task_id, 0)]
 
 
 def test_node_spills_unknown_functions_unplaceable_tasks_and_when_turned_off():
     state, _ = started_node(cpus=4, worker_prefetch=1)
     no_code, gpu = plain(), plain(blob=b"code", resources={"CPU": 1.0, "GPU": 1.0})
-    state.on_place_tasks([no_code], 0.0)       # no code for its function yet
-    state.on_place_tasks([gpu], 0.0)
+    state.on_place_tasks(WORKER_ID, [no_code], 0.0)       # no code for its function yet
+    state.on_place_tasks(WORKER_ID, [gpu], 0.0)
     out = state.out.drain()
     assert out[(NODE_HEAD, Msg.TASKS_SPILLED)] == [(no_code.task_id, 0), (gpu.task_id, 0)]
     assert not sent_tasks(out)
     off, _ = started_node(cpus=4, worker_prefetch=1, local_placement=False)
     task = plain(blob=b"code")
-    off.on_place_tasks([task], 0.0)
+    off.on_place_tasks(WORKER_ID, [task], 0.0)
     assert off.out.drain()[(NODE_HEAD, Msg.TASKS_SPILLED)] == [(task.task_id, 0)]
     assert off.functions == {b"fid": b"code"}   # kept for the next ones anyway
 
@@ -87,7 +90,7 @@ def test_node_spills_unknown_functions_unplaceable_tasks_and_when_turned_off():
 def test_node_spills_a_custom_resource_it_lacks():
     state, _ = started_node(cpus=2, worker_prefetch=1)
     task = plain(blob=b"code", resources={"CPU": 1.0, "special": 1.0})
-    state.on_place_tasks([task], 0.0)
+    state.on_place_tasks(WORKER_ID, [task], 0.0)
     assert state.out.drain()[(NODE_HEAD, Msg.TASKS_SPILLED)] == [(task.task_id, 0)]
 
 
@@ -95,7 +98,7 @@ def test_node_spills_a_custom_resource_it_lacks():
 
 def test_worker_offers_plain_tasks_to_its_node_and_registers_them():
     client = ClientState("worker")
-    client.local_placement = True
+    client.local.enabled = True
     client.register_function(b"fid", b"code")
     first, second = plain(), plain()
     dependent = plain(dep_ids=(first.return_ids()[0],))
@@ -108,6 +111,41 @@ def test_worker_offers_plain_tasks_to_its_node_and_registers_them():
         (HEAD, Msg.SUBMIT_TASKS, dependent)]
     assert out[1][2].task_id == first.task_id and out[1][2].function_blob == b"code"
     assert first.function_blob is None          # the head's copy carries no code
+
+
+def test_worker_offers_nothing_for_a_while_after_a_spill():
+    client = ClientState("worker")
+    client.local.enabled = True
+    client.register_function(b"fid", b"code")
+    special = plain(resources={"CPU": 1.0, "special": 1.0})
+    client.submit(special, 1.0)
+    client.release(special.return_ids()[0])
+    client.local.spilled([(special.task_id, 0)], 1.0)   # TASKS_SPILLED from the node
+    paused, other_shape, later = plain(resources=dict(special.resources)), plain(), \
+        plain(resources=dict(special.resources))
+    for task, now in ((paused, 1.0 + LOCAL_PAUSE_S / 2), (other_shape, 1.0),
+                      (later, 1.0 + LOCAL_PAUSE_S)):
+        client.submit(task, now)
+        client.release(task.return_ids()[0])
+    out = [(route, kind, item[0].task_id) for route, kind, item in client.out
+           if kind in (Msg.PLACE_TASKS, Msg.SUBMIT_LOCAL, Msg.SUBMIT_TASKS)][2:]
+    assert out == [(HEAD, Msg.SUBMIT_TASKS, paused.task_id),
+                   (NODE, Msg.PLACE_TASKS, other_shape.task_id),
+                   (HEAD, Msg.SUBMIT_LOCAL, other_shape.task_id),
+                   (NODE, Msg.PLACE_TASKS, later.task_id),
+                   (HEAD, Msg.SUBMIT_LOCAL, later.task_id)]
+
+
+def test_a_burst_offers_its_first_few_and_sends_the_rest_to_the_head():
+    client = ClientState("worker")
+    client.local.enabled = True
+    client.local.max_awaited = 2
+    client.register_function(b"fid", b"code")
+    for _ in range(4):
+        client.submit(plain(), 0.0)
+    kinds = [kind for _, kind, _ in client.out][1:]
+    assert kinds == [Msg.PLACE_TASKS, Msg.SUBMIT_LOCAL, Msg.PLACE_TASKS, Msg.SUBMIT_LOCAL,
+                     Msg.SUBMIT_TASKS, Msg.SUBMIT_TASKS]
 
 
 # --- the head: registration in every order -----------------------------------------------

@@ -115,6 +115,7 @@ class ClientIO:
             Msg.ACTOR_RESULTS: self._on_actor_results,
             Msg.LEASE_GRANT: self._on_lease_grant,
             Msg.LEASE_RECALL: self._on_lease_recall,
+            Msg.TASKS_SPILLED: self._on_tasks_spilled,
             Msg.HEARTBEAT: _ignore,          # the head's answer: heard, nothing to do
         }
         self.senders = {Head: self._send_head, Node: self._send_head, Actor: self._send_actor,
@@ -151,6 +152,11 @@ class ClientIO:
     def _on_lease_recall(self, items) -> None:
         with self.lock:
             self.state.grants.recalled(items)
+
+    def _on_tasks_spilled(self, items) -> None:
+        """Our node had no room for tasks we offered it: offer none for a while."""
+        with self.lock:
+            self.state.local.spilled(items, time.monotonic())
 
     def _on_actor_info(self, items) -> None:
         for item in items:

@@ -17,7 +17,8 @@ What it keeps:
   subscribed to or expect pushed;
 - actor calls we own (actor_calls.py): sent straight to the actor; the head
   hears of one only when a ref of its results escapes (``register_escaping``);
-- the lease grant (grants.py) and generator streams (streams.py).
+- the lease grant (grants.py), generator streams (streams.py) and the tasks a
+  worker offers its own node (local.py).
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ from collections import deque
 
 from zray.client.actor_calls import ActorCalls
 from zray.client.grants import Grants
-from zray.client.routes import HEAD, NODE
+from zray.client.local import LocalOffers
+from zray.client.routes import HEAD
 from zray.client.streams import COMPLETION, Streams
 from zray.ids import is_handle_id
 from zray.protocol import Msg
-from zray.resources import local_placeable
 from zray.serialization import KIND_SHM
 from zray.task_spec import STREAMING
 
@@ -66,12 +67,10 @@ class ClientState:
         self.owner_address = None          # a driver's ROUTER for results of its tasks
         self.functions_sent: set = set()
         self.function_blobs: dict[bytes, bytes] = {}
-        #: a worker whose plain tasks go to its own node first (Config.local_placement)
-        self.local_placement = False
-        self.node_functions: set = set()    # functions whose code our node has from us
         self.calls = ActorCalls(self)
         self.grants = Grants(self)
         self.streams = Streams(self)
+        self.local = LocalOffers(self)     # a worker's tasks its node may place
 
     def send(self, route, msg_type: Msg, item: tuple) -> None:
         self.out.append((route, msg_type, item))
@@ -81,35 +80,22 @@ class ClientState:
     def register_function(self, function_id: bytes, blob: bytes) -> None:
         if function_id not in self.functions_sent:
             self.functions_sent.add(function_id)
-            if self.role == "driver" or self.local_placement:   # for a granted worker
+            if self.role == "driver" or self.local.enabled:   # for a granted worker
                 # or our node, which lack it
                 self.function_blobs[function_id] = blob
             self.send(HEAD, Msg.REGISTER_FUNCTIONS, (function_id, blob))
 
     def submit(self, spec, now: float) -> list:
-        """A task: its returns are ours (pushed to us); it goes to our granted
-        worker if it may, else to the head."""
+        """A task: its returns are ours (pushed to us); it goes to our node (a
+        worker's plain task, local.py), our granted worker if it may, else to
+        the head."""
+        awaited = len(self.pushed)             # results of our other tasks
         return_ids = self._own_returns(spec)
-        if self.local_placement and local_placeable(spec):
-            self._place_locally(spec)
+        if self.local.try_offer(spec, awaited, now):
+            pass
         elif self.grants.lease is None or not self.grants.try_submit(spec, now):
             self.out.append((HEAD, Msg.SUBMIT_TASKS, (spec,)))
         return return_ids
-
-    def _place_locally(self, spec) -> None:
-        """A worker's plain task goes to its own node, which runs it if it fits now
-        or spills it back to the head; the head hears of it from us in any case
-        (SUBMIT_LOCAL, bookkeeping), on the socket that carries everything else we
-        tell it about its refs, so it never learns of them before the task."""
-        send = spec
-        if spec.function_id not in self.node_functions:
-            blob = self.function_blobs.get(spec.function_id)
-            if blob is not None:           # (without it the node spills the task)
-                self.node_functions.add(spec.function_id)
-                send = spec.copy()
-                send.function_blob = blob
-        self.out.append((NODE, Msg.PLACE_TASKS, (send,)))
-        self.out.append((HEAD, Msg.SUBMIT_LOCAL, (spec,)))
 
     def submit_actor_call(self, spec, max_pending: int = -1) -> list:
         self.calls.check_pending(spec.actor_id, max_pending)

@@ -123,12 +123,14 @@ class NodeManagerState:
             self.queue.append(spec)
         self.dispatch(now)
 
-    def on_place_tasks(self, specs, now: float) -> None:
-        """Tasks our own workers submitted (PLACE_TASKS; each also registers its
-        task with the head, SUBMIT_LOCAL): queue each that fits what is free now,
+    def on_place_tasks(self, worker_id: bytes, specs, now: float) -> None:
+        """Tasks our worker ``worker_id`` submitted (PLACE_TASKS; it also registers
+        each with the head, SUBMIT_LOCAL): queue each that fits what is free now,
         counting what waits in the queue as taken, as if the head had sent it;
-        spill the others back to the head (TASKS_SPILLED), which places them."""
+        spill the others back to the head (TASKS_SPILLED), which places them, and
+        tell the worker, which then stops offering for a while."""
         free = None
+        spilled = []
         for spec in specs:
             if spec.function_blob is not None:
                 self.functions[spec.function_id] = spec.function_blob
@@ -142,8 +144,12 @@ class NodeManagerState:
                 self.queue.append(spec)
                 self.placed_locally += 1
             else:
-                self.out.send(HEAD, Msg.TASKS_SPILLED, (spec.task_id, spec.attempt))
-                self.spilled += 1
+                spilled.append((spec.task_id, spec.attempt))
+        for item in spilled:
+            self.out.send(HEAD, Msg.TASKS_SPILLED, item)
+        if spilled:
+            self.spilled += len(spilled)
+            self.out.send(worker_id, Msg.TASKS_SPILLED, spilled[-1])   # offer no more now
         self.dispatch(now)
 
     def _free_now(self) -> dict:
