@@ -133,9 +133,9 @@ class LocalTasks:
     def expects(self, client_node) -> bool:
         """A report about a task the head does not know, from a worker of
         ``client_node``, may be about a locally placed task whose SUBMIT_LOCAL is
-        still on its way."""
-        return self.config.local_placement and client_node is not None and \
-            client_node.state is NodeState.ALIVE
+        still on its way (whatever the head's own ``local_placement``: a node
+        started with another setting may place tasks)."""
+        return client_node is not None and client_node.state is NodeState.ALIVE
 
     def keep_early_finish(self, task_id, key, item, now, node_id) -> None:
         self.early_finished[task_id] = EarlyGranted(key, item, now, node_id)
