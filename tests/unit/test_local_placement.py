@@ -236,7 +236,9 @@ def test_node_death_retries_registered_tasks_and_reroutes_late_registrations():
     out = h.send(WORKER, Msg.SUBMIT_LOCAL, (late,), (finished_there,))
     assert {s.task_id for s in executed(out, NODE_B)} == {late.task_id,
                                                           finished_there.task_id}
-    assert h.state.objects[finished_there.return_ids()[0]].state is ObjectState.PENDING
+    assert h.state.objects[late.return_ids()[0]].state is ObjectState.PENDING  # the driver's
+    assert finished_there.return_ids()[0] not in h.state.objects     # nobody holds it
+    assert WORKER not in h.state.clients           # the dead submitter holds nothing
 
 
 def test_a_worker_death_before_the_registration_retries_the_task():

@@ -95,6 +95,10 @@ class LocalTasks:
                 self.task_flow.task_failed(task, died.error, retriable=True, now=now)
         if assigned:         # the index learns once per message (one node: the sender's)
             self.scheduler.node_changed(node)
+        elif node is None or node.state is not NodeState.ALIVE:
+            # The submitter died with its node after sending this: it holds
+            # nothing any more (a ref that escaped it was counted on its own).
+            self.membership.client_gone(client)
 
     def _assign(self, task, node, now):
         task.move(TaskState.PENDING)
