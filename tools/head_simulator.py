@@ -15,7 +15,9 @@ heartbeats (one per node and driver per simulated second) and ticks (every
 0.1 s) cost what they would.  Each run goes in a fresh child process so its RSS
 growth is its own.  Variants: ``default`` strategy, ``SPREAD``, and ``deps``
 (tasks in pairs, ``f(g())``: the second depends on the first, whose reference
-the driver drops at once).  By default the head reads one 1,000-task batch
+the driver drops at once), and ``local``: the tasks are nested ones that each
+node placed itself (``SUBMIT_LOCAL`` from its worker, ``--cpus`` per worker
+per batch; the result goes back to that worker, which drops it).  By default the head reads one 1,000-task batch
 between placements, so nodes have room (the common path); ``--batches-per-round``
 above 1 fills them (the overcommit path).  ``--budget-s`` stops submitting once
 the head has been busy that long, so large clusters run fewer tasks (marked *).
@@ -58,7 +60,7 @@ FUNCTION_ID = b"fid-simulated"
 RUN_S = 0.0005            # reported run time: the function counts as short
 TICK_S = 0.1              # as zray.head.main
 HEARTBEAT_S = 1.0
-VARIANTS = ("default", "SPREAD", "deps")
+VARIANTS = ("default", "SPREAD", "deps", "local")
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -136,6 +138,7 @@ class SimCluster:
         self.head = head
         self.node_ids = [i.to_bytes(4, "big") + b"simnode-" + bytes(4) for i in range(nodes)]
         self.worker_of = {b"N" + n: b"W" + n for n in self.node_ids}
+        self.workers = list(self.worker_of.values())
         self.total_cpus = nodes * cpus
         for node_id in self.node_ids[:-2]:
             self._join(node_id, {"resources": {"CPU": cpus}, "host": "sim"})
@@ -229,6 +232,8 @@ class Workload:
         self.dropped = []                        # results to drop in the next round
         self.finished_now = []                   # (worker, items) to report next round
         self.rounds = 0
+        self.local = 0              # local variant: tasks per SUBMIT_LOCAL (else 0)
+        self.cursor = 0             # the next node whose worker submits (local)
         self.peak_rss = rss_bytes()
         self.peak_tasks = 0
         self.rss_trace = []        # (tasks submitted, RSS) at each tenth of the run
@@ -257,8 +262,11 @@ class Workload:
 
     def _driver_turn(self):
         if self.dropped:
-            self.head.send("remove_refs", DRIVER, Msg.REMOVE_REFS,
-                           [(oid,) for oid in self.dropped])
+            by_holder = collections.defaultdict(list)
+            for holder, oid in self.dropped:
+                by_holder[holder].append((oid,))
+            for holder, items in by_holder.items():
+                self.head.send("remove_refs", holder, Msg.REMOVE_REFS, items)
             self.dropped = []
         for _ in range(self.batches_per_round):
             if self.in_flight >= self.window or self.next_spec >= self.total:
@@ -268,12 +276,31 @@ class Workload:
             self.kept += sum(1 for _, keep in chunk if keep)
             self.next_spec += len(chunk)
             self.in_flight += len(chunk)
+            if self.local:
+                self._local_submit(chunk)
+                continue
             self.head.send("submit", DRIVER, Msg.SUBMIT_TASKS, [(s,) for s, _ in chunk])
             self.to_execute.update(s.task_id for s, _ in chunk)
             self.to_return.update(oid for s, keep in chunk if keep for oid in s.return_ids())
             unkept = [(oid,) for s, keep in chunk if not keep for oid in s.return_ids()]
             if unkept:                 # g() in f(g()): its ref dies at once
                 self.head.send("remove_refs", DRIVER, Msg.REMOVE_REFS, unkept)
+
+    def _local_submit(self, chunk):
+        """Workers register what their nodes placed: ``cpus`` tasks per worker
+        per message, round robin over the nodes; the nodes run them at once."""
+        workers, step = self.cluster.workers, self.local
+        for start in range(0, len(chunk), step):
+            worker = workers[self.cursor % len(workers)]
+            self.cursor += 1
+            part = chunk[start:start + step]
+            self.head.send("submit", worker, Msg.SUBMIT_LOCAL, [(spec,) for spec, _ in part])
+            self.to_return.update(oid for spec, _ in part for oid in spec.return_ids())
+            self.executed += len(part)
+            self.finished_now.append((worker, [
+                (spec.task_id, 0, STATUS_OK,
+                 [(oid, KIND_INLINE, b"", 0, ()) for oid in spec.return_ids()], RUN_S)
+                for spec, _ in part]))
 
     def _workers_turn(self):
         for worker, items in self.finished_now:
@@ -285,11 +312,11 @@ class Workload:
         for (identity, kind), items in out.items():
             if kind is Msg.EXECUTE_TASKS:
                 self._run_instantly(identity, items)
-            elif kind is Msg.OBJECTS_READY and identity == DRIVER:
+            elif kind is Msg.OBJECTS_READY and (identity == DRIVER or self.local):
                 for item in items:
                     self.to_return.remove(item[0])       # KeyError: pushed twice
                     self.returned += 1
-                    self.dropped.append(item[0])
+                    self.dropped.append((identity, item[0]))
             elif kind in (Msg.WARNING, Msg.PROTOCOL_ERROR):
                 raise AssertionError(f"head said {kind.name}: {items}")
 
@@ -330,7 +357,8 @@ def check_clean(head: TimedHead, work: Workload):
     for node in state.nodes.values():
         assert node.available == node.total, f"node resources leaked: {node.available}"
         assert node.state.value == "ALIVE", f"a node died: {node.death_reason}"
-    assert state.dispatch_counts["node"] == submitted
+    placed = state.dispatch_counts["local"] if work.local else state.dispatch_counts["node"]
+    assert placed == submitted
 
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
@@ -339,7 +367,7 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 def run_one(nodes, tasks, variant, cpus, batch, factor, budget_s, endpoints,
             trace, batches_per_round=1, clock="wall") -> dict:
     config = Config(lease_workers=False)
-    specs = iter_specs(tasks, variant)
+    specs = iter_specs(tasks, "default" if variant == "local" else variant)
     if trace:
         tracemalloc.start()
     rss_before = rss_bytes()
@@ -350,6 +378,8 @@ def run_one(nodes, tasks, variant, cpus, batch, factor, budget_s, endpoints,
     window = int(cluster.total_cpus * factor)
     work = Workload(head, cluster, specs, tasks, min(batch, window), window, budget_s,
                     batches_per_round)
+    if variant == "local":
+        work.local = max(1, int(cpus))
     head.state.validate()
     work.run()
     head.state.validate()

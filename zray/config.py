@@ -62,6 +62,16 @@ class Config:
     #: straight to it, and grants it on to a driver submitting one plain task
     #: at a time, which then sends them itself (driver -> worker -> driver).
     lease_workers: bool = True
+    #: Let a node manager run the plain tasks its own workers submit
+    #: (``zray.resources.local_placeable``: no actor, strategy, GPU, ObjectRef
+    #: argument, generator or runtime_env) itself when they fit its free
+    #: resources now, registering them with the head as bookkeeping; the rest
+    #: spill back to the head (see docs/architecture.md, *Local placement*).
+    local_placement: bool = True
+    #: A worker offers a task to its node only while it awaits fewer results of
+    #: its own tasks than this (a one-at-a-time loop always; a burst its first
+    #: few, the rest go to the head, which spreads bursts over the cluster).
+    local_placement_max_awaited: int = 4
     #: Seconds the head keeps an unused leased worker before giving it back.
     lease_idle_s: float = 0.05
     #: Tasks of functions that recently ran longer than this are never prefetched.

@@ -35,7 +35,7 @@ from zray.fieldtypes import (
     resources_ok, sequence_of)
 
 PROTOCOL_MAJOR = 2
-PROTOCOL_MINOR = 2
+PROTOCOL_MINOR = 3
 #: The first minor whose nodes take RESERVE_BUNDLES (placement groups): bundles
 #: are reserved only on nodes that registered with at least this minor.
 BUNDLES_MINOR = 1
@@ -100,6 +100,9 @@ class Msg(enum.IntEnum):
     SPACE_RESERVED = 55
     OBJECT_WRITTEN = 56
     STORE_STATS = 57
+    PLACE_TASKS = 58
+    SUBMIT_LOCAL = 59
+    TASKS_SPILLED = 60
 
 
 @dataclass(frozen=True)
@@ -246,6 +249,21 @@ SPECS: dict[Msg, MessageSpec] = {
         "driver→head", ("spec", "worker_id"),
         "A task the driver sent straight to the worker it was granted: the head records "
         "it as running there (or queues it, if that lease is gone)."),
+    Msg.PLACE_TASKS: MessageSpec(
+        "worker→node", ("spec",),
+        "Plain tasks this worker submitted (zray.resources.local_placeable): the node "
+        "runs each that fits its free resources now, and spills the others back "
+        "(TASKS_SPILLED); the worker registers every one with SUBMIT_LOCAL."),
+    Msg.SUBMIT_LOCAL: MessageSpec(
+        "worker→head", ("spec",),
+        "A task this worker sent to its own node (PLACE_TASKS): the head records it as "
+        "SUBMIT_TASKS would and as running on that node (ASSIGNED), unless the node "
+        "spilled it, in which case it is queued like any task. Bookkeeping."),
+    Msg.TASKS_SPILLED: MessageSpec(
+        "node→head, node→worker", ("task_id", "attempt"),
+        "Tasks a worker of this node placed here (PLACE_TASKS) that did not fit: the "
+        "head places them (their SUBMIT_LOCAL carries the spec); the worker that "
+        "offered them (told of the last one) offers none for a while."),
     Msg.REPORT_NOW: MessageSpec(
         "driver→granted worker", ("task_id",),
         "Send these granted tasks' TASKS_FINISHED to the head at once, not with the "

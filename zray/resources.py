@@ -39,6 +39,23 @@ def leasable(spec) -> bool:
         and spec.actor_id is None and not spec.timeout_s and not code_env_key(spec.runtime_env)
 
 
+def local_placeable(spec) -> bool:
+    """A task a node manager may place itself when one of its own workers submits
+    it (see ``Config.local_placement``): no actor, no strategy (so no placement
+    group, node affinity or SPREAD), no GPUs and no placement group bundle
+    resources, no ObjectRef arguments at all (nothing to fetch or wait for), a
+    plain return count (not a generator), no runtime_env, timeout_s or max_calls.
+    Everything else goes to the head as before."""
+    if spec.actor_id is not None or spec.strategy is not None or spec.dep_ids \
+            or spec.nested_ids or spec.num_returns < 0 or spec.runtime_env \
+            or spec.timeout_s or spec.max_calls:
+        return False
+    for name in spec.resources:
+        if name == "GPU" or "_group_" in name:
+            return False
+    return True
+
+
 # --- placement groups ------------------------------------------------------------------
 #
 # A reserved bundle becomes resources of its own on its node, named after the
@@ -105,6 +122,6 @@ def add_resources(total: dict, available: dict, added: dict, sign: float) -> Non
             available[name] = available.get(name, 0.0) + sign * amount
 
 
-__all__ = ["EPSILON", "ONE_CPU", "fits", "held", "leasable", "bundle_resources",
+__all__ = ["EPSILON", "ONE_CPU", "fits", "held", "leasable", "local_placeable", "bundle_resources",
            "in_bundle", "base_amount", "add_resources", "BUNDLE_MARKER_TOTAL",
            "BUNDLE_MARKER_TAKE"]

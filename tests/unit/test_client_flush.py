@@ -8,7 +8,7 @@ import types
 import pytest
 
 from zray.client.io import ClientIO
-from zray.client.routes import HEAD, NODE, Grant, Owner, Sent
+from zray.client.routes import HEAD, NODE, Grant, Owner, Reply, Sent
 from zray.client.state import ClientState
 from zray.config import Config
 from zray.protocol import Msg
@@ -68,3 +68,37 @@ def test_gathered_items_leave_before_a_later_message_for_another_socket(flushing
         (HEAD, Msg.SUBSCRIBE_OBJECTS, [(b"o" * 18,)]),     # the head's: last, at once
     ]
     assert event.is_set()
+
+
+def test_a_held_submit_local_leaves_after_its_node_offer_and_before_anything_to_an_owner(
+        flushing_io):
+    """A task our node placed is registered with the head (SUBMIT_LOCAL, held as
+    bookkeeping) after the node has it, and before its refs can reach an owner
+    or an actor's caller."""
+    io, state, sent = flushing_io
+    state.send(HEAD, Msg.ADD_REFS, (b"x" * 18,))
+    state.send(NODE, Msg.PLACE_TASKS, ("spec",))
+    state.send(HEAD, Msg.SUBMIT_LOCAL, ("spec",))
+    state.send(OWNER, Msg.OBJECTS_READY, (b"a", 0, b"", 0, ()))
+    io.flush()
+    assert sent == [
+        (NODE, Msg.PLACE_TASKS, [("spec",)]),
+        (HEAD, Msg.ADD_REFS, [(b"x" * 18,)]),
+        (HEAD, Msg.SUBMIT_LOCAL, [("spec",)]),
+        (OWNER, Msg.OBJECTS_READY, [(b"a", 0, b"", 0, ())]),
+    ]
+    sent.clear()
+    state.send(NODE, Msg.PLACE_TASKS, ("spec2",))
+    state.send(HEAD, Msg.SUBMIT_LOCAL, ("spec2",))
+    state.send(Reply(b"caller"), Msg.ACTOR_RESULTS, ("result",))
+    io.flush()
+    assert sent == [
+        (NODE, Msg.PLACE_TASKS, [("spec2",)]),
+        (HEAD, Msg.SUBMIT_LOCAL, [("spec2",)]),
+        (Reply(b"caller"), Msg.ACTOR_RESULTS, [("result",)]),
+    ]
+    sent.clear()
+    state.send(NODE, Msg.PLACE_TASKS, ("spec3",))
+    state.send(HEAD, Msg.SUBMIT_LOCAL, ("spec3",))
+    io.flush()                       # nothing else: it may wait for company
+    assert sent == [(NODE, Msg.PLACE_TASKS, [("spec3",)])]

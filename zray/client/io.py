@@ -47,7 +47,7 @@ def run_callbacks(fire) -> None:
 MAP_SWEEP_S = 0.1
 
 _BOOKKEEPING = frozenset((Msg.ADD_REFS, Msg.REMOVE_REFS, Msg.ACTOR_TASKS_FINISHED,
-                          Msg.SUBMIT_LEASED))
+                          Msg.SUBMIT_LEASED, Msg.SUBMIT_LOCAL))
 
 
 def is_bookkeeping(msg_type, item) -> bool:
@@ -99,6 +99,9 @@ class ClientIO:
         self.bookkeeping_hook = None       # worker: more bookkeeping (lazy reports)
         self.deferred: list = []
         self.deferred_since = 0.0
+        #: a SUBMIT_LOCAL waits in ``deferred``: it leaves before anything we send
+        #: elsewhere (an owner, an actor, a caller) that could pass its refs on
+        self.local_deferred = False
         self.head = self.node = self.server = self.server_handler = self.poller = None
         self.server_mandatory = False
         self.serve_request = None
@@ -112,6 +115,7 @@ class ClientIO:
             Msg.ACTOR_RESULTS: self._on_actor_results,
             Msg.LEASE_GRANT: self._on_lease_grant,
             Msg.LEASE_RECALL: self._on_lease_recall,
+            Msg.TASKS_SPILLED: self._on_tasks_spilled,
             Msg.HEARTBEAT: _ignore,          # the head's answer: heard, nothing to do
         }
         self.senders = {Head: self._send_head, Node: self._send_head, Actor: self._send_actor,
@@ -148,6 +152,11 @@ class ClientIO:
     def _on_lease_recall(self, items) -> None:
         with self.lock:
             self.state.grants.recalled(items)
+
+    def _on_tasks_spilled(self, items) -> None:
+        """Our node had no room for tasks we offered it: offer none for a while."""
+        with self.lock:
+            self.state.local.spilled(items, time.monotonic())
 
     def _on_actor_info(self, items) -> None:
         for item in items:
@@ -360,6 +369,8 @@ class ClientIO:
                 if not deferred:
                     self.deferred_since = time.monotonic()
                 deferred.append((msg_type, item))
+                if msg_type is Msg.SUBMIT_LOCAL:
+                    self.local_deferred = True
                 if not urgent and not self._is_bookkeeping(msg_type, item):
                     urgent = True
                     if grants.unreported:      # (a driver's granted tasks only)
@@ -382,6 +393,8 @@ class ClientIO:
                 if gathered:
                     self._send_gathered(gathered)
                     gathered = None
+                if self.local_deferred:
+                    self._send_deferred()
                 self.senders[kind](route, msg_type, [item])
         if gathered:
             self._send_gathered(gathered)
@@ -392,6 +405,17 @@ class ClientIO:
             event.set()
 
     def _send_gathered(self, gathered: dict) -> None:
+        """The node's runs first; then, if a SUBMIT_LOCAL waits, the head's
+        deferred items (a node's task is registered only after the node has it,
+        and before an owner can see its refs); then the owners'."""
+        if self.local_deferred:
+            node_runs = gathered.pop(None, None)
+            if node_runs is not None:
+                route, *runs = node_runs
+                for msg_type, items in runs:
+                    self.senders[type(route)](route, msg_type, items)
+            if gathered:
+                self._send_deferred()
         for route, *runs in gathered.values():
             sender = self.senders[type(route)]
             for msg_type, items in runs:
@@ -400,6 +424,7 @@ class ClientIO:
     def _send_deferred(self) -> None:
         send = self.senders[Head]
         deferred, self.deferred = self.deferred, []
+        self.local_deferred = False
         current, items, removes = None, [], []
         for msg_type, item in deferred:
             if msg_type is Msg.REMOVE_REFS:

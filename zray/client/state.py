@@ -17,7 +17,8 @@ What it keeps:
   subscribed to or expect pushed;
 - actor calls we own (actor_calls.py): sent straight to the actor; the head
   hears of one only when a ref of its results escapes (``register_escaping``);
-- the lease grant (grants.py) and generator streams (streams.py).
+- the lease grant (grants.py), generator streams (streams.py) and the tasks a
+  worker offers its own node (local.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections import deque
 
 from zray.client.actor_calls import ActorCalls
 from zray.client.grants import Grants
+from zray.client.local import LocalOffers
 from zray.client.routes import HEAD
 from zray.client.streams import COMPLETION, Streams
 from zray.ids import is_handle_id
@@ -68,6 +70,7 @@ class ClientState:
         self.calls = ActorCalls(self)
         self.grants = Grants(self)
         self.streams = Streams(self)
+        self.local = LocalOffers(self)     # a worker's tasks its node may place
 
     def send(self, route, msg_type: Msg, item: tuple) -> None:
         self.out.append((route, msg_type, item))
@@ -77,15 +80,20 @@ class ClientState:
     def register_function(self, function_id: bytes, blob: bytes) -> None:
         if function_id not in self.functions_sent:
             self.functions_sent.add(function_id)
-            if self.role == "driver":            # for a granted worker that lacks it
+            if self.role == "driver" or self.local.enabled:   # for a granted worker
+                # or our node, which lack it
                 self.function_blobs[function_id] = blob
             self.send(HEAD, Msg.REGISTER_FUNCTIONS, (function_id, blob))
 
     def submit(self, spec, now: float) -> list:
-        """A task: its returns are ours (pushed to us); it goes to our granted
-        worker if it may, else to the head."""
+        """A task: its returns are ours (pushed to us); it goes to our node (a
+        worker's plain task, local.py), our granted worker if it may, else to
+        the head."""
+        awaited = len(self.pushed)             # results of our other tasks
         return_ids = self._own_returns(spec)
-        if self.grants.lease is None or not self.grants.try_submit(spec, now):
+        if self.local.try_offer(spec, awaited, now):
+            pass
+        elif self.grants.lease is None or not self.grants.try_submit(spec, now):
             self.out.append((HEAD, Msg.SUBMIT_TASKS, (spec,)))
         return return_ids
 

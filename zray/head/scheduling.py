@@ -60,7 +60,8 @@ class Scheduler:
         #: id of that dict -> its shape key (it stays alive while it is in both)
         self.shape_resources = {}
         self.shape_by_id = {}
-        self.dispatch_counts = {"node": 0, "lease": 0, "granted": 0}
+        self.dispatch_counts = {"node": 0, "lease": 0, "granted": 0, "local": 0,
+                                "spilled": 0}
         #: function id -> recent run time (s)
         self.run_times = {}
 

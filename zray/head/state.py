@@ -11,6 +11,7 @@ tables and reaches the others' through ``bind``:
 - ``tasks``: submission, dependencies, results, retries, cancellation;
 - ``scheduling``: queues per scheduling class and where a task runs;
 - ``leases``: workers lent by nodes for direct dispatch, and grants to drivers;
+- ``local``: tasks a node placed itself (its own workers' plain tasks);
 - ``actors`` and ``generators``: the actor table and generator items;
 - ``placement``: placement groups, their bundles and where they are reserved;
 - ``queries``: read-only answers to QUERY.
@@ -26,6 +27,7 @@ import logging
 from zray.head.actors import ActorTable
 from zray.head.generators import GeneratorItems
 from zray.head.leases import Leases
+from zray.head.local import LocalTasks
 from zray.head.membership import Membership
 from zray.head.objects import ObjectDirectory
 from zray.head.placement import Placements
@@ -69,6 +71,7 @@ class HeadState:
         self.task_flow = TaskFlow(self)
         self.scheduler = Scheduler(self)
         self.leases = Leases(self)
+        self.local = LocalTasks(self)
         self.actor_table = ActorTable(self)
         self.generator_items = GeneratorItems(self)
         self.placements = Placements(self)
@@ -79,7 +82,8 @@ class HeadState:
 
     def parts(self) -> tuple:
         return (self.membership, self.directory, self.task_flow, self.scheduler,
-                self.leases, self.actor_table, self.generator_items, self.placements)
+                self.leases, self.local, self.actor_table, self.generator_items,
+                self.placements)
 
     def _share_tables(self) -> None:
         """The tables, each owned by one part, under the names the process loop,
@@ -136,6 +140,8 @@ class HeadState:
             Msg.LEASE_OFFER: self.leases.on_lease_offer,
             Msg.LEASE_RETURN: self.leases.on_lease_return,
             Msg.SUBMIT_LEASED: self.leases.on_submit_leased,
+            Msg.SUBMIT_LOCAL: self.local.on_submit_local,
+            Msg.TASKS_SPILLED: self.local.on_tasks_spilled,
             Msg.OBJECT_COPIED: self.directory.on_object_copied,
             Msg.CREATE_PLACEMENT_GROUP: self.placements.on_create_placement_group,
             Msg.REMOVE_PLACEMENT_GROUP: self.placements.on_remove_placement_group,
@@ -183,7 +189,8 @@ class HeadState:
         so that one that fails is logged and the others still run."""
         return (self.membership.expire_nodes, self.membership.expire_drivers,
                 self.actor_table.expire_early_results, self.generator_items.expire_early_items,
-                self.leases.expire_early_granted, self.directory.expire_placeholders,
+                self.leases.expire_early_granted, self.local.expire_early,
+                self.directory.expire_placeholders,
                 self.leases.return_idle_leases, self.task_flow.run_delayed_retries,
                 self.after_batch)
 
@@ -246,6 +253,7 @@ class HeadState:
                                         if node.state is NodeState.ALIVE})
         self._validate_actors()
         self.placements.validate()
+        self.local.validate()
 
     def _validate_actors(self) -> None:
         for (namespace, name), actor_id in self.named_actors.items():

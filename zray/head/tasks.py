@@ -55,6 +55,7 @@ class TaskFlow:
         self.membership = head.membership
         self.scheduler = head.scheduler
         self.events = head.events
+        self.local = head.local
 
     def add(self, task):
         self.tasks[task.spec.task_id] = task
@@ -134,6 +135,11 @@ class TaskFlow:
                 # its way: keep the finish until it arrives.
                 self.leases.keep_early_finish(task_id, EarlyGranted(key, item, now,
                                                                     client_node.node_id))
+                continue
+            elif key[:1] == b"W" and self.local.expects(client_node):
+                # Maybe a task placed by its node whose SUBMIT_LOCAL (from the
+                # worker that submitted it) is still on its way: keep the finish.
+                self.local.keep_early_finish(task_id, key, item, now, client_node.node_id)
                 continue
             node = client_node
             if node is None and task is not None:   # a dead worker's late result
@@ -277,6 +283,11 @@ class TaskFlow:
                     actor, cause[1] if cause and cause[0] == REASON_OOM else
                     f"its worker process (pid {pid}) exited with code {exit_code}", now)
                 continue
+            if task is None and task_id and self.local.expects(node):
+                # maybe a locally placed task not registered yet (see LocalTasks)
+                self.local.keep_early_death(task_id, early_death_error(
+                    cause, task_id, pid, exit_code), now)
+                continue
             if not _is_current(task, attempt, node):
                 continue
             self.task_failed(task, death_error(cause, task, pid, exit_code),
@@ -352,6 +363,15 @@ def death_error(cause, task, pid, exit_code):
     return zerr.WorkerCrashedError(
         f"The worker (pid {pid}) running task {task.spec.name} died with exit "
         f"code {exit_code}; the task was tried {task.spec.attempt + 1} time(s).")
+
+
+def early_death_error(cause, task_id, pid, exit_code):
+    """``death_error`` for a task the head has no record of yet."""
+    if cause is not None and cause[0] == REASON_OOM:
+        return zerr.OutOfMemoryError(cause[1])
+    return zerr.WorkerCrashedError(
+        f"The worker (pid {pid}) running task {task_id.hex()} died with exit code "
+        f"{exit_code}.")
 
 
 def _is_current(task, attempt, node) -> bool:

@@ -127,6 +127,7 @@ class NodeLoop:
         self.worker_handlers = {
             Msg.HELLO: lambda w, item, now: state.on_worker_hello(w, item.pid, now),
             Msg.TASKS_DONE: lambda w, item, now: state.on_task_done(w, item.task_id, now),
+            Msg.PLACE_TASKS: lambda w, item, now: state.on_place_tasks(w, (item.spec,), now),
             Msg.WORKER_BLOCKED: lambda w, item, now: state.on_worker_blocked(
                 w, item.task_id, item.returned_task_ids, now),
             Msg.WORKER_UNBLOCKED:

@@ -26,7 +26,8 @@ from collections import deque
 
 from zray.outbox import Outbox
 from zray.protocol import Msg, REASON_CANCELLED, REASON_TIMEOUT
-from zray.resources import add_resources, base_amount, bundle_resources, fits, held
+from zray.resources import (add_resources, base_amount, bundle_resources, fits, held,
+                            local_placeable)
 from zray.runtime_env.keys import code_env_key
 
 log = logging.getLogger("zray.node")
@@ -103,6 +104,9 @@ class NodeManagerState:
         self.lease = None       # worker id leased to the head, if any
         #: (pg_id, bundle index) -> the resources set aside for that bundle
         self.bundles: dict[tuple, dict] = {}
+        #: tasks of our own workers placed here (PLACE_TASKS) / spilled to the head
+        self.placed_locally = 0
+        self.spilled = 0
 
     # --- events ----------------------------------------------------------------------
 
@@ -118,6 +122,43 @@ class NodeManagerState:
                 spec.function_blob = None
             self.queue.append(spec)
         self.dispatch(now)
+
+    def on_place_tasks(self, worker_id: bytes, specs, now: float) -> None:
+        """Tasks our worker ``worker_id`` submitted (PLACE_TASKS; it also registers
+        each with the head, SUBMIT_LOCAL): queue each that fits what is free now,
+        counting what waits in the queue as taken, as if the head had sent it;
+        spill the others back to the head (TASKS_SPILLED), which places them, and
+        tell the worker, which then stops offering for a while."""
+        free = None
+        spilled = []
+        for spec in specs:
+            if spec.function_blob is not None:
+                self.functions[spec.function_id] = spec.function_blob
+                spec.function_blob = None
+            if free is None:
+                free = self._free_now()
+            if self.config.local_placement and local_placeable(spec) \
+                    and spec.function_id in self.functions and fits(spec.resources, free):
+                for name, amount in spec.resources.items():
+                    free[name] = free.get(name, 0.0) - amount
+                self.queue.append(spec)
+                self.placed_locally += 1
+            else:
+                spilled.append((spec.task_id, spec.attempt))
+        for item in spilled:
+            self.out.send(HEAD, Msg.TASKS_SPILLED, item)
+        if spilled:
+            self.spilled += len(spilled)
+            self.out.send(worker_id, Msg.TASKS_SPILLED, spilled[-1])   # offer no more now
+        self.dispatch(now)
+
+    def _free_now(self) -> dict:
+        """What is free once every queued task has started."""
+        free = dict(self.available)
+        for spec in self.queue:
+            for name, amount in spec.resources.items():
+                free[name] = free.get(name, 0.0) - amount
+        return free
 
     def on_reserve_bundle(self, pg_id: bytes, index: int, resources: dict,
                           now: float) -> None:
@@ -489,4 +530,5 @@ class NodeManagerState:
 
     def snapshot(self) -> dict:
         return {"queued": len(self.queue), "workers": len(self.workers),
-                "available": dict(self.available)}
+                "available": dict(self.available), "placed_locally": self.placed_locally,
+                "spilled": self.spilled}
