@@ -22,6 +22,7 @@ def spec(cpus=1.0, gpus=0, function_id=b"f", max_calls=0):
 def started_node(cpus=2, gpus=0, **config):
     config.setdefault("lease_workers", False)
     config.setdefault("prestart_workers", -1)      # a full pool: these tests count on it
+    config.setdefault("worker_preload_modules", "")   # no stale workers (see below)
     state = NodeManagerState(b"n" * 16, {"CPU": float(cpus), "GPU": float(gpus)},
                              Config(**config))
     state.start(0.0)
@@ -228,3 +229,107 @@ def test_a_bundle_is_set_aside_for_its_tasks_and_released():
     worker = next(w for w in state.workers.values() if w.task is started)
     state.on_task_done(worker.worker_id, started.task_id, 1.0)
     assert state.available["GPU"] == 1.0 and "CPU_group_" + pg_id.hex() not in state.available
+
+
+# --- the fork server's preload: workers forked before it are replaced ---------------
+
+
+def preloading_node(cpus=2, **config):
+    """A node whose fork server preloads numpy: its prestarted worker is up
+    (forked before the preload), the preload not yet done."""
+    config.setdefault("lease_workers", True)
+    config.setdefault("worker_prefetch", 1)
+    state = NodeManagerState(b"n" * 16, {"CPU": float(cpus)},
+                             Config(worker_preload_modules="numpy", **config))
+    state.start(0.0)
+    assert [c[0] for c in state.commands] == ["spawn", "preload"]  # forked, then the import
+    first = state.commands[0][1]
+    state.commands = []
+    state.on_worker_started(first, 100)
+    state.on_worker_hello(first, 100, 0.0)
+    return state, first
+
+
+def hello_spawned(state, pid, now):
+    """The workers the node asked for say hello; their ids."""
+    spawned = [c[1] for c in state.commands if c[0] == "spawn"]
+    state.commands = []
+    for i, worker_id in enumerate(spawned):
+        state.on_worker_started(worker_id, pid + i)
+        state.on_worker_hello(worker_id, pid + i, now)
+    return spawned
+
+
+def test_a_worker_forked_before_the_preload_runs_tasks_but_is_never_leased():
+    state, first = preloading_node()
+    assert state.lease is None and not state.out.drain()     # no LEASE_OFFER
+    task = spec()
+    state.on_execute_tasks([task], 0.0)
+    assert sent_tasks(state.out.drain()) == {first: [task]}
+    state.on_task_done(first, task.task_id, 0.1)
+    assert state.lease is None and (HEAD, Msg.LEASE_OFFER) not in state.out.drain()
+
+
+def test_an_idle_stale_worker_retires_once_preloaded_and_its_replacement_is_leased():
+    state, first = preloading_node()
+    state.on_preloaded(0.2)
+    out = state.out.drain()
+    assert out[(first, Msg.SHUTDOWN)] == [("retire",)]
+    task = spec()                           # sent once the node knew: not to the old one
+    state.on_execute_tasks([task], 0.3)
+    assert not sent_tasks(state.out.drain()) and list(state.queue) == [task]
+    [replacement] = hello_spawned(state, 200, 0.4)        # forked after the preload
+    assert sent_tasks(state.out.drain()) == {replacement: [task]}
+    assert not state.commands                # the replacement was enough: no more forks
+    state.on_task_done(replacement, task.task_id, 0.5)
+    assert state.out.drain()[(HEAD, Msg.LEASE_OFFER)] == [(replacement,)]
+    state.on_worker_exited(100, 0, 0.6)     # the retired one exits: nothing to requeue
+    [(dead, _pid, _code, task_id, _attempt)] = state.out.drain()[(HEAD, Msg.WORKER_DIED)]
+    assert dead == first and task_id is None
+    assert set(state.workers) == {replacement} and not state.stale
+    state.on_preloaded(0.7)                  # said twice: no second round
+    assert not state.commands and not state.out.drain()
+
+
+def test_a_busy_stale_worker_finishes_its_tasks_before_it_retires():
+    state, first = preloading_node(cpus=1, worker_prefetch=4, prefetch_max_task_s=1.0)
+    state.durations[b"f"] = 0.01             # short: a second task is prefetched
+    running, prefetched = spec(), spec()
+    state.on_execute_tasks([running, prefetched], 0.0)
+    assert sent_tasks(state.out.drain()) == {first: [running, prefetched]}
+    state.on_preloaded(0.1)
+    assert (first, Msg.SHUTDOWN) not in state.out.drain()
+    [replacement] = hello_spawned(state, 200, 0.15)
+    state.on_task_done(first, running.task_id, 0.2)
+    assert (first, Msg.SHUTDOWN) not in state.out.drain()    # its next task runs there
+    later = spec()
+    state.on_execute_tasks([later], 0.25)    # its CPU is taken: waits, for the new one
+    assert not sent_tasks(state.out.drain())
+    state.on_task_done(first, prefetched.task_id, 0.3)
+    out = state.out.drain()
+    assert out[(first, Msg.SHUTDOWN)] == [("retire",)]
+    assert sent_tasks(out) == {replacement: [later]}         # never to the retiring one
+
+
+def test_a_stale_worker_hosting_an_actor_stays():
+    state, first = preloading_node(cpus=1)
+    creation = spec()
+    creation.actor_id = b"a" * 16
+    state.on_execute_tasks([creation], 0.0)
+    state.out.drain()
+    state.on_preloaded(0.1)
+    assert not state.commands and not state.stale          # no replacement, no retire
+    assert (first, Msg.SHUTDOWN) not in state.out.drain()
+
+
+def test_without_preloaded_modules_no_worker_is_stale():
+    state = NodeManagerState(b"n" * 16, {"CPU": 2.0},
+                             Config(worker_preload_modules="", lease_workers=True))
+    state.start(0.0)
+    assert [c[0] for c in state.commands] == ["spawn", "preload"]
+    first = state.commands[0][1]
+    state.commands = []
+    state.on_worker_hello(first, 100, 0.0)
+    assert state.lease == first
+    state.on_preloaded(0.1)
+    assert not state.commands and state.lease == first

@@ -1,13 +1,16 @@
 """The fork server: a template process that forks workers in milliseconds.
 
 The node manager starts it once.  It imports what every worker needs (zmq,
-cloudpickle, zray's worker, and Config.worker_preload_modules) and then waits
-for commands on a pipe; ``spawn <worker_id>`` forks a worker, which starts
-with those modules already loaded instead of paying an interpreter's import
-time.  It reports ``started <worker_id> <pid>`` and, when it reaps a child,
-``exited <pid> <code>`` on a second pipe.  It holds no ZeroMQ context, so
-forking is safe.  When the command pipe closes (the node manager is gone) it
-kills its workers and exits.
+cloudpickle, zray's worker) and then waits for commands on a pipe; ``spawn
+<worker_id>`` forks a worker, which starts with those modules already loaded
+instead of paying an interpreter's import time.  ``preload`` imports
+Config.worker_preload_modules (numpy by default): the node sends it after its
+prestarted workers' ``spawn``, so they start without waiting for numpy's
+import (~60 ms of a cluster's start), and workers forked afterwards have it.
+It reports ``started <worker_id> <pid>``, ``preloaded`` once the preload is
+done, and, when it reaps a child, ``exited <pid> <code>`` on a second pipe.
+It holds no ZeroMQ context, so forking is safe.  When the command pipe closes
+(the node manager is gone) it kills its workers and exits.
 """
 
 from __future__ import annotations
@@ -112,13 +115,17 @@ def main(argv=None) -> None:
     from zray.worker import main as worker_main   # the imports workers inherit
     prepare_workers(args.worker_args)
     server = Server(args.cmd_fd, args.event_fd, args.worker_args, worker_main)
-    # What the imports made lives as long as any worker: out of every later
-    # collection's walk, in here and in each worker (whose collector would
-    # otherwise visit them all again, and write to their pages, unsharing
-    # them from this process's: CPU and memory in every worker).
+    freeze_imports()
+    server.run()
+
+
+def freeze_imports() -> None:
+    """What the imports made lives as long as any worker: out of every later
+    collection's walk, in here and in each worker (whose collector would
+    otherwise visit them all again, and write to their pages, unsharing them
+    from this process's: CPU and memory in every worker)."""
     import gc
     gc.freeze()
-    server.run()
 
 
 def default_thread_counts(environ) -> None:
@@ -147,18 +154,26 @@ def keep_freed_heap(keep_bytes: int) -> None:
         pass
 
 
+def _config(worker_args: str):
+    import json
+    from zray.config import Config
+    return Config.from_json(json.loads(worker_args)["config"])
+
+
 def prepare_workers(worker_args: str) -> None:
     """What every worker forked from here inherits: glibc's malloc tuned
-    (Config.worker_heap_keep_bytes) and the modules named by
-    Config.worker_preload_modules imported; one that fails to import is
-    reported on stderr (the node's log) and skipped."""
-    import json
+    (Config.worker_heap_keep_bytes)."""
+    keep_freed_heap(_config(worker_args).worker_heap_keep_bytes)
+
+
+def preload_modules(worker_args: str) -> None:
+    """Import the modules named by Config.worker_preload_modules (the
+    ``preload`` command); one that fails to import is reported on stderr (the
+    node's log) and skipped."""
     from zray._process import preload
-    from zray.config import Config
-    config = Config.from_json(json.loads(worker_args)["config"])
-    keep_freed_heap(config.worker_heap_keep_bytes)
-    preload(filter(None, (n.strip() for n in config.worker_preload_modules.split(","))),
-            "fork server (worker_preload_modules)")
+    names = _config(worker_args).worker_preload_modules.split(",")
+    preload(filter(None, (n.strip() for n in names)), "fork server (worker_preload_modules)")
+    freeze_imports()
 
 
 class Server:
@@ -197,6 +212,9 @@ class Server:
                 self._child(bytes.fromhex(words[1]))
             self.children.add(pid)
             self._report(f"started {words[1]} {pid}")
+        elif words == ["preload"]:
+            preload_modules(self.worker_args)
+            self._report("preloaded")
 
     def _child(self, worker_id: bytes) -> None:
         code = 1

@@ -320,6 +320,10 @@ class NodeLoop:
                 self.state.on_worker_started(bytes.fromhex(words[1]), int(words[2]))
             elif words[0] == "exited":
                 self.state.on_worker_exited(int(words[1]), int(words[2]), now)
+            elif words[0] == "preloaded":
+                log.info("the fork server preloaded worker_preload_modules; replacing the "
+                         "%d workers forked before", len(self.state.stale))
+                self.state.on_preloaded(now)
 
     def _drain_head(self, now: float) -> None:
         for i in range(DRAIN_BUDGET):
@@ -597,6 +601,8 @@ class NodeLoop:
     def _run_command(self, command) -> None:
         if command[0] == "spawn":
             os.write(self.cmd_w, f"spawn {command[1].hex()}\n".encode())
+        elif command[0] == "preload":
+            os.write(self.cmd_w, b"preload\n")
         elif command[0] == "kill":
             forkserver.kill_worker(command[1])
 

@@ -53,7 +53,7 @@ WORKER_TRANSITIONS = {
 class Worker:
     __slots__ = ("worker_id", "pid", "state", "tasks", "known_functions", "blocked",
                  "calls", "idle_since", "started_at", "retiring", "task_started_at",
-                 "leased", "timed_out", "env_key")
+                 "leased", "timed_out", "env_key", "stale")
 
     def __init__(self, worker_id, now):
         self.worker_id = worker_id
@@ -71,6 +71,8 @@ class Worker:
         self.timed_out = False  # its task ran past timeout_s; it is being killed
         #: code_env_key of the tasks it runs, fixed by its first (None: none yet)
         self.env_key = None
+        #: forked before the fork server's preload (see NodeManagerState.on_preloaded)
+        self.stale = False
 
     @property
     def task(self):
@@ -102,6 +104,10 @@ class NodeManagerState:
         self.at_worker_cap = False      # warned that tasks wait for a worker
         self.durations: dict[bytes, float] = {}   # function id -> recent run time (s)
         self.lease = None       # worker id leased to the head, if any
+        #: ids of workers forked before the fork server imported
+        #: worker_preload_modules, to be replaced once it has (on_preloaded)
+        self.stale: set[bytes] = set()
+        self.preloaded = False  # the fork server reported its preload done
         #: (pg_id, bundle index) -> the resources set aside for that bundle
         self.bundles: dict[tuple, dict] = {}
         #: tasks of our own workers placed here (PLACE_TASKS) / spilled to the head
@@ -111,9 +117,44 @@ class NodeManagerState:
     # --- events ----------------------------------------------------------------------
 
     def start(self, now: float) -> None:
+        """Prestart workers, then have the fork server import the preloaded
+        modules: the first workers need not wait for numpy's import (~60 ms of
+        a cluster's start); they are replaced once it is done (on_preloaded)."""
         prestart = self.config.prestart_workers
+        stale = bool(self.config.worker_preload_modules.strip(", "))
         for _ in range(self.pool_size if prestart < 0 else min(prestart, self.pool_size)):
-            self._spawn(now)
+            worker = self._spawn(now)
+            if stale:
+                worker.stale = True
+                self.stale.add(worker.worker_id)
+        self.commands.append(("preload",))
+
+    def on_preloaded(self, now: float) -> None:
+        """The fork server has imported worker_preload_modules: each worker
+        forked before gets a replacement forked now (with them), and takes no
+        new task: an idle one retires at once, a busy one when its tasks are
+        done (dispatch).  A stale worker is never leased (_offer_lease), so
+        nothing but the node sends it tasks.  A worker hosting an actor stays."""
+        if self.preloaded:
+            return
+        self.preloaded = True
+        for worker_id in list(self.stale):
+            worker = self.workers[worker_id]
+            if worker.retiring or worker.task is not None and worker.task.actor_id is not None:
+                self.stale.discard(worker_id)
+                worker.stale = False
+            else:
+                self._spawn(now)
+        self.dispatch(now)
+
+    def _retire_stale(self) -> None:
+        for worker_id in list(self.stale):
+            worker = self.workers[worker_id]
+            if worker.retiring:
+                self.stale.discard(worker_id)
+            elif worker.state is WorkerState.IDLE and not worker.leased:
+                self.stale.discard(worker_id)
+                self._retire(worker)
 
     def on_execute_tasks(self, specs, now: float) -> None:
         for spec in specs:
@@ -270,6 +311,7 @@ class NodeManagerState:
             self.queue.extendleft(reversed(unstarted))
         worker.move(WorkerState.DEAD)
         del self.workers[worker.worker_id]
+        self.stale.discard(worker.worker_id)
         self.out.send(HEAD, Msg.WORKER_DIED, (
             worker.worker_id, pid, exit_code,
             spec.task_id if spec is not None else None,
@@ -330,6 +372,8 @@ class NodeManagerState:
 
     def dispatch(self, now: float) -> None:
         """Start every queued task whose resources are free on an idle worker."""
+        if self.preloaded and self.stale:
+            self._retire_stale()
         if not self.queue:
             self._offer_lease()
             return
@@ -399,7 +443,7 @@ class NodeManagerState:
             return      # only a fully idle node lends: bursts keep every CPU
         for worker in self.workers.values():
             if worker.state is WorkerState.IDLE and not worker.retiring \
-                    and not worker.leased and not worker.env_key:
+                    and not worker.leased and not worker.env_key and not worker.stale:
                 worker.leased = True
                 worker.env_key = ""     # the head sends it plain tasks only
                 self.lease = worker.worker_id
@@ -439,7 +483,8 @@ class NodeManagerState:
         short = self.config.prefetch_max_task_s
         busy = [w for w in self.workers.values() if w.state is WorkerState.BUSY
                 and not w.blocked and not w.retiring and len(w.tasks) < limit
-                and not w.task.max_calls and not w.task.actor_id]
+                and not w.task.max_calls and not w.task.actor_id
+                and not (w.stale and self.preloaded)]
         if not busy:
             return
         kept = deque()
@@ -519,8 +564,9 @@ class NodeManagerState:
 
     def _spawn(self, now):
         worker_id = os.urandom(8)
-        self.workers[worker_id] = Worker(worker_id, now)
+        worker = self.workers[worker_id] = Worker(worker_id, now)
         self.commands.append(("spawn", worker_id))
+        return worker
 
     def _retire(self, worker):
         """Ask the worker to exit once its messages are flushed (a kill could
