@@ -1,5 +1,6 @@
 """Starting and stopping: init, shutdown, re-init, dead drivers, infeasible tasks."""
 
+import glob
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 
 import zray
 from tests import tasks as t
-from tests.conftest import wait_until_clean, zray_segments
+from tests.conftest import wait_for, wait_until_clean, zray_segments
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -194,16 +195,61 @@ def test_malformed_messages_never_kill_the_head(fresh_cluster):
     assert zray.get(t.add.remote(20, 22), timeout=30) == 42
 
 
-def test_workers_preload_only_the_modules_configured(fresh_cluster):
-    @zray.remote
-    def loaded(name):
-        return name in sys.modules
+@zray.remote
+def loaded(name):
+    return name in sys.modules
 
-    fresh_cluster(num_cpus=1)
-    assert zray.get(loaded.remote("numpy")) is True       # the default: numpy
+
+def node_reported_preload(context) -> bool:
+    """The node's log says its fork server finished importing worker_preload_modules."""
+    for path in glob.glob(os.path.join(context.session_dir, "logs", "node-*.log")):
+        with open(path, errors="replace") as f:
+            if "the fork server preloaded worker_preload_modules" in f.read():
+                return True
+    return False
+
+
+def fork_server_children():
+    """This cluster's workers: the fork server's live children (forked from
+    it, they show its command line too)."""
+    forked = {p.pid: p for p in psutil.Process().children(recursive=True)
+              if "zray.node.forkserver" in " ".join(p.cmdline())}
+    [server] = [p for p in forked.values() if p.ppid() not in forked]
+    return [c for c in server.children() if c.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_workers_preload_only_the_modules_configured(fresh_cluster):
+    """The node's first worker is forked before the preload (for a fast start)
+    and replaced once it is done: the first task after that finds numpy loaded
+    without importing it, and the first worker is gone."""
+    # (idle workers are not reaped here: the first one must go as replaced)
+    context = fresh_cluster(num_cpus=1, _system_config={"idle_worker_timeout_s": 300})
+    assert wait_for(lambda: node_reported_preload(context))   # the default: numpy
+    assert zray.get(loaded.remote("numpy")) is True
+    assert wait_for(lambda: len(fork_server_children()) == 1)   # the replacement alone
     zray.shutdown()
-    fresh_cluster(num_cpus=1, _system_config={"worker_preload_modules": ""})
+    context = fresh_cluster(num_cpus=1, _system_config={"worker_preload_modules": ""})
+    assert wait_for(lambda: node_reported_preload(context))
     assert zray.get(loaded.remote("numpy")) is False      # imported on first use only
     zray.shutdown()
-    fresh_cluster(num_cpus=1, _system_config={"worker_preload_modules": "json, numpy"})
+    context = fresh_cluster(num_cpus=1,
+                            _system_config={"worker_preload_modules": "json, numpy"})
+    assert wait_for(lambda: node_reported_preload(context))
     assert zray.get(loaded.remote("numpy")) is True
+
+
+def test_the_worker_forked_before_the_preload_is_replaced_while_tasks_run(fresh_cluster,
+                                                                         tmp_path):
+    """Tasks sent before and during the replacement each run once, and the
+    synchronous fast path (a lease) comes back on the replacement."""
+    context = fresh_cluster(num_cpus=2, _system_config={"prestart_workers": 2,
+                                                        "idle_worker_timeout_s": 300})
+    slow = [t.sleep_then.remote(0.2, i) for i in range(4)]   # busy when the preload ends
+    counted = [t.count_run.remote(str(tmp_path / str(i))) for i in range(100)]
+    assert zray.get(slow + counted, timeout=30) == list(range(4)) + [True] * 100
+    assert all((tmp_path / str(i)).read_text() == "x" for i in range(100))
+    assert wait_for(lambda: node_reported_preload(context))
+    assert wait_for(lambda: len(fork_server_children()) <= 2)
+    assert all(zray.get([loaded.remote("numpy") for _ in range(4)]))
+    from tests.integration.test_leases import earn_grant
+    earn_grant()
