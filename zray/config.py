@@ -129,6 +129,9 @@ class Config:
     #: counts ~6 MB each, their own memory grows < 1 MB). numpy is a core
     #: dependency, so it is preloaded by default; "" turns it off. A worker
     #: sets OpenBLAS's thread count to each task's num_cpus (zray.worker.blas).
+    #: The fork server imports them after forking the prestarted workers (a
+    #: faster init()); the node replaces those once it has (never leasing
+    #: them meanwhile), see NodeManagerState.on_preloaded.
     worker_preload_modules: str = "numpy"
     #: Workers a node starts with; more start (forked in ~10 ms) when tasks
     #: wait, up to one per CPU and beyond for blocked ones. -1: one per CPU.
