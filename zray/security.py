@@ -19,8 +19,6 @@ the key file's path, and read it themselves.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import os
@@ -126,6 +124,8 @@ def transfer_seal_key(endpoint: str, config) -> bytes | None:
     keys = _tcp_keys(endpoint, config)
     if keys is None:
         return None
+    import hashlib    # here: OpenSSL's libcrypto is ~3.6 MB in every process that loads it
+    import hmac
     return hmac.new(bytes(keys.server_secret), TRANSFER_KEY_LABEL, hashlib.sha256).digest()
 
 

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import hashlib
-import hmac
 import os
 import sys
 from collections import OrderedDict
@@ -216,6 +214,8 @@ class AesGcm:
 # --- the transfer protocol's seals --------------------------------------------------
 
 def _socket_key(master: bytes, salt: bytes) -> bytes:
+    import hashlib    # here: OpenSSL's libcrypto (~3.6 MB) only in a node that seals
+    import hmac
     return hmac.new(master, salt, hashlib.sha256).digest()
 
 
