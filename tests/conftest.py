@@ -105,6 +105,20 @@ def wait_for(predicate, timeout_s: float = 10.0) -> bool:
     return predicate()
 
 
+def node_preloaded(session_dir: str, node_id_hex: str = "") -> bool:
+    """A node's log says its fork server has imported worker_preload_modules:
+    the workers forked before are being replaced (idle ones already retire),
+    and a task sent from now on runs on a worker forked after (any node of the
+    session when ``node_id_hex`` is empty)."""
+    import glob
+    pattern = os.path.join(session_dir, "logs", f"node-{node_id_hex[:12]}*.log")
+    for path in glob.glob(pattern):
+        with open(path, errors="replace") as f:
+            if "the fork server preloaded worker_preload_modules" in f.read():
+                return True
+    return False
+
+
 def wait_until_clean(since: float, timeout_s: float = 10.0, spilled_before=frozenset()):
     deadline = time.monotonic() + timeout_s
     while True:

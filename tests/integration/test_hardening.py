@@ -26,8 +26,8 @@ from zray.head.main import HeadLoop
 from zray.protocol import Msg
 from zray.serialization import segment_path
 
-from tests.conftest import SHM_DIR, wait_for
-from tests.tasks import make_array
+from tests.conftest import SHM_DIR, node_preloaded, wait_for
+from tests.tasks import make_array, pid
 from tests.integration.test_security import _answer, _chunk_dealer, _dealer, _logs
 
 pytestmark = pytest.mark.timeout(120)
@@ -86,7 +86,11 @@ def test_malformed_chunk_requests_leave_the_node_its_workers_and_its_segments(cl
     zray.wait([ref], timeout=60)
     segment = segment_path(SHM_DIR, bytes.fromhex(node.node_id), ref.binary())
     assert os.path.exists(segment)
-    workers = {p.pid for p in psutil.Process(node.pid).children(recursive=True)}
+    # The node's fork server and a worker forked after its preload (the first
+    # worker, forked before, retires once the preload is done: not a death)
+    assert wait_for(lambda: node_preloaded(cluster.session_dir, node.node_id))
+    workers = {p.pid for p in psutil.Process(node.pid).children()} | \
+        {zray.get(pid.options(resources={"second": 1}).remote(), timeout=60)}
     chunks = _chunk_dealer(_endpoints(node)["chunks"], cluster.config)
     try:
         for items in ([1.5], [(1.5,)], [(ref.binary(), "0", None)], [None, "x", b"y"],

@@ -1,6 +1,5 @@
 """Starting and stopping: init, shutdown, re-init, dead drivers, infeasible tasks."""
 
-import glob
 import os
 import signal
 import subprocess
@@ -13,7 +12,7 @@ import pytest
 
 import zray
 from tests import tasks as t
-from tests.conftest import wait_for, wait_until_clean, zray_segments
+from tests.conftest import node_preloaded, wait_for, wait_until_clean, zray_segments
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -200,15 +199,6 @@ def loaded(name):
     return name in sys.modules
 
 
-def node_reported_preload(context) -> bool:
-    """The node's log says its fork server finished importing worker_preload_modules."""
-    for path in glob.glob(os.path.join(context.session_dir, "logs", "node-*.log")):
-        with open(path, errors="replace") as f:
-            if "the fork server preloaded worker_preload_modules" in f.read():
-                return True
-    return False
-
-
 def fork_server_children():
     """This cluster's workers: the fork server's live children (forked from
     it, they show its command line too)."""
@@ -224,17 +214,17 @@ def test_workers_preload_only_the_modules_configured(fresh_cluster):
     without importing it, and the first worker is gone."""
     # (idle workers are not reaped here: the first one must go as replaced)
     context = fresh_cluster(num_cpus=1, _system_config={"idle_worker_timeout_s": 300})
-    assert wait_for(lambda: node_reported_preload(context))   # the default: numpy
+    assert wait_for(lambda: node_preloaded(context.session_dir))   # the default: numpy
     assert zray.get(loaded.remote("numpy")) is True
     assert wait_for(lambda: len(fork_server_children()) == 1)   # the replacement alone
     zray.shutdown()
     context = fresh_cluster(num_cpus=1, _system_config={"worker_preload_modules": ""})
-    assert wait_for(lambda: node_reported_preload(context))
+    assert wait_for(lambda: node_preloaded(context.session_dir))
     assert zray.get(loaded.remote("numpy")) is False      # imported on first use only
     zray.shutdown()
     context = fresh_cluster(num_cpus=1,
                             _system_config={"worker_preload_modules": "json, numpy"})
-    assert wait_for(lambda: node_reported_preload(context))
+    assert wait_for(lambda: node_preloaded(context.session_dir))
     assert zray.get(loaded.remote("numpy")) is True
 
 
@@ -248,7 +238,7 @@ def test_the_worker_forked_before_the_preload_is_replaced_while_tasks_run(fresh_
     counted = [t.count_run.remote(str(tmp_path / str(i))) for i in range(100)]
     assert zray.get(slow + counted, timeout=30) == list(range(4)) + [True] * 100
     assert all((tmp_path / str(i)).read_text() == "x" for i in range(100))
-    assert wait_for(lambda: node_reported_preload(context))
+    assert wait_for(lambda: node_preloaded(context.session_dir))
     assert wait_for(lambda: len(fork_server_children()) <= 2)
     assert all(zray.get([loaded.remote("numpy") for _ in range(4)]))
     from tests.integration.test_leases import earn_grant
