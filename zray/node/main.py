@@ -321,8 +321,8 @@ class NodeLoop:
             elif words[0] == "exited":
                 self.state.on_worker_exited(int(words[1]), int(words[2]), now)
             elif words[0] == "preloaded":
-                log.info("the fork server preloaded worker_preload_modules; replacing the "
-                         "%d workers forked before", len(self.state.stale))
+                log.info("the fork server preloaded worker_preload_modules; workers forked "
+                         "before it to replace: %d", len(self.state.stale))
                 self.state.on_preloaded(now)
 
     def _drain_head(self, now: float) -> None:
