@@ -420,13 +420,23 @@ class IdleCpu:
     worker's process group is its own scheduling group (it calls setsid), so a
     low priority for the filler's thread would not keep it from taking a third
     of two busy cores from the tasks it prepares pages for.  The window keeps
-    it from starting in a lull between a put and the tasks that read it."""
+    it from starting in a lull between a put and the tasks that read it.
+
+    Idle ticks alone cannot see demand: while the filler's own page clearing
+    runs (counted as idle) the tasks get what is left and look content, so
+    the filler went on through every blank in the middle of a burst of tasks
+    (map_reduce ran ~10% slower).  So the host must also have had no more
+    runnable threads than CPUs, the caller's aside, at every sample of the
+    window (``/proc/loadavg``'s running count)."""
 
     def __init__(self, cores: float = 0.5, window_s: float = 0.2,
-                 stat_path: str = "/proc/stat"):
+                 stat_path: str = "/proc/stat", loadavg_path: str = "/proc/loadavg"):
         self.cores = cores
         self.window_s = window_s
         self.stat_path = stat_path
+        self.loadavg_path = loadavg_path
+        self.cpus = os.cpu_count() or 1
+        self.crowded_at = float("-inf")     # when others last waited for a CPU
         self.ticks_per_s = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         self.samples: deque = deque()
         self()
@@ -440,17 +450,29 @@ class IdleCpu:
         except (OSError, ValueError, IndexError):
             return None
 
+    def _crowded(self) -> bool:
+        """More runnable threads than CPUs, not counting the caller."""
+        try:
+            with open(self.loadavg_path) as loadavg:
+                running = int(loadavg.read().split()[3].split("/")[0])
+        except (OSError, ValueError, IndexError):
+            return False
+        return running - 1 > self.cpus - self.cores
+
     def __call__(self) -> bool:
         now = self._sample()
         if now is None:
             return True
+        if self._crowded():
+            self.crowded_at = now[0]
         samples = self.samples
         samples.append(now)
         while len(samples) > 2 and now[0] - samples[1][0] >= self.window_s:
             samples.popleft()
         first = samples[0]
         span = now[0] - first[0]
-        return span >= self.window_s and (now[1] - first[1]) / span >= self.cores
+        return (span >= self.window_s and now[0] - self.crowded_at >= self.window_s
+                and (now[1] - first[1]) / span >= self.cores)
 
 
 def _unused(path: str) -> bool | None:

@@ -206,7 +206,10 @@ def test_idle_cpu_says_idle_only_after_a_window_of_idle_ticks(tmp_path):
         stat.write_text(f"cpu  10 0 10 {idle_ticks} 0 0 0 0 0 0\ncpu0 1 2 3\n")
 
     write(ticks[0])
-    idle = IdleCpu(cores=0.5, window_s=0.05, stat_path=str(stat))
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_text("0.50 0.40 0.30 1/120 4242\n")       # only the caller runs
+    idle = IdleCpu(cores=0.5, window_s=0.05, stat_path=str(stat),
+                   loadavg_path=str(loadavg))
     hz = idle.ticks_per_s
     assert idle() is False                   # no window yet
     time.sleep(0.06)
@@ -215,3 +218,33 @@ def test_idle_cpu_says_idle_only_after_a_window_of_idle_ticks(tmp_path):
     time.sleep(0.06)
     assert idle() is False                   # busy since: no idle ticks came
     assert IdleCpu(stat_path=str(tmp_path / "none"))() is True   # no /proc/stat: always
+
+
+def test_idle_cpu_waits_a_window_after_others_queued_for_a_cpu(tmp_path):
+    """Idle ticks cannot see demand (the filler's own page clearing counts as
+    idle): more runnable threads than CPUs, the caller aside, close the gate
+    for a whole window."""
+    from zray.serialization import IdleCpu
+    stat, loadavg = tmp_path / "stat", tmp_path / "loadavg"
+    idle_ticks = [1000]
+
+    def advance(seconds):
+        time.sleep(seconds)
+        idle_ticks[0] += int(seconds * idle.ticks_per_s * 2) + 1   # both CPUs idle
+        stat.write_text(f"cpu  10 0 10 {idle_ticks[0]} 0 0 0 0 0 0\n")
+
+    stat.write_text(f"cpu  10 0 10 {idle_ticks[0]} 0 0 0 0 0 0\n")
+    loadavg.write_text("1.0 1.0 1.0 1/100 1\n")
+    idle = IdleCpu(cores=0.5, window_s=0.05, stat_path=str(stat),
+                   loadavg_path=str(loadavg))
+    idle.cpus = 2
+    advance(0.06)
+    assert idle() is True
+    loadavg.write_text("3.0 1.0 1.0 4/100 1\n")      # the caller and three others
+    advance(0.01)
+    assert idle() is False
+    loadavg.write_text("1.0 1.0 1.0 2/100 1\n")      # one other: two CPUs suffice
+    advance(0.02)
+    assert idle() is False                           # not a window since the crowd
+    advance(0.05)
+    assert idle() is True
