@@ -383,9 +383,10 @@ class SpareFiller:
         self.blank_bytes = blank_bytes
         self.tmp = f"{spares.prefix}blank_tmp"
 
-    def fill(self) -> bool:
+    def room(self) -> str | None:
+        """The free slot a blank would go into, or None: no blank to make now."""
         if self.blank_bytes < SPARE_MIN_BYTES:
-            return False
+            return None
         free, used = [], 0
         for slot in self.spares.slots:
             try:
@@ -393,7 +394,14 @@ class SpareFiller:
             except FileNotFoundError:
                 free.append(slot)
         if len(free) < 2 or used + self.blank_bytes > self.spares.budget_bytes:
+            return None
+        return free[0]
+
+    def fill(self) -> bool:
+        slot = self.room()
+        if slot is None:
             return False
+        free = [slot]
         fd = os.open(self.tmp, os.O_CREAT | os.O_TRUNC | os.O_RDWR, 0o600)
         try:
             os.posix_fallocate(fd, 0, self.blank_bytes)
@@ -414,8 +422,8 @@ class SpareFiller:
 
 class IdleCpu:
     """Whether at least ``cores`` of the host's CPUs were idle through the last
-    ``window_s`` seconds, not counting the calling thread's own CPU time as
-    busy (Linux ``/proc/stat``; elsewhere always True).  The spare filler
+    ``window_s`` seconds (Linux ``/proc/stat``; elsewhere always True), with
+    ``count_own_time`` not counting the calling thread's own CPU time as busy.  The spare filler
     makes blanks only then: its ``posix_fallocate`` is CPU work, and a
     worker's process group is its own scheduling group (it calls setsid), so a
     low priority for the filler's thread would not keep it from taking a third
@@ -430,7 +438,9 @@ class IdleCpu:
     window (``/proc/loadavg``'s running count)."""
 
     def __init__(self, cores: float = 0.5, window_s: float = 0.2,
-                 stat_path: str = "/proc/stat", loadavg_path: str = "/proc/loadavg"):
+                 stat_path: str = "/proc/stat", loadavg_path: str = "/proc/loadavg",
+                 count_own_time: bool = True):
+        self.count_own_time = count_own_time
         self.cores = cores
         self.window_s = window_s
         self.stat_path = stat_path
@@ -446,12 +456,14 @@ class IdleCpu:
             with open(self.stat_path) as stat:
                 fields = stat.readline().split()
             idle_ticks = int(fields[4]) + int(fields[5])                # idle + iowait
-            return time.monotonic(), idle_ticks / self.ticks_per_s + time.thread_time()
+            own_s = time.thread_time() if self.count_own_time else 0.0
+            return time.monotonic(), idle_ticks / self.ticks_per_s + own_s
         except (OSError, ValueError, IndexError):
             return None
 
     def _crowded(self) -> bool:
-        """More runnable threads than CPUs, not counting the caller."""
+        """More runnable threads than CPUs, not counting the caller (the node's
+        loop asks at its tick: itself running, the filler thread idle)."""
         try:
             with open(self.loadavg_path) as loadavg:
                 running = int(loadavg.read().split()[3].split("/")[0])

@@ -100,6 +100,8 @@ class NodeLoop:
         self._open_store(resources)
         self.filler = SpareFiller(self.spares, config.spare_blank_bytes)
         self.filler_stop = threading.Event()
+        self.filler_go = threading.Event()     # set by the loop: make one blank now
+        self.idle_cpu = IdleCpu(count_own_time=False)
         self.filler_thread = threading.Thread(target=self._fill_spares, daemon=True,
                                               name="zray-spare-filler")
         self.puller = Puller(config.shm_dir, node_id, config.transfer_chunk_bytes,
@@ -194,6 +196,7 @@ class NodeLoop:
                 guarded(log, "the node's periodic work", self.state.tick, now)
                 guarded(log, "the pulls' timeouts", self.puller.tick, now)
                 guarded(log, "the spare segments' upkeep", self.spares.tick, now)
+                guarded(log, "the spare filler", self._ask_for_blank)
                 if self.memory is not None and now >= self.next_memory_check:
                     guarded(log, "the memory monitor", self._check_memory)
                     self.next_memory_check = now + self.config.memory_monitor_refresh_ms / 1e3
@@ -256,6 +259,7 @@ class NodeLoop:
         self.puller.close()
         self._flush()
         self.filler_stop.set()
+        self.filler_go.set()
         if self.filler_thread.is_alive():
             self.filler_thread.join()
         removed = remove_segments(self.config.shm_dir, self.node_id)
@@ -276,15 +280,27 @@ class NodeLoop:
         log.info("node stopped; removed %d object segments", removed)
 
     def _fill_spares(self) -> None:
-        """The filler thread: keep blank pre-faulted spares ready (SpareFiller)
-        in the host's idle time, checking every 50 ms."""
-        idle = IdleCpu()
-        while not self.filler_stop.wait(0.05):
+        """The filler thread: make a blank pre-faulted spare (SpareFiller) each
+        time the loop says the host is idle and one is missing
+        (``_ask_for_blank``).  The loop decides, at its tick: a thread that woke
+        20 times a second to read /proc and stat the slots itself took the
+        node's GIL from its loop each time (hundreds of futex hand-offs a
+        second, measured in map_reduce)."""
+        while not self.filler_stop.is_set():
+            if not self.filler_go.wait(1.0):
+                continue
             try:
-                while idle() and self.filler.fill() and not self.filler_stop.is_set():
-                    pass
+                if not self.filler_stop.is_set():
+                    self.filler.fill()
             except Exception:
                 log.exception("making a blank spare segment failed")
+            finally:
+                self.filler_go.clear()
+
+    def _ask_for_blank(self) -> None:
+        if (self.filler_thread.is_alive() and not self.filler_go.is_set()
+                and self.idle_cpu() and self.filler.room() is not None):
+            self.filler_go.set()
 
     def _check_memory(self) -> None:
         """Out-of-memory protection: above the threshold, tell the head why and
