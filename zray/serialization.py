@@ -401,7 +401,6 @@ class SpareFiller:
         slot = self.room()
         if slot is None:
             return False
-        free = [slot]
         fd = os.open(self.tmp, os.O_CREAT | os.O_TRUNC | os.O_RDWR, 0o600)
         try:
             os.posix_fallocate(fd, 0, self.blank_bytes)
@@ -411,8 +410,8 @@ class SpareFiller:
         finally:
             os.close(fd)
         try:
-            os.link(self.tmp, free[0])    # never over a slot filled meanwhile
-            self.spares.blanks[free[0]] = os.stat(free[0]).st_ino
+            os.link(self.tmp, slot)    # never over a slot filled meanwhile
+            self.spares.blanks[slot] = os.stat(slot).st_ino
         except OSError:
             return False
         finally:
@@ -422,25 +421,23 @@ class SpareFiller:
 
 class IdleCpu:
     """Whether at least ``cores`` of the host's CPUs were idle through the last
-    ``window_s`` seconds (Linux ``/proc/stat``; elsewhere always True), with
-    ``count_own_time`` not counting the calling thread's own CPU time as busy.  The spare filler
-    makes blanks only then: its ``posix_fallocate`` is CPU work, and a
-    worker's process group is its own scheduling group (it calls setsid), so a
-    low priority for the filler's thread would not keep it from taking a third
-    of two busy cores from the tasks it prepares pages for.  The window keeps
-    it from starting in a lull between a put and the tasks that read it.
+    ``window_s`` seconds (Linux ``/proc/stat``; elsewhere always True).  The
+    node's loop asks it at its tick and wakes the spare filler only then: its
+    ``posix_fallocate`` is CPU work, and a worker's process group is its own
+    scheduling group (it calls setsid), so a low priority for the filler's
+    thread would not keep it from taking a third of two busy cores from the
+    tasks it prepares pages for.  The window keeps it from starting in a lull
+    between a put and the tasks that read it.
 
-    Idle ticks alone cannot see demand: while the filler's own page clearing
-    runs (counted as idle) the tasks get what is left and look content, so
-    the filler went on through every blank in the middle of a burst of tasks
-    (map_reduce ran ~10% slower).  So the host must also have had no more
-    runnable threads than CPUs, the caller's aside, at every sample of the
-    window (``/proc/loadavg``'s running count)."""
+    Idle ticks alone cannot see demand: while the filler's page clearing ran
+    (it used to count as idle) the tasks got what was left and looked content,
+    so the filler went on through every blank in the middle of a burst of
+    tasks (map_reduce ran ~10% slower).  So the host must also have had no
+    more runnable threads than CPUs, the caller's aside, at every sample of
+    the window (``/proc/loadavg``'s running count)."""
 
     def __init__(self, cores: float = 0.5, window_s: float = 0.2,
-                 stat_path: str = "/proc/stat", loadavg_path: str = "/proc/loadavg",
-                 count_own_time: bool = True):
-        self.count_own_time = count_own_time
+                 stat_path: str = "/proc/stat", loadavg_path: str = "/proc/loadavg"):
         self.cores = cores
         self.window_s = window_s
         self.stat_path = stat_path
@@ -456,8 +453,7 @@ class IdleCpu:
             with open(self.stat_path) as stat:
                 fields = stat.readline().split()
             idle_ticks = int(fields[4]) + int(fields[5])                # idle + iowait
-            own_s = time.thread_time() if self.count_own_time else 0.0
-            return time.monotonic(), idle_ticks / self.ticks_per_s + own_s
+            return time.monotonic(), idle_ticks / self.ticks_per_s
         except (OSError, ValueError, IndexError):
             return None
 

@@ -101,7 +101,7 @@ class NodeLoop:
         self.filler = SpareFiller(self.spares, config.spare_blank_bytes)
         self.filler_stop = threading.Event()
         self.filler_go = threading.Event()     # set by the loop: make one blank now
-        self.idle_cpu = IdleCpu(count_own_time=False)
+        self.idle_cpu = IdleCpu()
         self.filler_thread = threading.Thread(target=self._fill_spares, daemon=True,
                                               name="zray-spare-filler")
         self.puller = Puller(config.shm_dir, node_id, config.transfer_chunk_bytes,

@@ -154,7 +154,6 @@ class AesGcm:
         if len(key) != 32:
             raise ValueError("AES-256-GCM takes a 32-byte key")
         self.lib = lib = libcrypto()
-        self.key = key
         self.enc = lib.EVP_CIPHER_CTX_new()
         self.dec = lib.EVP_CIPHER_CTX_new()
         if not self.enc or not self.dec:
@@ -173,18 +172,10 @@ class AesGcm:
     def seal(self, nonce: bytes, aad: bytes, data, out) -> bytes:
         """Encrypt ``data`` into ``out`` (same length); the 16-byte tag covers
         ``aad`` and ``data``."""
-        lib, ctx, n = self.lib, self.enc, ctypes.c_int()
-        if lib.EVP_EncryptInit_ex(ctx, None, None, None, nonce) != 1:
-            raise OSError("AES-GCM: setting the nonce failed")
-        if aad and lib.EVP_EncryptUpdate(ctx, None, ctypes.byref(n), aad, len(aad)) != 1:
-            raise OSError("AES-GCM: additional data refused")
-        if data is not None and len(data):
-            with _Pinned(data) as (src, size), _Pinned(out, True) as (dst, room):
-                if room < size:
-                    raise ValueError("the output buffer is smaller than the data")
-                if lib.EVP_EncryptUpdate(ctx, dst, ctypes.byref(n), src, size) != 1:
-                    raise OSError("AES-GCM: encryption failed")
-        tag = ctypes.create_string_buffer(TAG_BYTES)
+        lib, ctx = self.lib, self.enc
+        self._crypt(lib.EVP_EncryptInit_ex, lib.EVP_EncryptUpdate, ctx, nonce, aad, data,
+                    out, OSError)
+        tag, n = ctypes.create_string_buffer(TAG_BYTES), ctypes.c_int()
         if (lib.EVP_EncryptFinal_ex(ctx, tag, ctypes.byref(n)) != 1
                 or lib.EVP_CIPHER_CTX_ctrl(ctx, _GCM_GET_TAG, TAG_BYTES, tag) != 1):
             raise OSError("AES-GCM: finishing failed")
@@ -194,21 +185,29 @@ class AesGcm:
         """Decrypt ``data`` into ``out``; raise ``SealError`` unless the tag
         proves ``aad`` and ``data`` came sealed with this key.  ``out`` holds
         garbage after a failure."""
-        lib, ctx, n = self.lib, self.dec, ctypes.c_int()
-        if lib.EVP_DecryptInit_ex(ctx, None, None, None, nonce) != 1:
+        lib, ctx = self.lib, self.dec
+        self._crypt(lib.EVP_DecryptInit_ex, lib.EVP_DecryptUpdate, ctx, nonce, aad, data,
+                    out, SealError)
+        if lib.EVP_CIPHER_CTX_ctrl(ctx, _GCM_SET_TAG, TAG_BYTES, tag) != 1:
+            raise SealError("the tag was refused")
+        if lib.EVP_DecryptFinal_ex(ctx, None, ctypes.byref(ctypes.c_int())) != 1:
+            raise SealError("the message does not open with the cluster's key")
+
+    @staticmethod
+    def _crypt(init, update, ctx, nonce: bytes, aad: bytes, data, out, error) -> None:
+        """Both directions up to the tag: the nonce, the additional data, then
+        ``data`` into ``out``."""
+        n = ctypes.c_int()
+        if init(ctx, None, None, None, nonce) != 1:
             raise OSError("AES-GCM: setting the nonce failed")
-        if aad and lib.EVP_DecryptUpdate(ctx, None, ctypes.byref(n), aad, len(aad)) != 1:
-            raise SealError("additional data refused")
+        if aad and update(ctx, None, ctypes.byref(n), aad, len(aad)) != 1:
+            raise error("AES-GCM: additional data refused")
         if data is not None and len(data):
             with _Pinned(data) as (src, size), _Pinned(out, True) as (dst, room):
                 if room < size:
                     raise ValueError("the output buffer is smaller than the data")
-                if lib.EVP_DecryptUpdate(ctx, dst, ctypes.byref(n), src, size) != 1:
-                    raise SealError("decryption failed")
-        if lib.EVP_CIPHER_CTX_ctrl(ctx, _GCM_SET_TAG, TAG_BYTES, tag) != 1:
-            raise SealError("the tag was refused")
-        if lib.EVP_DecryptFinal_ex(ctx, None, ctypes.byref(n)) != 1:
-            raise SealError("the message does not open with the cluster's key")
+                if update(ctx, dst, ctypes.byref(n), src, size) != 1:
+                    raise error("AES-GCM: the data was refused")
 
 
 # --- the transfer protocol's seals --------------------------------------------------
@@ -246,8 +245,8 @@ class RequestSeal:
         seal = bytes(frames[0])
         nonce, tag = seal[:NONCE_BYTES], seal[NONCE_BYTES:]
         header, payload = frames[1:], None
-        if len(frames) > 2 and _is_payload(frames):
-            header, payload = frames[1:-1], frames[-1]
+        if len(frames) == 3:       # a CHUNK is one header frame, then at most one buffer
+            header, payload = frames[1:2], frames[2]
         if payload is None:
             self.cipher.open(nonce, tag, _joined(header), None, None)
             return header, None
@@ -256,11 +255,6 @@ class RequestSeal:
             self.scratch = uninitialized(size)
         self.cipher.open(nonce, tag, _joined(header), payload, self.scratch)
         return header, memoryview(self.scratch)[:size]
-
-
-def _is_payload(frames) -> bool:
-    """CHUNK messages are one header frame, then at most one buffer frame."""
-    return len(frames) == 3
 
 
 class ServerSeal:
