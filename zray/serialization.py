@@ -423,10 +423,10 @@ class IdleCpu:
     """Whether at least ``cores`` of the host's CPUs were idle through the last
     ``window_s`` seconds (Linux ``/proc/stat``; elsewhere always True).  The
     node's loop asks it at its tick and wakes the spare filler only then: its
-    ``posix_fallocate`` is CPU work, and a worker's process group is its own
-    scheduling group (it calls setsid), so a low priority for the filler's
+    ``posix_fallocate`` is CPU work, and an actor's worker is a scheduling
+    group of its own (it calls setsid), so a low priority for the filler's
     thread would not keep it from taking a third of two busy cores from the
-    tasks it prepares pages for.  The window keeps it from starting in a lull
+    work it prepares pages for.  The window keeps it from starting in a lull
     between a put and the tasks that read it.
 
     Idle ticks alone cannot see demand: while the filler's page clearing ran

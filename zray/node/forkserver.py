@@ -78,9 +78,10 @@ def spawn_for_node(argv) -> tuple | None:
 
 
 def kill_worker(pid: int) -> None:
-    """SIGKILL a worker and what its tasks started: each worker leads a process
-    group of its own (it calls setsid), so the group goes with it; a process
-    that is not a group leader is killed alone."""
+    """SIGKILL a worker and what its tasks started: a worker leads a process
+    group of its own from its first task on (worker.main.take_own_group), so
+    the group goes with it; a process that is not a group leader (one that
+    never ran a task) is killed alone."""
     try:
         os.killpg(pid, signal.SIGKILL)
         return
@@ -225,10 +226,8 @@ class Server:
             for fd in (self.cmd_fd, self.event_fd, self.wake_r, self.wake_w):
                 os.close(fd)
             set_parent_death_signal()
-            # A session of its own: where the kernel groups CPU time by session
-            # (sched_autogroup), each worker gets its own share, as each rank
-            # started by torchrun does, instead of one share for the whole node.
-            os.setsid()
+            # Its own process group (and, for an actor, session) comes with its
+            # first task: zray.worker.main.take_own_group.
             code = self.worker_main.run_forked(worker_id, self.worker_args)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 0
