@@ -190,8 +190,12 @@ def test_beyond_loopback_the_browser_signs_in_with_the_token(browser, shots):
         text_appears(browser, ".login-error", "not this cluster")
         browser.find_element(By.NAME, "token").send_keys(cluster.dashboard.token)
         browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-        open_page(browser, browser.current_url, "#actor-table")     # back where it was
-        assert browser.current_url.endswith("/actors")
+        # The sign-in's answer sends the browser back where it was: wait for
+        # that page (loading current_url at once could still mean /login, and
+        # would cut the sign-in short under load).
+        WebDriverWait(browser, 30).until(
+            lambda d: d.current_url.endswith("/actors")
+            and d.find_elements(By.CSS_SELECTOR, "#actor-table"))
         # the cookie is HttpOnly: the page's scripts cannot read it
         assert browser.execute_script("return document.cookie") == ""
     finally:

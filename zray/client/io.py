@@ -23,7 +23,8 @@ import time
 import zmq
 
 from zray import protocol
-from zray._process import bind_private, has_input, poll_ms, recv_frames, send_frames
+from zray._process import (bind_private, connect_soon, has_input, poll_ms, recv_frames,
+                           send_frames)
 from zray.client.routes import (HEAD, NODE, Actor, ActorCancel, CloseActor, ConnectActor,
                                 Grant, Head, Node, Owner, Reply, Sent)
 from zray.exceptions import ProtocolError, RaySystemError
@@ -200,7 +201,7 @@ class ClientIO:
             sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
         sock.setsockopt(zmq.IDENTITY, identity)
         secure_client(sock, endpoint, self.config)
-        sock.connect(endpoint)
+        connect_soon(sock, endpoint)
         return sock
 
     def _main(self) -> None:

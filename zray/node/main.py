@@ -40,7 +40,7 @@ import time
 import zmq
 
 from zray import protocol
-from zray._process import (bind_private, configure_socket, guarded, has_input,
+from zray._process import (bind_private, configure_socket, connect_soon, guarded, has_input,
                            install_stop_handler, log_rejected, parent_alive, poll_ms,
                            recv_frames, run_profiled, send_frames, serve_endpoint,
                            setup_logging, transfer_frame_limit, tune_gc)
@@ -80,7 +80,7 @@ class NodeLoop:
         configure_socket(self.head, config)
         self.head.setsockopt(zmq.IDENTITY, b"N" + node_id)
         secure_client(self.head, head_address, config)
-        self.head.connect(head_address)
+        connect_soon(self.head, head_address)
         self.workers = self.ctx.socket(zmq.ROUTER)
         configure_socket(self.workers, config, config.max_head_message_bytes)
         self.worker_endpoint = bind_private(
