@@ -215,28 +215,6 @@ def test_a_killed_worker_takes_the_processes_its_task_started(cluster, tmp_path)
     assert wait_for(gone, timeout_s=10)
 
 
-def test_task_workers_lead_a_group_in_the_node_session_actors_a_session(cluster):
-    """A task worker leads its own process group (killed as one) but stays in
-    its node manager's session (one CPU share under sched_autogroup, with the
-    node that feeds it); an actor's worker starts a session of its own."""
-    @zray.remote
-    def where():
-        return os.getpid(), os.getpgid(0), os.getsid(0), os.getppid()
-
-    @zray.remote
-    class Where:
-        def where(self):
-            return os.getpid(), os.getpgid(0), os.getsid(0)
-
-    pid, pgid, sid, forkserver = zray.get(where.remote(), timeout=30)
-    assert pgid == pid and sid != pid
-    assert sid == os.getsid(forkserver)          # the node manager's session
-    actor = Where.remote()
-    pid, pgid, sid = zray.get(actor.where.remote(), timeout=30)
-    assert pgid == pid and sid == pid
-    zray.kill(actor)
-
-
 def test_cancel_queued_task_never_runs(cluster, tmp_path):
     blockers = [t.sleep_then.remote(1.0) for _ in range(2)]
     marker = str(tmp_path / "ran")
