@@ -510,12 +510,17 @@ class NodeManagerState:
 
     def _pick_worker(self, idle, spec):
         """An idle worker for ``spec``: one of its code environment (or a fresh
-        one), preferably one that has its function; None if there is none."""
+        one), preferably one that has its function; None if there is none.
+        An actor gets a worker that never ran anything (as in Ray, where each
+        actor has a worker of its own): its first task is the actor's creation,
+        so it starts a session of its own (worker.main.take_own_group); a
+        worker that ran tasks could not leave its process group for one."""
         key = code_env_key(spec.runtime_env)
+        fresh_only = spec.actor_id is not None
         fallback = None
         for i in range(len(idle) - 1, -1, -1):
             worker = idle[i]
-            if worker.env_key is not None and worker.env_key != key:
+            if worker.env_key is not None and (fresh_only or worker.env_key != key):
                 continue
             if spec.function_id in worker.known_functions:
                 return idle.pop(i)

@@ -540,9 +540,9 @@ def take_own_group(actor: bool) -> None:
     rank gets its own share, as each rank torchrun starts does.  A task worker
     stays in its node manager's session, as Ray's workers stay in the raylet's:
     in sessions of their own, two busy task workers outweighed the node
-    manager and head that feed them (map_reduce ran ~10% slower).  (An actor
-    placed on a worker that ran tasks before keeps that worker's group: the
-    kernel refuses setsid to a group leader.)"""
+    manager and head that feed them (map_reduce ran ~10% slower).  The node
+    gives an actor a worker that has run nothing (NodeManagerState._pick_worker):
+    the kernel refuses setsid to a group leader."""
     try:
         if actor:
             os.setsid()
