@@ -548,7 +548,7 @@ def take_own_group(actor: bool) -> None:
             os.setsid()
         else:
             os.setpgid(0, 0)
-    except OSError:          # already a leader (a test calling us directly)
+    except OSError:          # already a group leader: it stays where it is
         pass
 
 
